@@ -1,0 +1,245 @@
+//! Raw command-line arguments: only what was typed. `Settings` is the merged result.
+//!
+//! Architecture invariant: nothing here decides defaults or reads the environment (apart from
+//! `HOMELAB_CONFIG` locating the config file); [`Cli::layer`] hands what flags set to
+//! `settings::Settings::resolve`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::OutputFormat;
+use crate::settings::{ByteSize, Layer, ProviderKind};
+
+/// One command to a complete, wired GitOps lab on your laptop.
+///
+/// homelab builds a Multipass VM with microk8s, NGINX ingress, cert-manager issuing from a lab
+/// CA, Gitea (git + container registry), Drone CI, an Argo CD-compatible sync engine and a
+/// NyanCat demo app, and wires them so a push to the app repository ends up live over HTTPS.
+#[derive(Debug, Parser)]
+#[command(
+    name = "homelab",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Lab to act on; several labs can coexist [default: homelab]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub lab: Option<String>,
+
+    /// Config file [default: ./homelab.yaml when present]
+    #[arg(long, global = true, value_name = "FILE", env = "HOMELAB_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// More detail on stderr (-v debug, -vv trace); shows each subprocess as it runs
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors and warnings on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Format of what goes to stdout
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text, value_name = "FORMAT")]
+    pub output: OutputFormat,
+
+    /// No spinners, even on a terminal (plain lines instead)
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print or write the complete manifest set the lab runs
+    ///
+    /// Renders every component of the stack with the lab's domain, secrets and CA, in dependency
+    /// order. Works offline: secrets and the CA are generated into the lab state on first use
+    /// (or replaced by fixed markers with --placeholder-secrets).
+    Render(RenderArgs),
+
+    /// Print every step `homelab up` will take, without doing anything
+    Plan(PlanArgs),
+
+    /// Check the prerequisites (Multipass, git, disk, memory, virtualisation)
+    ///
+    /// Exits 0 when everything needed is in place, 1 when something blocks `homelab up`.
+    Doctor(DoctorArgs),
+
+    /// Inspect the resolved settings
+    #[command(subcommand)]
+    Config(ConfigCommand),
+
+    /// Print a shell completion script
+    ///
+    /// e.g. `homelab completions bash > ~/.local/share/bash-completion/completions/homelab`
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting with its value and where it came from (secrets redacted)
+    Show(ShowArgs),
+}
+
+/// Arguments of `config show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Choosing the stack and domain.
+#[derive(Debug, Args, Default)]
+pub struct StackArgs {
+    /// Stack name (`default`, `argocd`) or path to a stack file
+    #[arg(long, value_name = "NAME|FILE")]
+    pub stack: Option<String>,
+
+    /// Domain for lab hostnames [default: <node-ip>.sslip.io]
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+}
+
+/// Choosing and sizing the cluster.
+#[derive(Debug, Args, Default)]
+pub struct ClusterArgs {
+    /// Where the lab runs: Multipass VMs, or an existing cluster from your kubeconfig
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub provider: Option<ProviderArg>,
+
+    /// Kubeconfig context for `--provider existing`
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// CPUs per VM (at least 2) [default: 4]
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+
+    /// Memory per VM, e.g. 8G (at least 4G) [default: 8G]
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<ByteSize>,
+
+    /// Disk per VM, e.g. 40G (at least 20G) [default: 40G]
+    #[arg(long, value_name = "SIZE")]
+    pub disk: Option<ByteSize>,
+
+    /// Number of VMs; more than one joins them into one cluster [default: 1]
+    #[arg(long, value_name = "N")]
+    pub nodes: Option<u32>,
+}
+
+/// `--provider` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ProviderArg {
+    /// Multipass VMs running microk8s
+    Multipass,
+    /// A cluster you already have (kubeconfig)
+    Existing,
+}
+
+/// Arguments of `render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+
+    /// Write one file per component (plus cloud-init and repository content) into DIR instead of stdout
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Replace secrets and CA material with fixed markers, for review; touches no lab state
+    #[arg(long)]
+    pub placeholder_secrets: bool,
+}
+
+/// Arguments of `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Arguments of `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+impl StackArgs {
+    fn apply(&self, layer: &mut Layer) {
+        layer.stack = self.stack.clone();
+        layer.domain = self.domain.clone();
+    }
+}
+
+impl ClusterArgs {
+    fn apply(&self, layer: &mut Layer) {
+        layer.provider = self.provider.map(|p| match p {
+            ProviderArg::Multipass => ProviderKind::Multipass,
+            ProviderArg::Existing => ProviderKind::Existing,
+        });
+        layer.context = self.context.clone();
+        layer.vm_cpus = self.cpus;
+        layer.vm_memory = self.memory;
+        layer.vm_disk = self.disk;
+        layer.vm_nodes = self.nodes;
+    }
+}
+
+impl Cli {
+    /// What the flags set, as a settings layer.
+    pub fn layer(&self) -> Layer {
+        let mut layer = Layer {
+            lab: self.global.lab.clone(),
+            ..Layer::default()
+        };
+        match &self.command {
+            Command::Render(a) => a.stack.apply(&mut layer),
+            Command::Plan(a) => {
+                a.stack.apply(&mut layer);
+                a.cluster.apply(&mut layer);
+            }
+            Command::Doctor(a) => a.cluster.apply(&mut layer),
+            Command::Config(ConfigCommand::Show(a)) => {
+                a.stack.apply(&mut layer);
+                a.cluster.apply(&mut layer);
+            }
+            Command::Completions { .. } => {}
+        }
+        layer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,32 @@
+//! `homelab config show`: the resolved settings and where each value came from.
+
+use serde_json::json;
+
+use super::{Ctx, ExitStatus};
+use crate::error::Result;
+use crate::output::OutputFormat;
+
+pub(super) fn show(ctx: &Ctx) -> Result<ExitStatus> {
+    let s = &ctx.settings;
+    let entries = s.entries();
+    let file = s.config_file.as_ref().map(|p| p.display().to_string());
+    match ctx.printer.ui().format {
+        OutputFormat::Json => {
+            let settings: serde_json::Map<String, serde_json::Value> = entries
+                .iter()
+                .map(|(k, v, o)| ((*k).to_string(), json!({"value": v, "origin": o})))
+                .collect();
+            ctx.printer
+                .json(&json!({"config_file": file, "settings": settings}));
+        }
+        OutputFormat::Text => {
+            let mut out = format!("# config file: {}\n", file.as_deref().unwrap_or("(none)"));
+            let width = entries.iter().map(|(k, _, _)| k.len()).max().unwrap_or(0);
+            for (k, v, o) in &entries {
+                out.push_str(&format!("{k:<width$}  {v}  [{o}]\n"));
+            }
+            ctx.printer.data(&out);
+        }
+    }
+    Ok(ExitStatus::Success)
+}

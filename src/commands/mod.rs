@@ -1,0 +1,79 @@
+//! One file per command: each resolves what it needs, calls library services, and prints.
+//!
+//! Architecture invariant: commands hold no domain logic; they are the effectful shell around
+//! the pure modules, and the only place output is produced.
+
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::error::Result;
+use crate::output::Printer;
+use crate::settings::{Inputs, Settings};
+use crate::stack::{self, Stack};
+
+mod completions;
+mod config;
+mod doctor;
+mod plan;
+mod render;
+
+/// How a command ended when it did not fail outright.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exit 0.
+    Success,
+    /// Exit 1 without an error message (e.g. `doctor` found a blocker and said so).
+    Failure,
+}
+
+/// What every command gets.
+pub struct Ctx {
+    /// Resolved settings.
+    pub settings: Settings,
+    /// Where output goes.
+    pub printer: Printer,
+    /// The working directory (for relative paths).
+    pub cwd: PathBuf,
+}
+
+impl Ctx {
+    /// The stack the settings name, with settings overrides applied.
+    pub fn stack(&self) -> Result<Stack> {
+        let mut stack = stack::load(&self.settings.stack, &self.cwd)?;
+        if let Some(image) = &self.settings.sync_image
+            && let Some(c) = stack
+                .components
+                .iter_mut()
+                .find(|c| c.name == "gitops-engine")
+            && c.images.contains_key("engine")
+        {
+            stack::check_image_pinned(image).map_err(|why| {
+                crate::error::Error::msg(format!("`sync.image` `{image}` {why}"))
+                    .hint("pin the sync engine image to a version tag or a digest")
+            })?;
+            c.images.insert("engine".into(), image.clone());
+        }
+        Ok(stack)
+    }
+}
+
+/// Run the parsed command line.
+pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
+    if let Command::Completions { shell } = &cli.command {
+        return completions::run(*shell);
+    }
+    let inputs = Inputs::from_process(cli.global.config.clone(), cli.layer());
+    let settings = Settings::resolve(&inputs)?;
+    let ctx = Ctx {
+        settings,
+        printer,
+        cwd: inputs.cwd,
+    };
+    match &cli.command {
+        Command::Render(args) => render::run(&ctx, args),
+        Command::Plan(_) => plan::run(&ctx),
+        Command::Doctor(_) => doctor::run(&ctx),
+        Command::Config(ConfigCommand::Show(_)) => config::show(&ctx),
+        Command::Completions { .. } => unreachable!("handled above"),
+    }
+}

@@ -1,0 +1,25 @@
+//! `homelab plan`: print every step `up` would take. Reads files only.
+
+use super::{Ctx, ExitStatus};
+use crate::error::Result;
+use crate::output::OutputFormat;
+use crate::plan::{Known, plan};
+use crate::render::Domain;
+use crate::state::{LabState, SECRETS_FILE};
+use crate::tls::CA_CERT_FILE;
+
+pub(super) fn run(ctx: &Ctx) -> Result<ExitStatus> {
+    let stack = ctx.stack()?;
+    let state = LabState::locate(&ctx.settings.lab)?;
+    let known = Known {
+        ca: state.path(CA_CERT_FILE).exists(),
+        secrets: state.path(SECRETS_FILE).exists(),
+    };
+    let domain = Domain::resolve(ctx.settings.domain.as_deref(), None);
+    let p = plan(&ctx.settings, &stack, &domain, known);
+    match ctx.printer.ui().format {
+        OutputFormat::Json => ctx.printer.json(&p),
+        OutputFormat::Text => ctx.printer.data(&p.to_text()),
+    }
+    Ok(ExitStatus::Success)
+}

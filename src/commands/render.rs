@@ -1,0 +1,71 @@
+//! `homelab render`: the complete manifest set, to stdout or one file per component.
+
+use super::{Ctx, ExitStatus};
+use crate::cli::RenderArgs;
+use crate::error::Result;
+use crate::output::OutputFormat;
+use crate::render::{Domain, RenderInput, render};
+use crate::state::{self, LabState, Secrets};
+use crate::templates::Templates;
+use crate::{tls, upstream};
+
+pub(super) fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitStatus> {
+    let settings = &ctx.settings;
+    let stack = ctx.stack()?;
+    let state = LabState::locate(&settings.lab)?;
+    let domain = Domain::resolve(settings.domain.as_deref(), None);
+    let (secrets, ca) = if args.placeholder_secrets {
+        (Secrets::placeholders(), tls::placeholder())
+    } else {
+        let mut secrets = state.secrets()?;
+        if let Some(pw) = &settings.gitea_admin_password {
+            secrets = secrets.with("gitea_admin_password", pw.clone());
+        }
+        (
+            secrets,
+            tls::load_or_create(&state, settings.domain.as_deref())?,
+        )
+    };
+    let lock = upstream::read_lock(&state)?;
+    let cached = upstream::cached(&stack, &lock, &state::cache_root()?)?;
+    let channel = settings
+        .microk8s_channel
+        .clone()
+        .unwrap_or_else(|| stack.cluster.channel.clone());
+    let templates = Templates::embedded()?;
+    let manifests = render(
+        &templates,
+        &RenderInput {
+            lab: &settings.lab,
+            stack: &stack,
+            domain: &domain,
+            secrets: &secrets,
+            ca: &ca,
+            gitea_admin_user: &settings.gitea_admin_user,
+            channel: &channel,
+            upstream: &cached,
+        },
+    )?;
+    if !domain.known {
+        ctx.printer.info(&format!(
+            "note: the lab's node IP is not known yet, so hostnames use `{}`; pass `--domain` to choose one",
+            domain.name
+        ));
+    }
+    match &args.out {
+        Some(dir) => {
+            let dir = ctx.cwd.join(dir);
+            let written = manifests.write_dir(&dir)?;
+            ctx.printer.info(&format!(
+                "wrote {} files into `{}`",
+                written.len(),
+                dir.display()
+            ));
+        }
+        None => match ctx.printer.ui().format {
+            OutputFormat::Json => ctx.printer.json(&manifests.components),
+            OutputFormat::Text => ctx.printer.data(&manifests.to_yaml()),
+        },
+    }
+    Ok(ExitStatus::Success)
+}

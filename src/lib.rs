@@ -1,0 +1,26 @@
+//! homelab: one command to a complete, wired GitOps lab.
+//!
+//! Data flow (see `../shared/DESIGN.md`): argv → [`cli`] → [`settings`] → [`stack`] →
+//! [`plan`] → provider → [`render`] → apply → wire → verify. The pure modules (settings, stack,
+//! plan, render, templates, kinds, tls material) do no I/O beyond what they are handed; the
+//! edges ([`process`], [`state`], [`upstream`], [`doctor`]'s probes) each have one seam.
+
+pub mod assets;
+pub mod cli;
+pub mod commands;
+pub mod doctor;
+pub mod error;
+pub mod kinds;
+pub mod output;
+pub mod plan;
+pub mod process;
+pub mod redact;
+pub mod render;
+pub mod settings;
+pub mod stack;
+pub mod state;
+pub mod templates;
+pub mod tls;
+pub mod tools;
+pub mod upstream;
+pub mod yaml;

@@ -1,0 +1,57 @@
+//! The `homelab` binary: parse, set up logging, run, print errors with hints.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use homelab::cli::Cli;
+use homelab::commands::{self, ExitStatus};
+use homelab::output::{Printer, Ui};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ui = Ui::new(
+        cli.global.output,
+        cli.global.verbose,
+        cli.global.quiet,
+        cli.global.no_progress,
+    );
+    init_logging(ui.verbosity, ui.color);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts");
+    let printer = Printer::new(ui);
+    match runtime.block_on(commands::run(cli, printer)) {
+        Ok(ExitStatus::Success) => ExitCode::SUCCESS,
+        Ok(ExitStatus::Failure) => ExitCode::from(1),
+        Err(err) => {
+            let text = err.render();
+            if ui.color {
+                let text = text
+                    .replacen("error:", "\x1b[1;31merror:\x1b[0m", 1)
+                    .replace("\nhint:", "\n\x1b[1;36mhint:\x1b[0m");
+                eprintln!("{text}");
+            } else {
+                eprintln!("{text}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(verbosity: i8, color: bool) {
+    let level = match verbosity {
+        i8::MIN..=0 => tracing::Level::WARN,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .with_target(verbosity >= 2)
+        .without_time()
+        .init();
+}

@@ -1,0 +1,384 @@
+//! The plan: every step `homelab up` will take, computed as a value before anything runs.
+//!
+//! Architecture invariant: pure. `homelab plan` prints it; `up` walks it. Inputs are the
+//! resolved settings, the stack, the domain and what the lab state already holds.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::render::{Domain, GITEA_ORG, hosts};
+use crate::settings::{ProviderKind, Settings};
+use crate::stack::Stack;
+use crate::tls;
+
+/// What already exists in the lab state (read by the caller).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Known {
+    /// The lab CA exists.
+    pub ca: bool,
+    /// Secrets were generated before.
+    pub secrets: bool,
+}
+
+/// The whole plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// Lab name.
+    pub lab: String,
+    /// Stack name.
+    pub stack: String,
+    /// Lab domain.
+    pub domain: Domain,
+    /// Steps in order.
+    pub steps: Vec<Step>,
+}
+
+/// One step of `up`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// Build or reuse the cluster.
+    Provision(Provision),
+    /// Create or reuse the lab CA.
+    Ca {
+        /// `create` or `reuse`.
+        action: String,
+        /// DNS names it may issue for.
+        permitted_domains: Vec<String>,
+    },
+    /// Generate or reuse the lab's secrets.
+    Secrets {
+        /// `generate` or `reuse`.
+        action: String,
+    },
+    /// Deploy the components.
+    Deploy {
+        /// Components in dependency order.
+        components: Vec<ComponentStep>,
+    },
+    /// Wire the services together.
+    Wire {
+        /// Wiring steps in order.
+        steps: Vec<WireStep>,
+    },
+    /// Prove the loop end to end.
+    Verify {
+        /// The hops checked.
+        hops: Vec<String>,
+    },
+}
+
+/// The provisioning step.
+#[derive(Clone, Debug, Serialize)]
+pub struct Provision {
+    /// `multipass` or `existing`.
+    pub provider: ProviderKind,
+    /// VM count (multipass).
+    pub nodes: u32,
+    /// CPUs per VM.
+    pub cpus: u32,
+    /// Memory per VM.
+    pub memory: String,
+    /// Disk per VM.
+    pub disk: String,
+    /// Ubuntu image.
+    pub image: String,
+    /// microk8s snap channel.
+    pub channel: String,
+    /// microk8s addons set at launch.
+    pub addons: Vec<String>,
+    /// Kube context used (existing) or created (multipass).
+    pub context: String,
+}
+
+/// One component in the deploy step.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentStep {
+    /// Name.
+    pub name: String,
+    /// Wave (0 = no needs).
+    pub wave: usize,
+    /// What it waits on.
+    pub needs: Vec<String>,
+    /// `templates`, `upstream`, `addon`, …
+    pub source: String,
+    /// Upstream URL, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Pinned version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Images it pulls.
+    pub images: Vec<String>,
+    /// Namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Public hostname.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// One wiring step.
+#[derive(Clone, Debug, Serialize)]
+pub struct WireStep {
+    /// Stable name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+}
+
+fn wire(name: &str, description: String) -> WireStep {
+    WireStep {
+        name: name.into(),
+        description,
+    }
+}
+
+/// Compute the plan.
+pub fn plan(settings: &Settings, stack: &Stack, domain: &Domain, known: Known) -> Plan {
+    let channel = settings
+        .microk8s_channel
+        .clone()
+        .unwrap_or_else(|| stack.cluster.channel.clone());
+    let image = stack
+        .cluster
+        .image
+        .clone()
+        .filter(|_| settings.origins.get("vm.image") == Some(&crate::settings::Origin::Default))
+        .unwrap_or_else(|| settings.vm.image.clone());
+    let addons: Vec<String> = stack
+        .components
+        .iter()
+        .filter_map(|c| c.source.addon.clone())
+        .collect();
+    let provision = Provision {
+        provider: settings.provider,
+        nodes: settings.vm.nodes,
+        cpus: settings.vm.cpus,
+        memory: settings.vm.memory.to_string(),
+        disk: settings.vm.disk.to_string(),
+        image,
+        channel,
+        addons,
+        context: match settings.provider {
+            ProviderKind::Multipass => settings.context_name(),
+            ProviderKind::Existing => settings
+                .context
+                .clone()
+                .unwrap_or_else(|| "(current context)".into()),
+        },
+    };
+    let waves = stack.waves();
+    let hosts = hosts(stack, domain);
+    let components = stack
+        .components
+        .iter()
+        .filter(|c| !c.is_addon())
+        .map(|c| ComponentStep {
+            name: c.name.clone(),
+            wave: waves[&c.name],
+            needs: c.needs.clone(),
+            source: c.source_kind().into(),
+            url: c.source.upstream.as_ref().map(|u| u.url.clone()),
+            version: c.version.clone(),
+            images: c.images.values().cloned().collect(),
+            namespace: c.namespace.clone(),
+            host: hosts.get(&c.name).cloned(),
+        })
+        .collect();
+
+    let mut wiring = Vec::new();
+    let has = |n: &str| stack.component(n).is_some();
+    if has("gitea") {
+        let user = &settings.gitea_admin_user;
+        wiring.push(wire("gitea-admin", format!("create the Gitea admin `{user}` with the Gitea CLI (as user `git`), password from the lab state")));
+        wiring.push(wire(
+            "gitea-token",
+            format!("create an API token for `{user}` (basic auth) and keep it in the lab state"),
+        ));
+        wiring.push(wire(
+            "gitea-org",
+            format!("create the organisation `{GITEA_ORG}`"),
+        ));
+        for c in &stack.components {
+            for repo in c.repos.keys() {
+                wiring.push(wire(
+                    &format!("gitea-repo-{repo}"),
+                    format!("create `{GITEA_ORG}/{repo}` and push its content with git over HTTPS"),
+                ));
+            }
+        }
+        if has("gitops-engine") {
+            wiring.push(wire(
+                "gitea-webhook",
+                format!(
+                    "add a webhook on `{GITEA_ORG}/gitops` that tells the sync engine about pushes"
+                ),
+            ));
+        }
+    }
+    if has("drone") {
+        wiring.push(wire(
+            "drone-oauth-app",
+            "create the Gitea OAuth app `drone` and hand its client to Drone".into(),
+        ));
+        wiring.push(wire(
+            "drone-login",
+            "log in to Drone through Gitea once and keep Drone's API token".into(),
+        ));
+        wiring.push(wire(
+            "drone-activate",
+            format!("sync repositories and activate `{GITEA_ORG}/nyan-cat`"),
+        ));
+        wiring.push(wire(
+            "drone-secrets",
+            "set the pipeline's secrets (registry login, gitops push token)".into(),
+        ));
+    }
+
+    let mut hops = Vec::new();
+    if has("drone") && has("gitea") {
+        hops.extend(
+            [
+                "commit a visible change to `lab/nyan-cat`",
+                "Drone build started",
+                "build succeeded",
+                "tag bumped in `lab/gitops`",
+                "Application `nyan-cat` synced and healthy",
+            ]
+            .map(String::from),
+        );
+    }
+    if let Some(h) = hosts.get("nyan-cat") {
+        hops.push(format!(
+            "https://{h} serves the new content, trusted through the lab CA"
+        ));
+    }
+
+    let steps = vec![
+        Step::Provision(provision),
+        Step::Ca {
+            action: if known.ca { "reuse" } else { "create" }.into(),
+            permitted_domains: tls::permitted_domains(settings.domain.as_deref()),
+        },
+        Step::Secrets {
+            action: if known.secrets { "reuse" } else { "generate" }.into(),
+        },
+        Step::Deploy { components },
+        Step::Wire { steps: wiring },
+        Step::Verify { hops },
+    ];
+    Plan {
+        lab: settings.lab.clone(),
+        stack: stack.name.clone(),
+        domain: domain.clone(),
+        steps,
+    }
+}
+
+impl Plan {
+    /// The plan as text for people.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let domain_note = if self.domain.known {
+            String::new()
+        } else {
+            " (a stand-in until the VM has an IP)".into()
+        };
+        writeln!(
+            out,
+            "Plan for lab `{}` (stack `{}`, domain `{}`{domain_note})",
+            self.lab, self.stack, self.domain.name
+        )
+        .unwrap();
+        for (i, step) in self.steps.iter().enumerate() {
+            let n = i + 1;
+            match step {
+                Step::Provision(p) => match p.provider {
+                    ProviderKind::Multipass => {
+                        writeln!(
+                            out,
+                            "\n{n}. provision  multipass: {} VM{} × {} CPU, {} memory, {} disk, Ubuntu {}",
+                            p.nodes,
+                            if p.nodes == 1 { "" } else { "s" },
+                            p.cpus,
+                            p.memory,
+                            p.disk,
+                            p.image
+                        )
+                        .unwrap();
+                        writeln!(
+                            out,
+                            "              microk8s {} with addons {}",
+                            p.channel,
+                            p.addons.join(", ")
+                        )
+                        .unwrap();
+                        writeln!(out, "              kube context `{}`", p.context).unwrap();
+                    }
+                    ProviderKind::Existing => {
+                        writeln!(
+                            out,
+                            "\n{n}. provision  existing cluster, kube context `{}`",
+                            p.context
+                        )
+                        .unwrap();
+                    }
+                },
+                Step::Ca {
+                    action,
+                    permitted_domains,
+                } => {
+                    writeln!(
+                        out,
+                        "\n{n}. ca         {action} the lab CA (ECDSA P-256), valid only for {}",
+                        permitted_domains.join(", ")
+                    )
+                    .unwrap();
+                }
+                Step::Secrets { action } => {
+                    writeln!(
+                        out,
+                        "\n{n}. secrets    {action} the lab's secrets (kept 0600 in the lab state)"
+                    )
+                    .unwrap();
+                }
+                Step::Deploy { components } => {
+                    writeln!(out, "\n{n}. deploy").unwrap();
+                    for c in components {
+                        let waits = if c.needs.is_empty() {
+                            "waits on nothing".to_string()
+                        } else {
+                            format!("waits on {}", c.needs.join(", "))
+                        };
+                        let host = c
+                            .host
+                            .as_ref()
+                            .map(|h| format!("  https://{h}"))
+                            .unwrap_or_default();
+                        writeln!(
+                            out,
+                            "     wave {}  {:<15} {:<18} {waits}{host}",
+                            c.wave, c.name, c.source
+                        )
+                        .unwrap();
+                    }
+                }
+                Step::Wire { steps } => {
+                    writeln!(out, "\n{n}. wire").unwrap();
+                    for s in steps {
+                        writeln!(out, "     {:<18} {}", s.name, s.description).unwrap();
+                    }
+                }
+                Step::Verify { hops } => {
+                    writeln!(out, "\n{n}. verify").unwrap();
+                    for h in hops {
+                        writeln!(out, "     → {h}").unwrap();
+                    }
+                }
+            }
+        }
+        out
+    }
+}

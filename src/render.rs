@@ -1,0 +1,499 @@
+//! Render: stack + settings + secrets + CA → the complete manifest set, the repositories' seed
+//! content, and the VM's cloud-init.
+//!
+//! Architecture invariant: pure. Inputs arrive as values (upstream manifests already read from
+//! the cache by the caller); output is deterministic: components in dependency order, objects in
+//! apply order, keys sorted, LF newlines, ownership labels on every object.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::error::{Diagnostic, io_err};
+use crate::kinds::{ObjectRef, apply_order_key};
+use crate::stack::{Component, Stack};
+use crate::state::Secrets;
+use crate::templates::{TemplateError, Templates};
+use crate::tls::LabCa;
+use crate::yaml;
+
+/// Label naming the lab an object belongs to.
+pub const LABEL_LAB: &str = "homelab.dev/lab";
+/// Label naming the stack component an object belongs to.
+pub const LABEL_COMPONENT: &str = "homelab.dev/component";
+/// The standard managed-by label.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Domain used in hostnames while the node IP is not known yet.
+pub const UNKNOWN_IP_DOMAIN: &str = "node-ip.sslip.io";
+/// The Gitea organisation that holds the lab's repositories.
+pub const GITEA_ORG: &str = "lab";
+
+/// The lab's domain and whether it is final.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Domain {
+    /// e.g. `10.0.0.5.sslip.io`.
+    pub name: String,
+    /// False while it stands in for an IP not known yet.
+    pub known: bool,
+}
+
+impl Domain {
+    /// `--domain` if given, else `<node-ip>.sslip.io`, else the stand-in.
+    pub fn resolve(custom: Option<&str>, node_ip: Option<&str>) -> Domain {
+        match (custom, node_ip) {
+            (Some(d), _) => Domain {
+                name: d.to_string(),
+                known: true,
+            },
+            (None, Some(ip)) => Domain {
+                name: format!("{ip}.sslip.io"),
+                known: true,
+            },
+            (None, None) => Domain {
+                name: UNKNOWN_IP_DOMAIN.to_string(),
+                known: false,
+            },
+        }
+    }
+}
+
+/// Everything render needs, as values.
+pub struct RenderInput<'a> {
+    /// Lab name.
+    pub lab: &'a str,
+    /// The stack.
+    pub stack: &'a Stack,
+    /// The domain.
+    pub domain: &'a Domain,
+    /// Secrets (real or placeholders).
+    pub secrets: &'a Secrets,
+    /// The lab CA (real or placeholder).
+    pub ca: &'a LabCa,
+    /// Gitea admin login.
+    pub gitea_admin_user: &'a str,
+    /// microk8s channel in effect.
+    pub channel: &'a str,
+    /// Upstream manifests already downloaded, by URL.
+    pub upstream: &'a BTreeMap<String, String>,
+}
+
+/// One component's rendered output.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentManifests {
+    /// Component name.
+    pub name: String,
+    /// Its wave.
+    pub wave: usize,
+    /// Objects in apply order.
+    pub objects: Vec<Value>,
+    /// A remark for people (addon, upstream not downloaded yet).
+    pub note: Option<String>,
+    /// Seed content of the Git repositories it owns: repo → path → text.
+    pub repos: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The whole rendered lab.
+#[derive(Clone, Debug, Serialize)]
+pub struct Manifests {
+    /// Per component, in dependency order.
+    pub components: Vec<ComponentManifests>,
+    /// cloud-init user-data for the VMs.
+    pub cloud_init: String,
+}
+
+/// Rendering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed.
+    #[error("render component `{component}`")]
+    Template {
+        /// The component.
+        component: String,
+        /// The template error.
+        #[source]
+        source: TemplateError,
+    },
+    /// A template produced text that is not YAML.
+    #[error(
+        "template `{template}` of component `{component}` rendered invalid YAML at line {line}: {message}"
+    )]
+    BadYaml {
+        /// The component.
+        component: String,
+        /// The template.
+        template: String,
+        /// Line in the rendered output.
+        line: usize,
+        /// Parser message.
+        message: String,
+    },
+    /// A document is not a Kubernetes object.
+    #[error(
+        "template `{template}` of component `{component}` rendered a document without apiVersion, kind or metadata.name (document at line {line})"
+    )]
+    NotAnObject {
+        /// The component.
+        component: String,
+        /// The template (or upstream URL).
+        template: String,
+        /// Line of the document.
+        line: usize,
+    },
+    /// The same object is rendered twice.
+    #[error("{object} is rendered by both `{first}` and `{second}`")]
+    DuplicateObject {
+        /// The object.
+        object: String,
+        /// First component.
+        first: String,
+        /// Second component.
+        second: String,
+    },
+    /// Writing `--out` failed.
+    #[error(transparent)]
+    Io(#[from] crate::error::IoError),
+}
+
+impl Diagnostic for RenderError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            RenderError::Template { source, .. } => source.hints(),
+            RenderError::BadYaml { .. } => vec![
+                "interpolate whole values (`{{ hosts.gitea }}`), not parts of a scalar: every value is written quoted".into(),
+            ],
+            RenderError::Io(e) => e.hints(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Full public hostnames by component name (`gitea` → `gitea.<domain>`).
+pub fn hosts(stack: &Stack, domain: &Domain) -> BTreeMap<String, String> {
+    stack
+        .components
+        .iter()
+        .filter_map(|c| {
+            c.hostname
+                .as_ref()
+                .map(|h| (c.name.clone(), format!("{h}.{}", domain.name)))
+        })
+        .collect()
+}
+
+fn component_value(c: &Component, hosts: &BTreeMap<String, String>) -> Value {
+    json!({
+        "name": c.name,
+        "namespace": c.namespace.clone().unwrap_or_default(),
+        "version": c.version.clone().unwrap_or_default(),
+        "images": c.images,
+        "resources": c.resources.as_ref().map(|r| json!({"cpu": r.cpu, "memory": r.memory}))
+            .unwrap_or_else(|| json!({"cpu": "50m", "memory": "64Mi"})),
+        "host": hosts.get(&c.name).cloned().unwrap_or_default(),
+        "timeout": c.timeout.unwrap_or(300),
+    })
+}
+
+/// The one function that builds the template context.
+///
+/// Variables: `lab`, `domain`, `stack` {name, kubernetes}, `component` (the one being rendered:
+/// name, namespace, version, images, resources {cpu, memory}, host), `components` (all, by name,
+/// same shape), `hosts` and `urls` (by component name), `secrets` (by name), `ca` {cert_pem,
+/// key_pem}, `gitea` {admin_user, org, url, internal_url}, `labels` {lab, component}, `channel`.
+pub fn context(input: &RenderInput<'_>, component: Option<&Component>) -> tera::Context {
+    let hosts = hosts(input.stack, input.domain);
+    let urls: BTreeMap<String, String> = hosts
+        .iter()
+        .map(|(k, h)| (k.clone(), format!("https://{h}")))
+        .collect();
+    let components: BTreeMap<String, Value> = input
+        .stack
+        .components
+        .iter()
+        .map(|c| (c.name.clone(), component_value(c, &hosts)))
+        .collect();
+    let secrets: BTreeMap<&str, &str> =
+        input.secrets.iter().map(|(k, v)| (k, v.expose())).collect();
+    let gitea_ns = input
+        .stack
+        .component("gitea")
+        .and_then(|c| c.namespace.clone())
+        .unwrap_or_else(|| "gitea".into());
+    let mut ctx = tera::Context::new();
+    ctx.insert("lab", input.lab);
+    ctx.insert("domain", &input.domain.name);
+    ctx.insert(
+        "stack",
+        &json!({"name": input.stack.name, "kubernetes": input.stack.cluster.kubernetes}),
+    );
+    ctx.insert("channel", input.channel);
+    ctx.insert("components", &components);
+    ctx.insert("hosts", &hosts);
+    ctx.insert("urls", &urls);
+    ctx.insert("secrets", &secrets);
+    ctx.insert(
+        "ca",
+        &json!({"cert_pem": input.ca.cert_pem, "key_pem": input.ca.key_pem.expose()}),
+    );
+    ctx.insert(
+        "gitea",
+        &json!({
+            "admin_user": input.gitea_admin_user,
+            "org": GITEA_ORG,
+            "url": urls.get("gitea").cloned().unwrap_or_default(),
+            "host": hosts.get("gitea").cloned().unwrap_or_default(),
+            "internal_url": format!("http://gitea-http.{gitea_ns}.svc.cluster.local:3000"),
+        }),
+    );
+    if let Some(c) = component {
+        ctx.insert("component", &component_value(c, &hosts));
+        ctx.insert("labels", &json!({"lab": input.lab, "component": c.name}));
+    }
+    ctx
+}
+
+/// Render the whole lab.
+pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifests, RenderError> {
+    let waves = input.stack.waves();
+    let mut components = Vec::new();
+    let mut owners: BTreeMap<ObjectRef, String> = BTreeMap::new();
+    for c in &input.stack.components {
+        let ctx = context(input, Some(c));
+        let mut objects = Vec::new();
+        let mut note = None;
+        if let Some(addon) = &c.source.addon {
+            note = Some(format!(
+                "microk8s addon `{addon}`, enabled through the launch configuration when the VM is provisioned"
+            ));
+        }
+        if let Some(up) = &c.source.upstream {
+            match input.upstream.get(&up.url) {
+                Some(text) => objects.extend(parse_objects(&c.name, &up.url, text)?),
+                None => {
+                    note = Some(format!(
+                        "upstream manifest {} is not downloaded yet; `homelab prepare` fetches it and records its sha256 in the lab's lock",
+                        up.url
+                    ))
+                }
+            }
+        }
+        if let Some(dir) = &c.source.templates {
+            for name in templates.in_dir(dir) {
+                let text =
+                    templates
+                        .render(&name, &ctx)
+                        .map_err(|source| RenderError::Template {
+                            component: c.name.clone(),
+                            source,
+                        })?;
+                objects.extend(parse_objects(&c.name, &name, &text)?);
+            }
+        }
+        for obj in &mut objects {
+            label(obj, input.lab, &c.name);
+        }
+        objects.sort_by_key(apply_order_key);
+        for obj in &objects {
+            let r = ObjectRef::of(obj).expect("checked by parse_objects");
+            if let Some(first) = owners.insert(r.clone(), c.name.clone()) {
+                return Err(RenderError::DuplicateObject {
+                    object: r.to_string(),
+                    first,
+                    second: c.name.clone(),
+                });
+            }
+        }
+        let mut repos = BTreeMap::new();
+        for (repo, dir) in &c.repos {
+            let mut files = BTreeMap::new();
+            for name in templates.in_dir(dir) {
+                let text =
+                    templates
+                        .render(&name, &ctx)
+                        .map_err(|source| RenderError::Template {
+                            component: c.name.clone(),
+                            source,
+                        })?;
+                let rel = name.strip_prefix(&format!("{dir}/")).unwrap_or(&name);
+                files.insert(rel.to_string(), text);
+            }
+            repos.insert(repo.clone(), files);
+        }
+        components.push(ComponentManifests {
+            name: c.name.clone(),
+            wave: waves[&c.name],
+            objects,
+            note,
+            repos,
+        });
+    }
+    let cloud_init = render_cloud_init(templates, input)?;
+    Ok(Manifests {
+        components,
+        cloud_init,
+    })
+}
+
+/// cloud-init user-data for the lab VMs: the microk8s launch configuration (addons from the
+/// stack), the lab CA in the system trust store and for the registry host in containerd.
+pub fn render_cloud_init(
+    templates: &Templates,
+    input: &RenderInput<'_>,
+) -> Result<String, RenderError> {
+    let wrap = |source| RenderError::Template {
+        component: "cloud-init".into(),
+        source,
+    };
+    let mut ctx = context(input, None);
+    let addons: Vec<&str> = input
+        .stack
+        .components
+        .iter()
+        .filter_map(|c| c.source.addon.as_deref())
+        .collect();
+    ctx.insert("addons", &addons);
+    let registry_host = if input.domain.known {
+        hosts(input.stack, input.domain).get("gitea").cloned()
+    } else {
+        None
+    };
+    let hosts_toml = match &registry_host {
+        Some(host) => {
+            let mut c = ctx.clone();
+            c.insert("registry_host", host);
+            Some(
+                templates
+                    .render("cloud-init/containerd-hosts.toml", &c)
+                    .map_err(wrap)?,
+            )
+        }
+        None => None,
+    };
+    ctx.insert("registry_host", &registry_host);
+    ctx.insert("registry_hosts_toml", &hosts_toml);
+    let launch = templates
+        .render("cloud-init/microk8s-launch.yaml", &ctx)
+        .map_err(wrap)?;
+    ctx.insert("launch_config", &launch);
+    templates
+        .render("cloud-init/user-data.yaml", &ctx)
+        .map_err(wrap)
+}
+
+fn parse_objects(component: &str, template: &str, text: &str) -> Result<Vec<Value>, RenderError> {
+    let docs = yaml::documents(text).map_err(|e| RenderError::BadYaml {
+        component: component.into(),
+        template: template.into(),
+        line: e.line.unwrap_or(0),
+        message: e.message,
+    })?;
+    let mut out = Vec::new();
+    for (line, doc) in docs {
+        if ObjectRef::of(&doc).is_none() {
+            return Err(RenderError::NotAnObject {
+                component: component.into(),
+                template: template.into(),
+                line,
+            });
+        }
+        out.push(doc);
+    }
+    Ok(out)
+}
+
+/// Add the ownership labels.
+pub fn label(obj: &mut Value, lab: &str, component: &str) {
+    let meta = obj
+        .as_object_mut()
+        .expect("objects are maps")
+        .entry("metadata")
+        .or_insert_with(|| json!({}));
+    let labels = meta
+        .as_object_mut()
+        .expect("metadata is a map")
+        .entry("labels")
+        .or_insert_with(|| json!({}));
+    if let Some(map) = labels.as_object_mut() {
+        map.insert(LABEL_LAB.into(), json!(lab));
+        map.insert(LABEL_COMPONENT.into(), json!(component));
+        map.insert(LABEL_MANAGED_BY.into(), json!("homelab"));
+    }
+}
+
+impl ComponentManifests {
+    /// The component's objects as one YAML stream with a header comment.
+    pub fn to_yaml(&self) -> String {
+        let mut out = format!("# component: {} (wave {})\n", self.name, self.wave);
+        if let Some(note) = &self.note {
+            out.push_str(&format!("# {note}\n"));
+        }
+        out.push_str(&yaml::to_documents(&self.objects).expect("JSON values serialize as YAML"));
+        out
+    }
+}
+
+impl Manifests {
+    /// Every object, in component then apply order.
+    pub fn objects(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.components
+            .iter()
+            .flat_map(|c| c.objects.iter().map(move |o| (c.name.as_str(), o)))
+    }
+
+    /// The whole manifest set as one YAML stream (what `homelab render` prints).
+    pub fn to_yaml(&self) -> String {
+        self.components
+            .iter()
+            .map(ComponentManifests::to_yaml)
+            .collect::<Vec<_>>()
+            .join("")
+    }
+
+    /// Write `NN-<component>.yaml` per component, `cloud-init/user-data.yaml`, and
+    /// `repos/<repo>/…` into `dir`, replacing what a previous render wrote there.
+    pub fn write_dir(&self, dir: &Path) -> Result<Vec<String>, RenderError> {
+        std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        // Remove files a previous render wrote, so a removed component leaves nothing stale.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let ours = name.len() > 3
+                    && name.as_bytes()[..2].iter().all(u8::is_ascii_digit)
+                    && name.as_bytes()[2] == b'-'
+                    && name.ends_with(".yaml");
+                if ours {
+                    std::fs::remove_file(e.path()).map_err(io_err("remove", e.path()))?;
+                }
+            }
+            for sub in ["repos", "cloud-init"] {
+                let p = dir.join(sub);
+                if p.exists() {
+                    std::fs::remove_dir_all(&p).map_err(io_err("remove directory", &p))?;
+                }
+            }
+        }
+        let mut written = Vec::new();
+        let mut write = |rel: String, text: &str| -> Result<(), RenderError> {
+            let p = dir.join(&rel);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+            }
+            std::fs::write(&p, text).map_err(io_err("write", &p))?;
+            written.push(rel);
+            Ok(())
+        };
+        for (i, c) in self.components.iter().enumerate() {
+            write(format!("{:02}-{}.yaml", i + 1, c.name), &c.to_yaml())?;
+        }
+        write("cloud-init/user-data.yaml".into(), &self.cloud_init)?;
+        for c in &self.components {
+            for (repo, files) in &c.repos {
+                for (path, text) in files {
+                    write(format!("repos/{repo}/{path}"), text)?;
+                }
+            }
+        }
+        Ok(written)
+    }
+}

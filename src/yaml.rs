@@ -1,0 +1,244 @@
+//! YAML in and out — the only module that names the YAML library.
+//!
+//! Architecture invariant: no other module imports `serde_yaml`. It is archived upstream, so
+//! swapping it must be a one-file change; every caller goes through [`from_str`], [`to_string`],
+//! [`documents`] and [`YamlError`], and dynamic documents are `serde_json::Value`.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A YAML parse or type error with its position, when the parser knows it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct YamlError {
+    /// What is wrong, without the position (e.g. "vm: unknown field `cpu`, expected …").
+    pub message: String,
+    /// 1-based line, if known.
+    pub line: Option<usize>,
+    /// 1-based column, if known.
+    pub column: Option<usize>,
+}
+
+impl YamlError {
+    fn from_lib(err: serde_yaml::Error) -> Self {
+        let (line, column) = match err.location() {
+            Some(loc) => (Some(loc.line()), Some(loc.column())),
+            None => (None, None),
+        };
+        let mut message = err.to_string();
+        // serde_yaml appends " at line L column C"; the position is kept separately.
+        if let Some(idx) = message.find(" at line ") {
+            message.truncate(idx);
+        }
+        YamlError {
+            message,
+            line,
+            column,
+        }
+    }
+
+    /// What kind of problem this is, with the dotted key it concerns.
+    pub fn problem(&self) -> Problem {
+        let (path, rest) = split_path(&self.message);
+        if let Some(after) = rest.strip_prefix("unknown field `")
+            && let Some(end) = after.find('`')
+        {
+            let field = &after[..end];
+            let key = match path {
+                Some(p) => format!("{p}.{field}"),
+                None => field.to_string(),
+            };
+            // after[end..] is "`, expected one of `a`, `b`": the names are every other piece.
+            let expected = after[end..]
+                .split('`')
+                .skip(2)
+                .step_by(2)
+                .map(str::to_string)
+                .collect();
+            return Problem::UnknownKey { key, expected };
+        }
+        let typed = [
+            "invalid type",
+            "invalid value",
+            "invalid length",
+            "unknown variant",
+            "missing field",
+        ];
+        if path.is_some() || typed.iter().any(|t| rest.starts_with(t)) {
+            return Problem::BadValue {
+                key: path.map(str::to_string),
+                message: rest.to_string(),
+            };
+        }
+        Problem::Syntax {
+            message: self.message.clone(),
+        }
+    }
+
+    /// "line L, column C" when known.
+    pub fn position(&self) -> Option<String> {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => Some(format!("line {l}, column {c}")),
+            (Some(l), None) => Some(format!("line {l}")),
+            _ => None,
+        }
+    }
+}
+
+/// A [`YamlError`] read as a problem with a document's keys or values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// A key the target type does not have (`vm.cpu`), with the keys it does have.
+    UnknownKey {
+        /// Dotted path of the unknown key.
+        key: String,
+        /// The keys accepted at that level.
+        expected: Vec<String>,
+    },
+    /// A value of the wrong type, or a missing required key.
+    BadValue {
+        /// Dotted path of the value, when known (`None` at the top level).
+        key: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The text is not YAML.
+    Syntax {
+        /// Parser message.
+        message: String,
+    },
+}
+
+/// serde_yaml prefixes errors inside nested values with the dotted path and ": ".
+fn split_path(message: &str) -> (Option<&str>, &str) {
+    if let Some((head, tail)) = message.split_once(": ")
+        && !head.is_empty()
+        && head
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '-'))
+    {
+        return (Some(head), tail);
+    }
+    (None, message)
+}
+
+/// Deserialize one YAML document into `T`.
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+    serde_yaml::from_str(text).map_err(YamlError::from_lib)
+}
+
+/// Serialize `value` as one YAML document (no leading `---`).
+pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String, YamlError> {
+    serde_yaml::to_string(value).map_err(YamlError::from_lib)
+}
+
+/// Split a multi-document YAML stream into JSON values, skipping empty documents
+/// (a lone `---`, comments only). Each document is returned with the 1-based line it starts on.
+pub fn documents(text: &str) -> Result<Vec<(usize, serde_json::Value)>, YamlError> {
+    let mut out = Vec::new();
+    for (start_line, chunk) in split_documents(text) {
+        let value: serde_json::Value = match serde_yaml::from_str(&chunk) {
+            Ok(v) => v,
+            Err(e) => {
+                let mut err = YamlError::from_lib(e);
+                err.line = err.line.map(|l| l + start_line - 1);
+                return Err(err);
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        out.push((start_line, value));
+    }
+    Ok(out)
+}
+
+/// Serialize several values as one multi-document stream, each document preceded by `---`.
+pub fn to_documents<T: Serialize>(values: &[T]) -> Result<String, YamlError> {
+    let mut out = String::new();
+    for v in values {
+        out.push_str("---\n");
+        out.push_str(&to_string(v)?);
+    }
+    Ok(out)
+}
+
+/// Quote a string as a YAML double-quoted scalar (JSON string syntax is valid YAML), so any
+/// value — passwords, PEM blocks, hostnames — lands in a template as exactly one scalar.
+pub fn quote(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serializes")
+}
+
+/// Split on `---` document markers at column 0, remembering where each document starts.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (idx, line) in text.lines().enumerate() {
+        let is_marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if is_marker {
+            if !current.trim().is_empty() {
+                docs.push((start, std::mem::take(&mut current)));
+            }
+            current.clear();
+            start = idx + 2;
+            // Content after the marker on the same line belongs to the new document.
+            let rest = line[3..].trim_start();
+            if !rest.is_empty() && !rest.starts_with('#') {
+                current.push_str(rest);
+                current.push('\n');
+                start = idx + 1;
+            }
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    if !current.trim().is_empty() {
+        docs.push((start, current));
+    }
+    docs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_documents_and_keeps_start_lines() {
+        let text = "a: 1\n---\n# only a comment\n---\nb: 2\nc: 3\n";
+        let docs = documents(text).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].0, 1);
+        assert_eq!(docs[1].0, 5);
+        assert_eq!(docs[1].1["c"], 3);
+    }
+
+    #[test]
+    fn error_line_is_relative_to_the_whole_stream() {
+        let text = "a: 1\n---\nb: [\n";
+        let err = documents(text).unwrap_err();
+        assert!(err.line.unwrap() >= 3, "{err:?}");
+    }
+
+    #[test]
+    fn quote_escapes_newlines_and_quotes() {
+        let q = quote("a\"b\nc: d");
+        let back: String = from_str(&q).unwrap();
+        assert_eq!(back, "a\"b\nc: d");
+    }
+
+    #[test]
+    fn type_error_has_position_without_suffix() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct S {
+            x: u32,
+        }
+        let err = from_str::<S>("x: 1\ny: 2\n").unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("unknown field `y`"), "{}", err.message);
+        assert!(!err.message.contains(" at line "));
+    }
+}
