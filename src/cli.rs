@@ -133,6 +133,10 @@ pub struct TrustArgs {
     /// Run the commands (sudo only where needed, never a prompt) and record each change
     #[arg(long)]
     pub apply: bool,
+
+    /// os-release file to detect the Linux family from [default: /etc/os-release] (tests)
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub os_release: Option<PathBuf>,
 }
 
 /// `ca` subcommands.

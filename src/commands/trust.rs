@@ -31,7 +31,8 @@ pub(super) fn trust(ctx: &Ctx, args: &TrustArgs) -> Result<ExitStatus> {
         ca: info,
         git_urls,
     };
-    let plan = trust::plan(&target, &trust::detect(&DetectConfig::from_env()));
+    let facts = trust::detect(&DetectConfig::for_this_host(args.os_release.as_deref()));
+    let plan = trust::plan(&target, &facts);
 
     if !args.apply {
         match ctx.printer.ui().format {

@@ -4,8 +4,8 @@
 //! Place in the data flow: environment + filesystem ─[`detect`]▶ [`HostFacts`] ─▶ `trust::plan`.
 //!
 //! Architecture invariant: this module only reads (files and PATH); every input it reads is a
-//! field of [`DetectConfig`], so tests point it at a fake os-release and a temp home.
-//! `HOMELAB_OS_RELEASE` overrides the os-release path for black-box tests.
+//! field of [`DetectConfig`], so tests point it at a fake os-release and a temp home (black-box
+//! tests through the hidden `homelab trust --os-release FILE`).
 
 use std::path::{Path, PathBuf};
 
@@ -26,11 +26,11 @@ pub struct DetectConfig {
 }
 
 impl DetectConfig {
-    /// The configuration for this process: the real OS, `$HOMELAB_OS_RELEASE` or the
-    /// standard os-release paths, the user's home, PATH.
-    pub fn from_env() -> DetectConfig {
-        let os_release = match std::env::var_os("HOMELAB_OS_RELEASE") {
-            Some(p) => vec![PathBuf::from(p)],
+    /// The configuration for this process: the real OS, `os_release` or the standard
+    /// os-release paths, the user's home, PATH.
+    pub fn for_this_host(os_release: Option<&Path>) -> DetectConfig {
+        let os_release = match os_release {
+            Some(p) => vec![p.to_path_buf()],
             None => vec![
                 PathBuf::from("/etc/os-release"),
                 PathBuf::from("/usr/lib/os-release"),

@@ -38,6 +38,10 @@ pub struct LedgerEntry {
     pub applied: Vec<String>,
     /// The commands that undo it, run in order by `untrust`.
     pub undo: Vec<HostCmd>,
+    /// False while a later command of the step (a trust-store refresh) has not succeeded yet;
+    /// the next `trust --apply` runs the step again instead of skipping it.
+    #[serde(default)]
+    pub complete: bool,
 }
 
 impl Ledger {

@@ -517,7 +517,8 @@ fn nss_steps(
 impl TrustPlan {
     /// The plan as a script with comments: what `homelab trust` prints.
     pub fn to_text(&self) -> String {
-        let c = if self.os == Os::Windows { "REM" } else { "#" };
+        // `#` starts a comment in POSIX shells and in PowerShell, the default Windows shell.
+        let c = "#";
         let mut out = String::new();
         writeln!(
             out,

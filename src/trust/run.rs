@@ -101,8 +101,8 @@ pub struct UntrustReport {
 
 /// Run every step of `plan` not yet in the ledger, recording each change with its undo.
 ///
-/// Steps the ledger already records for this CA are skipped (re-running never duplicates an
-/// entry); a git key already set to this CA by hand is left alone and not recorded, and one set
+/// Steps the ledger records as complete for this CA are skipped, half-applied ones (a refresh
+/// failed) run again, and re-running never duplicates an entry; a git key already set to this CA by hand is left alone and not recorded, and one set
 /// to something else is recorded with an undo that restores the old value. Stops at the first
 /// failing step.
 pub fn apply(
@@ -123,10 +123,11 @@ pub fn apply(
             });
         }
     }
+    let done = |ledger: &Ledger, id: &str| ledger.get(id).is_some_and(|e| e.complete);
     let pending: Vec<&TrustStep> = plan
         .steps
         .iter()
-        .filter(|s| ledger.get(&s.id).is_none())
+        .filter(|s| !done(&ledger, &s.id))
         .collect();
     if pending.iter().any(|s| s.apply.iter().any(|c| c.elevated)) {
         runner.check_sudo(
@@ -137,7 +138,7 @@ pub fn apply(
 
     let mut report = ApplyReport::default();
     for step in &plan.steps {
-        if ledger.get(&step.id).is_some() {
+        if done(&ledger, &step.id) {
             report.steps.push(outcome(
                 step,
                 Outcome::Skipped,
@@ -147,8 +148,10 @@ pub fn apply(
         }
         let started = Instant::now();
         progress.start("trust", &step.title);
-        let mut undo = step.undo.clone();
-        if let StepKind::Git { key, value } = &step.kind {
+        // A half-applied step keeps the undo recorded when its change was made.
+        let recorded_undo = ledger.get(&step.id).map(|e| e.undo.clone());
+        let mut undo = recorded_undo.clone().unwrap_or_else(|| step.undo.clone());
+        if let (StepKind::Git { key, value }, None) = (&step.kind, &recorded_undo) {
             match git_get(runner, key, &step.title)? {
                 Some(current) if &current == value => {
                     let detail = "already set to this CA by hand; not recorded, so `homelab untrust` leaves it".to_string();
@@ -178,18 +181,21 @@ pub fn apply(
             if let Err(source) = runner.command(cmd, summary).run() {
                 progress.finish("trust", Outcome::Failed, started.elapsed(), &step.title);
                 return Err(TrustError::Step {
-                    recorded: i > 0,
+                    recorded: i > 0 || recorded_undo.is_some(),
                     source: Box::new(source),
                 });
             }
-            if i == 0 {
-                // The change is made: record it (with its undo) before anything else can fail.
+            let last = i + 1 == step.apply.len();
+            if i == 0 || last {
+                // The change is made: record it (with its undo) before anything else can
+                // fail, and mark it complete once the refresh commands have run too.
                 ledger.record(LedgerEntry {
                     id: step.id.clone(),
                     title: step.title.clone(),
                     ca_sha256: plan.ca_sha256.clone(),
                     applied: step.apply.iter().map(|c| c.display(plan.os)).collect(),
                     undo: undo.clone(),
+                    complete: last,
                 });
                 ledger.save(state)?;
             }
