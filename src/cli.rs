@@ -82,6 +82,22 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
+    /// Print the commands that make this computer trust the lab CA; `--apply` runs them
+    ///
+    /// Covers the system trust store (macOS keychain, Debian/Ubuntu, Fedora/RHEL, Arch,
+    /// openSUSE, Windows), Firefox and Chromium NSS databases when NSS's `certutil` is on PATH,
+    /// and git for the lab's Gitea URL only. With --apply every change is recorded in the lab's
+    /// trust ledger, with its undo, so `homelab untrust` reverses exactly those. Creates the lab
+    /// CA if it does not exist yet, so a computer can trust it before `homelab up`.
+    Trust(TrustArgs),
+
+    /// Undo every change `homelab trust --apply` recorded for this lab, and nothing else
+    Untrust,
+
+    /// Inspect (or deliberately replace) the lab CA
+    #[command(subcommand)]
+    Ca(CaCommand),
+
     /// Print a shell completion script
     ///
     /// e.g. `homelab completions bash > ~/.local/share/bash-completion/completions/homelab`
@@ -106,6 +122,52 @@ pub struct ShowArgs {
     pub stack: StackArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// Arguments of `trust`.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+
+    /// Run the commands (sudo only where needed, never a prompt) and record each change
+    #[arg(long)]
+    pub apply: bool,
+
+    /// os-release file to detect the Linux family from [default: /etc/os-release] (tests)
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub os_release: Option<PathBuf>,
+}
+
+/// `ca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Print the path of the lab CA certificate (or of its key with --key)
+    Path(CaPathArgs),
+    /// Print the lab CA's paths, SHA-256 fingerprint, subject, validity and name constraints
+    Show,
+    /// Replace the lab CA with a new one covering `sslip.io` and the domain
+    ///
+    /// Needed when the lab moves to a domain the CA's name constraints do not cover. Every
+    /// computer that trusted the old CA must trust the new one; refused while this computer's
+    /// trust ledger still records the old one (run `homelab untrust` first).
+    Regenerate(CaRegenerateArgs),
+}
+
+/// Arguments of `ca path`.
+#[derive(Debug, Args)]
+pub struct CaPathArgs {
+    /// The private key's path instead of the certificate's
+    #[arg(long)]
+    pub key: bool,
+}
+
+/// Arguments of `ca regenerate`.
+#[derive(Debug, Args)]
+pub struct CaRegenerateArgs {
+    /// Domain the new CA must cover besides `sslip.io` [default: the `domain` setting]
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
 }
 
 /// Choosing the stack and domain.
@@ -227,6 +289,9 @@ impl Cli {
                 a.stack.apply(&mut layer);
                 a.cluster.apply(&mut layer);
             }
+            Command::Trust(a) => a.stack.apply(&mut layer),
+            Command::Ca(CaCommand::Regenerate(a)) => layer.domain = a.domain.clone(),
+            Command::Untrust | Command::Ca(_) => {}
             Command::Completions { .. } => {}
         }
         layer

@@ -22,5 +22,6 @@ pub mod state;
 pub mod templates;
 pub mod tls;
 pub mod tools;
+pub mod trust;
 pub mod upstream;
 pub mod yaml;

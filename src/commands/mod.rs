@@ -5,17 +5,19 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{CaCommand, Cli, Command, ConfigCommand};
 use crate::error::Result;
 use crate::output::Printer;
 use crate::settings::{Inputs, Settings};
 use crate::stack::{self, Stack};
 
+mod ca;
 mod completions;
 mod config;
 mod doctor;
 mod plan;
 mod render;
+mod trust;
 
 /// How a command ended when it did not fail outright.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +76,11 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Plan(_) => plan::run(&ctx),
         Command::Doctor(_) => doctor::run(&ctx),
         Command::Config(ConfigCommand::Show(_)) => config::show(&ctx),
+        Command::Trust(args) => trust::trust(&ctx, args),
+        Command::Untrust => trust::untrust(&ctx),
+        Command::Ca(CaCommand::Path(args)) => ca::path(&ctx, args),
+        Command::Ca(CaCommand::Show) => ca::show(&ctx),
+        Command::Ca(CaCommand::Regenerate(_)) => ca::regenerate(&ctx),
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }
