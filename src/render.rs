@@ -294,7 +294,13 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
         }
         if let Some(up) = &c.source.upstream {
             match input.upstream.get(&up.url) {
-                Some(text) => objects.extend(parse_objects(&c.name, &up.url, text)?),
+                Some(text) => {
+                    let mut parsed = parse_objects(&c.name, &up.url, text)?;
+                    if let Some(ns) = &c.namespace {
+                        parsed.iter_mut().for_each(|o| default_namespace(o, ns));
+                    }
+                    objects.extend(parsed)
+                }
                 None => {
                     note = Some(format!(
                         "upstream manifest {} is not downloaded yet; `homelab prepare` fetches it and records its sha256 in the lab's lock",
@@ -425,6 +431,55 @@ fn parse_objects(component: &str, template: &str, text: &str) -> Result<Vec<Valu
         out.push(doc);
     }
     Ok(out)
+}
+
+/// Cluster-scoped kinds found in the upstream manifests the stacks pin (Argo CD's install.yaml,
+/// cert-manager's release manifest), plus the other built-in cluster-scoped kinds. Every other
+/// kind is namespaced.
+const CLUSTER_SCOPED: &[&str] = &[
+    "APIService",
+    "CertificateSigningRequest",
+    "ClusterIssuer",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CSIDriver",
+    "CSINode",
+    "CustomResourceDefinition",
+    "FlowSchema",
+    "IngressClass",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PriorityClass",
+    "PriorityLevelConfiguration",
+    "RuntimeClass",
+    "StorageClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+];
+
+/// Put a namespaced object without `metadata.namespace` into the component's namespace.
+///
+/// Some upstream manifests are written for `kubectl apply -n <ns>` (Argo CD's install.yaml sets
+/// no namespace on its ServiceAccounts, Deployments, ConfigMaps, …); the rendered set says
+/// where every object goes, so nothing depends on a default namespace at apply time.
+fn default_namespace(obj: &mut Value, namespace: &str) {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    if CLUSTER_SCOPED.contains(&kind) {
+        return;
+    }
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+        && meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+    {
+        meta.insert("namespace".into(), json!(namespace));
+    }
 }
 
 /// Add the ownership labels.
@@ -559,6 +614,58 @@ mod tests {
     fn node_ip_is_empty_until_known() {
         assert_eq!(show(None, "[{{ node_ip }}]"), "[]\n");
         assert_eq!(show(Some("10.0.0.5"), "[{{ node_ip }}]"), "[10.0.0.5]\n");
+    }
+
+    #[test]
+    fn upstream_objects_without_a_namespace_land_in_the_components() {
+        let stack = crate::stack::load("argocd", Path::new(".")).unwrap();
+        let url = stack
+            .component("gitops-engine")
+            .unwrap()
+            .source
+            .upstream
+            .clone()
+            .unwrap()
+            .url;
+        let text = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: argocd-server}\n---\n\
+                    apiVersion: v1\nkind: ConfigMap\nmetadata: {name: elsewhere, namespace: other}\n---\n\
+                    apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: argocd-server}\n";
+        let upstream = BTreeMap::from([(url, text.to_string())]);
+        let domain = Domain::resolve(Some("lab.example.test"), None);
+        let secrets = Secrets::placeholders();
+        let ca = crate::tls::placeholder();
+        let m = render(
+            &Templates::embedded().unwrap(),
+            &RenderInput {
+                lab: "t",
+                stack: &stack,
+                domain: &domain,
+                secrets: &secrets,
+                ca: &ca,
+                gitea_admin_user: "lab-admin",
+                channel: "1.36/stable",
+                node_ip: None,
+                upstream: &upstream,
+            },
+        )
+        .unwrap();
+        let engine = m
+            .components
+            .iter()
+            .find(|c| c.name == "gitops-engine")
+            .unwrap();
+        let ns = |kind: &str| {
+            engine
+                .objects
+                .iter()
+                .find(|o| o["kind"] == kind)
+                .map(|o| o["metadata"]["namespace"].clone())
+                .unwrap()
+        };
+        assert_eq!(ns("ServiceAccount"), "argocd");
+        assert_eq!(ns("ConfigMap"), "other");
+        assert_eq!(ns("ClusterRole"), Value::Null);
+        assert_eq!(ns("Namespace"), Value::Null);
     }
 
     #[test]
