@@ -82,6 +82,12 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
+    /// Print the lab's URLs and logins, passwords included
+    ///
+    /// The only command that shows secrets: the Gitea admin login and password, where the API
+    /// token is stored, and the Drone and app URLs. `--output json` for scripts.
+    Credentials(CredentialsArgs),
+
     /// Print a shell completion script
     ///
     /// e.g. `homelab completions bash > ~/.local/share/bash-completion/completions/homelab`
@@ -181,6 +187,13 @@ pub struct PlanArgs {
     pub cluster: ClusterArgs,
 }
 
+/// Arguments of `credentials`.
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
 /// Arguments of `doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -227,6 +240,7 @@ impl Cli {
                 a.stack.apply(&mut layer);
                 a.cluster.apply(&mut layer);
             }
+            Command::Credentials(a) => a.stack.apply(&mut layer),
             Command::Completions { .. } => {}
         }
         layer

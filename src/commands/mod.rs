@@ -13,6 +13,7 @@ use crate::stack::{self, Stack};
 
 mod completions;
 mod config;
+mod credentials;
 mod doctor;
 mod plan;
 mod render;
@@ -74,6 +75,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Plan(_) => plan::run(&ctx),
         Command::Doctor(_) => doctor::run(&ctx),
         Command::Config(ConfigCommand::Show(_)) => config::show(&ctx),
+        Command::Credentials(_) => credentials::run(&ctx),
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }
