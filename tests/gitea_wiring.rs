@@ -196,6 +196,24 @@ impl Lab {
     }
 }
 
+/// Progress that records each finished step.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl homelab::output::Progress for Recorder {
+    fn start(&self, _: &str, _: &str) {}
+    fn update(&self, _: &str, _: &str) {}
+    fn finish(
+        &self,
+        step: &str,
+        outcome: homelab::output::Outcome,
+        _: std::time::Duration,
+        _: &str,
+    ) {
+        self.0.lock().unwrap().push(format!("{step} {outcome:?}"));
+    }
+}
+
 fn outcome(report: &GiteaReport, step: &str) -> String {
     format!("{:?}", Lab::step(report, step).outcome)
 }
@@ -491,9 +509,27 @@ async fn wiring_creates_everything_and_a_second_run_only_reads() {
     assert_eq!(record.url, lab.fake.base_url());
     assert_eq!(record.repos.len(), 2);
 
-    // Second run: only reads, nothing done, the pod left alone.
+    // Second run: only reads, nothing done, the pod left alone; every step says so.
     lab.fake.clear_log();
-    let again = lab.wire().await;
+    let progress = Recorder::default();
+    let again = wire(&lab.wiring(), &progress).await.unwrap();
+    lab.fake.assert_no_violations();
+    let finished = progress.0.lock().unwrap().clone();
+    assert_eq!(
+        finished,
+        [
+            "gitea Skipped",
+            "gitea admin Skipped",
+            "gitea token Skipped",
+            "gitea org Skipped",
+            "repo lab/gitops Skipped",
+            "push lab/gitops Skipped",
+            "repo lab/nyan-cat Skipped",
+            "push lab/nyan-cat Skipped",
+            "webhook lab/gitops Skipped",
+            "registry Skipped"
+        ]
+    );
     let log = lab.fake.log();
     assert!(
         log.iter().all(|l| l.method == "GET"),
@@ -812,6 +848,123 @@ async fn verbose_logs_never_contain_the_password_token_or_webhook_secret() {
     assert!(
         !report.contains(lab.token().expose()) && !report.contains(lab.admin.password.expose())
     );
+}
+
+#[tokio::test]
+async fn the_client_maps_gitea_status_codes() {
+    use homelab::gitea::Created;
+    use homelab::gitea::types::*;
+    let fake = FakeGitea::start(Options::default()).await;
+    fake.add_user("lab-admin", "pw", true);
+    let client = GiteaClient::new(&fake.endpoint()).unwrap();
+    let basic = client.with_credentials(Credentials::Basic {
+        user: "lab-admin".into(),
+        password: Secret::new("pw"),
+    });
+    // Missing or wrong credentials: 401.
+    assert_eq!(client.current_user().await.unwrap_err().status(), Some(401));
+    let wrong = client.with_credentials(Credentials::Basic {
+        user: "lab-admin".into(),
+        password: Secret::new("nope"),
+    });
+    assert_eq!(wrong.current_user().await.unwrap_err().status(), Some(401));
+    // A token with too few scopes: 201, then 403 naming the scope, with a hint.
+    let narrow = basic
+        .create_token(
+            "lab-admin",
+            &CreateAccessTokenOption {
+                name: "narrow".into(),
+                scopes: Some(vec!["write:repository".into()]),
+            },
+        )
+        .await
+        .unwrap();
+    // Same name again: 400.
+    let dup = basic
+        .create_token(
+            "lab-admin",
+            &CreateAccessTokenOption {
+                name: "narrow".into(),
+                scopes: Some(vec!["all".into()]),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(dup.status(), Some(400));
+    assert!(
+        dup.to_string()
+            .ends_with("Gitea answered 400: access token name has been used already"),
+        "{dup}"
+    );
+    let org = CreateOrgOption {
+        username: "lab".into(),
+        full_name: None,
+        description: None,
+        visibility: Visibility::Public,
+    };
+    let err = client
+        .with_credentials(Credentials::Token(narrow.sha1.clone()))
+        .create_org(&org)
+        .await
+        .unwrap_err();
+    let err = homelab::error::Error::from(err);
+    assert_eq!(
+        err.render(),
+        "error: create organization `lab`: Gitea answered 403: token does not have at least one of required scope(s): [write:organization]\nhint: the stored token lacks a scope this call needs; delete `gitea_token` from the lab's `secrets.json` and run `homelab up` to create a new one"
+    );
+    // Created (201), then exists (422 for organisations, 409 for repositories).
+    assert!(matches!(
+        basic.create_org(&org).await.unwrap(),
+        Created::Created(_)
+    ));
+    assert!(matches!(
+        basic.create_org(&org).await.unwrap(),
+        Created::Exists
+    ));
+    let repo = CreateRepoOption {
+        name: "gitops".into(),
+        description: None,
+        private: false,
+        auto_init: false,
+        default_branch: "main".into(),
+        object_format_name: Some("sha1".into()),
+    };
+    assert!(matches!(
+        basic.create_org_repo("lab", &repo).await.unwrap(),
+        Created::Created(_)
+    ));
+    assert!(matches!(
+        basic.create_org_repo("lab", &repo).await.unwrap(),
+        Created::Exists
+    ));
+    let statuses: Vec<u16> = fake.log().iter().map(|l| l.status).collect();
+    assert_eq!(statuses, [401, 401, 201, 400, 403, 201, 422, 201, 409]);
+    fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_stored_token_with_too_few_scopes_is_replaced() {
+    let lab = Lab::new(Options::default()).await;
+    lab.wire().await;
+    for t in lab
+        .fake
+        .data()
+        .tokens
+        .iter_mut()
+        .filter(|t| t.name == "homelab")
+    {
+        t.scopes = Some(vec!["write:repository".into()]);
+    }
+    let report = lab.wire().await;
+    assert!(
+        Lab::step(&report, "gitea token")
+            .detail
+            .starts_with("replaced")
+    );
+    let d = lab.fake.data();
+    let ours: Vec<_> = d.tokens.iter().filter(|t| t.name == "homelab").collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0].scopes.as_ref().unwrap().len(), 5);
 }
 
 // ---------------------------------------------------------------------------------------------
