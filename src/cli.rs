@@ -97,6 +97,11 @@ pub enum Command {
     /// Inspect (or deliberately replace) the lab CA
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Print the lab's URLs and logins, passwords included
+    ///
+    /// The only command that shows secrets: the Gitea admin login and password, where the API
+    /// token is stored, and the Drone and app URLs. `--output json` for scripts.
+    Credentials(CredentialsArgs),
 
     /// Print a shell completion script
     ///
@@ -243,6 +248,13 @@ pub struct PlanArgs {
     pub cluster: ClusterArgs,
 }
 
+/// Arguments of `credentials`.
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
 /// Arguments of `doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -292,6 +304,7 @@ impl Cli {
             Command::Trust(a) => a.stack.apply(&mut layer),
             Command::Ca(CaCommand::Regenerate(a)) => layer.domain = a.domain.clone(),
             Command::Untrust | Command::Ca(_) => {}
+            Command::Credentials(a) => a.stack.apply(&mut layer),
             Command::Completions { .. } => {}
         }
         layer
