@@ -11,6 +11,7 @@ pub mod commands;
 pub mod doctor;
 pub mod error;
 pub mod kinds;
+pub mod kubeconfig;
 pub mod output;
 pub mod plan;
 pub mod process;
