@@ -14,8 +14,11 @@ use crate::stack::{self, Stack};
 mod completions;
 mod config;
 mod doctor;
+mod down;
 mod plan;
 mod render;
+mod status;
+mod up;
 
 /// How a command ended when it did not fail outright.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +73,9 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         cwd: inputs.cwd,
     };
     match &cli.command {
+        Command::Up(args) => up::run(&ctx, args).await,
+        Command::Down(args) => down::run(&ctx, args).await,
+        Command::Status(_) => status::run(&ctx).await,
         Command::Render(args) => render::run(&ctx, args),
         Command::Plan(_) => plan::run(&ctx),
         Command::Doctor(_) => doctor::run(&ctx),
