@@ -206,6 +206,8 @@ pub struct UpEnv<'a> {
     pub progress: &'a dyn Progress,
     /// Where warnings go (shown even with `--quiet`).
     pub warn: &'a (dyn Fn(&str) + Sync),
+    /// Where notes for people go (what the run will and won't do; hidden by `--quiet`).
+    pub note: &'a (dyn Fn(&str) + Sync),
     /// Waits.
     pub waits: Waits,
     /// Options.
@@ -271,6 +273,11 @@ impl<'a> StepCx<'a> {
     /// Warn the user about something they should know (shown even with `--quiet`).
     pub fn warn(&self, message: &str) {
         (self.env.warn)(message);
+    }
+
+    /// Tell the user something worth reading that is not a warning.
+    pub fn note(&self, message: &str) {
+        (self.env.note)(message);
     }
 
     /// This step's record from an earlier run, if it finished then.
@@ -816,6 +823,7 @@ mod tests {
             state: &state,
             progress: &Silent,
             warn: &warn,
+            note: &warn,
             waits: Waits::default(),
             options: UpOptions::default(),
         };
@@ -870,6 +878,7 @@ mod tests {
             state: &state,
             progress: &Silent,
             warn: &warn,
+            note: &warn,
             waits: Waits::default(),
             options: UpOptions::default(),
         };
@@ -915,6 +924,7 @@ mod tests {
             state: &state,
             progress: &Silent,
             warn: &warn,
+            note: &warn,
             waits: Waits::default(),
             options: UpOptions::default(),
         };

@@ -7,8 +7,8 @@ use super::{Ctx, ExitStatus};
 use crate::error::Result;
 use crate::kubeconfig::UserKubeconfig;
 use crate::output::OutputFormat;
-use crate::provider::LabRecord;
 use crate::provider::multipass::{self, ClusterView, Multipass, VmView, decide::gib};
+use crate::provider::{LabRecord, existing};
 use crate::settings::ProviderKind;
 use crate::state::LabState;
 use crate::up::{self, UpRecord, Waits};
@@ -67,6 +67,13 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
             },
         });
     }
+    if provider == ProviderKind::Existing
+        && let Some(r) = &record
+    {
+        let mut with_context = settings.clone();
+        with_context.context = Some(r.context.clone());
+        cluster = Some(existing_view(&with_context).await);
+    }
     let context = match provider {
         ProviderKind::Multipass => {
             let name = settings.context_name();
@@ -107,6 +114,36 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
         OutputFormat::Text => ctx.printer.data(&text(&status)),
     }
     Ok(ExitStatus::Success)
+}
+
+/// An existing cluster as seen through the user's kubeconfig; failures are shown, not raised.
+async fn existing_view(settings: &crate::settings::Settings) -> ClusterView {
+    let unreachable = |detail: String| ClusterView {
+        reachable: false,
+        detail,
+        nodes: Vec::new(),
+    };
+    let cluster = match existing::resolve(settings) {
+        Ok(c) => c,
+        Err(e) => return unreachable(e.to_string()),
+    };
+    let facts = match existing::look(&cluster).await {
+        Ok(f) => f,
+        Err(e) => return unreachable(e.to_string()),
+    };
+    let default = facts
+        .storage_classes
+        .iter()
+        .find(|(_, d)| *d)
+        .map_or("no default StorageClass".to_string(), |(n, _)| {
+            format!("default StorageClass `{n}`")
+        });
+    let nodes = existing::nodes(&cluster).await.unwrap_or_default();
+    ClusterView {
+        reachable: true,
+        detail: format!("Kubernetes {}, {default}", facts.version),
+        nodes,
+    }
 }
 
 fn text(s: &Status) -> String {

@@ -36,11 +36,13 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
     outputs.put(stack);
     outputs.put(provision);
     let warn = |m: &str| ctx.printer.warn(m);
+    let note = |m: &str| ctx.printer.info(m);
     let env = UpEnv {
         settings,
         state: &state,
         progress: &ctx.printer,
         warn: &warn,
+        note: &note,
         waits,
         options: UpOptions {
             recreate: args.recreate,
