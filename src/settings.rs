@@ -31,6 +31,12 @@ pub const DEFAULT_LAB: &str = "homelab";
 pub const DEFAULT_STACK: &str = "default";
 /// Name of the config file looked up in the current directory.
 pub const CONFIG_FILE_NAME: &str = "homelab.yaml";
+/// Fewest CPUs a lab VM may have: microk8s plus the stack's components starve below this.
+pub const MIN_VM_CPUS: u32 = 2;
+/// Least memory a lab VM may have.
+pub const MIN_VM_MEMORY: ByteSize = ByteSize::gib(4);
+/// Smallest disk a lab VM may have: the snap, images and volumes need the room.
+pub const MIN_VM_DISK: ByteSize = ByteSize::gib(20);
 
 /// One documented settings key.
 #[derive(Clone, Copy, Debug)]
@@ -127,6 +133,7 @@ const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_E2E",
     "HOMELAB_VALIDATOR",
     "HOMELAB_LOG",
+    "HOMELAB_TEST_WAITS",
 ];
 
 /// The environment variable for a key: `vm.cpus` → `HOMELAB_VM_CPUS`.
@@ -309,6 +316,9 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// Where each key's value came from.
     pub origins: BTreeMap<&'static str, Origin>,
+    /// `HOMELAB_TEST_WAITS`: shorter waits and polls for tests (see `up::Waits::from_env`).
+    #[serde(skip)]
+    pub test_waits: Option<String>,
 }
 
 /// Values one layer sets; `None` means "not set here".
@@ -594,6 +604,7 @@ impl Settings {
             sync_image,
             config_file,
             origins,
+            test_waits: inputs.env.get("HOMELAB_TEST_WAITS").cloned(),
         };
         settings.check()?;
         Ok(settings)
@@ -628,12 +639,51 @@ impl Settings {
                 hint: "choose another login, e.g. `lab-admin`".into(),
             });
         }
+        if self.provider == ProviderKind::Multipass {
+            self.check_vm_minimums()?;
+        }
         if self.vm.nodes == 0 {
             return Err(ConfigError::Invalid {
                 key: "vm.nodes".into(),
                 value: "0".into(),
                 message: "a lab needs at least one node".into(),
                 hint: "set `vm.nodes` to 1 or more".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// VM sizes below what the lab runs on are refused up front, before any VM exists.
+    fn check_vm_minimums(&self) -> Result<(), ConfigError> {
+        let vm = &self.vm;
+        if vm.cpus < MIN_VM_CPUS {
+            return Err(ConfigError::Invalid {
+                key: "vm.cpus".into(),
+                value: vm.cpus.to_string(),
+                message: format!("a lab VM needs at least {MIN_VM_CPUS} CPUs"),
+                hint:
+                    "microk8s and the lab's components need the CPUs; the default is 4 (`--cpus 4`)"
+                        .into(),
+            });
+        }
+        if vm.memory < MIN_VM_MEMORY {
+            return Err(ConfigError::Invalid {
+                key: "vm.memory".into(),
+                value: format!("`{}`", vm.memory),
+                message: format!("a lab VM needs at least {MIN_VM_MEMORY} of memory"),
+                hint:
+                    "Gitea, Drone and the builds need the memory; the default is 8G (`--memory 8G`)"
+                        .into(),
+            });
+        }
+        if vm.disk < MIN_VM_DISK {
+            return Err(ConfigError::Invalid {
+                key: "vm.disk".into(),
+                value: format!("`{}`", vm.disk),
+                message: format!("a lab VM needs at least {MIN_VM_DISK} of disk"),
+                hint:
+                    "container images and volumes need the room; the default is 40G (`--disk 40G`)"
+                        .into(),
             });
         }
         Ok(())

@@ -16,9 +16,12 @@ mod completions;
 mod config;
 mod credentials;
 mod doctor;
+mod down;
 mod plan;
 mod render;
+mod status;
 mod trust;
+mod up;
 
 /// How a command ended when it did not fail outright.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +76,9 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         cwd: inputs.cwd,
     };
     match &cli.command {
+        Command::Up(args) => up::run(&ctx, args).await,
+        Command::Down(args) => down::run(&ctx, args).await,
+        Command::Status(_) => status::run(&ctx).await,
         Command::Render(args) => render::run(&ctx, args),
         Command::Plan(_) => plan::run(&ctx),
         Command::Doctor(_) => doctor::run(&ctx),
