@@ -35,6 +35,10 @@ pub fn prepare(obj: &Value) -> Value {
         }
         if let Some(ann) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
             ann.remove(HASH_ANNOTATION);
+            // An annotations map we emptied must hash like one that was never there.
+            if ann.is_empty() {
+                meta.remove("annotations");
+            }
         }
     }
     let hash = sha256_hex(&canonical_bytes(&out));
