@@ -15,6 +15,7 @@ mod completions;
 mod config;
 mod doctor;
 mod plan;
+mod prepare;
 mod render;
 
 /// How a command ended when it did not fail outright.
@@ -72,6 +73,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
     match &cli.command {
         Command::Render(args) => render::run(&ctx, args),
         Command::Plan(_) => plan::run(&ctx),
+        Command::Prepare(_) => prepare::run(&ctx).await,
         Command::Doctor(_) => doctor::run(&ctx),
         Command::Config(ConfigCommand::Show(_)) => config::show(&ctx),
         Command::Completions { .. } => unreachable!("handled above"),
