@@ -18,6 +18,7 @@ mod credentials;
 mod doctor;
 mod down;
 mod plan;
+mod prepare;
 mod render;
 mod status;
 mod trust;
@@ -81,6 +82,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Status(_) => status::run(&ctx).await,
         Command::Render(args) => render::run(&ctx, args),
         Command::Plan(_) => plan::run(&ctx),
+        Command::Prepare(_) => prepare::run(&ctx).await,
         Command::Doctor(_) => doctor::run(&ctx),
         Command::Config(ConfigCommand::Show(_)) => config::show(&ctx),
         Command::Trust(args) => trust::trust(&ctx, args),

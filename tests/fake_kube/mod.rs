@@ -60,6 +60,7 @@
 
 pub mod server;
 pub mod store;
+pub mod test_cluster;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
