@@ -254,6 +254,11 @@ pub struct UpArgs {
     /// secrets are kept)
     #[arg(long)]
     pub recreate: bool,
+
+    /// Stop after this step (and what it needs), e.g. `--until ready` for a bare cluster;
+    /// `homelab status` lists the steps
+    #[arg(long, value_name = "STEP")]
+    pub until: Option<String>,
 }
 
 /// Arguments of `down`.

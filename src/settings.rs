@@ -121,6 +121,11 @@ pub const KEYS: &[KeyDoc] = &[
         about: "image of the in-cluster sync engine (default: the stack's pin)",
         example: "image: ghcr.io/homelab-dev/homelab:0.1.0",
     },
+    KeyDoc {
+        key: "upstream.mirror",
+        about: "base URL of a mirror serving upstream release manifests as `<mirror>/<host>/<path>` (for a workshop's slow network)",
+        example: "mirror: http://10.0.0.2:8000",
+    },
 ];
 
 /// Environment variables that belong to homelab but are not settings keys.
@@ -131,7 +136,6 @@ const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_TEST_GITEA_URL",
     "HOMELAB_TEST_GITEA_ADMIN",
     "HOMELAB_E2E",
-    "HOMELAB_UPSTREAM_MIRROR",
     "HOMELAB_VALIDATOR",
     "HOMELAB_LOG",
     "HOMELAB_TEST_WAITS",
@@ -313,6 +317,8 @@ pub struct Settings {
     pub gitea_admin_password: Option<Secret>,
     /// Sync engine image override.
     pub sync_image: Option<String>,
+    /// Mirror for upstream release manifests.
+    pub upstream_mirror: Option<String>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
     /// Where each key's value came from.
@@ -353,6 +359,8 @@ pub struct Layer {
     pub gitea_admin_password: Option<Secret>,
     /// `sync.image`
     pub sync_image: Option<String>,
+    /// `upstream.mirror`
+    pub upstream_mirror: Option<String>,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -368,6 +376,7 @@ struct FileConfig {
     microk8s: Option<FileMicrok8s>,
     gitea: Option<FileGitea>,
     sync: Option<FileSync>,
+    upstream: Option<FileUpstream>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -391,6 +400,12 @@ struct FileMicrok8s {
 struct FileGitea {
     admin_user: Option<String>,
     admin_password: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    mirror: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -591,6 +606,7 @@ impl Settings {
             pick!("gitea.admin_user", gitea_admin_user).unwrap_or_else(|| "lab-admin".to_string());
         let gitea_admin_password = pick!("gitea.admin_password", gitea_admin_password);
         let sync_image = pick!("sync.image", sync_image);
+        let upstream_mirror = pick!("upstream.mirror", upstream_mirror);
 
         let settings = Settings {
             lab,
@@ -603,6 +619,7 @@ impl Settings {
             gitea_admin_user,
             gitea_admin_password,
             sync_image,
+            upstream_mirror,
             config_file,
             origins,
             test_waits: inputs.env.get("HOMELAB_TEST_WAITS").cloned(),
@@ -690,6 +707,13 @@ impl Settings {
         Ok(())
     }
 
+    /// The microk8s snap channel in effect: the setting, else the stack's pin.
+    pub fn channel(&self, stack: &crate::stack::Stack) -> String {
+        self.microk8s_channel
+            .clone()
+            .unwrap_or_else(|| stack.cluster.channel.clone())
+    }
+
     /// `homelab-<lab>`: the kube context name and VM name prefix.
     pub fn context_name(&self) -> String {
         format!("homelab-{}", self.lab)
@@ -734,6 +758,7 @@ impl Settings {
                     .clone()
                     .unwrap_or_else(|| "(unset: the stack's pin)".into()),
             ),
+            ("upstream.mirror", show(&self.upstream_mirror)),
         ];
         values
             .into_iter()
@@ -819,6 +844,7 @@ pub fn parse_file(file: &str, text: &str) -> Result<Layer, ConfigError> {
     let mk = cfg.microk8s.unwrap_or_default();
     let gitea = cfg.gitea.unwrap_or_default();
     let sync = cfg.sync.unwrap_or_default();
+    let upstream = cfg.upstream.unwrap_or_default();
     Ok(Layer {
         lab: cfg.lab,
         stack: cfg.stack,
@@ -834,6 +860,7 @@ pub fn parse_file(file: &str, text: &str) -> Result<Layer, ConfigError> {
         gitea_admin_user: gitea.admin_user,
         gitea_admin_password: gitea.admin_password,
         sync_image: sync.image,
+        upstream_mirror: upstream.mirror,
     })
 }
 
@@ -898,6 +925,7 @@ pub fn env_layer(env: &BTreeMap<String, String>) -> Result<Layer, ConfigError> {
             "gitea.admin_user" => layer.gitea_admin_user = Some(value.clone()),
             "gitea.admin_password" => layer.gitea_admin_password = Some(Secret::new(value.clone())),
             "sync.image" => layer.sync_image = Some(value.clone()),
+            "upstream.mirror" => layer.upstream_mirror = Some(value.clone()),
             _ => unreachable!("every key in KEYS is handled"),
         }
     }

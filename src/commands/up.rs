@@ -54,7 +54,10 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
             std::future::pending::<()>().await;
         }
     };
-    let pipeline = up::pipeline(settings);
+    let mut pipeline = up::pipeline(settings);
+    if let Some(last) = &args.until {
+        pipeline = pipeline.until(last)?;
+    }
     let (report, result) = pipeline.run(&env, &outputs, interrupt).await;
     let cluster = outputs.try_get::<Cluster>();
     match ctx.printer.ui().format {

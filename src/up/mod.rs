@@ -38,6 +38,10 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 
+mod lab;
+
+pub use lab::{LabOutputs, UpstreamTexts};
+
 use crate::error::{Error, Result};
 use crate::output::{Outcome, Progress};
 use crate::provider;
@@ -265,6 +269,12 @@ impl<'a> StepCx<'a> {
         &self.env.options
     }
 
+    /// Where progress goes, for library code that reports its own sub-steps (one line per
+    /// component while deploying).
+    pub fn progress(&self) -> &dyn Progress {
+        self.env.progress
+    }
+
     /// Say what the step is doing now (replaces the spinner's message, or prints a line).
     pub fn update(&self, detail: &str) {
         self.env.progress.update(self.name, detail);
@@ -391,6 +401,29 @@ impl Pipeline {
         }
         self.steps.push(Box::new(step));
         self
+    }
+
+    /// Keep only `last` and the steps it needs, directly or not; everything else is dropped.
+    pub fn until(mut self, last: &str) -> Result<Pipeline> {
+        let Some(pos) = self.steps.iter().position(|s| s.name() == last) else {
+            return Err(Error::msg(format!("`up` has no step `{last}`")).hint(format!(
+                "the steps are {}",
+                self.names()
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let mut keep: HashSet<&'static str> = HashSet::from([self.steps[pos].name()]);
+        // Needs always point backwards (`add` checks), so one backward pass closes the set.
+        for step in self.steps[..=pos].iter().rev() {
+            if keep.contains(step.name()) {
+                keep.extend(step.needs().iter().copied());
+            }
+        }
+        self.steps.retain(|s| keep.contains(s.name()));
+        Ok(self)
     }
 
     /// Step names in order.
@@ -604,6 +637,7 @@ pub fn pipeline(settings: &Settings) -> Pipeline {
         }
         ProviderKind::Existing => provider::existing::add_steps(&mut p),
     }
+    lab::add_steps(&mut p);
     p
 }
 
@@ -702,10 +736,7 @@ impl Step for CloudInitStep {
             let stack = cx.get::<Stack>()?;
             let secrets = cx.get::<Secrets>()?;
             let ca = cx.get::<LabCa>()?;
-            let channel = settings
-                .microk8s_channel
-                .clone()
-                .unwrap_or_else(|| stack.cluster.channel.clone());
+            let channel = settings.channel(&stack);
             // The node IP is not known before launch; hostnames that depend on it reach the
             // VM later, through the cluster.
             let domain = Domain::resolve(settings.domain.as_deref(), None);
