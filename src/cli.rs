@@ -255,7 +255,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub recreate: bool,
 
-    /// Stop after this step (and what it needs), e.g. `--until ready` for a bare cluster;
+    /// Stop after this step, e.g. `--until ready` for a bare cluster;
     /// `homelab status` lists the steps
     #[arg(long, value_name = "STEP")]
     pub until: Option<String>,

@@ -87,7 +87,7 @@ async fn an_existing_cluster_is_checked_and_never_changed() {
     let t = target(&placeholder).await;
     let ctx = sandbox(&t.kubeconfig);
 
-    let run = homelab(&ctx, &["up", "--provider", "existing"]).await;
+    let run = homelab(&ctx, &["up", "--provider", "existing", "--until", "ready"]).await;
     run.success();
     let expected_note = format!(
         "homelab will manage, in context `{c}`: the lab's namespaces and everything in them, and the cluster-wide objects the stack installs (CRDs, ClusterIssuer, IngressClass), all labelled `homelab.dev/lab=x`.\nIt will not manage the cluster itself: its nodes, Kubernetes version, StorageClasses, DNS and network; `homelab down` leaves the cluster running.\nThe stack's microk8s addons (`dns`, `hostpath-storage`) are expected to be provided by this cluster.\n",
@@ -135,7 +135,7 @@ async fn an_existing_cluster_is_checked_and_never_changed() {
     );
 
     // Again: same checks, no note, nothing recorded anew.
-    let again = homelab(&ctx, &["up", "--provider", "existing"]).await;
+    let again = homelab(&ctx, &["up", "--provider", "existing", "--until", "ready"]).await;
     again.success();
     assert!(
         !again.stderr.contains("homelab will manage"),
@@ -195,7 +195,7 @@ async fn a_cluster_without_a_default_storage_class_is_refused() {
         "provisioner": "rancher.io/local-path"
     }));
     let ctx = sandbox(&t.kubeconfig);
-    let run = homelab(&ctx, &["up", "--provider", "existing"]).await;
+    let run = homelab(&ctx, &["up", "--provider", "existing", "--until", "ready"]).await;
     run.failure(1);
     assert!(
         run.stderr.ends_with("error: the cluster of context `fake` has no default StorageClass (it has `standard`)\nhint: the lab's volumes need one; mark a class as default: `kubectl patch storageclass standard -p '{\"metadata\":{\"annotations\":{\"storageclass.kubernetes.io/is-default-class\":\"true\"}}}'`\n"),
@@ -238,7 +238,7 @@ async fn unknown_contexts_and_unreachable_clusters_say_which() {
     }
     let url = t.fake.as_ref().unwrap().url();
     drop(t);
-    let run = homelab(&ctx, &["up", "--provider", "existing"]).await;
+    let run = homelab(&ctx, &["up", "--provider", "existing", "--until", "ready"]).await;
     run.failure(1);
     let prefix = format!("error: the cluster of context `fake` ({url}) is not reachable: ");
     assert!(run.stderr.contains(&prefix), "{}", run.stderr);
@@ -263,7 +263,7 @@ async fn a_lab_is_never_switched_to_another_provider() {
         r#"{"provider": "multipass", "context": "homelab-x", "nodes": [{"name": "homelab-x-1", "ip": "10.77.0.2"}]}"#,
     )
     .unwrap();
-    let run = homelab(&ctx, &["up", "--provider", "existing"]).await;
+    let run = homelab(&ctx, &["up", "--provider", "existing", "--until", "ready"]).await;
     run.failure(1);
     assert_eq!(
         run.stderr,

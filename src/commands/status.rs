@@ -4,14 +4,19 @@
 use serde::Serialize;
 
 use super::{Ctx, ExitStatus};
+use crate::deploy::{self, ComponentHealth};
 use crate::error::Result;
 use crate::kubeconfig::UserKubeconfig;
 use crate::output::OutputFormat;
 use crate::provider::multipass::{self, ClusterView, Multipass, VmView, decide::gib};
 use crate::provider::{LabRecord, existing};
+use crate::render::{self, Domain, RenderInput};
 use crate::settings::ProviderKind;
+use crate::state;
 use crate::state::LabState;
+use crate::templates::Templates;
 use crate::up::{self, UpRecord, Waits};
+use crate::{tls, upstream};
 
 #[derive(Serialize)]
 struct Status {
@@ -22,6 +27,12 @@ struct Status {
     cluster: Option<ClusterView>,
     context: Option<ContextView>,
     steps: Vec<StepView>,
+    /// Health of each deployed component; empty until the cluster answers and the lab has
+    /// been rendered once (secrets and CA exist).
+    components: Vec<ComponentHealth>,
+    /// Why component health could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    components_note: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -100,6 +111,16 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
             completed_at: up_record.steps.get(n).map(|r| r.completed_at.clone()),
         })
         .collect();
+    let reachable = cluster.as_ref().is_some_and(|c| c.reachable);
+    let (components, components_note) = match (&record, reachable) {
+        (Some(r), true) if up_record.steps.contains_key("deploy") => {
+            match component_health(ctx, &state, r).await {
+                Ok(c) => (c, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            }
+        }
+        _ => (Vec::new(), None),
+    };
     let status = Status {
         lab,
         exists: record.is_some() || !vms.is_empty(),
@@ -108,12 +129,47 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
         cluster,
         context,
         steps,
+        components,
+        components_note,
     };
     match ctx.printer.ui().format {
         OutputFormat::Json => ctx.printer.json(&status),
         OutputFormat::Text => ctx.printer.data(&text(&status)),
     }
     Ok(ExitStatus::Success)
+}
+
+/// Health of every component, from the cluster (reads only; nothing is generated or written).
+async fn component_health(
+    ctx: &Ctx,
+    state: &LabState,
+    record: &LabRecord,
+) -> Result<Vec<ComponentHealth>> {
+    let settings = &ctx.settings;
+    let stack = ctx.stack()?;
+    let (Some(secrets), Some(ca)) = (state.stored_secrets()?, tls::load(state)?) else {
+        return Ok(Vec::new());
+    };
+    let cluster = record.cluster(state);
+    let node_ip = cluster.node_ips.first().map(String::as_str);
+    let domain = Domain::resolve(settings.domain.as_deref(), node_ip);
+    let upstream = upstream::cached(&stack, &upstream::read_lock(state)?, &state::cache_root()?)?;
+    let manifests = render::render(
+        &Templates::embedded()?,
+        &RenderInput {
+            lab: &settings.lab,
+            stack: &stack,
+            domain: &domain,
+            secrets: &secrets,
+            ca: &ca,
+            gitea_admin_user: &settings.gitea_admin_user,
+            channel: &settings.channel(&stack),
+            node_ip,
+            upstream: &upstream,
+        },
+    )?;
+    let client = cluster.client().await?;
+    Ok(deploy::health(&client, &manifests, &stack).await?)
 }
 
 /// An existing cluster as seen through the user's kubeconfig; failures are shown, not raised.
@@ -206,6 +262,23 @@ fn text(s: &Status) -> String {
             c.name, c.kubeconfig
         )),
         None => out.push_str("\nKube context: none\n"),
+    }
+    if !s.components.is_empty() || s.components_note.is_some() {
+        out.push_str("\nComponents\n");
+        if let Some(note) = &s.components_note {
+            out.push_str(&format!("  health not available: {note}\n"));
+        }
+        let width = s.components.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        for c in &s.components {
+            let line = format!(
+                "  {:<width$}  {:<11}  {}",
+                c.name,
+                c.state,
+                c.problems.join("; ")
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
     }
     out.push_str("\nSteps of `homelab up`\n");
     let width = s.steps.iter().map(|x| x.name.len()).max().unwrap_or(0);

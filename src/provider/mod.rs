@@ -44,6 +44,21 @@ impl LabRecord {
         state.read_json(LAB_RECORD_FILE)
     }
 
+    /// The cluster as the last `up` left it, for read-only commands (`status`): the lab's own
+    /// kubeconfig for multipass labs, the user's for existing clusters.
+    pub fn cluster(&self, state: &LabState) -> Cluster {
+        Cluster {
+            provider: self.provider,
+            context: self.context.clone(),
+            kubeconfig: match self.provider {
+                ProviderKind::Multipass => Some(state.path(KUBECONFIG_FILE)),
+                ProviderKind::Existing => None,
+            },
+            server: String::new(),
+            node_ips: self.nodes.iter().map(|n| n.ip.clone()).collect(),
+        }
+    }
+
     /// Write it when it differs from what is stored (re-runs stay write-free).
     pub fn store(&self, state: &LabState) -> Result<bool, StateError> {
         if LabRecord::load(state)?.as_ref() == Some(self) {

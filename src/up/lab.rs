@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 
 use super::{CLUSTER_READY, Pipeline, Step, StepCx, StepReport};
 use crate::deploy::{self, DeployOptions, DeployReport};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::git::{Git, Identity};
 use crate::gitea::Endpoint;
 use crate::provider::Cluster;
@@ -119,6 +119,13 @@ impl Step for RenderStep {
             let upstream = cx.get::<UpstreamTexts>()?;
             let node_ip = cluster.node_ips.first().map(String::as_str);
             let domain = Domain::resolve(settings.domain.as_deref(), node_ip);
+            if !domain.known {
+                return Err(Error::msg(format!(
+                    "the domain of lab `{}` is not known: the cluster reported no node address",
+                    settings.lab
+                ))
+                .hint("pass `--domain` with a name that resolves to the cluster's ingress (e.g. `<ingress-ip>.sslip.io`)"));
+            }
             let channel = settings.channel(&stack);
             let manifests = render::render(
                 &Templates::embedded()?,

@@ -403,26 +403,22 @@ impl Pipeline {
         self
     }
 
-    /// Keep only `last` and the steps it needs, directly or not; everything else is dropped.
+    /// Keep the steps up to and including `last`, in pipeline order; drop the rest.
     pub fn until(mut self, last: &str) -> Result<Pipeline> {
         let Some(pos) = self.steps.iter().position(|s| s.name() == last) else {
-            return Err(Error::msg(format!("`up` has no step `{last}`")).hint(format!(
-                "the steps are {}",
-                self.names()
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(
+                Error::msg(format!("`up` has no step `{last}`")).hint(format!(
+                    "the steps are {}",
+                    self.names()
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
         };
-        let mut keep: HashSet<&'static str> = HashSet::from([self.steps[pos].name()]);
-        // Needs always point backwards (`add` checks), so one backward pass closes the set.
-        for step in self.steps[..=pos].iter().rev() {
-            if keep.contains(step.name()) {
-                keep.extend(step.needs().iter().copied());
-            }
-        }
-        self.steps.retain(|s| keep.contains(s.name()));
+        // Needs always point backwards (`add` checks), so a prefix keeps every need.
+        self.steps.truncate(pos + 1);
         Ok(self)
     }
 
