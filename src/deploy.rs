@@ -693,14 +693,7 @@ pub async fn health(
             let Some(mut oref) = ObjectRef::of(obj) else {
                 continue;
             };
-            let resolved = applier
-                .discovery()
-                .resolve(api_version, kind)
-                .await
-                .map_err(|e| ApplyError::Api {
-                    action: format!("discover `{api_version}`"),
-                    message: describe(&e),
-                })?;
+            let resolved = applier.resolve(api_version, kind).await?;
             let Some(resolved) = resolved else {
                 problems.push(format!("{oref}: kind not served by the cluster"));
                 state = "missing";

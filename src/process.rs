@@ -305,8 +305,8 @@ impl Cmd {
     }
 }
 
-/// Quote an argument for display only when it needs it.
-fn shell_quote(s: &str) -> String {
+/// Quote an argument for a POSIX shell only when it needs it (display, printed commands).
+pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c))

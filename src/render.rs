@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Diagnostic, io_err};
 use crate::kinds::{ObjectRef, apply_order_key};
+use crate::settings::Settings;
 use crate::stack::{Component, Stack};
 use crate::state::Secrets;
 use crate::templates::{TemplateError, Templates};
@@ -74,11 +75,36 @@ pub struct RenderInput<'a> {
     /// Gitea admin login.
     pub gitea_admin_user: &'a str,
     /// microk8s channel in effect.
-    pub channel: &'a str,
+    pub channel: String,
     /// The first node's IP once the cluster exists (`None` while planning or rendering offline).
     pub node_ip: Option<&'a str>,
     /// Upstream manifests already downloaded, by URL.
     pub upstream: &'a BTreeMap<String, String>,
+}
+
+impl<'a> RenderInput<'a> {
+    /// The input for a lab from its settings (lab name, Gitea admin, channel in effect).
+    pub fn for_lab(
+        settings: &'a Settings,
+        stack: &'a Stack,
+        domain: &'a Domain,
+        secrets: &'a Secrets,
+        ca: &'a LabCa,
+        node_ip: Option<&'a str>,
+        upstream: &'a BTreeMap<String, String>,
+    ) -> RenderInput<'a> {
+        RenderInput {
+            lab: &settings.lab,
+            stack,
+            domain,
+            secrets,
+            ca,
+            gitea_admin_user: &settings.gitea_admin_user,
+            channel: settings.channel(stack),
+            node_ip,
+            upstream,
+        }
+    }
 }
 
 /// One component's rendered output.
@@ -239,7 +265,7 @@ pub fn context(input: &RenderInput<'_>, component: Option<&Component>) -> tera::
         "stack",
         &json!({"name": input.stack.name, "kubernetes": input.stack.cluster.kubernetes}),
     );
-    ctx.insert("channel", input.channel);
+    ctx.insert("channel", &input.channel);
     ctx.insert("components", &components);
     ctx.insert("hosts", &hosts);
     ctx.insert("urls", &urls);
@@ -596,7 +622,7 @@ mod tests {
             secrets: &secrets,
             ca: &ca,
             gitea_admin_user: "lab-admin",
-            channel: "1.36/stable",
+            channel: "1.36/stable".into(),
             node_ip,
             upstream: &upstream,
         })
@@ -643,7 +669,7 @@ mod tests {
                 secrets: &secrets,
                 ca: &ca,
                 gitea_admin_user: "lab-admin",
-                channel: "1.36/stable",
+                channel: "1.36/stable".into(),
                 node_ip: None,
                 upstream: &upstream,
             },

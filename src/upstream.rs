@@ -83,6 +83,30 @@ pub fn read_lock(state: &LabState) -> Result<Lock, StateError> {
     Ok(state.read_json(LOCK_FILE)?.unwrap_or_default())
 }
 
+/// The cached copy of `url`, `None` when not in the cache; a copy whose hash differs from the
+/// lock is an error, never used.
+fn read_cached(
+    cache_dir: &Path,
+    url: &str,
+    entry: &LockEntry,
+) -> Result<Option<Vec<u8>>, UpstreamError> {
+    let path = cache_path(cache_dir, &entry.sha256);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("read", &path)(e).into()),
+    };
+    let actual = sha256_hex(&bytes);
+    if actual != entry.sha256 {
+        return Err(UpstreamError::Changed {
+            url: url.to_string(),
+            expected: entry.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(Some(bytes))
+}
+
 /// The upstream manifests of `stack` that are already downloaded and match the lock, by URL.
 pub fn cached(
     stack: &Stack,
@@ -97,21 +121,9 @@ pub fn cached(
         let Some(entry) = lock.upstream.get(&up.url) else {
             continue;
         };
-        let path = cache_path(cache_dir, &entry.sha256);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err("read", &path)(e).into()),
-        };
-        let actual = sha256_hex(&bytes);
-        if actual != entry.sha256 {
-            return Err(UpstreamError::Changed {
-                url: up.url.clone(),
-                expected: entry.sha256.clone(),
-                actual,
-            });
+        if let Some(bytes) = read_cached(cache_dir, &up.url, entry)? {
+            out.insert(up.url.clone(), String::from_utf8_lossy(&bytes).into_owned());
         }
-        out.insert(up.url.clone(), String::from_utf8_lossy(&bytes).into_owned());
     }
     Ok(out)
 }
@@ -198,27 +210,17 @@ pub async fn prepare(
         let Some(up) = &c.source.upstream else {
             continue;
         };
-        if let Some(entry) = lock.upstream.get(&up.url) {
-            let path = cache_path(cache_dir, &entry.sha256);
-            if let Ok(bytes) = std::fs::read(&path) {
-                let actual = sha256_hex(&bytes);
-                if actual != entry.sha256 {
-                    return Err(UpstreamError::Changed {
-                        url: up.url.clone(),
-                        expected: entry.sha256.clone(),
-                        actual,
-                    }
-                    .into());
-                }
-                out.push(Prepared {
-                    component: c.name.clone(),
-                    url: up.url.clone(),
-                    sha256: actual,
-                    cached: true,
-                    text: String::from_utf8_lossy(&bytes).into_owned(),
-                });
-                continue;
-            }
+        if let Some(entry) = lock.upstream.get(&up.url)
+            && let Some(bytes) = read_cached(cache_dir, &up.url, entry)?
+        {
+            out.push(Prepared {
+                component: c.name.clone(),
+                url: up.url.clone(),
+                sha256: entry.sha256.clone(),
+                cached: true,
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+            continue;
         }
         let from = source_url(&up.url, mirror);
         let shown = crate::redact::redact_url(&from);

@@ -85,7 +85,7 @@ fn rendered_seeds() -> Vec<RepoSeed> {
             secrets: &homelab::state::Secrets::placeholders(),
             ca: &homelab::tls::placeholder(),
             gitea_admin_user: "lab-admin",
-            channel: "1.36/stable",
+            channel: "1.36/stable".into(),
             node_ip: None,
             upstream: &BTreeMap::new(),
         },

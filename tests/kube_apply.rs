@@ -645,7 +645,7 @@ async fn the_default_stack_deploys_and_a_second_deploy_writes_nothing() {
             secrets: &secrets,
             ca: &ca,
             gitea_admin_user: "lab-admin",
-            channel: "1.36/stable",
+            channel: "1.36/stable".into(),
             node_ip: None,
             upstream: &upstream,
         },

@@ -163,7 +163,7 @@ fn render_lib(stack: &Stack, node_ip: Option<&str>) -> Manifests {
             secrets: &secrets,
             ca: &ca,
             gitea_admin_user: "lab-admin",
-            channel: &stack.cluster.channel,
+            channel: stack.cluster.channel.clone(),
             node_ip,
             upstream: &upstream,
         },

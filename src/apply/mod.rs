@@ -257,6 +257,21 @@ pub struct Applier {
 }
 
 impl Applier {
+    /// The served resource for `apiVersion` + `kind`, `None` when the cluster does not serve it.
+    pub async fn resolve(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<Resolved>, ApplyError> {
+        self.discovery
+            .resolve(api_version, kind)
+            .await
+            .map_err(|e| ApplyError::Api {
+                action: format!("discover `{api_version}`"),
+                message: describe(&e),
+            })
+    }
+
     /// An applier for this client.
     pub fn new(client: ::kube::Client) -> Applier {
         Applier {
@@ -292,14 +307,7 @@ impl Applier {
     ) -> Result<Option<Planned>, ApplyError> {
         let api_version = m.object["apiVersion"].as_str().unwrap_or_default();
         let kind = m.object["kind"].as_str().unwrap_or_default();
-        let resolved = self
-            .discovery
-            .resolve(api_version, kind)
-            .await
-            .map_err(|e| ApplyError::Api {
-                action: format!("discover `{api_version}`"),
-                message: describe(&e),
-            })?;
+        let resolved = self.resolve(api_version, kind).await?;
         let Some(resolved) = resolved else {
             return Ok(None);
         };

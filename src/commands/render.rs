@@ -28,21 +28,10 @@ pub(super) fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitStatus> {
     };
     let lock = upstream::read_lock(&state)?;
     let cached = upstream::cached(&stack, &lock, &state::cache_root()?)?;
-    let channel = settings.channel(&stack);
     let templates = Templates::embedded()?;
     let manifests = render(
         &templates,
-        &RenderInput {
-            lab: &settings.lab,
-            stack: &stack,
-            domain: &domain,
-            secrets: &secrets,
-            ca: &ca,
-            gitea_admin_user: &settings.gitea_admin_user,
-            channel: &channel,
-            node_ip: None,
-            upstream: &cached,
-        },
+        &RenderInput::for_lab(settings, &stack, &domain, &secrets, &ca, None, &cached),
     )?;
     if !domain.known {
         ctx.printer.info(&format!(

@@ -156,17 +156,7 @@ async fn component_health(
     let upstream = upstream::cached(&stack, &upstream::read_lock(state)?, &state::cache_root()?)?;
     let manifests = render::render(
         &Templates::embedded()?,
-        &RenderInput {
-            lab: &settings.lab,
-            stack: &stack,
-            domain: &domain,
-            secrets: &secrets,
-            ca: &ca,
-            gitea_admin_user: &settings.gitea_admin_user,
-            channel: &settings.channel(&stack),
-            node_ip,
-            upstream: &upstream,
-        },
+        &RenderInput::for_lab(settings, &stack, &domain, &secrets, &ca, node_ip, &upstream),
     )?;
     let client = cluster.client().await?;
     Ok(deploy::health(&client, &manifests, &stack).await?)

@@ -193,7 +193,7 @@ impl HostCmd {
     pub fn display(&self, os: Os) -> String {
         let quote = |s: &str| match os {
             Os::Windows => windows_quote(s),
-            _ => posix_quote(s),
+            _ => crate::process::shell_quote(s),
         };
         let mut parts = Vec::new();
         if self.elevated && os != Os::Windows {
@@ -648,18 +648,6 @@ impl Diagnostic for TrustError {
     }
 }
 
-/// Quote for a POSIX shell only where needed.
-fn posix_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 /// Quote for `cmd.exe`/PowerShell only where needed.
 fn windows_quote(s: &str) -> String {
     if !s.is_empty()
@@ -713,8 +701,11 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(posix_quote("C,,"), "C,,");
-        assert_eq!(posix_quote("homelab CA (lab)"), "'homelab CA (lab)'");
+        assert_eq!(crate::process::shell_quote("C,,"), "C,,");
+        assert_eq!(
+            crate::process::shell_quote("homelab CA (lab)"),
+            "'homelab CA (lab)'"
+        );
         assert_eq!(
             windows_quote(r"C:\Users\a b\ca.crt"),
             r#""C:\Users\a b\ca.crt""#

@@ -126,20 +126,17 @@ impl Step for RenderStep {
                 ))
                 .hint("pass `--domain` with a name that resolves to the cluster's ingress (e.g. `<ingress-ip>.sslip.io`)"));
             }
-            let channel = settings.channel(&stack);
             let manifests = render::render(
                 &Templates::embedded()?,
-                &RenderInput {
-                    lab: &settings.lab,
-                    stack: &stack,
-                    domain: &domain,
-                    secrets: &secrets,
-                    ca: &ca,
-                    gitea_admin_user: &settings.gitea_admin_user,
-                    channel: &channel,
+                &RenderInput::for_lab(
+                    settings,
+                    &stack,
+                    &domain,
+                    &secrets,
+                    &ca,
                     node_ip,
-                    upstream: &upstream.0,
-                },
+                    &upstream.0,
+                ),
             )?;
             let objects = manifests.objects().count();
             cx.put(manifests);

@@ -740,17 +740,7 @@ impl Step for CloudInitStep {
             let upstream = BTreeMap::new();
             let text = render::render_cloud_init(
                 &templates,
-                &RenderInput {
-                    lab: &settings.lab,
-                    stack: &stack,
-                    domain: &domain,
-                    secrets: &secrets,
-                    ca: &ca,
-                    gitea_admin_user: &settings.gitea_admin_user,
-                    channel: &channel,
-                    node_ip: None,
-                    upstream: &upstream,
-                },
+                &RenderInput::for_lab(settings, &stack, &domain, &secrets, &ca, None, &upstream),
             )?;
             let launched_with = cx.state().read(CLOUD_INIT_FILE)?;
             let report = match launched_with {
