@@ -16,6 +16,7 @@ mod completions;
 mod config;
 mod doctor;
 mod plan;
+mod prepare;
 mod render;
 mod trust;
 
@@ -74,6 +75,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
     match &cli.command {
         Command::Render(args) => render::run(&ctx, args),
         Command::Plan(_) => plan::run(&ctx),
+        Command::Prepare(_) => prepare::run(&ctx).await,
         Command::Doctor(_) => doctor::run(&ctx),
         Command::Config(ConfigCommand::Show(_)) => config::show(&ctx),
         Command::Trust(args) => trust::trust(&ctx, args),
