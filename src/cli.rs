@@ -104,6 +104,12 @@ pub enum Command {
     #[command(subcommand)]
     Ca(CaCommand),
 
+    /// Print the lab's URLs and logins, passwords included
+    ///
+    /// The only command that shows secrets: the Gitea admin login and password, where the API
+    /// token is stored, and the Drone and app URLs. `--output json` for scripts.
+    Credentials(CredentialsArgs),
+
     /// Print a shell completion script
     ///
     /// e.g. `homelab completions bash > ~/.local/share/bash-completion/completions/homelab`
@@ -256,6 +262,13 @@ pub struct PrepareArgs {
     pub stack: StackArgs,
 }
 
+/// Arguments of `credentials`.
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
 /// Arguments of `doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -306,6 +319,7 @@ impl Cli {
             Command::Trust(a) => a.stack.apply(&mut layer),
             Command::Ca(CaCommand::Regenerate(a)) => layer.domain = a.domain.clone(),
             Command::Untrust | Command::Ca(_) => {}
+            Command::Credentials(a) => a.stack.apply(&mut layer),
             Command::Completions { .. } => {}
         }
         layer

@@ -14,6 +14,7 @@ use crate::stack::{self, Stack};
 mod ca;
 mod completions;
 mod config;
+mod credentials;
 mod doctor;
 mod plan;
 mod prepare;
@@ -83,6 +84,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Ca(CaCommand::Path(args)) => ca::path(&ctx, args),
         Command::Ca(CaCommand::Show) => ca::show(&ctx),
         Command::Ca(CaCommand::Regenerate(_)) => ca::regenerate(&ctx),
+        Command::Credentials(_) => credentials::run(&ctx),
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

@@ -1,0 +1,845 @@
+//! The typed Gitea client: one method per API call, the base URL as the seam.
+//!
+//! Architecture invariant: credentials only ever travel in the `Authorization` header (never in a
+//! URL), request and response bodies are never logged (a token creation answer holds the token),
+//! and every error names the call it came from with the URL redacted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use super::types::*;
+use crate::error::Diagnostic;
+use crate::redact::{Secret, redact_url};
+
+/// Where Gitea answers and how to trust it.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// Public base URL, e.g. `https://gitea.10.0.0.5.sslip.io` (no `/api/v1`).
+    pub base_url: String,
+    /// PEM of the CA that signs Gitea's certificate (the lab CA). With `None`, HTTPS fails: lab
+    /// URLs are never trusted through the system roots.
+    pub ca_pem: Option<String>,
+    /// Connect to this address instead of resolving the host name: some home routers drop DNS
+    /// answers that carry private IPs (`<node-ip>.sslip.io`), and tests serve on 127.0.0.1.
+    pub resolve: Option<SocketAddr>,
+}
+
+impl Endpoint {
+    /// The host name of the base URL.
+    pub fn host(&self) -> Option<String> {
+        Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+    }
+}
+
+/// How a request authenticates.
+#[derive(Clone, Debug, Default)]
+pub enum Credentials {
+    /// Anonymous.
+    #[default]
+    None,
+    /// HTTP basic auth with a password (or a token as the password).
+    Basic {
+        /// Login.
+        user: String,
+        /// Password or token.
+        password: Secret,
+    },
+    /// `Authorization: token <T>`.
+    Token(Secret),
+}
+
+/// A Gitea call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GiteaError {
+    /// The HTTP client could not be built (bad CA PEM, bad URL).
+    #[error("prepare the connection to Gitea at {url}: {message}")]
+    Setup {
+        /// The base URL.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No answer (DNS, TCP, TLS).
+    #[error("{call}: could not reach Gitea at {url}: {detail}")]
+    Unreachable {
+        /// The call, e.g. "create repository `lab/gitops`".
+        call: String,
+        /// The URL, redacted.
+        url: String,
+        /// The transport error chain, redacted.
+        detail: String,
+    },
+    /// An answer with an unexpected status.
+    #[error("{call}: Gitea answered {status}{}", message_suffix(.message))]
+    Status {
+        /// The call.
+        call: String,
+        /// The HTTP status.
+        status: u16,
+        /// Gitea's `message`, or the start of the body.
+        message: String,
+    },
+    /// An answer that is not the JSON documented for the call.
+    #[error("{call}: Gitea's answer is not the documented JSON: {message}")]
+    Decode {
+        /// The call.
+        call: String,
+        /// The parser message.
+        message: String,
+    },
+    /// The registry's token realm points somewhere homelab will not send credentials to.
+    #[error("{call}: the registry's token realm `{realm}` {why}")]
+    Realm {
+        /// The call.
+        call: String,
+        /// The realm URL, redacted.
+        realm: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+fn message_suffix(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+impl GiteaError {
+    /// The HTTP status when Gitea answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            GiteaError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl Diagnostic for GiteaError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            GiteaError::Setup { .. } => Vec::new(),
+            GiteaError::Unreachable { detail, .. } if detail.contains("certificate") => vec![
+                "Gitea's certificate is not signed by the lab CA: check the `gitea` Certificate with `kubectl -n gitea get certificate` and that cert-manager issued it".into(),
+            ],
+            GiteaError::Unreachable { .. } => vec![
+                "check that the ingress answers for Gitea's host (`homelab status`); a router that drops DNS answers with private IPs breaks `*.sslip.io` names, `--domain` avoids it".into(),
+            ],
+            GiteaError::Status { status: 401, .. } => vec![
+                "the stored token or the admin password was refused; `homelab up` replaces a stale token, so run it again".into(),
+            ],
+            GiteaError::Status { status: 403, message, .. } if message.contains("scope") => vec![
+                "the stored token lacks a scope this call needs; delete `gitea_token` from the lab's `secrets.json` and run `homelab up` to create a new one".into(),
+            ],
+            GiteaError::Status { status, .. } if *status >= 500 => vec![
+                "Gitea failed internally: look at its log with `kubectl -n gitea logs deploy/gitea`".into(),
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What a create call found.
+#[derive(Clone, Debug)]
+pub enum Created<T> {
+    /// Created now.
+    Created(T),
+    /// It already existed (422 or 409): someone created it between the look and the create.
+    Exists,
+}
+
+/// The registry accepted the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryAccess {
+    /// The realm that issued the bearer token, redacted; `None` when basic auth was accepted
+    /// directly.
+    pub realm: Option<String>,
+}
+
+/// A client for one Gitea, with one set of credentials.
+#[derive(Clone)]
+pub struct GiteaClient {
+    http: reqwest::Client,
+    base: Url,
+    credentials: Credentials,
+}
+
+const PAGE_LIMIT: usize = 50;
+
+/// The rustls configuration that trusts exactly `ca_pem` (nothing when `None`).
+pub fn rustls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = ca_pem {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut any = false;
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("the lab CA is not valid PEM: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("the lab CA cannot be used as a trust root: {e}"))?;
+            any = true;
+        }
+        if !any {
+            return Err("the lab CA PEM holds no certificate".into());
+        }
+    }
+    // The provider is named here rather than taken from the process default, so the client works
+    // the same in tests and in the binary.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+impl GiteaClient {
+    /// An anonymous client for `endpoint`.
+    pub fn new(endpoint: &Endpoint) -> Result<GiteaClient, GiteaError> {
+        let setup = |message: String| GiteaError::Setup {
+            url: redact_url(&endpoint.base_url),
+            message,
+        };
+        let mut base = Url::parse(endpoint.base_url.trim_end_matches('/'))
+            .map_err(|e| setup(format!("not a URL: {e}")))?;
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(setup(
+                "credentials do not belong in the URL; they are sent in headers".into(),
+            ));
+        }
+        if base.path() == "/" {
+            base.set_path("");
+        }
+        let tls = rustls_config(endpoint.ca_pem.as_deref()).map_err(setup)?;
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .user_agent(concat!("homelab/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(60))
+            // A redirect would carry the Authorization header to wherever Gitea points.
+            .redirect(reqwest::redirect::Policy::none());
+        if let (Some(addr), Some(host)) = (endpoint.resolve, base.host_str()) {
+            builder = builder.resolve(host, addr);
+        }
+        let http = builder.build().map_err(|e| setup(error_chain(&e)))?;
+        Ok(GiteaClient {
+            http,
+            base,
+            credentials: Credentials::None,
+        })
+    }
+
+    /// The same client with other credentials.
+    pub fn with_credentials(&self, credentials: Credentials) -> GiteaClient {
+        GiteaClient {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            credentials,
+        }
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut path = url.path_segments_mut().expect("http(s) URLs have paths");
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        if !query.is_empty() {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+        }
+        url
+    }
+
+    fn api(&self, path: &[&str], query: &[(&str, String)]) -> Url {
+        let mut segments = vec!["api", "v1"];
+        segments.extend_from_slice(path);
+        self.url(&segments, query)
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credentials {
+            Credentials::None => req,
+            Credentials::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
+            Credentials::Token(token) => {
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose()))
+                        .unwrap_or_else(|_| {
+                            reqwest::header::HeaderValue::from_static("token invalid")
+                        });
+                value.set_sensitive(true);
+                req.header(reqwest::header::AUTHORIZATION, value)
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        call: &str,
+        method: Method,
+        url: Url,
+        body: Option<&(dyn erased::Json + Sync)>,
+    ) -> Result<(StatusCode, Vec<u8>), GiteaError> {
+        let shown = redact_url(url.as_str());
+        let mut req = self.authorize(self.http.request(method.clone(), url));
+        if let Some(body) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_json());
+        }
+        let resp = req.send().await.map_err(|e| GiteaError::Unreachable {
+            call: call.to_string(),
+            url: shown.clone(),
+            detail: redact_url(&error_chain(&e)),
+        })?;
+        let status = resp.status();
+        tracing::debug!("{method} {shown} → {}", status.as_u16());
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| GiteaError::Unreachable {
+                call: call.to_string(),
+                url: shown,
+                detail: redact_url(&error_chain(&e)),
+            })?
+            .to_vec();
+        Ok((status, bytes))
+    }
+
+    fn fail(call: &str, status: StatusCode, body: &[u8]) -> GiteaError {
+        let message = match serde_json::from_slice::<ApiError>(body) {
+            Ok(e) if !e.message.is_empty() => e.message,
+            _ => {
+                let text = String::from_utf8_lossy(body);
+                let text = text.trim();
+                let mut short: String = text.chars().take(200).collect();
+                if short.len() < text.len() {
+                    short.push('…');
+                }
+                short
+            }
+        };
+        GiteaError::Status {
+            call: call.to_string(),
+            status: status.as_u16(),
+            message: redact_url(&message),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(call: &str, body: &[u8]) -> Result<T, GiteaError> {
+        serde_json::from_slice(body).map_err(|e| GiteaError::Decode {
+            call: call.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Send and decode a 2xx answer; any other status is an error.
+    async fn json<T: DeserializeOwned>(
+        &self,
+        call: &str,
+        method: Method,
+        url: Url,
+        body: Option<&(dyn erased::Json + Sync)>,
+    ) -> Result<T, GiteaError> {
+        let (status, bytes) = self.send(call, method, url, body).await?;
+        if !status.is_success() {
+            return Err(Self::fail(call, status, &bytes));
+        }
+        Self::decode(call, &bytes)
+    }
+
+    /// `GET /version`.
+    pub async fn version(&self) -> Result<ServerVersion, GiteaError> {
+        self.json(
+            "read Gitea's version",
+            Method::GET,
+            self.api(&["version"], &[]),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /user`: who the credentials belong to.
+    pub async fn current_user(&self) -> Result<User, GiteaError> {
+        self.json(
+            "read the signed-in user",
+            Method::GET,
+            self.api(&["user"], &[]),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /users/{username}/tokens`, every page (basic auth only).
+    pub async fn list_tokens(&self, user: &str) -> Result<Vec<AccessToken>, GiteaError> {
+        let call = format!("list the API tokens of `{user}`");
+        let mut all = Vec::new();
+        for page in 1.. {
+            let url = self.api(
+                &["users", user, "tokens"],
+                &[
+                    ("page", page.to_string()),
+                    ("limit", PAGE_LIMIT.to_string()),
+                ],
+            );
+            let batch: Vec<AccessToken> = self.json(&call, Method::GET, url, None).await?;
+            let n = batch.len();
+            all.extend(batch);
+            if n < PAGE_LIMIT {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// `POST /users/{username}/tokens` (basic auth only). A duplicate name is a 400.
+    pub async fn create_token(
+        &self,
+        user: &str,
+        option: &CreateAccessTokenOption,
+    ) -> Result<AccessToken, GiteaError> {
+        let call = format!("create the API token `{}` of `{user}`", option.name);
+        let (status, bytes) = self
+            .send(
+                &call,
+                Method::POST,
+                self.api(&["users", user, "tokens"], &[]),
+                Some(option),
+            )
+            .await?;
+        if status != StatusCode::CREATED && status != StatusCode::OK {
+            return Err(Self::fail(&call, status, &bytes));
+        }
+        Self::decode(&call, &bytes)
+    }
+
+    /// `DELETE /users/{username}/tokens/{token}` by name or id (basic auth only).
+    pub async fn delete_token(&self, user: &str, token: &str) -> Result<(), GiteaError> {
+        let call = format!("delete the API token `{token}` of `{user}`");
+        let (status, bytes) = self
+            .send(
+                &call,
+                Method::DELETE,
+                self.api(&["users", user, "tokens", token], &[]),
+                None,
+            )
+            .await?;
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(Self::fail(&call, status, &bytes))
+        }
+    }
+
+    /// `GET /orgs/{org}`; `None` on 404.
+    pub async fn get_org(&self, org: &str) -> Result<Option<Organization>, GiteaError> {
+        let call = format!("read organization `{org}`");
+        let (status, bytes) = self
+            .send(&call, Method::GET, self.api(&["orgs", org], &[]), None)
+            .await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Self::decode(&call, &bytes).map(Some),
+            s => Err(Self::fail(&call, s, &bytes)),
+        }
+    }
+
+    /// `POST /orgs`; 422 means it exists.
+    pub async fn create_org(
+        &self,
+        option: &CreateOrgOption,
+    ) -> Result<Created<Organization>, GiteaError> {
+        let call = format!("create organization `{}`", option.username);
+        let (status, bytes) = self
+            .send(&call, Method::POST, self.api(&["orgs"], &[]), Some(option))
+            .await?;
+        match status {
+            StatusCode::CREATED | StatusCode::OK => {
+                Self::decode(&call, &bytes).map(Created::Created)
+            }
+            StatusCode::UNPROCESSABLE_ENTITY if is_exists(&bytes) => Ok(Created::Exists),
+            s => Err(Self::fail(&call, s, &bytes)),
+        }
+    }
+
+    /// `GET /repos/{owner}/{repo}`; `None` on 404.
+    pub async fn get_repo(
+        &self,
+        owner: &str,
+        repo: &str,
+    ) -> Result<Option<Repository>, GiteaError> {
+        let call = format!("read repository `{owner}/{repo}`");
+        let (status, bytes) = self
+            .send(
+                &call,
+                Method::GET,
+                self.api(&["repos", owner, repo], &[]),
+                None,
+            )
+            .await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Self::decode(&call, &bytes).map(Some),
+            s => Err(Self::fail(&call, s, &bytes)),
+        }
+    }
+
+    /// `POST /orgs/{org}/repos`; 409 means it exists.
+    pub async fn create_org_repo(
+        &self,
+        org: &str,
+        option: &CreateRepoOption,
+    ) -> Result<Created<Repository>, GiteaError> {
+        let call = format!("create repository `{org}/{}`", option.name);
+        let (status, bytes) = self
+            .send(
+                &call,
+                Method::POST,
+                self.api(&["orgs", org, "repos"], &[]),
+                Some(option),
+            )
+            .await?;
+        match status {
+            StatusCode::CREATED | StatusCode::OK => {
+                Self::decode(&call, &bytes).map(Created::Created)
+            }
+            StatusCode::CONFLICT => Ok(Created::Exists),
+            s => Err(Self::fail(&call, s, &bytes)),
+        }
+    }
+
+    /// `GET /repos/{owner}/{repo}/hooks`, every page.
+    pub async fn list_hooks(&self, owner: &str, repo: &str) -> Result<Vec<Hook>, GiteaError> {
+        let call = format!("list the webhooks of `{owner}/{repo}`");
+        let mut all = Vec::new();
+        for page in 1.. {
+            let url = self.api(
+                &["repos", owner, repo, "hooks"],
+                &[
+                    ("page", page.to_string()),
+                    ("limit", PAGE_LIMIT.to_string()),
+                ],
+            );
+            let batch: Vec<Hook> = self.json(&call, Method::GET, url, None).await?;
+            let n = batch.len();
+            all.extend(batch);
+            if n < PAGE_LIMIT {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// `POST /repos/{owner}/{repo}/hooks`.
+    pub async fn create_hook(
+        &self,
+        owner: &str,
+        repo: &str,
+        option: &CreateHookOption,
+    ) -> Result<Hook, GiteaError> {
+        let call = format!("create a webhook on `{owner}/{repo}`");
+        self.json(
+            &call,
+            Method::POST,
+            self.api(&["repos", owner, repo, "hooks"], &[]),
+            Some(option),
+        )
+        .await
+    }
+
+    /// `PATCH /repos/{owner}/{repo}/hooks/{id}`.
+    pub async fn edit_hook(
+        &self,
+        owner: &str,
+        repo: &str,
+        id: i64,
+        option: &EditHookOption,
+    ) -> Result<Hook, GiteaError> {
+        let call = format!("update webhook {id} on `{owner}/{repo}`");
+        let id = id.to_string();
+        self.json(
+            &call,
+            Method::PATCH,
+            self.api(&["repos", owner, repo, "hooks", &id], &[]),
+            Some(option),
+        )
+        .await
+    }
+
+    /// `DELETE /repos/{owner}/{repo}/hooks/{id}`.
+    pub async fn delete_hook(&self, owner: &str, repo: &str, id: i64) -> Result<(), GiteaError> {
+        let call = format!("delete duplicate webhook {id} on `{owner}/{repo}`");
+        let id = id.to_string();
+        let (status, bytes) = self
+            .send(
+                &call,
+                Method::DELETE,
+                self.api(&["repos", owner, repo, "hooks", &id], &[]),
+                None,
+            )
+            .await?;
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(Self::fail(&call, status, &bytes))
+        }
+    }
+
+    /// Log in to the container registry the way docker, containerd and kaniko do (OCI
+    /// distribution spec): `GET /v2/` anonymously; on a 401 with a `Bearer` challenge, fetch a
+    /// token from the realm with these credentials (basic auth) and retry `GET /v2/` with it.
+    /// With basic credentials accepted directly, no dance is needed.
+    pub async fn registry_login(&self) -> Result<RegistryAccess, GiteaError> {
+        let call = "log in to the container registry";
+        let v2 = self.url(&["v2", ""], &[]);
+        let anonymous = self.with_credentials(Credentials::None);
+        let (status, bytes, challenge) = anonymous.send_raw(call, v2.clone(), None).await?;
+        if status.is_success() {
+            // An open registry proves nothing about the token: ask with it too.
+            let (status, bytes, _) = self.send_raw(call, v2, None).await?;
+            return if status.is_success() {
+                Ok(RegistryAccess { realm: None })
+            } else {
+                Err(Self::fail(call, status, &bytes))
+            };
+        }
+        if status != StatusCode::UNAUTHORIZED {
+            return Err(Self::fail(call, status, &bytes));
+        }
+        let Some(challenge) = challenge.as_deref().and_then(parse_bearer_challenge) else {
+            // Basic challenge: the registry takes the credentials as they are.
+            let (status, bytes, _) = self.send_raw(call, v2, None).await?;
+            return if status.is_success() {
+                Ok(RegistryAccess { realm: None })
+            } else {
+                Err(Self::fail(call, status, &bytes))
+            };
+        };
+        let realm = Url::parse(&challenge.realm).map_err(|e| GiteaError::Realm {
+            call: call.into(),
+            realm: redact_url(&challenge.realm),
+            why: format!("is not a URL: {e}"),
+        })?;
+        // Credentials go only to the host they were made for.
+        if realm.host_str() != self.base.host_str()
+            || realm.port_or_known_default() != self.base.port_or_known_default()
+            || realm.scheme() != self.base.scheme()
+        {
+            return Err(GiteaError::Realm {
+                call: call.into(),
+                realm: redact_url(realm.as_str()),
+                why: format!(
+                    "is not on Gitea's own host `{}`; check Gitea's `ROOT_URL`",
+                    self.base.host_str().unwrap_or_default()
+                ),
+            });
+        }
+        let mut token_url = realm.clone();
+        {
+            let mut q = token_url.query_pairs_mut();
+            if let Some(service) = &challenge.service {
+                q.append_pair("service", service);
+            }
+            if let Some(scope) = &challenge.scope {
+                q.append_pair("scope", scope);
+            }
+        }
+        let (status, bytes, _) = self.send_raw(call, token_url, None).await?;
+        if !status.is_success() {
+            return Err(Self::fail(call, status, &bytes));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            #[serde(default)]
+            token: Secret,
+            #[serde(default)]
+            access_token: Secret,
+        }
+        let answer: TokenAnswer = Self::decode(call, &bytes)?;
+        let bearer = if answer.token.is_empty() {
+            answer.access_token
+        } else {
+            answer.token
+        };
+        if bearer.is_empty() {
+            return Err(GiteaError::Decode {
+                call: call.into(),
+                message: "the token realm answered without a token".into(),
+            });
+        }
+        let (status, bytes, _) = anonymous.send_raw(call, v2, Some(&bearer)).await?;
+        if status.is_success() {
+            Ok(RegistryAccess {
+                realm: Some(redact_url(realm.as_str())),
+            })
+        } else {
+            Err(Self::fail(call, status, &bytes))
+        }
+    }
+
+    async fn send_raw(
+        &self,
+        call: &str,
+        url: Url,
+        bearer: Option<&Secret>,
+    ) -> Result<(StatusCode, Vec<u8>, Option<String>), GiteaError> {
+        let shown = redact_url(url.as_str());
+        let mut req = self.authorize(self.http.get(url));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b.expose());
+        }
+        let unreachable = |e: reqwest::Error| GiteaError::Unreachable {
+            call: call.to_string(),
+            url: shown.clone(),
+            detail: redact_url(&error_chain(&e)),
+        };
+        let resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        tracing::debug!("GET {shown} → {}", status.as_u16());
+        let challenge = resp
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp.bytes().await.map_err(unreachable)?.to_vec();
+        Ok((status, bytes, challenge))
+    }
+}
+
+fn is_exists(body: &[u8]) -> bool {
+    let message = serde_json::from_slice::<ApiError>(body)
+        .map(|e| e.message)
+        .unwrap_or_default();
+    message.contains("already exists") || message.contains("been taken")
+}
+
+/// A `WWW-Authenticate: Bearer realm="…",service="…",scope="…"` challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BearerChallenge {
+    /// Where to fetch a token.
+    pub realm: String,
+    /// `service` parameter.
+    pub service: Option<String>,
+    /// `scope` parameter.
+    pub scope: Option<String>,
+}
+
+/// Parse a bearer challenge; `None` for other schemes.
+pub fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
+    let rest = header.trim();
+    let (scheme, params) = rest.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut realm = None;
+    let mut service = None;
+    let mut scope = None;
+    let mut s = params.trim();
+    while !s.is_empty() {
+        let (key, after) = s.split_once('=')?;
+        let key = key.trim().trim_start_matches(',').trim();
+        let after = after.trim_start();
+        let (value, rest) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "realm" => realm = Some(value.to_string()),
+            "service" => service = Some(value.to_string()),
+            "scope" => scope = Some(value.to_string()),
+            _ => {}
+        }
+        s = rest.trim_start().trim_start_matches(',').trim_start();
+    }
+    Some(BearerChallenge {
+        realm: realm?,
+        service,
+        scope,
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        src = s.source();
+    }
+    out
+}
+
+/// Object-safe JSON bodies, so `send` takes any request option type.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Vec<u8> {
+            serde_json::to_vec(self).expect("request options serialize")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenge_is_parsed() {
+        let c = parse_bearer_challenge(
+            r#"Bearer realm="https://gitea.x/v2/token",service="container_registry",scope="*""#,
+        )
+        .unwrap();
+        assert_eq!(c.realm, "https://gitea.x/v2/token");
+        assert_eq!(c.service.as_deref(), Some("container_registry"));
+        assert_eq!(c.scope.as_deref(), Some("*"));
+        assert_eq!(parse_bearer_challenge(r#"Basic realm="x""#), None);
+    }
+
+    #[test]
+    fn urls_encode_segments_and_keep_credentials_out() {
+        let c = GiteaClient::new(&Endpoint {
+            base_url: "https://gitea.example.test/".into(),
+            ca_pem: None,
+            resolve: None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.api(&["repos", "lab", "a b"], &[("page", "1".into())])
+                .as_str(),
+            "https://gitea.example.test/api/v1/repos/lab/a%20b?page=1"
+        );
+        let err = GiteaClient::new(&Endpoint {
+            base_url: "https://u:secret@gitea.example.test".into(),
+            ca_pem: None,
+            resolve: None,
+        })
+        .err()
+        .unwrap();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+}
