@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod assets;
+pub mod ci;
 pub mod cli;
 pub mod commands;
 pub mod deploy;
