@@ -134,7 +134,7 @@ impl Diagnostic for GitError {
             GitError::NotFound(e) => e.hints(),
             GitError::Command(e) => {
                 let stderr = e.output().map(|o| o.stderr.as_str()).unwrap_or_default();
-                if stderr.contains("SSL certificate") || stderr.contains("certificate verify") {
+                if stderr.contains("SSL certificate") || stderr.contains("certificate verif") {
                     vec!["git does not trust Gitea's certificate: it must be issued by the lab CA (`kubectl -n gitea get certificate`)".into()]
                 } else if stderr.contains("Authentication failed")
                     || stderr.contains("could not read Username")
@@ -349,10 +349,12 @@ impl Git {
             ("commit.gpgSign".into(), "false".into()),
             ("core.autocrlf".into(), "false".into()),
         ];
+        let mut ca_file = None;
         if let Some(pem) = &remote.ca_pem {
             let ca = scratch.write("lab-ca.pem", pem.as_bytes())?;
             config.push(("http.sslCAInfo".into(), ca.display().to_string()));
             config.push(("http.sslVerify".into(), "true".into()));
+            ca_file = Some(ca);
         }
         if let Some(auth) = &remote.auth {
             let basic = base64::engine::general_purpose::STANDARD.encode(format!(
@@ -382,6 +384,10 @@ impl Git {
             .env("SSH_ASKPASS", "")
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("LC_ALL", "C");
+        if let Some(ca) = ca_file {
+            // `GIT_SSL_CAINFO` beats `http.sslCAInfo`, and corporate setups often export it.
+            cmd = cmd.env("GIT_SSL_CAINFO", ca);
+        }
         for (i, (k, v)) in config.iter().enumerate() {
             cmd = cmd
                 .env(format!("GIT_CONFIG_KEY_{i}"), k)
