@@ -110,6 +110,15 @@ pub enum Command {
     /// token is stored, and the Drone and app URLs. `--output json` for scripts.
     Credentials(CredentialsArgs),
 
+    /// Prove the loop works: commit a change to `lab/nyan-cat` and follow it to the live site
+    ///
+    /// Commits a new version marker through Gitea's API, then waits for each hop and reports
+    /// its time: Drone build started, build succeeded, image tag bumped in `lab/gitops`,
+    /// Application `nyan-cat` Synced and Healthy at that revision, and https://nyan.<domain>
+    /// (trusted through the lab CA only) serving the new version. Exit 1 names the hop that
+    /// failed and why.
+    Verify(VerifyArgs),
+
     /// Print a shell completion script
     ///
     /// e.g. `homelab completions bash > ~/.local/share/bash-completion/completions/homelab`
@@ -262,6 +271,13 @@ pub struct PrepareArgs {
     pub stack: StackArgs,
 }
 
+/// Arguments of `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
 /// Arguments of `credentials`.
 #[derive(Debug, Args)]
 pub struct CredentialsArgs {
@@ -320,6 +336,7 @@ impl Cli {
             Command::Ca(CaCommand::Regenerate(a)) => layer.domain = a.domain.clone(),
             Command::Untrust | Command::Ca(_) => {}
             Command::Credentials(a) => a.stack.apply(&mut layer),
+            Command::Verify(a) => a.stack.apply(&mut layer),
             Command::Completions { .. } => {}
         }
         layer

@@ -30,5 +30,6 @@ pub mod tls;
 pub mod tools;
 pub mod trust;
 pub mod upstream;
+pub mod verify;
 pub mod wire;
 pub mod yaml;

@@ -20,6 +20,7 @@ mod plan;
 mod prepare;
 mod render;
 mod trust;
+mod verify;
 
 /// How a command ended when it did not fail outright.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +86,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Ca(CaCommand::Show) => ca::show(&ctx),
         Command::Ca(CaCommand::Regenerate(_)) => ca::regenerate(&ctx),
         Command::Credentials(_) => credentials::run(&ctx),
+        Command::Verify(_) => verify::run(&ctx).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }
