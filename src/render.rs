@@ -75,6 +75,8 @@ pub struct RenderInput<'a> {
     pub gitea_admin_user: &'a str,
     /// microk8s channel in effect.
     pub channel: &'a str,
+    /// The first node's IP once the cluster exists (`None` while planning or rendering offline).
+    pub node_ip: Option<&'a str>,
     /// Upstream manifests already downloaded, by URL.
     pub upstream: &'a BTreeMap<String, String>,
 }
@@ -201,6 +203,15 @@ fn component_value(c: &Component, hosts: &BTreeMap<String, String>) -> Value {
 /// name, namespace, version, images, resources {cpu, memory}, host), `components` (all, by name,
 /// same shape), `hosts` and `urls` (by component name), `secrets` (by name), `ca` {cert_pem,
 /// key_pem}, `gitea` {admin_user, org, url, internal_url}, `labels` {lab, component}, `channel`.
+///
+/// Also:
+/// - `node_ip`: the first node's IP as a string, `""` while it is not known (then templates
+///   leave out what needs it, e.g. the ingress controller's `external-status-address`).
+/// - `secrets_b64`: every secret by name, base64-encoded (standard alphabet, padded), for the
+///   `data` of Secret objects; `data` rather than `stringData` so that what we apply is exactly
+///   what the API server stores and a re-apply compares equal.
+/// - `ca.cert_pem_b64`, `ca.key_pem_b64`: the lab CA's certificate and key, base64-encoded.
+/// - `gitea.host`: Gitea's public host name (`gitea.<domain>`), also the container registry host.
 pub fn context(input: &RenderInput<'_>, component: Option<&Component>) -> tera::Context {
     let hosts = hosts(input.stack, input.domain);
     let urls: BTreeMap<String, String> = hosts
@@ -215,6 +226,7 @@ pub fn context(input: &RenderInput<'_>, component: Option<&Component>) -> tera::
         .collect();
     let secrets: BTreeMap<&str, &str> =
         input.secrets.iter().map(|(k, v)| (k, v.expose())).collect();
+    let secrets_b64: BTreeMap<&str, String> = secrets.iter().map(|(k, v)| (*k, b64(v))).collect();
     let gitea_ns = input
         .stack
         .component("gitea")
@@ -232,9 +244,16 @@ pub fn context(input: &RenderInput<'_>, component: Option<&Component>) -> tera::
     ctx.insert("hosts", &hosts);
     ctx.insert("urls", &urls);
     ctx.insert("secrets", &secrets);
+    ctx.insert("secrets_b64", &secrets_b64);
+    ctx.insert("node_ip", input.node_ip.unwrap_or(""));
     ctx.insert(
         "ca",
-        &json!({"cert_pem": input.ca.cert_pem, "key_pem": input.ca.key_pem.expose()}),
+        &json!({
+            "cert_pem": input.ca.cert_pem,
+            "key_pem": input.ca.key_pem.expose(),
+            "cert_pem_b64": b64(&input.ca.cert_pem),
+            "key_pem_b64": b64(input.ca.key_pem.expose()),
+        }),
     );
     ctx.insert(
         "gitea",
@@ -253,6 +272,12 @@ pub fn context(input: &RenderInput<'_>, component: Option<&Component>) -> tera::
     ctx
 }
 
+/// Standard base64 with padding, as Kubernetes expects in a Secret's `data`.
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+}
+
 /// Render the whole lab.
 pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifests, RenderError> {
     let waves = input.stack.waves();
@@ -269,7 +294,13 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
         }
         if let Some(up) = &c.source.upstream {
             match input.upstream.get(&up.url) {
-                Some(text) => objects.extend(parse_objects(&c.name, &up.url, text)?),
+                Some(text) => {
+                    let mut parsed = parse_objects(&c.name, &up.url, text)?;
+                    if let Some(ns) = &c.namespace {
+                        parsed.iter_mut().for_each(|o| default_namespace(o, ns));
+                    }
+                    objects.extend(parsed)
+                }
                 None => {
                     note = Some(format!(
                         "upstream manifest {} is not downloaded yet; `homelab prepare` fetches it and records its sha256 in the lab's lock",
@@ -402,6 +433,55 @@ fn parse_objects(component: &str, template: &str, text: &str) -> Result<Vec<Valu
     Ok(out)
 }
 
+/// Cluster-scoped kinds found in the upstream manifests the stacks pin (Argo CD's install.yaml,
+/// cert-manager's release manifest), plus the other built-in cluster-scoped kinds. Every other
+/// kind is namespaced.
+const CLUSTER_SCOPED: &[&str] = &[
+    "APIService",
+    "CertificateSigningRequest",
+    "ClusterIssuer",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CSIDriver",
+    "CSINode",
+    "CustomResourceDefinition",
+    "FlowSchema",
+    "IngressClass",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PriorityClass",
+    "PriorityLevelConfiguration",
+    "RuntimeClass",
+    "StorageClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+];
+
+/// Put a namespaced object without `metadata.namespace` into the component's namespace.
+///
+/// Some upstream manifests are written for `kubectl apply -n <ns>` (Argo CD's install.yaml sets
+/// no namespace on its ServiceAccounts, Deployments, ConfigMaps, …); the rendered set says
+/// where every object goes, so nothing depends on a default namespace at apply time.
+fn default_namespace(obj: &mut Value, namespace: &str) {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    if CLUSTER_SCOPED.contains(&kind) {
+        return;
+    }
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+        && meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+    {
+        meta.insert("namespace".into(), json!(namespace));
+    }
+}
+
 /// Add the ownership labels.
 pub fn label(obj: &mut Value, lab: &str, component: &str) {
     let meta = obj
@@ -495,5 +575,114 @@ impl Manifests {
             }
         }
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Secrets;
+
+    fn with_input<T>(node_ip: Option<&str>, f: impl FnOnce(&RenderInput<'_>) -> T) -> T {
+        let stack = crate::stack::load("default", Path::new(".")).unwrap();
+        let domain = Domain::resolve(Some("lab.example.test"), None);
+        let secrets = Secrets::placeholders();
+        let ca = crate::tls::placeholder();
+        let upstream = BTreeMap::new();
+        f(&RenderInput {
+            lab: "t",
+            stack: &stack,
+            domain: &domain,
+            secrets: &secrets,
+            ca: &ca,
+            gitea_admin_user: "lab-admin",
+            channel: "1.36/stable",
+            node_ip,
+            upstream: &upstream,
+        })
+    }
+
+    /// Render a one-line (non-YAML) template against the real context.
+    fn show(node_ip: Option<&str>, source: &str) -> String {
+        let t = Templates::from_sources([("probe.txt", source)]).unwrap();
+        with_input(node_ip, |i| {
+            t.render("probe.txt", &context(i, None)).unwrap()
+        })
+    }
+
+    #[test]
+    fn node_ip_is_empty_until_known() {
+        assert_eq!(show(None, "[{{ node_ip }}]"), "[]\n");
+        assert_eq!(show(Some("10.0.0.5"), "[{{ node_ip }}]"), "[10.0.0.5]\n");
+    }
+
+    #[test]
+    fn upstream_objects_without_a_namespace_land_in_the_components() {
+        let stack = crate::stack::load("argocd", Path::new(".")).unwrap();
+        let url = stack
+            .component("gitops-engine")
+            .unwrap()
+            .source
+            .upstream
+            .clone()
+            .unwrap()
+            .url;
+        let text = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: argocd-server}\n---\n\
+                    apiVersion: v1\nkind: ConfigMap\nmetadata: {name: elsewhere, namespace: other}\n---\n\
+                    apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: argocd-server}\n";
+        let upstream = BTreeMap::from([(url, text.to_string())]);
+        let domain = Domain::resolve(Some("lab.example.test"), None);
+        let secrets = Secrets::placeholders();
+        let ca = crate::tls::placeholder();
+        let m = render(
+            &Templates::embedded().unwrap(),
+            &RenderInput {
+                lab: "t",
+                stack: &stack,
+                domain: &domain,
+                secrets: &secrets,
+                ca: &ca,
+                gitea_admin_user: "lab-admin",
+                channel: "1.36/stable",
+                node_ip: None,
+                upstream: &upstream,
+            },
+        )
+        .unwrap();
+        let engine = m
+            .components
+            .iter()
+            .find(|c| c.name == "gitops-engine")
+            .unwrap();
+        let ns = |kind: &str| {
+            engine
+                .objects
+                .iter()
+                .find(|o| o["kind"] == kind)
+                .map(|o| o["metadata"]["namespace"].clone())
+                .unwrap()
+        };
+        assert_eq!(ns("ServiceAccount"), "argocd");
+        assert_eq!(ns("ConfigMap"), "other");
+        assert_eq!(ns("ClusterRole"), Value::Null);
+        assert_eq!(ns("Namespace"), Value::Null);
+    }
+
+    #[test]
+    fn base64_values_are_standard_padded_encodings() {
+        // base64("PLACEHOLDER-webhook-secret"), computed independently.
+        assert_eq!(
+            show(None, "{{ secrets_b64.webhook_secret }}"),
+            "UExBQ0VIT0xERVItd2ViaG9vay1zZWNyZXQ=\n"
+        );
+        assert_eq!(
+            show(None, "{{ ca.cert_pem_b64 }}"),
+            format!("{}\n", b64("PLACEHOLDER-lab-ca-certificate"))
+        );
+        assert_eq!(
+            show(None, "{{ secrets_b64.drone_oauth_client_id }}"),
+            format!("{}\n", b64("PLACEHOLDER-drone-oauth-client-id"))
+        );
+        assert_eq!(b64(""), "");
     }
 }

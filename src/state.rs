@@ -237,6 +237,12 @@ enum SecretKind {
     Password,
     /// 32 random bytes as hex.
     Hex32,
+    /// 16 random bytes as hex: 32 characters, the length of the API tokens Drone generates.
+    Hex16,
+    /// Not generated: empty until the wiring step learns it (e.g. the OAuth client Gitea
+    /// creates for Drone) and stores it with [`LabState::store_secrets`]. Listed so templates
+    /// can always name it.
+    Learnt,
 }
 
 struct SecretSpec {
@@ -277,6 +283,20 @@ const SECRET_SPECS: &[SecretSpec] = &[
     SecretSpec {
         name: "oauth_state_secret",
         kind: SecretKind::Hex32,
+    },
+    // Drone's API token for the admin (`DRONE_USER_CREATE=…,token:<this>`), so the wiring step
+    // can call Drone's API without first logging in through the browser flow.
+    SecretSpec {
+        name: "drone_admin_token",
+        kind: SecretKind::Hex16,
+    },
+    SecretSpec {
+        name: "drone_oauth_client_id",
+        kind: SecretKind::Learnt,
+    },
+    SecretSpec {
+        name: "drone_oauth_client_secret",
+        kind: SecretKind::Learnt,
     },
 ];
 
@@ -333,6 +353,8 @@ pub fn random_bytes(n: usize) -> Result<Vec<u8>, StateError> {
 fn generate(kind: SecretKind) -> Result<String, StateError> {
     match kind {
         SecretKind::Hex32 => Ok(hex::encode(random_bytes(32)?)),
+        SecretKind::Hex16 => Ok(hex::encode(random_bytes(16)?)),
+        SecretKind::Learnt => Ok(String::new()),
         SecretKind::Password => {
             const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
             let mut out = String::with_capacity(24);
@@ -434,6 +456,31 @@ mod tests {
             assert_eq!(mode(state.dir()), 0o700);
             assert_eq!(mode(&state.path(SECRETS_FILE)), 0o600);
         }
+    }
+
+    #[test]
+    fn learnt_secrets_start_empty_and_keep_what_wiring_stores() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = LabState::at("t", tmp.path().join("t"));
+        let first = state.secrets().unwrap();
+        assert!(first.has("drone_oauth_client_id"));
+        assert_eq!(first.get("drone_oauth_client_id").expose(), "");
+        assert_eq!(first.get("drone_admin_token").expose().len(), 32);
+        state
+            .store_secrets(&[("drone_oauth_client_id", "abc")])
+            .unwrap();
+        let second = state.secrets().unwrap();
+        assert_eq!(second.get("drone_oauth_client_id").expose(), "abc");
+        assert_eq!(
+            first.get("drone_admin_token"),
+            second.get("drone_admin_token")
+        );
+        assert_eq!(
+            Secrets::placeholders()
+                .get("drone_oauth_client_secret")
+                .expose(),
+            "PLACEHOLDER-drone-oauth-client-secret"
+        );
     }
 
     #[test]

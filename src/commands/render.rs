@@ -43,6 +43,7 @@ pub(super) fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitStatus> {
             ca: &ca,
             gitea_admin_user: &settings.gitea_admin_user,
             channel: &channel,
+            node_ip: None,
             upstream: &cached,
         },
     )?;
