@@ -63,6 +63,18 @@ pub struct GlobalArgs {
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build the lab, or repair it: VMs, microk8s, kube context
+    ///
+    /// Each step looks at what exists first and does only what is missing, so running `up`
+    /// again on a healthy lab changes nothing, and an interrupted `up` resumes where it stopped.
+    Up(UpArgs),
+
+    /// Delete the lab's VMs and kube context; keep its CA and secrets unless --purge
+    Down(DownArgs),
+
+    /// Show the lab: VMs, cluster, nodes, and which `up` steps are done
+    Status(StatusArgs),
+
     /// Print or write the complete manifest set the lab runs
     ///
     /// Renders every component of the stack with the lab's domain, secrets and CA, in dependency
@@ -240,6 +252,38 @@ pub enum ProviderArg {
     Existing,
 }
 
+/// Arguments of `up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Delete the lab's VMs and launch them again (everything inside them is lost; the CA and
+    /// secrets are kept)
+    #[arg(long)]
+    pub recreate: bool,
+
+    /// Stop after this step, e.g. `--until ready` for a bare cluster;
+    /// `homelab status` lists the steps
+    #[arg(long, value_name = "STEP")]
+    pub until: Option<String>,
+}
+
+/// Arguments of `down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Also delete the lab's CA, secrets and every other file it keeps: nothing of the lab is
+    /// left (browsers that trusted its CA must trust a new one next time)
+    #[arg(long)]
+    pub purge: bool,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {}
+
 /// Arguments of `render`.
 #[derive(Debug, Args)]
 pub struct RenderArgs {
@@ -337,6 +381,11 @@ impl Cli {
             Command::Untrust | Command::Ca(_) => {}
             Command::Credentials(a) => a.stack.apply(&mut layer),
             Command::Verify(a) => a.stack.apply(&mut layer),
+            Command::Up(a) => {
+                a.stack.apply(&mut layer);
+                a.cluster.apply(&mut layer);
+            }
+            Command::Down(_) | Command::Status(_) => {}
             Command::Completions { .. } => {}
         }
         layer

@@ -137,10 +137,7 @@ fn wire(name: &str, description: String) -> WireStep {
 
 /// Compute the plan.
 pub fn plan(settings: &Settings, stack: &Stack, domain: &Domain, known: Known) -> Plan {
-    let channel = settings
-        .microk8s_channel
-        .clone()
-        .unwrap_or_else(|| stack.cluster.channel.clone());
+    let channel = settings.channel(stack);
     let image = stack
         .cluster
         .image

@@ -31,6 +31,12 @@ pub const DEFAULT_LAB: &str = "homelab";
 pub const DEFAULT_STACK: &str = "default";
 /// Name of the config file looked up in the current directory.
 pub const CONFIG_FILE_NAME: &str = "homelab.yaml";
+/// Fewest CPUs a lab VM may have: microk8s plus the stack's components starve below this.
+pub const MIN_VM_CPUS: u32 = 2;
+/// Least memory a lab VM may have.
+pub const MIN_VM_MEMORY: ByteSize = ByteSize::gib(4);
+/// Smallest disk a lab VM may have: the snap, images and volumes need the room.
+pub const MIN_VM_DISK: ByteSize = ByteSize::gib(20);
 
 /// One documented settings key.
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +121,11 @@ pub const KEYS: &[KeyDoc] = &[
         about: "image of the in-cluster sync engine (default: the stack's pin)",
         example: "image: ghcr.io/homelab-dev/homelab:0.1.0",
     },
+    KeyDoc {
+        key: "upstream.mirror",
+        about: "base URL of a mirror serving upstream release manifests as `<mirror>/<host>/<path>` (for a workshop's slow network)",
+        example: "mirror: http://10.0.0.2:8000",
+    },
 ];
 
 /// Environment variables that belong to homelab but are not settings keys.
@@ -125,9 +136,9 @@ const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_TEST_GITEA_URL",
     "HOMELAB_TEST_GITEA_ADMIN",
     "HOMELAB_E2E",
-    "HOMELAB_UPSTREAM_MIRROR",
     "HOMELAB_VALIDATOR",
     "HOMELAB_LOG",
+    "HOMELAB_TEST_WAITS",
 ];
 
 /// The environment variable for a key: `vm.cpus` → `HOMELAB_VM_CPUS`.
@@ -306,10 +317,15 @@ pub struct Settings {
     pub gitea_admin_password: Option<Secret>,
     /// Sync engine image override.
     pub sync_image: Option<String>,
+    /// Mirror for upstream release manifests.
+    pub upstream_mirror: Option<String>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
     /// Where each key's value came from.
     pub origins: BTreeMap<&'static str, Origin>,
+    /// `HOMELAB_TEST_WAITS`: shorter waits and polls for tests (see `up::Waits::from_env`).
+    #[serde(skip)]
+    pub test_waits: Option<String>,
 }
 
 /// Values one layer sets; `None` means "not set here".
@@ -343,6 +359,8 @@ pub struct Layer {
     pub gitea_admin_password: Option<Secret>,
     /// `sync.image`
     pub sync_image: Option<String>,
+    /// `upstream.mirror`
+    pub upstream_mirror: Option<String>,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -358,6 +376,7 @@ struct FileConfig {
     microk8s: Option<FileMicrok8s>,
     gitea: Option<FileGitea>,
     sync: Option<FileSync>,
+    upstream: Option<FileUpstream>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -381,6 +400,12 @@ struct FileMicrok8s {
 struct FileGitea {
     admin_user: Option<String>,
     admin_password: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    mirror: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -581,6 +606,7 @@ impl Settings {
             pick!("gitea.admin_user", gitea_admin_user).unwrap_or_else(|| "lab-admin".to_string());
         let gitea_admin_password = pick!("gitea.admin_password", gitea_admin_password);
         let sync_image = pick!("sync.image", sync_image);
+        let upstream_mirror = pick!("upstream.mirror", upstream_mirror);
 
         let settings = Settings {
             lab,
@@ -593,8 +619,10 @@ impl Settings {
             gitea_admin_user,
             gitea_admin_password,
             sync_image,
+            upstream_mirror,
             config_file,
             origins,
+            test_waits: inputs.env.get("HOMELAB_TEST_WAITS").cloned(),
         };
         settings.check()?;
         Ok(settings)
@@ -629,6 +657,9 @@ impl Settings {
                 hint: "choose another login, e.g. `lab-admin`".into(),
             });
         }
+        if self.provider == ProviderKind::Multipass {
+            self.check_vm_minimums()?;
+        }
         if self.vm.nodes == 0 {
             return Err(ConfigError::Invalid {
                 key: "vm.nodes".into(),
@@ -638,6 +669,49 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// VM sizes below what the lab runs on are refused up front, before any VM exists.
+    fn check_vm_minimums(&self) -> Result<(), ConfigError> {
+        let vm = &self.vm;
+        if vm.cpus < MIN_VM_CPUS {
+            return Err(ConfigError::Invalid {
+                key: "vm.cpus".into(),
+                value: vm.cpus.to_string(),
+                message: format!("a lab VM needs at least {MIN_VM_CPUS} CPUs"),
+                hint:
+                    "microk8s and the lab's components need the CPUs; the default is 4 (`--cpus 4`)"
+                        .into(),
+            });
+        }
+        if vm.memory < MIN_VM_MEMORY {
+            return Err(ConfigError::Invalid {
+                key: "vm.memory".into(),
+                value: format!("`{}`", vm.memory),
+                message: format!("a lab VM needs at least {MIN_VM_MEMORY} of memory"),
+                hint:
+                    "Gitea, Drone and the builds need the memory; the default is 8G (`--memory 8G`)"
+                        .into(),
+            });
+        }
+        if vm.disk < MIN_VM_DISK {
+            return Err(ConfigError::Invalid {
+                key: "vm.disk".into(),
+                value: format!("`{}`", vm.disk),
+                message: format!("a lab VM needs at least {MIN_VM_DISK} of disk"),
+                hint:
+                    "container images and volumes need the room; the default is 40G (`--disk 40G`)"
+                        .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The microk8s snap channel in effect: the setting, else the stack's pin.
+    pub fn channel(&self, stack: &crate::stack::Stack) -> String {
+        self.microk8s_channel
+            .clone()
+            .unwrap_or_else(|| stack.cluster.channel.clone())
     }
 
     /// `homelab-<lab>`: the kube context name and VM name prefix.
@@ -684,6 +758,7 @@ impl Settings {
                     .clone()
                     .unwrap_or_else(|| "(unset: the stack's pin)".into()),
             ),
+            ("upstream.mirror", show(&self.upstream_mirror)),
         ];
         values
             .into_iter()
@@ -769,6 +844,7 @@ pub fn parse_file(file: &str, text: &str) -> Result<Layer, ConfigError> {
     let mk = cfg.microk8s.unwrap_or_default();
     let gitea = cfg.gitea.unwrap_or_default();
     let sync = cfg.sync.unwrap_or_default();
+    let upstream = cfg.upstream.unwrap_or_default();
     Ok(Layer {
         lab: cfg.lab,
         stack: cfg.stack,
@@ -784,6 +860,7 @@ pub fn parse_file(file: &str, text: &str) -> Result<Layer, ConfigError> {
         gitea_admin_user: gitea.admin_user,
         gitea_admin_password: gitea.admin_password,
         sync_image: sync.image,
+        upstream_mirror: upstream.mirror,
     })
 }
 
@@ -848,6 +925,7 @@ pub fn env_layer(env: &BTreeMap<String, String>) -> Result<Layer, ConfigError> {
             "gitea.admin_user" => layer.gitea_admin_user = Some(value.clone()),
             "gitea.admin_password" => layer.gitea_admin_password = Some(Secret::new(value.clone())),
             "sync.image" => layer.sync_image = Some(value.clone()),
+            "upstream.mirror" => layer.upstream_mirror = Some(value.clone()),
             _ => unreachable!("every key in KEYS is handled"),
         }
     }

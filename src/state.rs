@@ -211,6 +211,15 @@ impl LabState {
         })
     }
 
+    /// The stored secrets without generating missing ones (read-only commands); `None` when the
+    /// lab never generated any. Names not stored read as empty.
+    pub fn stored_secrets(&self) -> Result<Option<Secrets>, StateError> {
+        let stored: Option<BTreeMap<String, String>> = self.read_json(SECRETS_FILE)?;
+        Ok(stored.map(|map| Secrets {
+            values: map.into_iter().map(|(k, v)| (k, Secret::new(v))).collect(),
+        }))
+    }
+
     /// Store extra secret values learnt later (tokens, OAuth client credentials).
     pub fn store_secrets(&self, updates: &[(&str, &str)]) -> Result<(), StateError> {
         let mut map: BTreeMap<String, String> = self.read_json(SECRETS_FILE)?.unwrap_or_default();

@@ -144,7 +144,7 @@ impl Diagnostic for DownloadError {
     fn hints(&self) -> Vec<String> {
         match self {
             DownloadError::Fetch { .. } => vec![
-                "check the network; on a slow or offline network run `homelab prepare` where the network works, or set `HOMELAB_UPSTREAM_MIRROR` to a mirror".into(),
+                "check the network; on a slow or offline network run `homelab prepare` where the network works, or set `upstream.mirror` (`HOMELAB_UPSTREAM_MIRROR`) to a mirror".into(),
             ],
             DownloadError::Status { .. } => {
                 vec!["check that the release URL in the stack still exists".into()]

@@ -86,6 +86,7 @@ fn rendered_seeds() -> Vec<RepoSeed> {
             ca: &homelab::tls::placeholder(),
             gitea_admin_user: "lab-admin",
             channel: "1.36/stable",
+            node_ip: None,
             upstream: &BTreeMap::new(),
         },
     )

@@ -646,15 +646,14 @@ async fn the_default_stack_deploys_and_a_second_deploy_writes_nothing() {
             ca: &ca,
             gitea_admin_user: "lab-admin",
             channel: "1.36/stable",
+            node_ip: None,
             upstream: &upstream,
         },
     )
     .unwrap();
     let total: usize = manifests.components.iter().map(|c| c.objects.len()).sum();
-    // Namespaces the rendered objects use that no component renders must exist beforehand (the
-    // fake rejects objects in a missing namespace, as the real API does). Templates are being
-    // rewritten; today `nyan-cat` puts objects into `argocd`, which the default stack does not
-    // create. Made here as an administrator would, and printed so it stays visible.
+    // Every namespace the rendered objects use is created by some component: the API rejects
+    // objects in a missing namespace (the fake does too), so a gap here would fail a real `up`.
     let rendered_ns: std::collections::BTreeSet<String> = manifests
         .objects()
         .filter(|(_, o)| o["kind"] == "Namespace")
@@ -664,15 +663,12 @@ async fn the_default_stack_deploys_and_a_second_deploy_writes_nothing() {
                 .map(String::from)
         })
         .collect();
-    for (_, o) in manifests.objects() {
-        if let Some(ns) = o.pointer("/metadata/namespace").and_then(Value::as_str)
-            && !rendered_ns.contains(ns)
-            && fake.get("v1", "Namespace", "", ns).is_none()
-        {
-            eprintln!(
-                "note: the default stack renders objects into namespace `{ns}`, which no component creates"
+    for (component, o) in manifests.objects() {
+        if let Some(ns) = o.pointer("/metadata/namespace").and_then(Value::as_str) {
+            assert!(
+                rendered_ns.contains(ns),
+                "component `{component}` renders into namespace `{ns}`, which no component creates"
             );
-            fake.insert(namespace(ns));
         }
     }
     let report = deploy::deploy(

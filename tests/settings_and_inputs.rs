@@ -126,7 +126,7 @@ fn unknown_top_level_key() {
     run.failure(1);
     assert_eq!(
         run.stderr,
-        "error: unknown key `providers` in `homelab.yaml` at line 2, column 1\nhint: the keys at the top level are `lab`, `stack`, `domain`, `provider`, `context`, `vm`, `microk8s`, `gitea`, `sync`\n"
+        "error: unknown key `providers` in `homelab.yaml` at line 2, column 1\nhint: the keys at the top level are `lab`, `stack`, `domain`, `provider`, `context`, `vm`, `microk8s`, `gitea`, `sync`, `upstream`\n"
     );
 }
 

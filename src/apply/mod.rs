@@ -462,15 +462,19 @@ impl Applier {
                 .or_insert_with(|| p.resolved.clone());
         }
         let mut out = BTreeMap::new();
-        let lists = futures::stream::iter(kinds.into_values().map(|r| async move {
-            let api = self.api(&r, "");
-            let lp = ListParams::default().labels(selector);
-            let list = retry(&self.backoff, || api.list(&lp)).await;
-            (r, list)
-        }))
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
+        let list_futures: Vec<_> = kinds
+            .into_values()
+            .map(|r| async move {
+                let api = self.api(&r, "");
+                let lp = ListParams::default().labels(selector);
+                let list = retry(&self.backoff, || api.list(&lp)).await;
+                (r, list)
+            })
+            .collect();
+        let lists = futures::stream::iter(list_futures)
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
         for (r, list) in lists {
             let list = list.map_err(|e| ApplyError::Api {
                 action: format!("list `{}`", r.resource.plural),
@@ -495,15 +499,18 @@ impl Applier {
         live: &BTreeMap<ObjectRef, Value>,
         opts: &ApplyOptions,
     ) -> Result<Vec<Applied>, ApplyError> {
-        let results: Vec<Result<Applied, ApplyError>> =
-            futures::stream::iter(group.into_iter().map(|p| {
+        let apply_futures: Vec<_> = group
+            .into_iter()
+            .map(|p| {
                 let known = if opts.live_selector.is_some() {
                     Some(live.get(&p.oref).cloned())
                 } else {
                     None
                 };
                 async move { self.apply_one(p, known, opts).await }
-            }))
+            })
+            .collect();
+        let results: Vec<Result<Applied, ApplyError>> = futures::stream::iter(apply_futures)
             .buffered(opts.concurrency.max(1))
             .collect()
             .await;
@@ -603,14 +610,20 @@ impl Applier {
                     && !matches!(k.resource.kind.as_str(), "Event" | "Endpoints")
             })
             .collect();
-        let lists = futures::stream::iter(kinds.iter().map(|r| async move {
-            let api = self.api(r, "");
-            let lp = ListParams::default().labels(scope.selector);
-            (r, retry(&self.backoff, || api.list(&lp)).await)
-        }))
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
+        // Collected first: a stream over a borrowing closure trips rustc's higher-ranked
+        // lifetime check when the caller's future must be `Send` (the `up` pipeline's are).
+        let list_futures: Vec<_> = kinds
+            .iter()
+            .map(|r| async move {
+                let api = self.api(r, "");
+                let lp = ListParams::default().labels(scope.selector);
+                (r, retry(&self.backoff, || api.list(&lp)).await)
+            })
+            .collect();
+        let lists = futures::stream::iter(list_futures)
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
         let mut candidates: Vec<(Resolved, ObjectRef, Value)> = Vec::new();
         for (r, list) in lists {
             let list = match list {

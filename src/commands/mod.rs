@@ -16,10 +16,13 @@ mod completions;
 mod config;
 mod credentials;
 mod doctor;
+mod down;
 mod plan;
 mod prepare;
 mod render;
+mod status;
 mod trust;
+mod up;
 mod verify;
 
 /// How a command ended when it did not fail outright.
@@ -75,6 +78,9 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         cwd: inputs.cwd,
     };
     match &cli.command {
+        Command::Up(args) => up::run(&ctx, args).await,
+        Command::Down(args) => down::run(&ctx, args).await,
+        Command::Status(_) => status::run(&ctx).await,
         Command::Render(args) => render::run(&ctx, args),
         Command::Plan(_) => plan::run(&ctx),
         Command::Prepare(_) => prepare::run(&ctx).await,

@@ -1,7 +1,7 @@
 //! `homelab prepare`: download every upstream manifest `up` will need into the cache, record
 //! their sha256 in the lab's lock, and list the container images the stack will pull.
 //!
-//! `HOMELAB_UPSTREAM_MIRROR` (e.g. a workshop's local server) replaces the scheme and is
+//! The `upstream.mirror` setting (e.g. a workshop's local server) replaces the scheme and is
 //! prefixed to `<host>/<path>` of each release URL; the lock still names the release URL.
 
 use serde_json::json;
@@ -17,8 +17,10 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
     let lab = LabState::locate(&ctx.settings.lab)?;
     let mut lock = upstream::read_lock(&lab)?;
     let before = lock.clone();
-    let mirror = std::env::var("HOMELAB_UPSTREAM_MIRROR")
-        .ok()
+    let mirror = ctx
+        .settings
+        .upstream_mirror
+        .clone()
         .filter(|m| !m.is_empty());
     let prepared =
         upstream::prepare(&stack, &mut lock, &state::cache_root()?, mirror.as_deref()).await?;

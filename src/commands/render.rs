@@ -28,10 +28,7 @@ pub(super) fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitStatus> {
     };
     let lock = upstream::read_lock(&state)?;
     let cached = upstream::cached(&stack, &lock, &state::cache_root()?)?;
-    let channel = settings
-        .microk8s_channel
-        .clone()
-        .unwrap_or_else(|| stack.cluster.channel.clone());
+    let channel = settings.channel(&stack);
     let templates = Templates::embedded()?;
     let manifests = render(
         &templates,

@@ -31,7 +31,7 @@ pub const GITEA_RECORD_FILE: &str = "gitea.json";
 pub const DEFAULT_TOKEN_NAME: &str = "homelab";
 /// The sync engine's in-cluster webhook endpoint (Service `homelab-sync` in `homelab-system`).
 pub const DEFAULT_SYNC_WEBHOOK_URL: &str =
-    "http://homelab-sync.homelab-system.svc.cluster.local/webhook";
+    "http://homelab-sync.homelab-system.svc.cluster.local:8080/api/webhook";
 /// Config file of the rootless Gitea image.
 pub const ROOTLESS_APP_INI: &str = "/etc/gitea/app.ini";
 /// Label selector of the Gitea pod.

@@ -1,0 +1,117 @@
+//! `homelab down [--purge]`: delete and purge the lab's VMs, remove its kube context, forget its
+//! cluster; keep the CA and secrets (trust and passwords survive a rebuild) unless `--purge`.
+
+use serde_json::json;
+
+use super::{Ctx, ExitStatus};
+use crate::cli::DownArgs;
+use crate::error::Result;
+use crate::kubeconfig::UserKubeconfig;
+use crate::output::OutputFormat;
+use crate::provider::multipass::{self, Multipass, MultipassError};
+use crate::provider::{KUBECONFIG_FILE, LAB_RECORD_FILE, LabRecord};
+use crate::settings::ProviderKind;
+use crate::state::LabState;
+use crate::tls::CA_CERT_FILE;
+use crate::up::{CLOUD_INIT_FILE, UP_STATE_FILE, Waits};
+
+/// Files that describe the cluster; they go with it.
+const CLUSTER_FILES: &[&str] = &[
+    KUBECONFIG_FILE,
+    LAB_RECORD_FILE,
+    UP_STATE_FILE,
+    CLOUD_INIT_FILE,
+];
+
+pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
+    let settings = &ctx.settings;
+    let lab = settings.lab.as_str();
+    let state = LabState::locate(lab)?;
+    let record = LabRecord::load(&state)?;
+    let provider = record.as_ref().map_or(settings.provider, |r| r.provider);
+    let mut lines = Vec::new();
+
+    let mut deleted = Vec::new();
+    match provider {
+        ProviderKind::Multipass => {
+            let waits = Waits::from_env(settings.test_waits.as_deref())?;
+            match Multipass::find(waits.exec) {
+                Ok(mp) => {
+                    let recorded = record.as_ref().map(|r| r.nodes.as_slice()).unwrap_or(&[]);
+                    deleted = multipass::teardown(&mp, lab, recorded).await?;
+                    lines.push(if deleted.is_empty() {
+                        "no VMs to delete".to_string()
+                    } else {
+                        format!("deleted and purged VM(s) {}", deleted.join(", "))
+                    });
+                }
+                // Without Multipass and without a record, this lab never had VMs.
+                Err(MultipassError::NotInstalled(_)) if record.is_none() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ProviderKind::Existing => lines.push(format!(
+            "the cluster behind context `{}` stays as it is: homelab did not create it",
+            record.as_ref().map_or("(current)", |r| r.context.as_str())
+        )),
+    }
+
+    let context = settings.context_name();
+    let kubeconfigs = UserKubeconfig::from_env()?.remove(&context)?;
+    for f in &kubeconfigs {
+        lines.push(format!(
+            "removed kube context `{context}` from `{}`",
+            f.display()
+        ));
+    }
+
+    let ca_existed = state.path(CA_CERT_FILE).exists();
+    if args.purge {
+        let existed = state.exists();
+        state.purge()?;
+        if existed {
+            lines.push(format!(
+                "deleted the lab's CA, secrets and state in `{}`",
+                state.dir().display()
+            ));
+        }
+        host_trust_after_purge(ctx, ca_existed);
+    } else {
+        for f in CLUSTER_FILES {
+            state.remove(f)?;
+        }
+        if state.exists() {
+            lines.push(format!(
+                "kept the lab's CA and secrets in `{}` (`homelab down --purge` deletes them)",
+                state.dir().display()
+            ));
+        }
+    }
+    if lines.is_empty() {
+        lines.push(format!("lab `{lab}` has nothing to remove"));
+    }
+
+    match ctx.printer.ui().format {
+        OutputFormat::Json => ctx.printer.json(&json!({
+            "lab": lab,
+            "deleted_vms": deleted,
+            "kubeconfigs_changed": kubeconfigs,
+            "purged": args.purge,
+        })),
+        OutputFormat::Text => ctx.printer.data(&lines.join("\n")),
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The place where `down --purge` deals with the host's trust in the lab CA.
+///
+/// The CA file is gone after a purge, but a trust store or browser that imported it still
+/// trusts it. The host trust ledger (`homelab untrust`, another issue) replaces this reminder
+/// by removing what it recorded.
+fn host_trust_after_purge(ctx: &Ctx, ca_existed: bool) {
+    if ca_existed {
+        ctx.printer.info(
+            "note: if you added the lab CA to this machine's trust store or a browser, remove it there too",
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! `homelab status`: the lab's VMs, cluster and nodes, its kube context, and which `up` steps
+//! an earlier run finished. Read-only.
+
+use serde::Serialize;
+
+use super::{Ctx, ExitStatus};
+use crate::deploy::{self, ComponentHealth};
+use crate::error::Result;
+use crate::kubeconfig::UserKubeconfig;
+use crate::output::OutputFormat;
+use crate::provider::multipass::{self, ClusterView, Multipass, VmView, decide::gib};
+use crate::provider::{LabRecord, existing};
+use crate::render::{self, Domain, RenderInput};
+use crate::settings::ProviderKind;
+use crate::state;
+use crate::state::LabState;
+use crate::templates::Templates;
+use crate::up::{self, UpRecord, Waits};
+use crate::{tls, upstream};
+
+#[derive(Serialize)]
+struct Status {
+    lab: String,
+    exists: bool,
+    provider: ProviderKind,
+    vms: Vec<VmView>,
+    cluster: Option<ClusterView>,
+    context: Option<ContextView>,
+    steps: Vec<StepView>,
+    /// Health of each deployed component; empty until the cluster answers and the lab has
+    /// been rendered once (secrets and CA exist).
+    components: Vec<ComponentHealth>,
+    /// Why component health could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    components_note: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ContextView {
+    name: String,
+    kubeconfig: String,
+}
+
+#[derive(Serialize)]
+struct StepView {
+    name: String,
+    done: bool,
+    completed_at: Option<String>,
+}
+
+pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
+    let settings = &ctx.settings;
+    let lab = settings.lab.clone();
+    let state = LabState::locate(&lab)?;
+    let record = LabRecord::load(&state)?;
+    let up_record = UpRecord::load(&state)?;
+    let provider = record.as_ref().map_or(settings.provider, |r| r.provider);
+
+    let mut vms = Vec::new();
+    let mut cluster = None;
+    if provider == ProviderKind::Multipass && (record.is_some() || state.exists()) {
+        let waits = Waits::from_env(settings.test_waits.as_deref())?;
+        let mp = Multipass::find(waits.exec)?;
+        vms = multipass::observe_vms(&mp, &lab).await?;
+        cluster = Some(match vms.first() {
+            Some(first) if first.state == "Running" => {
+                multipass::observe_cluster(&mp, &first.name).await?
+            }
+            Some(first) => ClusterView {
+                reachable: false,
+                detail: format!("VM `{}` is {}", first.name, first.state),
+                nodes: Vec::new(),
+            },
+            None => ClusterView {
+                reachable: false,
+                detail: "no VMs".into(),
+                nodes: Vec::new(),
+            },
+        });
+    }
+    if provider == ProviderKind::Existing
+        && let Some(r) = &record
+    {
+        let mut with_context = settings.clone();
+        with_context.context = Some(r.context.clone());
+        cluster = Some(existing_view(&with_context).await);
+    }
+    let context = match provider {
+        ProviderKind::Multipass => {
+            let name = settings.context_name();
+            UserKubeconfig::from_env()?
+                .holding(&name)?
+                .map(|p| ContextView {
+                    name,
+                    kubeconfig: p.display().to_string(),
+                })
+        }
+        ProviderKind::Existing => record.as_ref().map(|r| ContextView {
+            name: r.context.clone(),
+            kubeconfig: "(your kubeconfig)".into(),
+        }),
+    };
+    let mut as_built = settings.clone();
+    as_built.provider = provider;
+    let steps = up::pipeline(&as_built)
+        .names()
+        .into_iter()
+        .map(|n| StepView {
+            name: n.to_string(),
+            done: up_record.steps.contains_key(n),
+            completed_at: up_record.steps.get(n).map(|r| r.completed_at.clone()),
+        })
+        .collect();
+    let reachable = cluster.as_ref().is_some_and(|c| c.reachable);
+    let (components, components_note) = match (&record, reachable) {
+        (Some(r), true) if up_record.steps.contains_key("deploy") => {
+            match component_health(ctx, &state, r).await {
+                Ok(c) => (c, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            }
+        }
+        _ => (Vec::new(), None),
+    };
+    let status = Status {
+        lab,
+        exists: record.is_some() || !vms.is_empty(),
+        provider,
+        vms,
+        cluster,
+        context,
+        steps,
+        components,
+        components_note,
+    };
+    match ctx.printer.ui().format {
+        OutputFormat::Json => ctx.printer.json(&status),
+        OutputFormat::Text => ctx.printer.data(&text(&status)),
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Health of every component, from the cluster (reads only; nothing is generated or written).
+async fn component_health(
+    ctx: &Ctx,
+    state: &LabState,
+    record: &LabRecord,
+) -> Result<Vec<ComponentHealth>> {
+    let settings = &ctx.settings;
+    let stack = ctx.stack()?;
+    let (Some(secrets), Some(ca)) = (state.stored_secrets()?, tls::load(state)?) else {
+        return Ok(Vec::new());
+    };
+    let cluster = record.cluster(state);
+    let node_ip = cluster.node_ips.first().map(String::as_str);
+    let domain = Domain::resolve(settings.domain.as_deref(), node_ip);
+    let upstream = upstream::cached(&stack, &upstream::read_lock(state)?, &state::cache_root()?)?;
+    let manifests = render::render(
+        &Templates::embedded()?,
+        &RenderInput {
+            lab: &settings.lab,
+            stack: &stack,
+            domain: &domain,
+            secrets: &secrets,
+            ca: &ca,
+            gitea_admin_user: &settings.gitea_admin_user,
+            channel: &settings.channel(&stack),
+            node_ip,
+            upstream: &upstream,
+        },
+    )?;
+    let client = cluster.client().await?;
+    Ok(deploy::health(&client, &manifests, &stack).await?)
+}
+
+/// An existing cluster as seen through the user's kubeconfig; failures are shown, not raised.
+async fn existing_view(settings: &crate::settings::Settings) -> ClusterView {
+    let unreachable = |detail: String| ClusterView {
+        reachable: false,
+        detail,
+        nodes: Vec::new(),
+    };
+    let cluster = match existing::resolve(settings) {
+        Ok(c) => c,
+        Err(e) => return unreachable(e.to_string()),
+    };
+    let facts = match existing::look(&cluster).await {
+        Ok(f) => f,
+        Err(e) => return unreachable(e.to_string()),
+    };
+    let default = facts
+        .storage_classes
+        .iter()
+        .find(|(_, d)| *d)
+        .map_or("no default StorageClass".to_string(), |(n, _)| {
+            format!("default StorageClass `{n}`")
+        });
+    let nodes = existing::nodes(&cluster).await.unwrap_or_default();
+    ClusterView {
+        reachable: true,
+        detail: format!("Kubernetes {}, {default}", facts.version),
+        nodes,
+    }
+}
+
+fn text(s: &Status) -> String {
+    if !s.exists {
+        return format!("Lab `{}` does not exist; `homelab up` creates it\n", s.lab);
+    }
+    let mut out = format!("Lab `{}` ({})\n", s.lab, s.provider);
+    if s.provider == ProviderKind::Multipass {
+        out.push_str("\nVMs\n");
+        if s.vms.is_empty() {
+            out.push_str("  none\n");
+        }
+        for vm in &s.vms {
+            let memory = match (vm.memory_used, vm.memory_total) {
+                (Some(u), Some(t)) => format!("{} of {} memory", gib(u), gib(t)),
+                (None, Some(t)) => format!("{} memory", gib(t)),
+                _ => String::new(),
+            };
+            let cpus = vm.cpus.map(|c| format!("{c} CPUs")).unwrap_or_default();
+            let line = format!(
+                "  {}  {}  {}  {}  {}",
+                vm.name,
+                vm.state,
+                vm.ip.as_deref().unwrap_or("-"),
+                cpus,
+                memory
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    if let Some(c) = &s.cluster {
+        out.push_str(&format!(
+            "\nCluster: {} ({})\n",
+            if c.reachable {
+                "reachable"
+            } else {
+                "not reachable"
+            },
+            c.detail
+        ));
+        for n in &c.nodes {
+            let line = format!(
+                "  {}  {}  {}",
+                n.name,
+                if n.ready {
+                    "Ready".to_string()
+                } else {
+                    n.why_not.clone().unwrap_or_else(|| "not Ready".into())
+                },
+                n.version.as_deref().unwrap_or("")
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    match &s.context {
+        Some(c) => out.push_str(&format!(
+            "\nKube context: `{}` in `{}`\n",
+            c.name, c.kubeconfig
+        )),
+        None => out.push_str("\nKube context: none\n"),
+    }
+    if !s.components.is_empty() || s.components_note.is_some() {
+        out.push_str("\nComponents\n");
+        if let Some(note) = &s.components_note {
+            out.push_str(&format!("  health not available: {note}\n"));
+        }
+        let width = s.components.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        for c in &s.components {
+            let line = format!(
+                "  {:<width$}  {:<11}  {}",
+                c.name,
+                c.state,
+                c.problems.join("; ")
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    out.push_str("\nSteps of `homelab up`\n");
+    let width = s.steps.iter().map(|x| x.name.len()).max().unwrap_or(0);
+    for st in &s.steps {
+        let line = match &st.completed_at {
+            Some(at) => format!("  ✓ {:<width$}  done {at}", st.name),
+            None => format!("  - {:<width$}  not done", st.name),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}

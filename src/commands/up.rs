@@ -1,0 +1,126 @@
+//! `homelab up`: build the plan, walk the `up` pipeline with progress, print the summary.
+
+use super::{Ctx, ExitStatus};
+use crate::cli::UpArgs;
+use crate::error::{Error, Result};
+use crate::output::{OutputFormat, human_duration};
+use crate::plan::{self, Known};
+use crate::provider::{self, Cluster, LabRecord};
+use crate::render::Domain;
+use crate::state::{LabState, SECRETS_FILE};
+use crate::tls::CA_CERT_FILE;
+use crate::up::{self, Outputs, StepOutcome, UpEnv, UpOptions, UpReport, UpStop, Waits};
+
+pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
+    let settings = &ctx.settings;
+    let stack = ctx.stack()?;
+    let state = LabState::locate(&settings.lab)?;
+    provider::check_provider_switch(settings, LabRecord::load(&state)?.as_ref())?;
+    let known = Known {
+        ca: state.path(CA_CERT_FILE).exists(),
+        secrets: state.path(SECRETS_FILE).exists(),
+    };
+    let domain = Domain::resolve(settings.domain.as_deref(), None);
+    let the_plan = plan::plan(settings, &stack, &domain, known);
+    let provision = the_plan
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            plan::Step::Provision(p) => Some(p.clone()),
+            _ => None,
+        })
+        .expect("every plan provisions first");
+    let waits = Waits::from_env(settings.test_waits.as_deref())?;
+
+    let outputs = Outputs::default();
+    outputs.put(stack);
+    outputs.put(provision);
+    let warn = |m: &str| ctx.printer.warn(m);
+    let note = |m: &str| ctx.printer.info(m);
+    let env = UpEnv {
+        settings,
+        state: &state,
+        progress: &ctx.printer,
+        warn: &warn,
+        note: &note,
+        waits,
+        options: UpOptions {
+            recreate: args.recreate,
+        },
+    };
+    let interrupt = async {
+        // If no handler can be installed, never report an interruption.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let mut pipeline = up::pipeline(settings);
+    if let Some(last) = &args.until {
+        pipeline = pipeline.until(last)?;
+    }
+    let (report, result) = pipeline.run(&env, &outputs, interrupt).await;
+    let cluster = outputs.try_get::<Cluster>();
+    match ctx.printer.ui().format {
+        OutputFormat::Json => ctx.printer.json(&serde_json::json!({
+            "report": report,
+            "cluster": cluster.as_deref(),
+        })),
+        OutputFormat::Text => ctx
+            .printer
+            .data(&summary(&report, cluster.as_deref(), &result)),
+    }
+    match result {
+        Ok(()) => Ok(ExitStatus::Success),
+        Err(UpStop::Failed { error, .. }) => Err(error),
+        Err(UpStop::Interrupted) => Err(Error::msg(format!(
+            "`homelab up` for lab `{}` was interrupted",
+            settings.lab
+        ))
+        .hint("run `homelab up` again: it looks at what exists and resumes where it stopped")),
+    }
+}
+
+fn summary(report: &UpReport, cluster: Option<&Cluster>, result: &Result<(), UpStop>) -> String {
+    let total = human_duration(std::time::Duration::from_millis(report.elapsed_ms as u64));
+    let changed = report.steps.iter().any(|s| s.outcome == StepOutcome::Done);
+    let mut out = match result {
+        Ok(()) if changed => format!("Lab `{}` is up ({total})\n", report.lab),
+        Ok(()) => format!(
+            "Lab `{}` was already up; nothing changed ({total})\n",
+            report.lab
+        ),
+        Err(UpStop::Failed { step, .. }) => format!(
+            "Lab `{}` stopped at step `{step}` after {total}\n",
+            report.lab
+        ),
+        Err(UpStop::Interrupted) => {
+            format!("Lab `{}`: interrupted after {total}\n", report.lab)
+        }
+    };
+    let width = report.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in &report.steps {
+        let mark = match s.outcome {
+            StepOutcome::Done => "✓",
+            StepOutcome::Skipped => "=",
+            StepOutcome::Failed => "✗",
+            StepOutcome::Stopped => "!",
+            StepOutcome::NotRun => "-",
+        };
+        let took = match s.outcome {
+            StepOutcome::NotRun => "not run".to_string(),
+            _ => human_duration(std::time::Duration::from_millis(s.elapsed_ms as u64)),
+        };
+        let line = format!("  {mark} {:<width$}  {took:>7}  {}", s.name, s.detail);
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if result.is_ok()
+        && let Some(c) = cluster
+    {
+        out.push_str(&format!(
+            "\nkube context `{}`: `kubectl --context {} get nodes`\n",
+            c.context, c.context
+        ));
+    }
+    out
+}

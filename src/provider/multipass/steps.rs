@@ -1,0 +1,673 @@
+//! The multipass provider's `up` steps: `vms`, `provisioned`, `join`, `kubeconfig`, `ready`.
+//!
+//! Architecture invariant: each step looks first (`multipass info`, `multipass exec … test`,
+//! `kubectl get nodes`) and acts only on what is missing, so a healthy lab costs one `info` and
+//! a few read-only `exec`s; every wait is bounded by [`crate::up::Waits`] and reports progress.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use futures::future::{BoxFuture, join_all};
+
+use super::cli::{LaunchSpec, Launched, Multipass, MultipassError};
+use super::decide::{
+    LabSpec, NodeRecord, VmAction, VmSpec, decide, effective_spec, ip_changes, lab_instances,
+    readiness, size_drift, to_join, vm_name,
+};
+use super::json::{self, Instance, NodeView, VmState};
+use super::{PROVISIONED_MARKER, ProvisionError, limit};
+use crate::error::{Error, Result};
+use crate::kubeconfig::{self, UserKubeconfig};
+use crate::output::human_duration;
+use crate::plan::Provision;
+use crate::provider::{Cluster, KUBECONFIG_FILE, LabRecord};
+use crate::settings::{ProviderKind, Settings};
+use crate::up::{CLOUD_INIT_FILE, CloudInit, Step, StepCx, StepReport};
+
+/// The lab's VMs after the `vms` step, first node first.
+#[derive(Clone, Debug)]
+pub struct Vms {
+    /// Name and address of each.
+    pub nodes: Vec<NodeRecord>,
+    /// The shape they were built for.
+    pub spec: LabSpec,
+}
+
+impl Vms {
+    fn first(&self) -> &NodeRecord {
+        &self.nodes[0]
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+}
+
+/// `vms`: make every lab VM exist and run, without ever rebuilding one silently.
+pub struct VmsStep;
+
+impl Step for VmsStep {
+    fn name(&self) -> &'static str {
+        "vms"
+    }
+    fn needs(&self) -> &'static [&'static str] {
+        &["cloud-init"]
+    }
+    fn describe(&self) -> String {
+        "launch, start or reuse the lab's VMs".into()
+    }
+    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
+        Box::pin(vms(cx))
+    }
+}
+
+async fn vms(cx: &StepCx<'_>) -> Result<StepReport> {
+    let settings = cx.settings();
+    let lab = settings.lab.as_str();
+    let state = cx.state();
+    let mp = Multipass::find(cx.waits().exec)?;
+    cx.put(mp.clone());
+    let record = LabRecord::load(state)?;
+    let provision = cx.get::<Provision>()?;
+    let spec = effective_spec(
+        settings,
+        &provision.image,
+        record.as_ref().and_then(|r| r.spec.as_ref()),
+    );
+    let names: Vec<String> = (1..=spec.nodes).map(|i| vm_name(lab, i)).collect();
+
+    let observed = mp.info().await?;
+    for (index, inst) in lab_instances(lab, &observed) {
+        if index > spec.nodes && inst.state != VmState::Deleted {
+            cx.warn(&format!(
+                "VM `{}` belongs to lab `{lab}`, which has {} node(s); homelab leaves it alone (`homelab down` removes every VM of the lab)",
+                inst.name, spec.nodes
+            ));
+        }
+    }
+    let plan: Vec<(String, VmAction)> = names
+        .iter()
+        .map(|n| (n.clone(), decide(observed.get(n), cx.options().recreate)))
+        .collect();
+    if let Some((name, VmAction::Unusable(state))) = plan
+        .iter()
+        .find(|(_, a)| matches!(a, VmAction::Unusable(_)))
+    {
+        return Err(ProvisionError::Unusable {
+            name: name.clone(),
+            state: state.to_string(),
+        }
+        .into());
+    }
+    for (name, action) in &plan {
+        if *action == VmAction::Reuse {
+            let drift = size_drift(&spec.vm, &observed[name]);
+            if !drift.is_empty() {
+                cx.warn(&format!(
+                    "VM `{name}` has {}; homelab does not resize VMs: keep it as it is, or rebuild it with `homelab up --recreate` (everything inside is lost)",
+                    drift.join(", ")
+                ));
+            }
+        }
+    }
+    if plan
+        .iter()
+        .any(|(_, a)| matches!(a, VmAction::Launch | VmAction::Recreate))
+    {
+        let cloud_init = cx.get::<CloudInit>()?;
+        if state.read(CLOUD_INIT_FILE)?.as_deref() != Some(cloud_init.0.as_bytes()) {
+            state.write(CLOUD_INIT_FILE, cloud_init.0.as_bytes())?;
+        }
+    }
+
+    // Every VM at once: launches are the slow part of `up`.
+    let results = join_all(
+        plan.iter()
+            .map(|(name, action)| act(cx, &mp, name, action.clone(), &spec.vm)),
+    )
+    .await;
+    let mut did = Vec::new();
+    for r in results {
+        if let Some(line) = r? {
+            did.push(line);
+        }
+    }
+
+    let running = if did.is_empty() && all_running(&names, &observed) {
+        observed
+    } else {
+        wait_running(cx, &mp, &names).await?
+    };
+    let nodes: Vec<NodeRecord> = names
+        .iter()
+        .map(|n| NodeRecord {
+            name: n.clone(),
+            ip: running[n].ip().unwrap_or_default().to_string(),
+        })
+        .collect();
+    if let Some(rec) = &record {
+        for change in ip_changes(&rec.nodes, &nodes) {
+            let first = change.name == names[0];
+            cx.warn(&ip_change_message(settings, &change, first));
+        }
+    }
+    LabRecord {
+        provider: ProviderKind::Multipass,
+        context: settings.context_name(),
+        spec: Some(spec.clone()),
+        nodes: nodes.clone(),
+    }
+    .store(state)?;
+    let summary = nodes
+        .iter()
+        .map(|n| format!("{} ({})", n.name, n.ip))
+        .collect::<Vec<_>>()
+        .join(", ");
+    cx.put(Vms { nodes, spec });
+    Ok(if did.is_empty() {
+        StepReport::skipped(format!("running: {summary}"))
+    } else {
+        StepReport::done(format!("{}; running: {summary}", did.join("; ")))
+    })
+}
+
+fn ip_change_message(settings: &Settings, c: &super::decide::IpChange, first: bool) -> String {
+    let mut m = format!(
+        "VM `{}` changed its address from {} to {} since the last run; the kubeconfig follows it",
+        c.name, c.old, c.new
+    );
+    if first {
+        match &settings.domain {
+            None => m.push_str(&format!(
+                ", and the lab's hostnames moved with it: `*.{}.sslip.io` is now `*.{}.sslip.io`",
+                c.old, c.new
+            )),
+            Some(d) => m.push_str(&format!(
+                "; point `*.{d}` at {} (it pointed at {})",
+                c.new, c.old
+            )),
+        }
+    }
+    m
+}
+
+fn all_running(names: &[String], observed: &BTreeMap<String, Instance>) -> bool {
+    names.iter().all(|n| {
+        observed
+            .get(n)
+            .is_some_and(|i| i.state == VmState::Running && i.ip().is_some())
+    })
+}
+
+/// Carry out one VM's action; `Some(line)` when something was done.
+async fn act(
+    cx: &StepCx<'_>,
+    mp: &Multipass,
+    name: &str,
+    action: VmAction,
+    vm: &VmSpec,
+) -> Result<Option<String>> {
+    match action {
+        VmAction::Reuse => Ok(None),
+        VmAction::Launch => launch(cx, mp, name, vm).await.map(Some),
+        VmAction::Recreate => {
+            cx.warn(&format!(
+                "recreating VM `{name}` (`--recreate`): everything inside it is lost"
+            ));
+            mp.delete_purge(&[name.to_string()]).await?;
+            launch(cx, mp, name, vm)
+                .await
+                .map(|_| Some(format!("recreated {name}")))
+        }
+        VmAction::Start => {
+            cx.update(&format!("starting {name}"));
+            mp.start(name).await?;
+            Ok(Some(format!("started {name}")))
+        }
+        VmAction::Recover => {
+            cx.warn(&format!(
+                "VM `{name}` was deleted but not purged; recovering it (`homelab up --recreate` builds a fresh one instead)"
+            ));
+            mp.recover(name).await?;
+            mp.start(name).await?;
+            Ok(Some(format!("recovered {name}")))
+        }
+        VmAction::CancelShutdown => {
+            mp.cancel_shutdown(name).await?;
+            Ok(Some(format!("cancelled the scheduled shutdown of {name}")))
+        }
+        VmAction::Wait => {
+            // Let the transition finish, then act on where it landed (start a suspended VM).
+            let settled = wait_settled(cx, mp, name).await?;
+            match decide(Some(&settled), false) {
+                VmAction::Start => {
+                    mp.start(name).await?;
+                    Ok(Some(format!("started {name}")))
+                }
+                VmAction::Reuse => Ok(Some(format!("waited for {name} to start"))),
+                _ => Err(ProvisionError::NotRunning {
+                    name: name.to_string(),
+                    state: settled.state.to_string(),
+                    limit: limit(cx.waits().vm_running),
+                }
+                .into()),
+            }
+        }
+        VmAction::Unusable(state) => Err(ProvisionError::Unusable {
+            name: name.to_string(),
+            state: state.to_string(),
+        }
+        .into()),
+    }
+}
+
+async fn launch(cx: &StepCx<'_>, mp: &Multipass, name: &str, vm: &VmSpec) -> Result<String> {
+    cx.update(&format!(
+        "launching {name} (Ubuntu {}, {} CPUs, {} memory, {} disk)",
+        vm.image, vm.cpus, vm.memory, vm.disk
+    ));
+    let cloud_init = cx.state().path(CLOUD_INIT_FILE);
+    let launched = mp
+        .launch(&LaunchSpec {
+            name,
+            cpus: vm.cpus,
+            memory: vm.memory.to_string(),
+            disk: vm.disk.to_string(),
+            image: &vm.image,
+            cloud_init: &cloud_init,
+        })
+        .await?;
+    Ok(match launched {
+        Launched::Ok => format!("launched {name}"),
+        Launched::StoppedWaiting(said) => {
+            cx.update(&format!(
+                "{name}: Multipass stopped waiting (`{said}`); the VM goes on initialising"
+            ));
+            format!(
+                "launched {name} (Multipass stopped waiting; homelab waits for cloud-init itself)"
+            )
+        }
+        Launched::AlreadyExists => format!("{name} was launched by another run"),
+    })
+}
+
+async fn wait_settled(cx: &StepCx<'_>, mp: &Multipass, name: &str) -> Result<Instance> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        let info = mp.info().await?;
+        let inst = info
+            .get(name)
+            .cloned()
+            .ok_or_else(|| MultipassError::NoSuchInstance {
+                name: name.to_string(),
+                argv: "multipass info --format json".into(),
+            })?;
+        if !matches!(
+            inst.state,
+            VmState::Starting | VmState::Restarting | VmState::Suspending
+        ) {
+            return Ok(inst);
+        }
+        if started.elapsed() >= cx.waits().vm_running {
+            return Err(ProvisionError::NotRunning {
+                name: name.to_string(),
+                state: inst.state.to_string(),
+                limit: limit(cx.waits().vm_running),
+            }
+            .into());
+        }
+        cx.update(&format!("{name} is {}", inst.state));
+        tokio::time::sleep(cx.waits().pause(attempt)).await;
+        attempt += 1;
+    }
+}
+
+/// Poll `info` until every VM runs and has an address.
+async fn wait_running(
+    cx: &StepCx<'_>,
+    mp: &Multipass,
+    names: &[String],
+) -> Result<BTreeMap<String, Instance>> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        let info = mp.info().await?;
+        let pending: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                !info
+                    .get(*n)
+                    .is_some_and(|i| i.state == VmState::Running && i.ip().is_some())
+            })
+            .collect();
+        let Some(first_pending) = pending.first() else {
+            return Ok(info);
+        };
+        let state = info
+            .get(*first_pending)
+            .map(|i| {
+                if i.state == VmState::Running {
+                    "running without an address yet".to_string()
+                } else {
+                    i.state.to_string()
+                }
+            })
+            .unwrap_or_else(|| "missing".into());
+        if started.elapsed() >= cx.waits().vm_running {
+            return Err(ProvisionError::NotRunning {
+                name: first_pending.to_string(),
+                state,
+                limit: limit(cx.waits().vm_running),
+            }
+            .into());
+        }
+        cx.update(&format!("waiting for {first_pending} ({state})"));
+        tokio::time::sleep(cx.waits().pause(attempt)).await;
+        attempt += 1;
+    }
+}
+
+/// `provisioned`: wait (bounded) until cloud-init wrote its completion marker on every VM.
+/// Multipass's own launch wait gives up after 5 minutes while cloud-init goes on; this one
+/// knows what "done" means.
+pub struct ProvisionedStep;
+
+impl Step for ProvisionedStep {
+    fn name(&self) -> &'static str {
+        "provisioned"
+    }
+    fn needs(&self) -> &'static [&'static str] {
+        &["vms"]
+    }
+    fn describe(&self) -> String {
+        "wait for cloud-init to install microk8s".into()
+    }
+    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
+        Box::pin(async move {
+            let mp = cx.get::<Multipass>()?;
+            let vms = cx.get::<Vms>()?;
+            let started = Instant::now();
+            let waited = join_all(vms.nodes.iter().map(|n| wait_marker(cx, &mp, &n.name))).await;
+            let mut any_waited = false;
+            for w in waited {
+                any_waited |= w?;
+            }
+            let n = vms.nodes.len();
+            let what = if n == 1 {
+                "cloud-init finished".to_string()
+            } else {
+                format!("cloud-init finished on {n} VMs")
+            };
+            Ok(if any_waited {
+                StepReport::done(format!(
+                    "{what} after {}",
+                    human_duration(started.elapsed())
+                ))
+            } else {
+                StepReport::skipped(what)
+            })
+        })
+    }
+}
+
+/// Wait for the marker on one VM; true when it was not there at first.
+async fn wait_marker(cx: &StepCx<'_>, mp: &Multipass, name: &str) -> Result<bool> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        let out = mp
+            .exec(
+                name,
+                &["test", "-f", PROVISIONED_MARKER],
+                format!("check whether cloud-init finished on `{name}`"),
+            )
+            .await?;
+        if out.success() {
+            return Ok(attempt > 0);
+        }
+        if started.elapsed() >= cx.waits().provisioned {
+            return Err(ProvisionError::NotProvisioned {
+                name: name.to_string(),
+                limit: limit(cx.waits().provisioned),
+            }
+            .into());
+        }
+        cx.update(&format!(
+            "waiting for cloud-init on {name} ({})",
+            human_duration(started.elapsed())
+        ));
+        tokio::time::sleep(cx.waits().pause(attempt)).await;
+        attempt += 1;
+    }
+}
+
+/// `kubectl get nodes` from inside `node`: `Ok(Err(why))` while the API does not answer.
+pub(super) async fn get_nodes(
+    mp: &Multipass,
+    node: &str,
+) -> Result<std::result::Result<Vec<NodeView>, String>, MultipassError> {
+    let out = mp
+        .exec(
+            node,
+            &["sudo", "microk8s", "kubectl", "get", "nodes", "-o", "json"],
+            format!("list the cluster's nodes from `{node}`"),
+        )
+        .await?;
+    if out.success() {
+        return Ok(Ok(json::parse_nodes(&out.stdout)?));
+    }
+    let said = [out.stderr.trim(), out.stdout.trim()]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .and_then(|s| s.lines().next())
+        .unwrap_or("no output")
+        .to_string();
+    Ok(Err(format!(
+        "`microk8s kubectl get nodes` exited with {}: {said}",
+        out.code.map_or("signal".into(), |c| c.to_string())
+    )))
+}
+
+/// `join`: nodes 2..N join the first (`microk8s add-node` there, `microk8s join` on them).
+///
+/// One at a time: each join changes the membership of the cluster's datastore, and microk8s
+/// hands out one single-use token per joiner (inferred from the single-use default of
+/// `add-node`); VMs were launched and provisioned in parallel already.
+pub struct JoinStep;
+
+impl Step for JoinStep {
+    fn name(&self) -> &'static str {
+        "join"
+    }
+    fn needs(&self) -> &'static [&'static str] {
+        &["provisioned"]
+    }
+    fn describe(&self) -> String {
+        "join the VMs into one cluster".into()
+    }
+    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
+        Box::pin(async move {
+            let mp = cx.get::<Multipass>()?;
+            let vms = cx.get::<Vms>()?;
+            if vms.nodes.len() == 1 {
+                return Ok(StepReport::skipped("single node"));
+            }
+            let first = vms.first();
+            let registered = api_nodes(cx, &mp, &first.name).await?;
+            let joiners = to_join(&vms.names(), &registered);
+            if joiners.is_empty() {
+                return Ok(StepReport::skipped(format!(
+                    "{} nodes in the cluster",
+                    vms.nodes.len()
+                )));
+            }
+            for name in &joiners {
+                cx.update(&format!("adding {name} to the cluster"));
+                let out = mp
+                    .exec_ok(
+                        &first.name,
+                        &["sudo", "microk8s", "add-node", "--format", "json"],
+                        format!("create a join token on `{}`", first.name),
+                    )
+                    .await?;
+                let add = json::parse_add_node(&out.stdout).map_err(MultipassError::from)?;
+                mp.join(name, add.url_for(Some(&first.ip))).await?;
+            }
+            Ok(StepReport::done(format!("joined {}", joiners.join(", "))))
+        })
+    }
+}
+
+/// The node list once the API answers (bounded by the readiness wait).
+async fn api_nodes(cx: &StepCx<'_>, mp: &Multipass, first: &str) -> Result<Vec<NodeView>> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        match get_nodes(mp, first).await? {
+            Ok(nodes) => return Ok(nodes),
+            Err(why) => {
+                if started.elapsed() >= cx.waits().ready {
+                    return Err(ProvisionError::ApiNotAnswering {
+                        node: first.to_string(),
+                        limit: limit(cx.waits().ready),
+                        last: why,
+                    }
+                    .into());
+                }
+                cx.update(&format!("waiting for the API: {why}"));
+            }
+        }
+        tokio::time::sleep(cx.waits().pause(attempt)).await;
+        attempt += 1;
+    }
+}
+
+/// `kubeconfig`: the lab kubeconfig from `microk8s config` (server = the first VM's address),
+/// stored in the lab state and merged into the user's kubeconfig as `homelab-<lab>`.
+pub struct KubeconfigStep;
+
+impl Step for KubeconfigStep {
+    fn name(&self) -> &'static str {
+        "kubeconfig"
+    }
+    fn needs(&self) -> &'static [&'static str] {
+        &["provisioned"]
+    }
+    fn describe(&self) -> String {
+        "write the lab's kube context".into()
+    }
+    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
+        Box::pin(async move {
+            let mp = cx.get::<Multipass>()?;
+            let vms = cx.get::<Vms>()?;
+            let first = vms.first();
+            let context = cx.settings().context_name();
+            let out = mp
+                .exec_ok(
+                    &first.name,
+                    &["sudo", "microk8s", "config"],
+                    format!("read the cluster's kubeconfig on `{}`", first.name),
+                )
+                .await?;
+            let lab = kubeconfig::from_microk8s(&out.stdout, &first.name, &context, &first.ip)?;
+            let state = cx.state();
+            let mut wrote = Vec::new();
+            if state.read(KUBECONFIG_FILE)?.as_deref() != Some(lab.yaml.expose().as_bytes()) {
+                state.write(KUBECONFIG_FILE, lab.yaml.expose().as_bytes())?;
+                wrote.push("lab kubeconfig");
+            }
+            let user = UserKubeconfig::from_env()?;
+            let file = match user.merge(&lab)? {
+                Some(p) => {
+                    wrote.push("your kubeconfig");
+                    p
+                }
+                None => user
+                    .holding(&context)?
+                    .ok_or_else(|| Error::msg("the lab's context vanished while being written"))?,
+            };
+            let detail = format!(
+                "context `{context}` ({}) in `{}`",
+                lab.server,
+                file.display()
+            );
+            cx.put(Cluster {
+                provider: ProviderKind::Multipass,
+                context,
+                kubeconfig: Some(state.path(KUBECONFIG_FILE)),
+                server: lab.server.clone(),
+                node_ips: vms.nodes.iter().map(|n| n.ip.clone()).collect(),
+            });
+            Ok(if wrote.is_empty() {
+                StepReport::skipped(detail)
+            } else {
+                StepReport::done(detail)
+            })
+        })
+    }
+}
+
+/// `ready`: the API answers and every VM is a Ready node (bounded; never
+/// `microk8s status --wait-ready`, which can wait forever).
+pub struct ReadyStep;
+
+impl Step for ReadyStep {
+    fn name(&self) -> &'static str {
+        crate::up::CLUSTER_READY
+    }
+    fn needs(&self) -> &'static [&'static str] {
+        &["join", "kubeconfig"]
+    }
+    fn describe(&self) -> String {
+        "wait until the API answers and every node is Ready".into()
+    }
+    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
+        Box::pin(async move {
+            let mp = cx.get::<Multipass>()?;
+            let vms = cx.get::<Vms>()?;
+            let first = &vms.first().name;
+            let expected = vms.names();
+            let started = Instant::now();
+            let mut attempt = 0;
+            loop {
+                let seen = match get_nodes(&mp, first).await? {
+                    Ok(nodes) => {
+                        let r = readiness(&expected, &nodes);
+                        if r.ready {
+                            let versions: Vec<String> = nodes
+                                .iter()
+                                .filter_map(|n| n.version.clone())
+                                .collect::<std::collections::BTreeSet<_>>()
+                                .into_iter()
+                                .collect();
+                            let detail = if versions.is_empty() {
+                                r.seen
+                            } else {
+                                format!("{} ({})", r.seen, versions.join(", "))
+                            };
+                            return Ok(if attempt == 0 {
+                                StepReport::skipped(detail)
+                            } else {
+                                StepReport::done(detail)
+                            });
+                        }
+                        r.seen
+                    }
+                    Err(why) => format!("the API does not answer: {why}"),
+                };
+                if started.elapsed() >= cx.waits().ready {
+                    return Err(ProvisionError::NotReady {
+                        node: first.clone(),
+                        limit: limit(cx.waits().ready),
+                        seen,
+                    }
+                    .into());
+                }
+                cx.update(&format!("{seen} ({})", human_duration(started.elapsed())));
+                tokio::time::sleep(cx.waits().pause(attempt)).await;
+                attempt += 1;
+            }
+        })
+    }
+}

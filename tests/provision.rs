@@ -1,0 +1,1217 @@
+//! Issue 3: `up` / `down` / `status` with the multipass provider, black-box, against the fake
+//! `multipass` in `tests/fakes/multipass` (first on PATH). The fake keeps its instances in a temp
+//! dir, answers as the contract files show, rejects what the real CLI rejects, and logs every
+//! argv; tests read that log to prove what the tool did (and did not) run.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{Run, TestContext, contracts_dir};
+use serde_json::{Value, json};
+
+const FAKE: &str = include_str!("fakes/multipass");
+const VM: &str = "homelab-t-1";
+
+/// The Python interpreter behind `python3` (its shim may not work in the sandboxed PATH).
+fn python() -> &'static str {
+    static P: OnceLock<String> = OnceLock::new();
+    P.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 runs");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
+struct Lab {
+    ctx: TestContext,
+    fake_dir: PathBuf,
+}
+
+impl Lab {
+    /// A sandbox with the fake `multipass` on PATH and short waits; lab `t`.
+    fn new() -> Lab {
+        let mut lab = Lab::without_multipass();
+        let script = FAKE.replacen("#!/usr/bin/env python3", &format!("#!{}", python()), 1);
+        lab.ctx.fake_tool("multipass", &script);
+        lab.ctx.env.insert(
+            "FAKE_MULTIPASS_DIR".into(),
+            lab.fake_dir.display().to_string(),
+        );
+        lab.ctx.env.insert(
+            "FAKE_MULTIPASS_CONTRACTS".into(),
+            contracts_dir().display().to_string(),
+        );
+        lab
+    }
+
+    fn without_multipass() -> Lab {
+        let mut ctx = TestContext::new();
+        let fake_dir = ctx.temp.path().join("multipassd");
+        ctx.env.insert("HOMELAB_LAB".into(), "t".into());
+        ctx.env.insert(
+            "HOMELAB_TEST_WAITS".into(),
+            "poll_ms=5,poll_max_ms=20,ready_ms=5000,provisioned_ms=5000,vm_running_ms=5000".into(),
+        );
+        Lab { ctx, fake_dir }
+    }
+
+    /// Runs `homelab`; `up` stops once the cluster is ready (`--until ready`): these tests are
+    /// about provisioning, and the lab half of `up` is tested against the fake API server.
+    fn homelab(&self, args: &[&str]) -> Run {
+        if args.first() == Some(&"up") {
+            let mut with_until = args.to_vec();
+            with_until.extend(["--until", "ready"]);
+            return self.ctx.homelab(&with_until);
+        }
+        self.ctx.homelab(args)
+    }
+
+    fn fake_state(&self) -> Value {
+        match std::fs::read_to_string(self.fake_dir.join("state.json")) {
+            Ok(t) => serde_json::from_str(&t).unwrap(),
+            Err(_) => json!({"instances": {}, "knobs": {}}),
+        }
+    }
+
+    fn edit_fake(&self, f: impl FnOnce(&mut Value)) {
+        let mut v = self.fake_state();
+        f(&mut v);
+        std::fs::create_dir_all(&self.fake_dir).unwrap();
+        std::fs::write(
+            self.fake_dir.join("state.json"),
+            serde_json::to_string(&v).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn knob(&self, name: &str, value: Value) {
+        self.edit_fake(|v| v["knobs"][name] = value);
+    }
+
+    fn instance(&self, name: &str) -> Value {
+        self.fake_state()["instances"][name].clone()
+    }
+
+    /// Every argv the fake saw since the last [`Lab::clear_argv`], one string each.
+    fn argv(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.fake_dir.join("argv.log")).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let v: Vec<String> = serde_json::from_str(l).unwrap();
+                self.ctx.filter(&v.join(" "))
+            })
+            .collect()
+    }
+
+    fn clear_argv(&self) {
+        let _ = std::fs::remove_file(self.fake_dir.join("argv.log"));
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.ctx.state_dir("t")
+    }
+
+    fn kubeconfig(&self) -> Value {
+        let text = std::fs::read_to_string(self.ctx.home.join(".kube/config")).unwrap();
+        serde_yaml::from_str(&text).unwrap()
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        let mut args = args.to_vec();
+        if args.first() == Some(&"up") {
+            args.extend(["--until", "ready"]);
+        }
+        self.ctx
+            .command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_for_file(&self, name: &str) {
+        let p = self.fake_dir.join(name);
+        let start = Instant::now();
+        while !p.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "`{name}` never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn release(&self, id: &str) {
+        std::fs::write(self.fake_dir.join(format!("release-{id}")), "").unwrap();
+    }
+}
+
+fn finish(lab: &Lab, child: Child) -> Run {
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: lab.ctx.filter(&String::from_utf8_lossy(&out.stdout)),
+        stderr: lab.ctx.filter(&String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+/// Every file under `dirs` with its content and modification time.
+fn snapshot(dirs: &[PathBuf]) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
+    fn walk(p: &Path, out: &mut BTreeMap<PathBuf, (Vec<u8>, SystemTime)>) {
+        let Ok(entries) = std::fs::read_dir(p) else {
+            return;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            let path = e.path();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                walk(&path, out);
+            } else {
+                out.insert(
+                    path.clone(),
+                    (std::fs::read(&path).unwrap(), meta.modified().unwrap()),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for d in dirs {
+        walk(d, &mut out);
+    }
+    out
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+const LAUNCH: &str = "launch 24.04 --name homelab-t-1 --cpus 4 --memory 8G --disk 40G --cloud-init [HOME]/.local/share/homelab/t/cloud-init.yaml";
+const INFO: &str = "info --format json";
+const MARKER: &str = "exec homelab-t-1 -- test -f /var/lib/homelab/provisioned";
+const CONFIG: &str = "exec homelab-t-1 -- sudo microk8s config";
+const NODES: &str = "exec homelab-t-1 -- sudo microk8s kubectl get nodes -o json";
+
+// ------------------------------------------------------------------------------------------
+// The fake itself: it must answer exactly as the contracts show, and reject what Multipass
+// rejects. A fake that accepts what the real CLI refuses is a bug.
+
+fn run_fake(lab: &Lab, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut c = Command::new(lab.ctx.bin.join("multipass"));
+    c.env_clear()
+        .env(
+            "PATH",
+            format!("{}:{}", lab.ctx.bin.display(), lab.ctx.sys_bin.display()),
+        )
+        .env("FAKE_MULTIPASS_DIR", &lab.fake_dir)
+        .env("FAKE_MULTIPASS_CONTRACTS", contracts_dir())
+        .args(args);
+    let out = c.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn contract(rel: &str) -> String {
+    std::fs::read_to_string(contracts_dir().join("multipass").join(rel)).unwrap()
+}
+
+/// The instances of a contract `info` file, as the fake's state holds them. The text is spliced
+/// in as it is, because the 1.17 shape's key order matters and `serde_json` would sort it.
+fn seed_raw(lab: &Lab, file: &str, format: &str) {
+    let text = contract(file);
+    let start = text.find("\"info\": ").unwrap() + "\"info\": ".len();
+    let end = text.trim_end().rfind('}').unwrap();
+    let state = format!(
+        "{{\"format\": \"{format}\", \"instances\": {}}}",
+        &text[start..end]
+    );
+    std::fs::create_dir_all(&lab.fake_dir).unwrap();
+    std::fs::write(lab.fake_dir.join("state.json"), state).unwrap();
+}
+
+/// Like [`seed_raw`], through `serde_json` (keys sorted, as in 1.16).
+fn seed_from_info(lab: &Lab, file: &str, format: &str) {
+    let info: Value = serde_json::from_str(&contract(file)).unwrap();
+    lab.edit_fake(|v| {
+        v["format"] = json!(format);
+        let mut instances = serde_json::Map::new();
+        for (name, i) in info["info"].as_object().unwrap() {
+            let mut i = i.clone();
+            if let Some(zone) = i.as_object_mut().unwrap().remove("zone") {
+                i["zone"] = zone;
+            }
+            instances.insert(name.clone(), i);
+        }
+        v["instances"] = Value::Object(instances);
+    });
+}
+
+#[test]
+fn fake_multipass_prints_exactly_the_contract_json() {
+    let lab = Lab::new();
+    assert_eq!(
+        run_fake(&lab, &["info", "--format", "json"]).1,
+        contract("info-empty.json")
+    );
+    assert_eq!(
+        run_fake(&lab, &["list", "--format", "json"]).1,
+        contract("list-empty.json")
+    );
+
+    seed_from_info(&lab, "info.json", "1.16");
+    assert_eq!(
+        run_fake(&lab, &["info", "foo", "--format", "json"]),
+        (Some(0), contract("info.json"), String::new())
+    );
+    seed_from_info(&lab, "info-multiple.json", "1.16");
+    assert_eq!(
+        run_fake(&lab, &["info", "--format", "json"]).1,
+        contract("info-multiple.json")
+    );
+    assert_eq!(
+        run_fake(&lab, &["list", "--format", "json"]).1,
+        contract("list-multiple.json")
+    );
+
+    seed_raw(&lab, "dev-1.17/multiple_instances_info_reply.json", "1.17");
+    assert_eq!(
+        run_fake(&lab, &["info", "--format", "json"]).1,
+        contract("dev-1.17/multiple_instances_info_reply.json")
+    );
+    assert_eq!(
+        run_fake(&lab, &["list", "--format", "json"]).1,
+        contract("dev-1.17/multiple_instances_list_reply.json")
+    );
+
+    // list.json's foo has another second address than info.json's foo.
+    seed_from_info(&lab, "info.json", "1.16");
+    lab.edit_fake(|v| v["instances"]["foo"]["ipv4"][1] = json!("200.3.123.30"));
+    assert_eq!(
+        run_fake(&lab, &["list", "--format", "json"]).1,
+        contract("list.json")
+    );
+
+    lab.edit_fake(|v| {
+        v["version"] = json!({"multipass": "Client version", "multipassd": "Daemon version"});
+        v["images"] =
+            serde_json::from_str::<Value>(&contract("find.json")).unwrap()["images"].clone();
+    });
+    assert_eq!(
+        run_fake(&lab, &["version", "--format", "json"]).1,
+        contract("version.json")
+    );
+    assert_eq!(
+        run_fake(&lab, &["find", "--format", "json"]).1,
+        contract("find.json")
+    );
+    lab.knob("daemon_down", json!(true));
+    assert_eq!(
+        run_fake(&lab, &["version", "--format", "json"]).1,
+        contract("version-client-only.json")
+    );
+}
+
+#[test]
+fn fake_multipass_rejects_what_multipass_rejects() {
+    let lab = Lab::new();
+    let ci = lab.ctx.write("ci.yaml", "#cloud-config\n");
+    let ci = ci.to_str().unwrap();
+    let ok = run_fake(
+        &lab,
+        &[
+            "launch",
+            "24.04",
+            "--name",
+            "a",
+            "--cpus",
+            "2",
+            "--memory",
+            "4G",
+            "--disk",
+            "20G",
+            "--cloud-init",
+            ci,
+        ],
+    );
+    assert_eq!(ok, (Some(0), "Launched: a\n".into(), String::new()));
+
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["launch", "--name", "a"],
+            2,
+            "launch failed: instance \"a\" already exists",
+        ),
+        (&["launch", "--cpu", "2"], 1, "Unknown option 'cpu'."),
+        (
+            &["launch", "--name", "b", "--memory", "100M"],
+            2,
+            "launch failed: Invalid memory size value supplied: 100M.",
+        ),
+        (
+            &["launch", "--name", "b", "--disk", "lots"],
+            2,
+            "launch failed: Invalid disk size value supplied: lots.",
+        ),
+        (
+            &["launch", "--name", "-b-"],
+            2,
+            "launch failed: Invalid instance name supplied: -b-",
+        ),
+        (
+            &["launch", "--name", "b_1"],
+            2,
+            "launch failed: Invalid instance name supplied: b_1",
+        ),
+        (
+            &["launch", "--name", "b", "--cpus", "0"],
+            1,
+            "error: Invalid CPU count '0', need a positive integer value.",
+        ),
+        (
+            &["launch", "42.42", "--name", "b"],
+            2,
+            "launch failed: Unable to find an image matching \"42.42\"",
+        ),
+        (
+            &["launch", "--name", "b", "--cloud-init", "/nonexistent"],
+            1,
+            "error loading cloud-init config: bad file: /nonexistent",
+        ),
+        (
+            &["info", "nope", "--format", "json"],
+            2,
+            "info failed: instance \"nope\" does not exist",
+        ),
+        (
+            &["info", "--format", "xml"],
+            1,
+            "Invalid format type given.",
+        ),
+        (
+            &["start", "nope"],
+            2,
+            "start failed: Instance 'nope' does not exist.",
+        ),
+        (
+            &["delete", "nope"],
+            2,
+            "delete failed: instance \"nope\" does not exist",
+        ),
+        (
+            &["recover", "nope"],
+            2,
+            "recover failed: instance \"nope\" does not exist",
+        ),
+        (&["exec", "a", "ls", "-la"], 1, "Unknown option 'la'."),
+        (
+            &["exec", "nope", "--", "true"],
+            2,
+            "exec failed: instance \"nope\" does not exist",
+        ),
+        (&["start"], 1, "Name argument or --all is required"),
+        (
+            &["frobnicate"],
+            1,
+            "Error: Unknown command or alias 'frobnicate' (try \"multipass help\")",
+        ),
+    ];
+    for (args, code, stderr) in cases {
+        let (c, _, e) = run_fake(&lab, args);
+        assert_eq!(
+            (c, e.trim_end()),
+            (Some(*code), *stderr),
+            "multipass {}",
+            args.join(" ")
+        );
+    }
+
+    // Deleted but not purged: the name is still taken; starting it is refused.
+    assert_eq!(run_fake(&lab, &["delete", "a"]).0, Some(0));
+    assert_eq!(lab.instance("a")["state"], "Deleted");
+    let (c, _, e) = run_fake(&lab, &["launch", "--name", "a"]);
+    assert_eq!(
+        (c, e.trim_end()),
+        (Some(2), "launch failed: instance \"a\" already exists")
+    );
+    let (c, _, e) = run_fake(&lab, &["start", "a"]);
+    assert_eq!(
+        (c, e.trim_end()),
+        (Some(2), "start failed: Instance 'a' is deleted.")
+    );
+    assert_eq!(run_fake(&lab, &["recover", "a"]).0, Some(0));
+    assert_eq!(lab.instance("a")["state"], "Stopped");
+    assert_eq!(run_fake(&lab, &["delete", "--purge", "a"]).0, Some(0));
+    assert_eq!(lab.fake_state()["instances"], json!({}));
+
+    // exec passes the remote exit code through; the marker needs a cloud-init that writes it.
+    run_fake(&lab, &["launch", "--name", "c", "--cloud-init", ci]);
+    let (c, _, _) = run_fake(
+        &lab,
+        &[
+            "exec",
+            "c",
+            "--",
+            "test",
+            "-f",
+            "/var/lib/homelab/provisioned",
+        ],
+    );
+    assert_eq!(c, Some(1), "cloud-init without the marker never writes it");
+
+    lab.knob("daemon_down", json!(true));
+    let (c, _, e) = run_fake(&lab, &["list", "--format", "json"]);
+    assert_eq!(
+        (c, e.trim_end()),
+        (
+            Some(3),
+            "list failed: cannot connect to the multipass socket"
+        )
+    );
+    let (c, _, _) = run_fake(&lab, &["list", "--frmat", "json"]);
+    assert_eq!(
+        c,
+        Some(1),
+        "command-line errors come before the daemon is asked"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// up
+
+#[test]
+fn fresh_up_launches_waits_and_writes_the_kube_context() {
+    let lab = Lab::new();
+    // Someone else's cluster in the kubeconfig must survive.
+    lab.ctx.write(
+        "../home/.kube/config",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster: {server: 'https://prod:6443'}\ncontexts:\n- name: prod\n  context: {cluster: prod, user: me}\nusers:\n- name: me\n  user: {token: t}\ncurrent-context: prod\n",
+    );
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert_eq!(lab.argv(), [INFO, LAUNCH, INFO, MARKER, CONFIG, NODES]);
+
+    let launched = lab.instance(VM);
+    let cloud_init = launched["_cloud_init"].as_str().unwrap();
+    assert!(cloud_init.starts_with("#cloud-config"), "{cloud_init}");
+    assert!(cloud_init.contains("/var/lib/homelab/provisioned"));
+    assert!(
+        cloud_init.contains("/var/lib/homelab/provision.sh, \"1.36/stable\"]"),
+        "microk8s from the pinned channel: {cloud_init}"
+    );
+    let ca = std::fs::read_to_string(lab.state_dir().join("ca/ca.crt")).unwrap();
+    assert!(
+        cloud_init.contains(ca.lines().nth(1).unwrap()),
+        "the lab CA is in cloud-init"
+    );
+
+    let kc = lab.kubeconfig();
+    assert_eq!(
+        kc["current-context"], "homelab-t",
+        "a new lab becomes current, like kind"
+    );
+    let names: Vec<&str> = kc["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["prod", "homelab-t"]);
+    assert_eq!(
+        kc["clusters"][1]["cluster"]["server"],
+        "https://10.77.0.2:16443"
+    );
+    assert_eq!(kc["users"][0]["user"]["token"], "t");
+    let stored: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(lab.state_dir().join("kubeconfig")).unwrap())
+            .unwrap();
+    assert_eq!(stored["contexts"][0]["name"], "homelab-t");
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&lab.state_dir().join("kubeconfig")), 0o600);
+        assert_eq!(mode(&lab.state_dir()), 0o700);
+    }
+
+    let steps: Vec<String> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            format!("{} {}", w.next().unwrap(), w.next().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "✓ secrets",
+            "✓ ca",
+            "✓ cloud-init",
+            "✓ vms",
+            "= provisioned",
+            "= join",
+            "✓ kubeconfig",
+            "= ready"
+        ]
+    );
+    assert!(run.stdout.starts_with("Lab `t` is up ("), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .ends_with("\nkube context `homelab-t`: `kubectl --context homelab-t get nodes`\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("  ✓ vms         "), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("launched homelab-t-1; running: homelab-t-1 (10.77.0.2)\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("context `homelab-t` (https://10.77.0.2:16443) in `[HOME]/.kube/config`\n"),
+        "{}",
+        run.stdout
+    );
+    // Progress, one line per step start and end, on stderr.
+    assert!(
+        run.stderr
+            .contains("vms              launch, start or reuse the lab's VMs\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("= ready            1 of 1 node Ready (v1.36.0) ("),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn second_up_on_a_healthy_lab_only_looks() {
+    let lab = Lab::new();
+    lab.homelab(&["up"]).success();
+    let dirs = [lab.state_dir(), lab.ctx.home.join(".kube")];
+    let before = snapshot(&dirs);
+    lab.clear_argv();
+
+    let run = lab.homelab(&["up"]);
+    run.success();
+    // One `info` and three read-only looks inside the VM: no launch, start, join or write.
+    assert_eq!(lab.argv(), [INFO, MARKER, CONFIG, NODES]);
+    assert_eq!(
+        snapshot(&dirs),
+        before,
+        "no file written, not even a lock or a timestamp"
+    );
+    assert!(
+        run.stdout
+            .starts_with("Lab `t` was already up; nothing changed ("),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("✓"), "{}", run.stdout);
+}
+
+#[test]
+fn a_stopped_vm_is_started_not_relaunched() {
+    let lab = Lab::new();
+    lab.homelab(&["up"]).success();
+    lab.edit_fake(|v| v["instances"][VM]["state"] = json!("Stopped"));
+    lab.clear_argv();
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert_eq!(
+        lab.argv(),
+        [INFO, "start homelab-t-1", INFO, MARKER, CONFIG, NODES]
+    );
+    assert!(
+        run.stdout
+            .contains("started homelab-t-1; running: homelab-t-1 (10.77.0.2)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_deleted_vm_is_recovered_and_recreate_rebuilds_it() {
+    let lab = Lab::new();
+    lab.homelab(&["up"]).success();
+    lab.edit_fake(|v| v["instances"][VM]["state"] = json!("Deleted"));
+    lab.clear_argv();
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert_eq!(
+        lab.argv(),
+        [
+            INFO,
+            "recover homelab-t-1",
+            "start homelab-t-1",
+            INFO,
+            MARKER,
+            CONFIG,
+            NODES
+        ]
+    );
+    assert!(
+        run.stderr.contains("warning: VM `homelab-t-1` was deleted but not purged; recovering it (`homelab up --recreate` builds a fresh one instead)\n"),
+        "{}",
+        run.stderr
+    );
+
+    lab.clear_argv();
+    let run = lab.homelab(&["up", "--recreate"]);
+    run.success();
+    assert_eq!(
+        lab.argv(),
+        [
+            INFO,
+            "delete --purge homelab-t-1",
+            LAUNCH,
+            INFO,
+            MARKER,
+            CONFIG,
+            NODES
+        ]
+    );
+    assert!(
+        run.stderr.contains(
+            "warning: recreating VM `homelab-t-1` (`--recreate`): everything inside it is lost\n"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_launch_that_multipass_gives_up_on_is_waited_for() {
+    let lab = Lab::new();
+    lab.knob("launch_times_out", json!(1));
+    lab.knob("provision_checks", json!(3));
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert_eq!(
+        lab.argv(),
+        [
+            INFO, LAUNCH, INFO, INFO, MARKER, MARKER, MARKER, MARKER, CONFIG, NODES
+        ],
+        "launch exits 2, `info` shows the VM alive, the marker appears on the 4th look"
+    );
+    assert!(
+        run.stderr.contains("vms              homelab-t-1: Multipass stopped waiting (`launch failed: The following errors occurred: timed out waiting for initialization to complete`); the VM goes on initialising\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("provisioned      waiting for cloud-init on homelab-t-1 ("),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("  ✓ provisioned  "), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "launched homelab-t-1 (Multipass stopped waiting; homelab waits for cloud-init itself)"
+        ),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn cloud_init_that_never_finishes_times_out_with_hints() {
+    let mut lab = Lab::new();
+    lab.ctx.env.insert(
+        "HOMELAB_TEST_WAITS".into(),
+        "poll_ms=5,poll_max_ms=10,provisioned_ms=100".into(),
+    );
+    lab.knob("never_provisioned", json!(true));
+    let run = lab.homelab(&["up"]);
+    run.failure(1);
+    assert!(
+        run.stderr.ends_with("error: cloud-init did not finish on VM `homelab-t-1` within 0.1s\nhint: see what cloud-init is doing: `multipass exec homelab-t-1 -- cloud-init status --long`\nhint: and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: run `homelab up` again to keep waiting\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .starts_with("Lab `t` stopped at step `provisioned` after "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("  - ready        not run\n"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn readiness_is_bounded_and_says_what_it_saw() {
+    let mut lab = Lab::new();
+    lab.ctx.env.insert(
+        "HOMELAB_TEST_WAITS".into(),
+        "poll_ms=5,poll_max_ms=10,ready_ms=100".into(),
+    );
+    lab.knob("never_ready", json!(true));
+    let run = lab.homelab(&["up"]);
+    run.failure(1);
+    assert!(
+        run.stderr.ends_with("error: the cluster was not ready within 0.1s: 0 of 1 node Ready; homelab-t-1: Ready=False (KubeletNotReady: container runtime network not ready: cni plugin not initialized)\nhint: look deeper with `multipass exec homelab-t-1 -- sudo microk8s inspect`\nhint: run `homelab up` again to keep waiting\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(!lab.argv().iter().any(|a| a.contains("--wait-ready")));
+    let up: Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.state_dir().join("up.json")).unwrap())
+            .unwrap();
+    assert!(up["steps"].get("ready").is_none());
+    assert!(up["steps"].get("kubeconfig").is_some());
+
+    // Once the nodes come up, the next run finishes the job.
+    lab.ctx.env.remove("HOMELAB_TEST_WAITS");
+    lab.ctx.env.insert(
+        "HOMELAB_TEST_WAITS".into(),
+        "poll_ms=5,poll_max_ms=10".into(),
+    );
+    lab.knob("never_ready", json!(false));
+    lab.knob("api_down_checks", json!(2));
+    lab.clear_argv();
+    lab.homelab(&["up"]).success();
+    assert_eq!(lab.argv(), [INFO, MARKER, CONFIG, NODES, NODES, NODES]);
+}
+
+#[test]
+fn daemon_unreachable_has_its_own_message() {
+    let lab = Lab::new();
+    lab.knob("daemon_down", json!(true));
+    let run = lab.homelab(&["up"]);
+    run.failure(1);
+    assert!(
+        run.stderr.ends_with("error: the Multipass daemon is not reachable (`multipass info --format json` exited with 3)\nhint: start it with `sudo snap start multipass` (see `snap services multipass`), then run the command again\n"),
+        "{}",
+        run.stderr
+    );
+    let status = lab.homelab(&["status"]);
+    status.failure(1);
+    assert!(
+        status
+            .stderr
+            .starts_with("error: the Multipass daemon is not reachable"),
+        "{}",
+        status.stderr
+    );
+}
+
+#[test]
+fn multipass_missing_has_its_own_message() {
+    let lab = Lab::without_multipass();
+    let run = lab.homelab(&["up"]);
+    run.failure(1);
+    assert!(
+        run.stderr.ends_with("error: `multipass` was not found on PATH\nhint: install Multipass with `sudo snap install multipass`, then run `homelab doctor` again\nhint: or run the lab in a cluster you already have: `homelab up --provider existing`\n"),
+        "{}",
+        run.stderr
+    );
+    // `down` of a lab that never had VMs needs no Multipass.
+    lab.homelab(&["down"]).success();
+}
+
+#[test]
+fn a_vm_that_vanishes_midway_does_not_exist() {
+    let lab = Lab::new();
+    lab.homelab(&["up"]).success();
+    lab.knob(
+        "vanish",
+        json!([{"argv": ["exec", VM, "--", "test"], "instance": VM}]),
+    );
+    let run = lab.homelab(&["up"]);
+    run.failure(1);
+    assert!(
+        run.stderr.ends_with("error: VM `homelab-t-1` does not exist\nhint: it was deleted outside homelab; run `homelab up` again to create it (`multipass list` shows what exists)\n"),
+        "{}",
+        run.stderr
+    );
+    lab.clear_argv();
+    lab.homelab(&["up"]).success();
+    assert!(lab.argv().contains(&LAUNCH.to_string()));
+}
+
+#[test]
+fn an_ip_change_fixes_the_kubeconfig_and_says_hostnames_moved() {
+    let lab = Lab::new();
+    lab.homelab(&["up"]).success();
+    // The user switched to another context meanwhile: a re-run must not switch it back.
+    let path = lab.ctx.home.join(".kube/config");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("current-context: homelab-t", "current-context: other"),
+    )
+    .unwrap();
+    lab.edit_fake(|v| v["instances"][VM]["state"] = json!("Stopped"));
+    lab.knob("new_ip_on_start", json!(true));
+
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert!(
+        run.stderr.contains("warning: VM `homelab-t-1` changed its address from 10.77.0.2 to 10.77.0.3 since the last run; the kubeconfig follows it, and the lab's hostnames moved with it: `*.10.77.0.2.sslip.io` is now `*.10.77.0.3.sslip.io`\n"),
+        "{}",
+        run.stderr
+    );
+    let kc = lab.kubeconfig();
+    assert_eq!(
+        kc["clusters"][0]["cluster"]["server"],
+        "https://10.77.0.3:16443"
+    );
+    assert_eq!(kc["current-context"], "other");
+    let stored = std::fs::read_to_string(lab.state_dir().join("kubeconfig")).unwrap();
+    assert!(
+        stored.contains("server: https://10.77.0.3:16443"),
+        "{stored}"
+    );
+}
+
+#[test]
+fn three_nodes_launch_together_and_join_one_by_one() {
+    let lab = Lab::new();
+    let run = lab.homelab(&["up", "--nodes", "3"]);
+    run.success();
+    let argv = lab.argv();
+    let launches: Vec<&String> = argv.iter().filter(|a| a.starts_with("launch")).collect();
+    assert_eq!(launches.len(), 3);
+    for i in 1..=3 {
+        assert!(
+            argv.iter()
+                .any(|a| a.contains(&format!("--name homelab-t-{i} ")))
+        );
+    }
+    // Join sequence: a token from node 1, then the join on that node, per joiner.
+    let joins: Vec<String> = argv
+        .iter()
+        .filter(|a| a.contains("add-node") || a.contains("microk8s join"))
+        .map(|a| {
+            let url_free = a.split(" 10.77.0.").next().unwrap();
+            url_free.to_string()
+        })
+        .collect();
+    assert_eq!(
+        joins,
+        [
+            "exec homelab-t-1 -- sudo microk8s add-node --format json",
+            "exec homelab-t-2 -- sudo microk8s join",
+            "exec homelab-t-1 -- sudo microk8s add-node --format json",
+            "exec homelab-t-3 -- sudo microk8s join",
+        ]
+    );
+    let node1_ip = lab.instance(VM)["ipv4"][0].as_str().unwrap().to_string();
+    for j in argv.iter().filter(|a| a.contains("microk8s join")) {
+        assert!(
+            j.contains(&format!(" {node1_ip}:25000/")),
+            "joins go to node 1's address: {j}"
+        );
+    }
+    assert!(
+        !run.stderr.contains(":25000/"),
+        "join tokens are never shown: {}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("joined homelab-t-2, homelab-t-3\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("3 of 3 nodes Ready (v1.36.0)"),
+        "{}",
+        run.stdout
+    );
+
+    let status = lab.homelab(&["status", "--output", "json"]);
+    status.success();
+    let s: Value = serde_json::from_str(&status.stdout).unwrap();
+    let nodes: Vec<&str> = s["cluster"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["homelab-t-1", "homelab-t-2", "homelab-t-3"]);
+    assert_eq!(s["vms"].as_array().unwrap().len(), 3);
+
+    // A plain `up` keeps the lab's three nodes and changes nothing.
+    lab.clear_argv();
+    lab.homelab(&["up"]).success();
+    let argv = lab.argv();
+    assert_eq!(argv[0], INFO);
+    assert!(
+        argv.iter().all(|a| a == INFO
+            || a.contains(" -- test -f ")
+            || a.ends_with("microk8s config")
+            || a.ends_with("get nodes -o json")),
+        "{argv:?}"
+    );
+}
+
+#[test]
+fn killed_between_steps_the_next_up_resumes() {
+    let lab = Lab::new();
+    lab.knob(
+        "block",
+        json!([{"id": "config", "argv": ["exec", VM, "--", "sudo", "microk8s", "config"]}]),
+    );
+    let child = lab.spawn(&["up"]);
+    lab.wait_for_file("blocked-config");
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lab.release("config");
+
+    let up: Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.state_dir().join("up.json")).unwrap())
+            .unwrap();
+    let done: Vec<&String> = up["steps"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        done,
+        ["ca", "cloud-init", "join", "provisioned", "secrets", "vms"]
+    );
+
+    lab.clear_argv();
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert_eq!(
+        lab.argv(),
+        [INFO, MARKER, CONFIG, NODES],
+        "no second launch"
+    );
+    assert!(run.stdout.contains("  ✓ kubeconfig  "), "{}", run.stdout);
+    assert_eq!(lab.kubeconfig()["current-context"], "homelab-t");
+}
+
+#[test]
+fn interrupted_during_launch_the_next_up_does_not_launch_again() {
+    let lab = Lab::new();
+    lab.knob("block", json!([{"id": "launch", "argv": ["launch"]}]));
+    let child = lab.spawn(&["up"]);
+    lab.wait_for_file("blocked-launch");
+    assert_eq!(lab.instance(VM)["state"], "Starting");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The daemon finishes the launch on its own, whatever happens to the client.
+    lab.release("launch");
+    let run = finish(&lab, child);
+    run.failure(1);
+    assert!(
+        run.stderr.ends_with("error: `homelab up` for lab `t` was interrupted\nhint: run `homelab up` again: it looks at what exists and resumes where it stopped\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("  ! vms "), "{}", run.stdout);
+
+    let start = Instant::now();
+    while lab.instance(VM)["state"] != "Running" {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    lab.clear_argv();
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert!(
+        !lab.argv().iter().any(|a| a.starts_with("launch")),
+        "{:?}",
+        lab.argv()
+    );
+}
+
+#[test]
+fn vm_sizes_below_the_minimum_are_refused() {
+    let lab = Lab::new();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["up", "--cpus", "1"],
+            "error: invalid `vm.cpus` 1: a lab VM needs at least 2 CPUs\nhint: microk8s and the lab's components need the CPUs; the default is 4 (`--cpus 4`)\n",
+        ),
+        (
+            &["up", "--memory", "2G"],
+            "error: invalid `vm.memory` `2G`: a lab VM needs at least 4G of memory\nhint: Gitea, Drone and the builds need the memory; the default is 8G (`--memory 8G`)\n",
+        ),
+        (
+            &["up", "--disk", "10G"],
+            "error: invalid `vm.disk` `10G`: a lab VM needs at least 20G of disk\nhint: container images and volumes need the room; the default is 40G (`--disk 40G`)\n",
+        ),
+    ];
+    for (args, err) in cases {
+        let run = lab.homelab(args);
+        run.failure(1);
+        assert_eq!(run.stderr, *err);
+    }
+    assert!(
+        lab.argv().is_empty(),
+        "refused before Multipass is asked anything"
+    );
+}
+
+#[test]
+fn a_vm_of_another_size_is_kept_with_a_warning() {
+    let lab = Lab::new();
+    lab.homelab(&["up"]).success();
+    lab.clear_argv();
+    let run = lab.homelab(&["up", "--cpus", "6", "--memory", "16G"]);
+    run.success();
+    assert!(
+        run.stderr.contains("warning: VM `homelab-t-1` has 4 CPUs (asked for 6), 7.8G memory (asked for 16G); homelab does not resize VMs: keep it as it is, or rebuild it with `homelab up --recreate` (everything inside is lost)\n"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(lab.argv(), [INFO, MARKER, CONFIG, NODES]);
+}
+
+#[test]
+fn multipass_17_dev_output_works_too() {
+    let lab = Lab::new();
+    lab.edit_fake(|v| v["format"] = json!("1.17"));
+    lab.homelab(&["up"]).success();
+    lab.clear_argv();
+    lab.homelab(&["up"]).success();
+    assert_eq!(lab.argv(), [INFO, MARKER, CONFIG, NODES]);
+}
+
+// ------------------------------------------------------------------------------------------
+// status, down
+
+#[test]
+fn status_shows_vms_cluster_context_and_steps() {
+    let lab = Lab::new();
+    let run = lab.homelab(&["status"]);
+    run.success();
+    assert_eq!(
+        run.stdout,
+        "Lab `t` does not exist; `homelab up` creates it\n"
+    );
+
+    lab.homelab(&["up"]).success();
+    lab.clear_argv();
+    let run = lab.homelab(&["status"]);
+    run.success();
+    let stdout: String = run
+        .stdout
+        .lines()
+        .map(|l| match l.find(" done 20") {
+            Some(i) => format!("{} done [TIME]", &l[..i]),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        stdout,
+        "Lab `t` (multipass)\n\nVMs\n  homelab-t-1  Running  10.77.0.2  4 CPUs  0.4G of 7.8G memory\n\nCluster: reachable (1 of 1 nodes Ready)\n  homelab-t-1  Ready  v1.36.0\n\nKube context: `homelab-t` in `[HOME]/.kube/config`\n\nSteps of `homelab up`\n  ✓ secrets      done [TIME]\n  ✓ ca           done [TIME]\n  ✓ cloud-init   done [TIME]\n  ✓ vms          done [TIME]\n  ✓ provisioned  done [TIME]\n  ✓ join         done [TIME]\n  ✓ kubeconfig   done [TIME]\n  ✓ ready        done [TIME]\n  - prepare      not done\n  - render       not done\n  - deploy       not done\n  - wire-gitea   not done"
+    );
+    assert_eq!(lab.argv(), [INFO, NODES], "status only looks");
+
+    lab.edit_fake(|v| v["instances"][VM]["state"] = json!("Stopped"));
+    let run = lab.homelab(&["status", "--output", "json"]);
+    run.success();
+    let s: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(s["vms"][0]["state"], "Stopped");
+    assert_eq!(s["vms"][0]["ip"], Value::Null);
+    assert_eq!(s["cluster"]["reachable"], false);
+    assert_eq!(s["cluster"]["detail"], "VM `homelab-t-1` is Stopped");
+    assert_eq!(
+        s["steps"][3],
+        json!({"name": "vms", "done": true, "completed_at": s["steps"][3]["completed_at"]})
+    );
+}
+
+#[test]
+fn down_keeps_ca_and_secrets_and_up_reuses_them() {
+    let lab = Lab::new();
+    lab.ctx.write(
+        "../home/.kube/config",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster: {server: 'https://prod:6443'}\ncontexts:\n- name: prod\n  context: {cluster: prod, user: me}\nusers:\n- name: me\n  user: {token: t}\ncurrent-context: prod\n",
+    );
+    lab.homelab(&["up"]).success();
+    let ca = std::fs::read(lab.state_dir().join("ca/ca.crt")).unwrap();
+    let secrets = std::fs::read(lab.state_dir().join("secrets.json")).unwrap();
+    lab.clear_argv();
+
+    let run = lab.homelab(&["down"]);
+    run.success();
+    assert_eq!(lab.argv(), [INFO, "delete --purge homelab-t-1"]);
+    assert_eq!(lab.fake_state()["instances"], json!({}));
+    assert_eq!(
+        run.stdout,
+        "deleted and purged VM(s) homelab-t-1\nremoved kube context `homelab-t` from `[HOME]/.kube/config`\nkept the lab's CA and secrets in `[HOME]/.local/share/homelab/t` (`homelab down --purge` deletes them)\n"
+    );
+    let kc = lab.kubeconfig();
+    assert_eq!(kc["clusters"].as_array().unwrap().len(), 1);
+    assert_eq!(kc["clusters"][0]["name"], "prod");
+    assert_eq!(
+        kc["current-context"], "",
+        "the lab was current; like kind, nothing is now"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(lab.state_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ca", "secrets.json"]);
+
+    lab.clear_argv();
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert_eq!(lab.argv()[1], LAUNCH);
+    assert_eq!(
+        std::fs::read(lab.state_dir().join("ca/ca.crt")).unwrap(),
+        ca
+    );
+    assert_eq!(
+        std::fs::read(lab.state_dir().join("secrets.json")).unwrap(),
+        secrets
+    );
+    assert!(run.stdout.contains("  = ca "), "{}", run.stdout);
+}
+
+#[test]
+fn down_purge_leaves_nothing_behind() {
+    let lab = Lab::new();
+    lab.homelab(&["up", "--nodes", "2"]).success();
+    // A deleted-not-purged VM of the lab is removed too.
+    lab.edit_fake(|v| v["instances"]["homelab-t-2"]["state"] = json!("Deleted"));
+    lab.clear_argv();
+    let run = lab.homelab(&["down", "--purge"]);
+    run.success();
+    assert_eq!(lab.argv(), [INFO, "delete --purge homelab-t-1 homelab-t-2"]);
+    assert_eq!(lab.fake_state()["instances"], json!({}));
+    assert!(!lab.state_dir().exists());
+    let kc = lab.kubeconfig();
+    assert!(
+        !serde_yaml::to_string(&kc).unwrap().contains("homelab-t"),
+        "{kc:?}"
+    );
+    assert_eq!(
+        run.stderr,
+        "note: if you added the lab CA to this machine's trust store or a browser, remove it there too\n"
+    );
+    let again = lab.homelab(&["down", "--purge"]);
+    again.success();
+    assert_eq!(again.stdout, "no VMs to delete\n");
+    lab.homelab(&["status"]).success();
+}
