@@ -6,6 +6,7 @@
 mod common;
 mod fake_drone;
 mod fake_gitea;
+mod fake_kube;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -1290,5 +1291,225 @@ fn verify_without_a_wired_lab_says_what_to_run_and_shows_no_secret() {
     assert!(
         !run.stderr
             .contains("0123456789abcdef0123456789abcdef01234567")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Kubernetes seams over kube-rs, against the fake API server (or a real cluster when
+// HOMELAB_TEST_KUBECONFIG is set, for the parts that do not need fake-only control).
+
+use fake_kube::test_cluster::TestCluster;
+use homelab::ci::cluster::KubeWorkloads;
+
+async fn namespace(tc: &TestCluster, name: &str) -> String {
+    let ns = tc.ns(name);
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(tc.client.clone());
+    let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"homelab.dev/lab": tc.lab}}});
+    api.patch(
+        &ns,
+        &kube::api::PatchParams::apply("homelab"),
+        &kube::api::Patch::Apply(&obj),
+    )
+    .await
+    .unwrap();
+    ns
+}
+
+#[tokio::test]
+async fn kube_workloads_apply_the_client_keys_and_leave_the_apply_engines_keys() {
+    let tc = TestCluster::new().await;
+    let ns = namespace(&tc, "drone").await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(tc.client.clone(), &ns);
+    // What the apply engine (field manager `homelab`) applies before the client exists.
+    let rendered = |id: &str, secret: &str| {
+        use base64::Engine as _;
+        let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "drone", "namespace": ns},
+            "data": {"rpc-secret": b("rpc"), "gitea-client-id": b(id), "gitea-client-secret": b(secret)}})
+    };
+    secrets
+        .patch(
+            "drone",
+            &kube::api::PatchParams::apply("homelab"),
+            &kube::api::Patch::Apply(&rendered("", "")),
+        )
+        .await
+        .unwrap();
+
+    let w = KubeWorkloads::new(tc.client.clone());
+    let keys = BTreeMap::from([
+        ("gitea-client-id".to_string(), Secret::new("client-1")),
+        ("gitea-client-secret".to_string(), Secret::new("s3cret")),
+    ]);
+    w.apply_secret_data(&ns, "drone", &keys).await.unwrap();
+    let data = w.secret_data(&ns, "drone").await.unwrap().unwrap();
+    assert_eq!(
+        data["rpc-secret"].expose(),
+        "rpc",
+        "the apply engine's key stays"
+    );
+    assert_eq!(data["gitea-client-id"].expose(), "client-1");
+    assert_eq!(data["gitea-client-secret"].expose(), "s3cret");
+
+    // The next `up` renders the same values from the lab state: its apply succeeds and keeps them.
+    secrets
+        .patch(
+            "drone",
+            &kube::api::PatchParams::apply("homelab"),
+            &kube::api::Patch::Apply(&rendered("client-1", "s3cret")),
+        )
+        .await
+        .unwrap();
+    let data = w.secret_data(&ns, "drone").await.unwrap().unwrap();
+    assert_eq!(data["gitea-client-secret"].expose(), "s3cret");
+    assert!(w.secret_data(&ns, "missing").await.unwrap().is_none());
+}
+
+fn deployment_object(ns: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "drone", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "drone"}},
+            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "drone"},
+                "annotations": {drone_ci::ANNOTATION_CLIENT_ID: ""}},
+                "spec": {"containers": [{"name": "drone", "image": "drone/drone:2.24.0"}]}}}})
+}
+
+#[tokio::test]
+async fn kube_workloads_roll_the_deployment_and_wait_for_the_rollout() {
+    let tc = TestCluster::new().await;
+    let Some(fake) = tc.fake_only("roll_deployment", "needs simulated controllers") else {
+        return;
+    };
+    fake.controllers(fake_kube::Controllers {
+        ready_after: Duration::from_millis(150),
+        ..Default::default()
+    });
+    let ns = namespace(&tc, "drone").await;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(tc.client.clone(), &ns);
+    deployments
+        .patch(
+            "drone",
+            &kube::api::PatchParams::apply("homelab"),
+            &kube::api::Patch::Apply(&deployment_object(&ns)),
+        )
+        .await
+        .unwrap();
+    let w = KubeWorkloads::new(tc.client.clone());
+    let annotations = drone_ci_annotations();
+    let started = std::time::Instant::now();
+    w.roll_deployment(&ns, "drone", &annotations, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "waited for the new generation to be ready"
+    );
+    let live = w
+        .pod_template_annotations(&ns, "drone")
+        .await
+        .unwrap()
+        .unwrap();
+    for (k, v) in &annotations {
+        assert_eq!(live.get(k), Some(v));
+    }
+    let obj = fake.get("apps/v1", "Deployment", &ns, "drone").unwrap();
+    assert_eq!(obj["metadata"]["generation"], 2, "one rollout");
+
+    // A rollout that never completes is bounded and says where it stands.
+    fake.controllers(fake_kube::Controllers {
+        never: ["drone".to_string()].into(),
+        ..Default::default()
+    });
+    let mut again = annotations.clone();
+    again.insert(
+        drone_ci::ANNOTATION_SECRET_FINGERPRINT.into(),
+        "0000000000000000".into(),
+    );
+    let err = w
+        .roll_deployment(&ns, "drone", &again, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert_eq!(
+        text,
+        format!(
+            "`Deployment/drone` in `{ns}` did not finish rolling out within 0.3s: rollout not observed yet"
+        )
+    );
+    let rendered = homelab::error::Error::from(err).render();
+    assert!(
+        rendered.contains(&format!(
+            "hint: see why with `kubectl -n {ns} describe deploy/drone`"
+        )),
+        "{rendered}"
+    );
+}
+
+fn drone_ci_annotations() -> BTreeMap<String, String> {
+    homelab::ci::drone::client_annotations("client-1", &Secret::new("s3cret"))
+}
+
+#[tokio::test]
+async fn kube_applications_watch_reports_each_status() {
+    let tc = TestCluster::new().await;
+    let Some(fake) = tc.fake_only("applications watch", "sets Application status directly") else {
+        return;
+    };
+    let crd: serde_json::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(common::contracts_dir().join("argocd/application-crd.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    fake.insert(crd);
+    let ns = namespace(&tc, "argocd").await;
+    let app = serde_json::json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "nyan-cat", "namespace": ns},
+        "spec": {"project": "default", "destination": {"server": "https://kubernetes.default.svc", "namespace": "nyan-cat"},
+            "source": {"repoURL": "http://gitea-http.gitea.svc.cluster.local:3000/lab/gitops.git", "path": "apps/nyan-cat"}}});
+    for _ in 0..100 {
+        let crd = fake.get(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            "",
+            "applications.argoproj.io",
+        );
+        let established = crd
+            .as_ref()
+            .and_then(|c| c["status"]["conditions"].as_array())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+            });
+        if established {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.insert(app);
+    let apps = homelab::verify::KubeApplications::new(tc.client.clone());
+    let mut stream = apps.watch(&ns, "nyan-cat");
+    let first = stream.next().await.unwrap().unwrap().unwrap();
+    assert_eq!(first, AppStatus::default(), "no status yet");
+    fake.set_status(
+        "argoproj.io/v1alpha1",
+        "Application",
+        &ns,
+        "nyan-cat",
+        serde_json::json!({"sync": {"status": "Synced", "revision": "abc123"}, "health": {"status": "Healthy"}}),
+    );
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            next.sync.as_str(),
+            next.revision.as_str(),
+            next.health.as_str()
+        ),
+        ("Synced", "abc123", "Healthy")
     );
 }

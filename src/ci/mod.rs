@@ -194,7 +194,7 @@ pub enum WorkloadError {
         detail: String,
     },
     /// A rollout did not finish in time.
-    #[error("`Deployment/{name}` in `{namespace}` did not finish rolling out within {}s: {state}", .after.as_secs())]
+    #[error("`Deployment/{name}` in `{namespace}` did not finish rolling out within {}: {state}", crate::output::human_duration(*.after))]
     RolloutTimeout {
         /// Namespace.
         namespace: String,

@@ -31,7 +31,7 @@ pub mod types;
 mod wire;
 
 pub use client::{DroneClient, DroneError};
-pub use wire::{DroneWireError, wire};
+pub use wire::{DroneWireError, client_annotations, wire};
 
 use crate::ci::{BuildInfo, BuildState, FailedStep, RepoRef, WebEndpoint};
 use crate::state::LabState;

@@ -74,7 +74,7 @@ pub enum DroneWireError {
         namespace: String,
     },
     /// Drone did not answer in time.
-    #[error("Drone at {url} did not answer `/healthz` within {}s: {last}", .after.as_secs())]
+    #[error("Drone at {url} did not answer `/healthz` within {}: {last}", crate::output::human_duration(*.after))]
     NotReady {
         /// Base URL.
         url: String,
