@@ -843,6 +843,85 @@ async fn a_redirect_uri_gitea_does_not_know_is_named() {
 }
 
 #[tokio::test]
+async fn an_unregistered_client_id_is_named() {
+    let lab = Lab::new(LabOptions::default()).await;
+    // Drone runs with a client Gitea never registered (a stale Secret).
+    lab.drone.restart_with("not-a-client", "whatever");
+    let err = drone_ci::login::login(&drone_ci::login::LoginRequest {
+        drone: lab.drone.endpoint(),
+        gitea: (&lab.gitea.endpoint()).into(),
+        user: ADMIN.into(),
+        password: lab.password.clone(),
+        redirect_uri: format!("{}/login", lab.drone.base_url()),
+    })
+    .await
+    .unwrap_err();
+    let text = homelab::error::Error::from(err).render();
+    assert!(
+        text.starts_with("error: Gitea does not know the OAuth2 client id `not-a-client`\nhint: the CI server holds a client id Gitea no longer has"),
+        "{text}"
+    );
+    lab.assert_secrets_not_in(&text);
+    lab.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_reported_with_gitea_s_message() {
+    let lab = Lab::new(LabOptions::default()).await;
+    let err = drone_ci::login::login(&drone_ci::login::LoginRequest {
+        drone: lab.drone.endpoint(),
+        gitea: (&lab.gitea.endpoint()).into(),
+        user: ADMIN.into(),
+        password: Secret::new("not-the-password"),
+        redirect_uri: format!("{}/login", lab.drone.base_url()),
+    })
+    .await
+    .unwrap_err();
+    let text = homelab::error::Error::from(err).render();
+    assert!(
+        text.starts_with("error: Gitea refused the web sign-in of `lab-admin`: Username or password is incorrect.\nhint:"),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-password"));
+}
+
+#[tokio::test]
+async fn a_rebuilt_drone_database_is_wired_again() {
+    let lab = Lab::new(LabOptions::default()).await;
+    lab.wire().await;
+    lab.wait_build(1).await;
+    // The Drone volume was lost: DRONE_USER_CREATE brings the admin back with the same API
+    // token, but without a Gitea token, repositories, secrets or builds.
+    {
+        let mut d = lab.drone.data();
+        d.repos.clear();
+        d.secrets.clear();
+        d.builds.clear();
+        d.users[0].oauth_token = None;
+    }
+    let report = lab.wire().await;
+    assert_eq!(
+        Lab::step(&report, "drone login").outcome,
+        Outcome::Skipped,
+        "the token still works"
+    );
+    let activate = &Lab::step(&report, "drone activate").detail;
+    assert!(
+        activate.starts_with("logged in through Gitea as `lab-admin`"),
+        "{activate}"
+    );
+    assert!(activate.contains("activated `lab/nyan-cat`"), "{activate}");
+    assert_eq!(
+        Lab::step(&report, "drone secrets").detail,
+        "created `registry_username`, `registry_password`, `gitops_token`"
+    );
+    assert_eq!(
+        Lab::step(&report, "drone first build").outcome,
+        Outcome::Done
+    );
+}
+
+#[tokio::test]
 async fn a_lost_client_secret_is_regenerated_and_drone_restarted() {
     let lab = Lab::new(LabOptions::default()).await;
     lab.wire().await;
