@@ -115,11 +115,21 @@ pub enum Command {
     /// Inspect (or deliberately replace) the lab CA
     #[command(subcommand)]
     Ca(CaCommand),
+
     /// Print the lab's URLs and logins, passwords included
     ///
     /// The only command that shows secrets: the Gitea admin login and password, where the API
     /// token is stored, and the Drone and app URLs. `--output json` for scripts.
     Credentials(CredentialsArgs),
+
+    /// Prove the loop works: commit a change to `lab/nyan-cat` and follow it to the live site
+    ///
+    /// Commits a new version marker through Gitea's API, then waits for each hop and reports
+    /// its time: Drone build started, build succeeded, image tag bumped in `lab/gitops`,
+    /// Application `nyan-cat` Synced and Healthy at that revision, and https://nyan.<domain>
+    /// (trusted through the lab CA only) serving the new version. Exit 1 names the hop that
+    /// failed and why.
+    Verify(VerifyArgs),
 
     /// Print a shell completion script
     ///
@@ -298,16 +308,23 @@ pub struct PlanArgs {
     pub cluster: ClusterArgs,
 }
 
-/// Arguments of `credentials`.
+/// Arguments of `prepare`.
 #[derive(Debug, Args)]
-pub struct CredentialsArgs {
+pub struct PrepareArgs {
     #[command(flatten)]
     pub stack: StackArgs,
 }
 
-/// Arguments of `prepare`.
+/// Arguments of `verify`.
 #[derive(Debug, Args)]
-pub struct PrepareArgs {
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
+/// Arguments of `credentials`.
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
     #[command(flatten)]
     pub stack: StackArgs,
 }
@@ -363,6 +380,7 @@ impl Cli {
             Command::Ca(CaCommand::Regenerate(a)) => layer.domain = a.domain.clone(),
             Command::Untrust | Command::Ca(_) => {}
             Command::Credentials(a) => a.stack.apply(&mut layer),
+            Command::Verify(a) => a.stack.apply(&mut layer),
             Command::Up(a) => {
                 a.stack.apply(&mut layer);
                 a.cluster.apply(&mut layer);

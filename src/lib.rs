@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod assets;
+pub mod ci;
 pub mod cli;
 pub mod commands;
 pub mod deploy;
@@ -32,5 +33,6 @@ pub mod tools;
 pub mod trust;
 pub mod up;
 pub mod upstream;
+pub mod verify;
 pub mod wire;
 pub mod yaml;

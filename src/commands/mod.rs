@@ -23,6 +23,7 @@ mod render;
 mod status;
 mod trust;
 mod up;
+mod verify;
 
 /// How a command ended when it did not fail outright.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +92,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Ca(CaCommand::Show) => ca::show(&ctx),
         Command::Ca(CaCommand::Regenerate(_)) => ca::regenerate(&ctx),
         Command::Credentials(_) => credentials::run(&ctx),
+        Command::Verify(_) => verify::run(&ctx).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

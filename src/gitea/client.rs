@@ -602,6 +602,133 @@ impl GiteaClient {
         }
     }
 
+    /// `GET /user/applications/oauth2`, every page: the signed-in user's OAuth2 apps (without
+    /// their secrets).
+    pub async fn list_oauth2_apps(&self) -> Result<Vec<OAuth2Application>, GiteaError> {
+        let call = "list the OAuth2 applications";
+        let mut all = Vec::new();
+        for page in 1.. {
+            let url = self.api(
+                &["user", "applications", "oauth2"],
+                &[
+                    ("page", page.to_string()),
+                    ("limit", PAGE_LIMIT.to_string()),
+                ],
+            );
+            let batch: Vec<OAuth2Application> = self.json(call, Method::GET, url, None).await?;
+            let n = batch.len();
+            all.extend(batch);
+            if n < PAGE_LIMIT {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// `POST /user/applications/oauth2`: the answer holds the client secret, and only it does.
+    pub async fn create_oauth2_app(
+        &self,
+        option: &CreateOAuth2ApplicationOptions,
+    ) -> Result<OAuth2Application, GiteaError> {
+        let call = format!("create the OAuth2 application `{}`", option.name);
+        self.json(
+            &call,
+            Method::POST,
+            self.api(&["user", "applications", "oauth2"], &[]),
+            Some(option),
+        )
+        .await
+    }
+
+    /// `PATCH /user/applications/oauth2/{id}`: updates the app and, per Gitea's contract
+    /// ("this includes regenerating the client secret"), always issues a new client secret.
+    pub async fn update_oauth2_app(
+        &self,
+        id: i64,
+        option: &CreateOAuth2ApplicationOptions,
+    ) -> Result<OAuth2Application, GiteaError> {
+        let call = format!("update the OAuth2 application `{}` ({id})", option.name);
+        let id = id.to_string();
+        self.json(
+            &call,
+            Method::PATCH,
+            self.api(&["user", "applications", "oauth2", &id], &[]),
+            Some(option),
+        )
+        .await
+    }
+
+    /// `DELETE /user/applications/oauth2/{id}`; a 404 counts as done.
+    pub async fn delete_oauth2_app(&self, id: i64) -> Result<(), GiteaError> {
+        let call = format!("delete the OAuth2 application {id}");
+        let id = id.to_string();
+        let (status, bytes) = self
+            .send(
+                &call,
+                Method::DELETE,
+                self.api(&["user", "applications", "oauth2", &id], &[]),
+                None,
+            )
+            .await?;
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(Self::fail(&call, status, &bytes))
+        }
+    }
+
+    /// `GET /repos/{owner}/{repo}/contents/{filepath}?ref=`; `None` on 404.
+    pub async fn get_contents(
+        &self,
+        owner: &str,
+        repo: &str,
+        path: &str,
+        reference: &str,
+    ) -> Result<Option<ContentsResponse>, GiteaError> {
+        let call = format!("read `{path}` in `{owner}/{repo}` at `{reference}`");
+        let mut segments = vec!["repos", owner, repo, "contents"];
+        segments.extend(path.split('/'));
+        let url = self.api(&segments, &[("ref", reference.to_string())]);
+        let (status, bytes) = self.send(&call, Method::GET, url, None).await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Self::decode(&call, &bytes).map(Some),
+            s => Err(Self::fail(&call, s, &bytes)),
+        }
+    }
+
+    /// `PUT /repos/{owner}/{repo}/contents/{filepath}`: one commit replacing one file.
+    pub async fn update_file(
+        &self,
+        owner: &str,
+        repo: &str,
+        path: &str,
+        option: &UpdateFileOptions,
+    ) -> Result<FileResponse, GiteaError> {
+        let call = format!("commit `{path}` to `{owner}/{repo}` on `{}`", option.branch);
+        let mut segments = vec!["repos", owner, repo, "contents"];
+        segments.extend(path.split('/'));
+        self.json(&call, Method::PUT, self.api(&segments, &[]), Some(option))
+            .await
+    }
+
+    /// `GET /repos/{owner}/{repo}/branches/{branch}`; `None` on 404.
+    pub async fn get_branch(
+        &self,
+        owner: &str,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<Branch>, GiteaError> {
+        let call = format!("read branch `{branch}` of `{owner}/{repo}`");
+        let url = self.api(&["repos", owner, repo, "branches", branch], &[]);
+        let (status, bytes) = self.send(&call, Method::GET, url, None).await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Self::decode(&call, &bytes).map(Some),
+            s => Err(Self::fail(&call, s, &bytes)),
+        }
+    }
+
     /// Log in to the container registry the way docker, containerd and kaniko do (OCI
     /// distribution spec): `GET /v2/` anonymously; on a 401 with a `Bearer` challenge, fetch a
     /// token from the realm with these credentials (basic auth) and retry `GET /v2/` with it.

@@ -214,3 +214,124 @@ pub struct ApiError {
     #[serde(default)]
     pub message: String,
 }
+
+/// `CreateOAuth2ApplicationOptions`: the body of both creating and updating an OAuth2 app.
+#[derive(Clone, Debug, Serialize)]
+pub struct CreateOAuth2ApplicationOptions {
+    /// Display name (homelab finds its apps by name).
+    pub name: String,
+    /// Allowed redirect URIs; Gitea compares them exactly.
+    pub redirect_uris: Vec<String>,
+    /// A confidential client authenticates with its secret (and skips the consent page once
+    /// granted).
+    pub confidential_client: bool,
+    /// Skip the consent page even without a grant (Gitea ≥ 1.21; older versions ignore it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_secondary_authorization: Option<bool>,
+}
+
+/// `OAuth2Application`. The secret is only in the answers to create and update.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct OAuth2Application {
+    /// Numeric id (for PATCH and DELETE).
+    #[serde(default)]
+    pub id: i64,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// The public client id.
+    #[serde(default)]
+    pub client_id: String,
+    /// The client secret: empty in listings.
+    #[serde(default)]
+    pub client_secret: Secret,
+    /// Registered redirect URIs.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Confidential client.
+    #[serde(default)]
+    pub confidential_client: bool,
+}
+
+/// `ContentsResponse` for a file (only the fields homelab reads).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ContentsResponse {
+    /// `file`, `dir`, `symlink` or `submodule`.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    /// Path in the repository.
+    #[serde(default)]
+    pub path: String,
+    /// Blob sha: an update must name it.
+    #[serde(default)]
+    pub sha: String,
+    /// The commit that last changed this path.
+    #[serde(default)]
+    pub last_commit_sha: String,
+    /// Content, encoded as `encoding` says.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// `base64` for files.
+    #[serde(default)]
+    pub encoding: Option<String>,
+}
+
+/// `Identity`: an author or committer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Identity {
+    /// Name.
+    pub name: String,
+    /// Email.
+    pub email: String,
+}
+
+/// `UpdateFileOptions`.
+#[derive(Clone, Debug, Serialize)]
+pub struct UpdateFileOptions {
+    /// New content, base64.
+    pub content: String,
+    /// Blob sha of the file being replaced.
+    pub sha: String,
+    /// Commit message.
+    pub message: String,
+    /// Branch to commit on.
+    pub branch: String,
+    /// Author (the token's user when `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<Identity>,
+}
+
+/// `FileCommitResponse` (only the fields homelab reads).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct FileCommitResponse {
+    /// The new commit.
+    #[serde(default)]
+    pub sha: String,
+}
+
+/// `FileResponse`: what a file change answers.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct FileResponse {
+    /// The commit made.
+    #[serde(default)]
+    pub commit: Option<FileCommitResponse>,
+}
+
+/// `PayloadCommit` (only the fields homelab reads).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PayloadCommit {
+    /// Commit sha.
+    #[serde(default)]
+    pub id: String,
+}
+
+/// `Branch` (only the fields homelab reads).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Branch {
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Head commit.
+    #[serde(default)]
+    pub commit: Option<PayloadCommit>,
+}

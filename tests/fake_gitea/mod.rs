@@ -12,7 +12,9 @@
 
 #![allow(dead_code)]
 
+pub mod contents;
 pub mod git_http;
+pub mod oauth;
 pub mod pod;
 pub mod swagger;
 pub mod tls;
@@ -135,6 +137,11 @@ pub struct Shared {
     pub violations: Mutex<Vec<String>>,
     pub repos_root: PathBuf,
     pub base_url: Mutex<String>,
+    /// OAuth2 apps, web sessions and grants (drone branch, `oauth.rs`).
+    pub oauth: Mutex<oauth::OAuthData>,
+    /// How webhooks are delivered, and what was (drone branch, `contents.rs`).
+    pub hook_client: Mutex<Option<reqwest::Client>>,
+    pub deliveries: Arc<Mutex<Vec<contents::Delivery>>>,
 }
 
 /// A running fake Gitea.
@@ -249,6 +256,9 @@ impl FakeGitea {
             violations: Mutex::new(Vec::new()),
             repos_root,
             base_url: Mutex::new(String::new()),
+            oauth: Mutex::new(oauth::OAuthData::default()),
+            hook_client: Mutex::new(None),
+            deliveries: Arc::new(Mutex::new(Vec::new())),
         });
         let (cert, key) = tls::issue_leaf(&ca, HOST);
         let listener = tls::TlsListener::bind(&cert, &key).await;
@@ -387,6 +397,15 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             &parts.headers,
             &bytes,
             auth,
+        )
+    } else if oauth::is_web(&path) {
+        oauth::web(
+            &shared,
+            &parts.method,
+            &path,
+            &query,
+            &parts.headers,
+            &bytes,
         )
     } else if path == "/v2" || path.starts_with("/v2/") {
         registry(&shared, &path, auth)
@@ -822,6 +841,10 @@ fn operation(
             } else {
                 (204, Value::Null)
             }
+        }
+        op if oauth::implements(op) => oauth::operation(shared, m, query, &body, &doer, &mut data),
+        op if contents::implements(op) => {
+            contents::operation(shared, m, query, &body, &doer, &mut data)
         }
         other => {
             drop(data);

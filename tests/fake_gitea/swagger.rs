@@ -169,6 +169,17 @@ impl Swagger {
             .collect();
         let mut candidates: Vec<(usize, &Op, BTreeMap<String, String>)> = Vec::new();
         for op in &self.ops {
+            // Gitea routes `{filepath}` as `*`: the rest of the path, slashes included
+            // (drone branch: the contents API takes `apps/nyan-cat/deployment.yaml`).
+            let rest_param = matches!(op.segs.last(), Some(Seg::Param(p)) if p == "filepath");
+            let segs: Vec<String> = if rest_param && segs.len() > op.segs.len() {
+                let keep = op.segs.len() - 1;
+                let mut s = segs[..keep].to_vec();
+                s.push(segs[keep..].join("/"));
+                s
+            } else {
+                segs.clone()
+            };
             if op.segs.len() != segs.len() {
                 continue;
             }

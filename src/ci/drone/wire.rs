@@ -1,0 +1,792 @@
+//! Wiring Drone, step by step (the list is in the `ci::drone` module doc).
+//!
+//! Architecture invariant: every step reads first and writes only what differs, so on a wired
+//! lab the whole function performs reads only; every secret it learns goes to the lab state
+//! before anything depends on it, so an interrupted run resumes instead of starting over.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::login::{self, DroneLoginError, LoginRequest};
+use super::oauth_app::{self, Plan};
+use super::secrets::{self, Action, fingerprint};
+use super::types::{SecretCreate, SecretUpdate};
+use super::*;
+use crate::ci::oauth_login::{Consent, SignIn};
+use crate::ci::{CiKind, CiReport, CiWiring, StepReport, WorkloadError, Workloads};
+use crate::error::Diagnostic;
+use crate::gitea::types::{CreateAccessTokenOption, CreateOAuth2ApplicationOptions};
+use crate::gitea::{Credentials, GiteaClient, GiteaError};
+use crate::output::{Outcome, Progress};
+use crate::redact::Secret;
+use crate::state::StateError;
+
+/// Name of the Gitea token the pipeline pushes images with.
+pub const REGISTRY_TOKEN_NAME: &str = "drone-registry";
+/// Name of the Gitea token the pipeline pushes to the GitOps repository with.
+pub const GITOPS_TOKEN_NAME: &str = "drone-gitops";
+
+/// `drone.json` in the lab state: nothing secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroneRecord {
+    /// Fingerprint of the value last set, per pipeline secret.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// Wiring Drone failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DroneWireError {
+    /// A Drone call failed.
+    #[error(transparent)]
+    Drone(#[from] DroneError),
+    /// A Gitea call failed.
+    #[error(transparent)]
+    Gitea(#[from] GiteaError),
+    /// The login failed.
+    #[error(transparent)]
+    Login(#[from] DroneLoginError),
+    /// Kubernetes failed.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    /// Lab state I/O failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A base URL is unusable.
+    #[error("prepare the Drone wiring: {0}")]
+    Setup(String),
+    /// Gitea answered a create/update without the secret it returns only then.
+    #[error("{call}: Gitea's answer holds no secret value")]
+    NoSecretValue {
+        /// The call.
+        call: String,
+    },
+    /// An object the `drone` component creates is missing.
+    #[error("`{kind}/{name}` in `{namespace}` does not exist")]
+    MissingObject {
+        /// Kind.
+        kind: &'static str,
+        /// Name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+    },
+    /// Drone did not answer in time.
+    #[error("Drone at {url} did not answer `/healthz` within {}: {last}", crate::output::human_duration(*.after))]
+    NotReady {
+        /// Base URL.
+        url: String,
+        /// The bound.
+        after: Duration,
+        /// The last error.
+        last: String,
+    },
+    /// The repository is not in Drone after a sync.
+    #[error("Drone's repository sync did not bring `{repo}`; it knows {}", known(.seen))]
+    NotSynced {
+        /// owner/name.
+        repo: String,
+        /// What the sync returned.
+        seen: Vec<String>,
+    },
+    /// The login ended as another user.
+    #[error("the Drone login ended as `{got}`, not as the Gitea admin `{expected}`")]
+    WrongUser {
+        /// The admin.
+        expected: String,
+        /// Who Drone says.
+        got: String,
+    },
+    /// Drone created no build.
+    #[error(
+        "Drone started no build of `{repo}` on `{branch}`: no pipeline in its `.drone.yml` accepts the `custom` event of a build started through the API"
+    )]
+    FirstBuildSkipped {
+        /// owner/name.
+        repo: String,
+        /// Branch.
+        branch: String,
+    },
+}
+
+fn known(seen: &[String]) -> String {
+    if seen.is_empty() {
+        "no repository".into()
+    } else {
+        seen.iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Diagnostic for DroneWireError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            DroneWireError::Drone(e) => e.hints(),
+            DroneWireError::Gitea(e) => e.hints(),
+            DroneWireError::Login(e) => e.hints(),
+            DroneWireError::Workload(e) => e.hints(),
+            DroneWireError::State(e) => e.hints(),
+            DroneWireError::MissingObject { .. } => vec![
+                "the `drone` component must be applied before it is wired: run `homelab up`".into(),
+            ],
+            DroneWireError::NotReady { .. } => vec![
+                "see why with `kubectl -n drone get pods` and `kubectl -n drone logs deploy/drone`".into(),
+            ],
+            DroneWireError::NotSynced { .. } => vec![
+                "Drone lists the repositories its Gitea OAuth token can see: check that the Gitea admin owns the `lab` organisation's repositories".into(),
+            ],
+            DroneWireError::FirstBuildSkipped { .. } => vec![
+                "add `custom` to `trigger.event` in the pipeline file (it stays loop-safe: only `homelab up` and Drone's \"New build\" button make such events)".into(),
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
+struct Steps<'p> {
+    progress: &'p dyn Progress,
+    reports: Vec<StepReport>,
+}
+
+impl Steps<'_> {
+    fn start(&self, step: &str, detail: &str) -> Instant {
+        self.progress.start(step, detail);
+        Instant::now()
+    }
+
+    fn end<T>(
+        &mut self,
+        step: &str,
+        started: Instant,
+        result: Result<(Outcome, String, T), DroneWireError>,
+    ) -> Result<T, DroneWireError> {
+        match result {
+            Ok((outcome, detail, value)) => {
+                self.progress
+                    .finish(step, outcome.clone(), started.elapsed(), &detail);
+                self.reports.push(StepReport {
+                    step: step.to_string(),
+                    outcome,
+                    detail,
+                });
+                Ok(value)
+            }
+            Err(e) => {
+                self.progress
+                    .finish(step, Outcome::Failed, started.elapsed(), &e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The OAuth client Drone runs with.
+struct Client {
+    id: String,
+    secret: Secret,
+    /// Created or regenerated in this run.
+    changed: bool,
+}
+
+/// Wire Drone (see the `ci::drone` module doc).
+pub async fn wire<W: Workloads>(
+    w: &CiWiring<'_>,
+    workloads: &W,
+    progress: &dyn Progress,
+) -> Result<CiReport, DroneWireError> {
+    let mut steps = Steps {
+        progress,
+        reports: Vec::new(),
+    };
+    let drone_url = w.ci.url().map_err(DroneWireError::Setup)?;
+    let redirect_uri = drone_url
+        .join("/login")
+        .map_err(|e| DroneWireError::Setup(e.to_string()))?
+        .to_string();
+    let gitea = GiteaClient::new(&w.gitea)?;
+    let api = gitea.with_credentials(Credentials::Token(w.gitea_token.clone()));
+    let basic = gitea.with_credentials(Credentials::Basic {
+        user: w.admin.user.clone(),
+        password: w.admin.password.clone(),
+    });
+    let anon = DroneClient::new(&w.ci)?;
+
+    let step = "drone oauth app";
+    let t = steps.start(step, &format!("`{OAUTH_APP_NAME}` → {redirect_uri}"));
+    let r = ensure_oauth_app(w, &api, &redirect_uri).await;
+    let client = steps.end(step, t, r)?;
+
+    let step = "drone config";
+    let t = steps.start(
+        step,
+        &format!("Secret `{DRONE_OBJECT}` in `{}`", w.namespace),
+    );
+    let r = ensure_config(w, workloads, &client).await;
+    let restarted = steps.end(step, t, r)?;
+
+    let step = "drone ready";
+    let t = steps.start(step, drone_url.as_str());
+    let r = wait_ready(&anon, w.timeouts.ready).await;
+    steps.end(step, t, r)?;
+
+    let step = "drone login";
+    let t = steps.start(step, &format!("as `{}`", w.admin.user));
+    let relogin = client.changed || restarted;
+    let r = ensure_login(w, &anon, &redirect_uri, relogin).await;
+    let (drone, logged_in_now) = steps.end(step, t, r)?;
+
+    let repo = RepoRef::new(&w.org, &w.app_repo);
+    let step = "drone activate";
+    let t = steps.start(step, &format!("`{repo}`"));
+    let r = ensure_active(w, &anon, &drone, &redirect_uri, &repo, logged_in_now).await;
+    let drone = steps.end(step, t, r)?;
+
+    let version = gitea.version().await?.version;
+    let scopes = |fine: &[&str]| -> Option<Vec<String>> {
+        match crate::wire::gitea::parse_version(&version) {
+            Some((1, minor)) if minor >= 20 => Some(fine.iter().map(|s| s.to_string()).collect()),
+            Some((1, 19)) => Some(vec!["all".into()]),
+            Some((1, _)) | Some((0, _)) => None,
+            _ => Some(fine.iter().map(|s| s.to_string()).collect()),
+        }
+    };
+    let mut tokens = Vec::new();
+    for (name, key, scope) in [
+        (REGISTRY_TOKEN_NAME, STATE_REGISTRY_TOKEN, "write:package"),
+        (GITOPS_TOKEN_NAME, STATE_GITOPS_TOKEN, "write:repository"),
+    ] {
+        let step = format!("gitea token {name}");
+        let t = steps.start(&step, scope);
+        let r = ensure_token(w, &basic, name, key, scopes(&[scope])).await;
+        tokens.push(steps.end(&step, t, r)?);
+    }
+
+    let step = "drone secrets";
+    let t = steps.start(step, &format!("`{repo}`"));
+    let desired = vec![
+        (
+            SECRET_REGISTRY_USERNAME.to_string(),
+            Secret::new(w.admin.user.clone()),
+        ),
+        (SECRET_REGISTRY_PASSWORD.to_string(), tokens[0].clone()),
+        (SECRET_GITOPS_TOKEN.to_string(), tokens[1].clone()),
+    ];
+    let r = ensure_secrets(w, &drone, &repo, &desired).await;
+    steps.end(step, t, r)?;
+
+    let step = "drone first build";
+    let t = steps.start(step, &format!("`{repo}` on `{}`", w.branch));
+    let r = ensure_built(w, &drone, &repo).await;
+    steps.end(step, t, r)?;
+
+    Ok(CiReport {
+        ci: CiKind::Drone,
+        steps: steps.reports,
+    })
+}
+
+async fn ensure_oauth_app(
+    w: &CiWiring<'_>,
+    api: &GiteaClient,
+    redirect_uri: &str,
+) -> Result<(Outcome, String, Client), DroneWireError> {
+    let secrets = w.state.secrets()?;
+    let stored_id = secrets.get(STATE_CLIENT_ID).expose().to_string();
+    let stored_secret = secrets.get(STATE_CLIENT_SECRET);
+    let apps = api.list_oauth2_apps().await?;
+    let want = oauth_app::Desired {
+        name: OAUTH_APP_NAME.into(),
+        redirect_uri: redirect_uri.into(),
+    };
+    let (plan, duplicates) = oauth_app::plan(
+        &apps,
+        &want,
+        &oauth_app::Stored {
+            client_id: stored_id.clone(),
+            has_secret: !stored_secret.is_empty(),
+        },
+    );
+    let options = CreateOAuth2ApplicationOptions {
+        name: OAUTH_APP_NAME.into(),
+        redirect_uris: vec![redirect_uri.into()],
+        confidential_client: true,
+        skip_secondary_authorization: None,
+    };
+    let mut notes = Vec::new();
+    for id in &duplicates {
+        api.delete_oauth2_app(*id).await?;
+        notes.push(format!("deleted a duplicate app `{OAUTH_APP_NAME}` ({id})"));
+    }
+    let (app, verb) = match plan {
+        Plan::Keep { client_id, .. } => {
+            let detail = format!(
+                "`{OAUTH_APP_NAME}` (client id `{client_id}`) is registered for {redirect_uri}"
+            );
+            let outcome = if duplicates.is_empty() {
+                Outcome::Skipped
+            } else {
+                Outcome::Done
+            };
+            notes.insert(0, detail);
+            return Ok((
+                outcome,
+                notes.join("; "),
+                Client {
+                    id: client_id,
+                    secret: stored_secret,
+                    changed: false,
+                },
+            ));
+        }
+        Plan::Create => (
+            api.create_oauth2_app(&options).await?,
+            "created".to_string(),
+        ),
+        Plan::Update { id, reason } => (
+            api.update_oauth2_app(id, &options).await?,
+            format!("updated ({reason}); Gitea issued a new client secret"),
+        ),
+    };
+    if app.client_secret.is_empty() || app.client_id.is_empty() {
+        return Err(DroneWireError::NoSecretValue {
+            call: format!("{verb} the OAuth2 application `{OAUTH_APP_NAME}`"),
+        });
+    }
+    // The state first: a crash after this point still knows the secret Gitea will never show
+    // again.
+    w.state.store_secrets(&[
+        (STATE_CLIENT_ID, &app.client_id),
+        (STATE_CLIENT_SECRET, app.client_secret.expose()),
+    ])?;
+    notes.insert(
+        0,
+        format!(
+            "{verb} `{OAUTH_APP_NAME}` (client id `{}`) for {redirect_uri}",
+            app.client_id
+        ),
+    );
+    Ok((
+        Outcome::Done,
+        notes.join("; "),
+        Client {
+            id: app.client_id,
+            secret: app.client_secret,
+            changed: true,
+        },
+    ))
+}
+
+/// The pod-template annotations that pin Drone's pods to this client.
+pub fn client_annotations(client_id: &str, client_secret: &Secret) -> BTreeMap<String, String> {
+    let fp = fingerprint(SECRET_KEY_CLIENT_SECRET, client_secret);
+    BTreeMap::from([
+        (ANNOTATION_CLIENT_ID.to_string(), client_id.to_string()),
+        (
+            ANNOTATION_SECRET_FINGERPRINT.to_string(),
+            fp.trim_start_matches("sha256:")[..16].to_string(),
+        ),
+    ])
+}
+
+async fn ensure_config<W: Workloads>(
+    w: &CiWiring<'_>,
+    workloads: &W,
+    client: &Client,
+) -> Result<(Outcome, String, bool), DroneWireError> {
+    let ns = &w.namespace;
+    let missing = |kind| DroneWireError::MissingObject {
+        kind,
+        name: DRONE_OBJECT.into(),
+        namespace: ns.clone(),
+    };
+    let data = workloads
+        .secret_data(ns, DRONE_OBJECT)
+        .await?
+        .ok_or_else(|| missing("Secret"))?;
+    let want = BTreeMap::from([
+        (
+            SECRET_KEY_CLIENT_ID.to_string(),
+            Secret::new(client.id.clone()),
+        ),
+        (SECRET_KEY_CLIENT_SECRET.to_string(), client.secret.clone()),
+    ]);
+    let secret_differs = want.iter().any(|(k, v)| data.get(k) != Some(v));
+    if secret_differs {
+        workloads.apply_secret_data(ns, DRONE_OBJECT, &want).await?;
+    }
+    let annotations = workloads
+        .pod_template_annotations(ns, DRONE_OBJECT)
+        .await?
+        .ok_or_else(|| missing("Deployment"))?;
+    let want_annotations = client_annotations(&client.id, &client.secret);
+    let stale = want_annotations
+        .iter()
+        .any(|(k, v)| annotations.get(k) != Some(v));
+    if stale {
+        workloads
+            .roll_deployment(ns, DRONE_OBJECT, &want_annotations, w.timeouts.rollout)
+            .await?;
+    }
+    let detail = match (secret_differs, stale) {
+        (false, false) => "Drone runs with the current OAuth client".to_string(),
+        (true, false) => {
+            "wrote the OAuth client into Secret `drone`; Drone already runs with it".into()
+        }
+        (_, true) => "wrote the OAuth client into Secret `drone` and restarted Drone".into(),
+    };
+    let outcome = if secret_differs || stale {
+        Outcome::Done
+    } else {
+        Outcome::Skipped
+    };
+    Ok((outcome, detail, stale))
+}
+
+async fn wait_ready(
+    drone: &DroneClient,
+    timeout: Duration,
+) -> Result<(Outcome, String, ()), DroneWireError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        // An HTTP server has no watch: a bounded retry with a growing delay is the wait.
+        match drone.healthz().await {
+            Ok(()) => {
+                return Ok((
+                    Outcome::Skipped,
+                    format!("answers at {}", drone.base_url()),
+                    (),
+                ));
+            }
+            Err(e) if started.elapsed() + delay > timeout => {
+                return Err(DroneWireError::NotReady {
+                    url: drone.base_url().to_string(),
+                    after: timeout,
+                    last: e.to_string(),
+                });
+            }
+            Err(e) => tracing::debug!("Drone not ready yet: {e}"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn ensure_login(
+    w: &CiWiring<'_>,
+    anon: &DroneClient,
+    redirect_uri: &str,
+    force: bool,
+) -> Result<(Outcome, String, (DroneClient, bool)), DroneWireError> {
+    let stored = w.state.secrets()?.get(STATE_DRONE_TOKEN);
+    if !stored.is_empty() && !force {
+        let drone = anon.with_token(stored);
+        if let Some(user) = drone.current_user().await?
+            && user.login == w.admin.user
+        {
+            return Ok((
+                Outcome::Skipped,
+                format!("the stored API token works (`{}`)", user.login),
+                (drone, false),
+            ));
+        }
+    }
+    let drone = login_and_store(w, anon, redirect_uri).await?;
+    Ok((Outcome::Done, drone.1, (drone.0, true)))
+}
+
+async fn login_and_store(
+    w: &CiWiring<'_>,
+    anon: &DroneClient,
+    redirect_uri: &str,
+) -> Result<(DroneClient, String), DroneWireError> {
+    let outcome = login::login(&LoginRequest {
+        drone: w.ci.clone(),
+        gitea: (&w.gitea).into(),
+        user: w.admin.user.clone(),
+        password: w.admin.password.clone(),
+        redirect_uri: redirect_uri.into(),
+    })
+    .await?;
+    if outcome.login != w.admin.user {
+        return Err(DroneWireError::WrongUser {
+            expected: w.admin.user.clone(),
+            got: outcome.login,
+        });
+    }
+    w.state
+        .store_secrets(&[(STATE_DRONE_TOKEN, outcome.token.expose())])?;
+    let how = match outcome.sign_in {
+        SignIn::WithCsrf => "signed in to Gitea (form with `_csrf`)",
+        SignIn::WithoutCsrf => "signed in to Gitea (no `_csrf`, Gitea ≥ 1.26)",
+        SignIn::Already => "Gitea session already signed in",
+    };
+    let consent = match outcome.consent {
+        Consent::GrantedNow => "granted access on the consent page",
+        Consent::AlreadyGranted => "access was granted before",
+    };
+    Ok((
+        anon.with_token(outcome.token),
+        format!(
+            "logged in through Gitea as `{}`: {how}, {consent}; API token stored",
+            w.admin.user
+        ),
+    ))
+}
+
+async fn ensure_active(
+    w: &CiWiring<'_>,
+    anon: &DroneClient,
+    drone: &DroneClient,
+    redirect_uri: &str,
+    repo: &RepoRef,
+    logged_in_now: bool,
+) -> Result<(Outcome, String, DroneClient), DroneWireError> {
+    let mut drone = drone.clone();
+    let mut notes = Vec::new();
+    let found = match drone.repo(&repo.owner, &repo.name).await? {
+        Some(r) => r,
+        None => {
+            let synced = match drone.sync_repos().await {
+                Ok(list) => list,
+                // A Drone whose database was rebuilt keeps the API token (DRONE_USER_CREATE)
+                // but lost the Gitea OAuth token the sync uses: log in once more, then retry.
+                Err(e) if !logged_in_now && e.status().is_some_and(|s| s >= 500) => {
+                    let (again, how) = login_and_store(w, anon, redirect_uri).await?;
+                    notes.push(how);
+                    drone = again;
+                    drone.sync_repos().await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            notes.push(format!("synced {} repositories from Gitea", synced.len()));
+            match drone.repo(&repo.owner, &repo.name).await? {
+                Some(r) => r,
+                None => {
+                    return Err(DroneWireError::NotSynced {
+                        repo: repo.to_string(),
+                        seen: synced.into_iter().map(|r| r.slug).collect(),
+                    });
+                }
+            }
+        }
+    };
+    if found.active {
+        notes.push(format!("`{repo}` is active"));
+        let outcome = if notes.len() > 1 {
+            Outcome::Done
+        } else {
+            Outcome::Skipped
+        };
+        return Ok((outcome, notes.join("; "), drone));
+    }
+    let r = drone.activate_repo(&repo.owner, &repo.name).await?;
+    notes.push(format!(
+        "activated `{repo}` (pipeline `{}`; Drone added its webhook to Gitea)",
+        if r.config_path.is_empty() {
+            ".drone.yml"
+        } else {
+            &r.config_path
+        }
+    ));
+    Ok((Outcome::Done, notes.join("; "), drone))
+}
+
+async fn ensure_token(
+    w: &CiWiring<'_>,
+    basic: &GiteaClient,
+    name: &str,
+    key: &str,
+    scopes: Option<Vec<String>>,
+) -> Result<(Outcome, String, Secret), DroneWireError> {
+    let user = &w.admin.user;
+    let stored = w.state.secrets()?.get(key);
+    let listed = basic.list_tokens(user).await?;
+    let existing = listed.iter().find(|t| t.name == name);
+    let covers = |have: &Option<Vec<String>>| match (have, &scopes) {
+        (_, None) | (None, _) => true,
+        (Some(have), Some(need)) => {
+            have.iter().any(|s| s == "all") || need.iter().all(|n| have.contains(n))
+        }
+    };
+    if let Some(t) = existing
+        && !stored.is_empty()
+        && (t.token_last_eight.is_empty() || stored.expose().ends_with(&t.token_last_eight))
+        && covers(&t.scopes)
+    {
+        return Ok((
+            Outcome::Skipped,
+            format!("the stored token `{name}` of `{user}` is current"),
+            stored,
+        ));
+    }
+    if existing.is_some() {
+        // Its value is gone from the state (or it lacks a scope): Gitea refuses a second token
+        // of the same name, so the old one goes.
+        basic.delete_token(user, name).await?;
+    }
+    let created = basic
+        .create_token(
+            user,
+            &CreateAccessTokenOption {
+                name: name.into(),
+                scopes: scopes.clone(),
+            },
+        )
+        .await?;
+    if created.sha1.is_empty() {
+        return Err(DroneWireError::NoSecretValue {
+            call: format!("create the API token `{name}` of `{user}`"),
+        });
+    }
+    w.state.store_secrets(&[(key, created.sha1.expose())])?;
+    let verb = if existing.is_some() {
+        "replaced"
+    } else {
+        "created"
+    };
+    Ok((
+        Outcome::Done,
+        format!(
+            "{verb} token `{name}` of `{user}` ({})",
+            scopes
+                .map(|s| s.join(", "))
+                .unwrap_or_else(|| "no scopes on this Gitea".into())
+        ),
+        created.sha1,
+    ))
+}
+
+async fn ensure_secrets(
+    w: &CiWiring<'_>,
+    drone: &DroneClient,
+    repo: &RepoRef,
+    desired: &[(String, Secret)],
+) -> Result<(Outcome, String, ()), DroneWireError> {
+    let (owner, name) = (&repo.owner, &repo.name);
+    let existing: BTreeSet<String> = drone
+        .list_secrets(owner, name)
+        .await?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let before: DroneRecord = w.state.read_json(RECORD_FILE)?.unwrap_or_default();
+    let mut record = before.clone();
+    let mut done = BTreeMap::<&str, Vec<String>>::new();
+    for (secret, action) in secrets::plan(&existing, desired, &before.secrets) {
+        let value = &desired
+            .iter()
+            .find(|(n, _)| *n == secret)
+            .expect("planned from desired")
+            .1;
+        let update = SecretUpdate {
+            data: value.expose().to_string(),
+        };
+        match action {
+            Action::Keep => {
+                done.entry("unchanged").or_default().push(secret.clone());
+                continue;
+            }
+            Action::Update => {
+                drone.update_secret(owner, name, &secret, &update).await?;
+                done.entry("updated").or_default().push(secret.clone());
+            }
+            Action::Create => {
+                let create = SecretCreate {
+                    name: secret.clone(),
+                    data: value.expose().to_string(),
+                    pull_request: false,
+                };
+                match drone.create_secret(owner, name, &create).await {
+                    Ok(()) => done.entry("created").or_default().push(secret.clone()),
+                    // Created by someone else since the listing (Drone's duplicate answer is a
+                    // 500): update it instead of failing or posting twice.
+                    Err(e) if e.status() == Some(500) => {
+                        let now: BTreeSet<String> = drone
+                            .list_secrets(owner, name)
+                            .await?
+                            .into_iter()
+                            .map(|s| s.name)
+                            .collect();
+                        if !now.contains(&secret) {
+                            return Err(e.into());
+                        }
+                        drone.update_secret(owner, name, &secret, &update).await?;
+                        done.entry("updated").or_default().push(secret.clone());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        record
+            .secrets
+            .insert(secret.clone(), fingerprint(&secret, value));
+    }
+    if record != before {
+        w.state.write_json(RECORD_FILE, &record)?;
+    }
+    let wrote = done.contains_key("created") || done.contains_key("updated");
+    let detail = ["created", "updated", "unchanged"]
+        .iter()
+        .filter_map(|k| {
+            done.get(k).map(|names| {
+                format!(
+                    "{k} {}",
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let outcome = if wrote {
+        Outcome::Done
+    } else {
+        Outcome::Skipped
+    };
+    Ok((outcome, detail, ()))
+}
+
+async fn ensure_built(
+    w: &CiWiring<'_>,
+    drone: &DroneClient,
+    repo: &RepoRef,
+) -> Result<(Outcome, String, ()), DroneWireError> {
+    let builds = drone.list_builds(&repo.owner, &repo.name).await?;
+    if let Some(last) = builds.iter().max_by_key(|b| b.number) {
+        return Ok((
+            Outcome::Skipped,
+            format!(
+                "`{repo}` has built before (last build #{}, {})",
+                last.number, last.status
+            ),
+            (),
+        ));
+    }
+    match drone
+        .create_build(&repo.owner, &repo.name, &w.branch)
+        .await?
+    {
+        Some(b) => Ok((
+            Outcome::Done,
+            format!(
+                "started build #{} of `{}` ({})",
+                b.number,
+                w.branch,
+                drone.build_link(&repo.owner, &repo.name, b.number)
+            ),
+            (),
+        )),
+        None => Err(DroneWireError::FirstBuildSkipped {
+            repo: repo.to_string(),
+            branch: w.branch.clone(),
+        }),
+    }
+}

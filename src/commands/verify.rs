@@ -1,0 +1,118 @@
+//! `homelab verify`: walk the lab's loop once (commit → build → bump → sync → serve) and report
+//! each hop with its time.
+//!
+//! Architecture invariant: a thin shell around `verify::verify` — it finds the lab (domain, node
+//! address, CA, tokens, cluster) from the settings and the lab state, and prints; it never
+//! creates lab state.
+
+use std::path::PathBuf;
+
+use super::{Ctx, ExitStatus};
+use crate::error::{Error, Result};
+use crate::output::OutputFormat;
+use crate::render::Domain;
+use crate::state::{LabState, SECRETS_FILE};
+use crate::verify::{LabVerify, VerifyOptions};
+
+/// The cluster record the provider keeps (`cluster.json`), read loosely: only the kube context
+/// and the first node's address matter here.
+fn cluster_record(state: &LabState) -> Result<serde_json::Value> {
+    Ok(state.read_json("cluster.json")?.unwrap_or_default())
+}
+
+fn kube_target(ctx: &Ctx, state: &LabState, record: &serde_json::Value) -> crate::kube::KubeTarget {
+    let context = record["context"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| ctx.settings.context.clone());
+    let own = state.path("kubeconfig");
+    let path = if own.exists() {
+        own
+    } else if let Some(first) =
+        std::env::var_os("KUBECONFIG").and_then(|v| std::env::split_paths(&v).next())
+    {
+        first
+    } else {
+        directories::BaseDirs::new()
+            .map(|b| b.home_dir().join(".kube/config"))
+            .unwrap_or_else(|| PathBuf::from(".kube/config"))
+    };
+    crate::kube::KubeTarget::new(path).with_context(context)
+}
+
+pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
+    let settings = &ctx.settings;
+    let state = LabState::locate(&settings.lab)?;
+    if !state.path(SECRETS_FILE).exists() {
+        return Err(Error::msg(format!(
+            "lab `{}` was never built: `{}` does not exist",
+            settings.lab,
+            state.path(SECRETS_FILE).display()
+        ))
+        .hint("run `homelab up` first; `--lab NAME` picks another lab"));
+    }
+    let stack = ctx.stack()?;
+    let record = cluster_record(&state)?;
+    let node_ip: Option<std::net::IpAddr> = record["nodes"][0]["ip"]
+        .as_str()
+        .and_then(|ip| ip.parse().ok());
+    let gitea: Option<crate::wire::gitea::GiteaRecord> =
+        state.read_json(crate::wire::gitea::GITEA_RECORD_FILE)?;
+    let domain = match (&settings.domain, node_ip, gitea) {
+        (Some(d), _, _) => Domain::resolve(Some(d), None),
+        (None, _, Some(g))
+            if crate::wire::access::domain_from_gitea_url(&stack, &g.url).is_some() =>
+        {
+            crate::wire::access::domain_from_gitea_url(&stack, &g.url).expect("checked")
+        }
+        (None, Some(ip), _) => Domain::resolve(None, Some(&ip.to_string())),
+        (None, None, _) => {
+            return Err(Error::msg(format!(
+                "the lab state of `{}` names neither a domain nor a node address",
+                settings.lab
+            ))
+            .hint("pass the lab's domain with `--domain`"));
+        }
+    };
+    let ca = crate::tls::load(&state)?.ok_or_else(|| {
+        Error::msg(format!(
+            "lab `{}` has no CA in `{}`",
+            settings.lab,
+            state.path(crate::tls::CA_CERT_FILE).display()
+        ))
+        .hint("run `homelab up` first")
+    })?;
+    let lab = LabVerify {
+        stack: &stack,
+        domain: &domain,
+        node_ip,
+        state: &state,
+        ca_pem: &ca.cert_pem,
+        ci: crate::ci::CiKind::Drone,
+    };
+    let target = crate::verify::target_for_lab(&lab)?;
+    let kube =
+        crate::kube::connect(&kube_target(ctx, &state, &record), &Default::default()).await?;
+    let apps = crate::verify::KubeApplications::new(kube);
+    let result =
+        crate::verify::verify(&target, &apps, &VerifyOptions::default(), &ctx.printer).await;
+    let (report, error) = match result {
+        Ok(r) => (r, None),
+        Err(f) => (f.report, Some(f.error)),
+    };
+    match ctx.printer.ui().format {
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(&report).expect("reports serialize");
+            if let Some(e) = &error {
+                v["failed_hop"] = e.hop().into();
+                v["error"] = e.to_string().into();
+            }
+            ctx.printer.json(&v);
+        }
+        OutputFormat::Text => ctx.printer.data(&report.to_text()),
+    }
+    match error {
+        None => Ok(ExitStatus::Success),
+        Some(e) => Err(e.into()),
+    }
+}
