@@ -1086,7 +1086,7 @@ fn the_seeded_pipeline_is_loop_safe() {
             secrets: &homelab::state::Secrets::placeholders(),
             ca: &homelab::tls::placeholder(),
             gitea_admin_user: "lab-admin",
-            channel: "1.36/stable",
+            channel: "1.36/stable".into(),
             node_ip: None,
             upstream: &BTreeMap::new(),
         },

@@ -1210,7 +1210,7 @@ fn drone_pipeline_builds_on_main_pins_images_and_never_skips_tls() {
     let p = drone_yml(&r);
     assert_eq!(p["kind"], "pipeline");
     assert_eq!(p["type"], "kubernetes");
-    assert_eq!(p["trigger"]["event"], json!(["push"]));
+    assert_eq!(p["trigger"]["event"], json!(["push", "custom"]));
     assert_eq!(p["trigger"]["branch"], json!(["main"]));
     // Drone's default clone image is not pinned by us and does not trust the lab CA.
     assert_eq!(p["clone"]["disable"], true);
