@@ -265,6 +265,11 @@ pub struct UpArgs {
     #[arg(long)]
     pub recreate: bool,
 
+    /// Don't end with `homelab verify` (which commits a change to `lab/nyan-cat` and follows it
+    /// through build, bump, sync and HTTPS)
+    #[arg(long)]
+    pub no_verify: bool,
+
     /// Stop after this step, e.g. `--until ready` for a bare cluster;
     /// `homelab status` lists the steps
     #[arg(long, value_name = "STEP")]

@@ -19,8 +19,8 @@ use crate::error::Diagnostic;
 /// Which cluster to talk to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KubeTarget {
-    /// The kubeconfig file.
-    pub kubeconfig: PathBuf,
+    /// The kubeconfig file; `None`: the user's (`KUBECONFIG`, else `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
     /// A context in it; the file's current context when `None`.
     pub context: Option<String>,
 }
@@ -29,7 +29,7 @@ impl KubeTarget {
     /// The file's current context.
     pub fn new(kubeconfig: impl Into<PathBuf>) -> KubeTarget {
         KubeTarget {
-            kubeconfig: kubeconfig.into(),
+            kubeconfig: Some(kubeconfig.into()),
             context: None,
         }
     }
@@ -114,12 +114,19 @@ impl Diagnostic for KubeError {
 pub async fn connect(target: &KubeTarget, opts: &ClientOptions) -> Result<kube::Client, KubeError> {
     // kube-rs's rustls stack needs a process-wide crypto provider; installing twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let path = target.kubeconfig.clone();
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(&path).map_err(|source| KubeError::Kubeconfig {
-            path: path.clone(),
-            source,
-        })?;
+    let (path, read) = match &target.kubeconfig {
+        Some(p) => (p.clone(), kube::config::Kubeconfig::read_from(p)),
+        None => (
+            std::env::var_os("KUBECONFIG")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("~/.kube/config")),
+            kube::config::Kubeconfig::read(),
+        ),
+    };
+    let kubeconfig = read.map_err(|source| KubeError::Kubeconfig {
+        path: path.clone(),
+        source,
+    })?;
     let options = kube::config::KubeConfigOptions {
         context: target.context.clone(),
         ..Default::default()

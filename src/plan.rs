@@ -185,52 +185,72 @@ pub fn plan(settings: &Settings, stack: &Stack, domain: &Domain, known: Known) -
         })
         .collect();
 
+    // The names are those the wiring reports as it runs (`wire-gitea`, then `wire-ci`).
     let mut wiring = Vec::new();
     let has = |n: &str| stack.component(n).is_some();
     if has("gitea") {
         let user = &settings.gitea_admin_user;
-        wiring.push(wire("gitea-admin", format!("create the Gitea admin `{user}` with the Gitea CLI (as user `git`), password from the lab state")));
+        wiring.push(wire("gitea admin", format!("create the Gitea admin `{user}` with the Gitea CLI in the pod (as user `git`), password from the lab state")));
         wiring.push(wire(
-            "gitea-token",
+            "gitea token",
             format!("create an API token for `{user}` (basic auth) and keep it in the lab state"),
         ));
         wiring.push(wire(
-            "gitea-org",
+            "gitea org",
             format!("create the organisation `{GITEA_ORG}`"),
         ));
         for c in &stack.components {
             for repo in c.repos.keys() {
                 wiring.push(wire(
-                    &format!("gitea-repo-{repo}"),
-                    format!("create `{GITEA_ORG}/{repo}` and push its content with git over HTTPS"),
+                    &format!("repo {GITEA_ORG}/{repo}"),
+                    "create the repository".into(),
+                ));
+                wiring.push(wire(
+                    &format!("push {GITEA_ORG}/{repo}"),
+                    "push its content with git over HTTPS (only when it differs)".into(),
                 ));
             }
         }
         if has("gitops-engine") {
             wiring.push(wire(
-                "gitea-webhook",
-                format!(
-                    "add a webhook on `{GITEA_ORG}/gitops` that tells the sync engine about pushes"
-                ),
+                &format!("webhook {GITEA_ORG}/gitops"),
+                "tell the sync engine about pushes (HMAC-signed)".into(),
             ));
         }
+        wiring.push(wire(
+            "registry",
+            "log in to Gitea's container registry with the token".into(),
+        ));
     }
     if has("drone") {
         wiring.push(wire(
-            "drone-oauth-app",
-            "create the Gitea OAuth app `drone` and hand its client to Drone".into(),
+            "drone oauth app",
+            "create the Gitea OAuth app `drone` (confidential, redirect to Drone's /login)".into(),
         ));
         wiring.push(wire(
-            "drone-login",
+            "drone config",
+            "hand the OAuth client to Drone's Secret; restart Drone only when it changed".into(),
+        ));
+        wiring.push(wire(
+            "drone ready",
+            "wait until Drone answers through the ingress".into(),
+        ));
+        wiring.push(wire(
+            "drone login",
             "log in to Drone through Gitea once and keep Drone's API token".into(),
         ));
         wiring.push(wire(
-            "drone-activate",
+            "drone activate",
             format!("sync repositories and activate `{GITEA_ORG}/nyan-cat`"),
         ));
         wiring.push(wire(
-            "drone-secrets",
-            "set the pipeline's secrets (registry login, gitops push token)".into(),
+            "drone secrets",
+            "set the pipeline's secrets (registry login, gitops push token): update or create"
+                .into(),
+        ));
+        wiring.push(wire(
+            "drone first build",
+            format!("start the first build of `{GITEA_ORG}/nyan-cat` when it never built"),
         ));
     }
 
@@ -365,7 +385,7 @@ impl Plan {
                 Step::Wire { steps } => {
                     writeln!(out, "\n{n}. wire").unwrap();
                     for s in steps {
-                        writeln!(out, "     {:<18} {}", s.name, s.description).unwrap();
+                        writeln!(out, "     {:<20} {}", s.name, s.description).unwrap();
                     }
                 }
                 Step::Verify { hops } => {

@@ -2,14 +2,17 @@
 
 use super::{Ctx, ExitStatus};
 use crate::cli::UpArgs;
+use crate::deploy::DeployReport;
 use crate::error::{Error, Result};
 use crate::output::{OutputFormat, human_duration};
 use crate::plan::{self, Known};
 use crate::provider::{self, Cluster, LabRecord};
 use crate::render::Domain;
+use crate::stack::Stack;
 use crate::state::{LabState, SECRETS_FILE};
 use crate::tls::CA_CERT_FILE;
 use crate::up::{self, Outputs, StepOutcome, UpEnv, UpOptions, UpReport, UpStop, Waits};
+use crate::wire::access::{AccessInput, LabAccess};
 
 pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;
@@ -46,6 +49,7 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
         waits,
         options: UpOptions {
             recreate: args.recreate,
+            no_verify: args.no_verify,
         },
     };
     let interrupt = async {
@@ -60,14 +64,33 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
     }
     let (report, result) = pipeline.run(&env, &outputs, interrupt).await;
     let cluster = outputs.try_get::<Cluster>();
+    let deployed = outputs.try_get::<DeployReport>();
+    let card = match (
+        &result,
+        outputs.try_get::<Domain>(),
+        outputs.try_get::<Stack>(),
+    ) {
+        (Ok(()), Some(domain), Some(stack)) => Some(access_card(ctx, &state, &stack, &domain)?),
+        _ => None,
+    };
     match ctx.printer.ui().format {
         OutputFormat::Json => ctx.printer.json(&serde_json::json!({
             "report": report,
             "cluster": cluster.as_deref(),
+            "deploy": deployed.as_deref(),
         })),
-        OutputFormat::Text => ctx
-            .printer
-            .data(&summary(&report, cluster.as_deref(), &result)),
+        OutputFormat::Text => {
+            let mut text = summary(&report, cluster.as_deref(), &result);
+            if let Some(d) = deployed.as_deref().filter(|d| d.writes() > 0) {
+                text.push('\n');
+                text.push_str(&d.table());
+            }
+            if let Some(card) = card {
+                text.push('\n');
+                text.push_str(&card);
+            }
+            ctx.printer.data(&text);
+        }
     }
     match result {
         Ok(()) => Ok(ExitStatus::Success),
@@ -78,6 +101,26 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
         ))
         .hint("run `homelab up` again: it looks at what exists and resumes where it stopped")),
     }
+}
+
+/// URLs of the lab and where to get the logins (never the secrets themselves).
+fn access_card(ctx: &Ctx, state: &LabState, stack: &Stack, domain: &Domain) -> Result<String> {
+    let secrets = state.stored_secrets()?;
+    let access = LabAccess::new(AccessInput {
+        lab: &ctx.settings.lab,
+        stack,
+        domain: Some(domain),
+        admin_user: &ctx.settings.gitea_admin_user,
+        admin_password: secrets
+            .as_ref()
+            .map(|s| s.get("gitea_admin_password"))
+            .unwrap_or_default(),
+        token_stored: secrets
+            .as_ref()
+            .is_some_and(|s| !s.get("gitea_token").is_empty()),
+        secrets_file: state.path(SECRETS_FILE),
+    });
+    Ok(access.summary_card())
 }
 
 fn summary(report: &UpReport, cluster: Option<&Cluster>, result: &Result<(), UpStop>) -> String {

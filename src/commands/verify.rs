@@ -5,40 +5,13 @@
 //! address, CA, tokens, cluster) from the settings and the lab state, and prints; it never
 //! creates lab state.
 
-use std::path::PathBuf;
-
 use super::{Ctx, ExitStatus};
 use crate::error::{Error, Result};
 use crate::output::OutputFormat;
+use crate::provider::LabRecord;
 use crate::render::Domain;
 use crate::state::{LabState, SECRETS_FILE};
 use crate::verify::{LabVerify, VerifyOptions};
-
-/// The cluster record the provider keeps (`cluster.json`), read loosely: only the kube context
-/// and the first node's address matter here.
-fn cluster_record(state: &LabState) -> Result<serde_json::Value> {
-    Ok(state.read_json("cluster.json")?.unwrap_or_default())
-}
-
-fn kube_target(ctx: &Ctx, state: &LabState, record: &serde_json::Value) -> crate::kube::KubeTarget {
-    let context = record["context"]
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| ctx.settings.context.clone());
-    let own = state.path("kubeconfig");
-    let path = if own.exists() {
-        own
-    } else if let Some(first) =
-        std::env::var_os("KUBECONFIG").and_then(|v| std::env::split_paths(&v).next())
-    {
-        first
-    } else {
-        directories::BaseDirs::new()
-            .map(|b| b.home_dir().join(".kube/config"))
-            .unwrap_or_else(|| PathBuf::from(".kube/config"))
-    };
-    crate::kube::KubeTarget::new(path).with_context(context)
-}
 
 pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
     let settings = &ctx.settings;
@@ -52,9 +25,10 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
         .hint("run `homelab up` first; `--lab NAME` picks another lab"));
     }
     let stack = ctx.stack()?;
-    let record = cluster_record(&state)?;
-    let node_ip: Option<std::net::IpAddr> = record["nodes"][0]["ip"]
-        .as_str()
+    let cluster = LabRecord::load(&state)?.map(|r| r.cluster(&state));
+    let node_ip: Option<std::net::IpAddr> = cluster
+        .as_ref()
+        .and_then(|c| c.node_ips.first())
         .and_then(|ip| ip.parse().ok());
     let gitea: Option<crate::wire::gitea::GiteaRecord> =
         state.read_json(crate::wire::gitea::GITEA_RECORD_FILE)?;
@@ -91,9 +65,10 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
         ci: crate::ci::CiKind::Drone,
     };
     let target = crate::verify::target_for_lab(&lab)?;
-    let kube =
-        crate::kube::connect(&kube_target(ctx, &state, &record), &Default::default()).await?;
-    let apps = crate::verify::KubeApplications::new(kube);
+    let cluster = cluster.ok_or_else(|| {
+        Error::msg(format!("lab `{}` has no cluster", settings.lab)).hint("run `homelab up` first")
+    })?;
+    let apps = crate::verify::KubeApplications::new(cluster.client().await?);
     let result =
         crate::verify::verify(&target, &apps, &VerifyOptions::default(), &ctx.printer).await;
     let (report, error) = match result {

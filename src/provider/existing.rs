@@ -45,6 +45,9 @@ pub enum ExistingError {
     /// The kubeconfig does not have the context.
     #[error(transparent)]
     Config(#[from] ClusterError),
+    /// No client could be built from the kubeconfig.
+    #[error(transparent)]
+    Client(#[from] crate::kube::KubeError),
     /// The API did not answer.
     #[error("the cluster of context `{context}` ({server}) is not reachable: {message}")]
     Unreachable {
@@ -87,6 +90,7 @@ impl Diagnostic for ExistingError {
                 "pass one with `--context NAME` (`kubectl config get-contexts` lists them)".into(),
             ],
             ExistingError::Config(e) => e.hints(),
+            ExistingError::Client(e) => e.hints(),
             ExistingError::Unreachable { context, .. } => vec![format!(
                 "check that `kubectl --context {context} version` works from this machine"
             )],

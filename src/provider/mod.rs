@@ -96,14 +96,6 @@ pub enum ClusterError {
         /// Why.
         message: String,
     },
-    /// The client could not be built.
-    #[error("cannot build a Kubernetes client for context `{context}`: {message}")]
-    Client {
-        /// Context.
-        context: String,
-        /// Why.
-        message: String,
-    },
 }
 
 impl Diagnostic for ClusterError {
@@ -112,37 +104,21 @@ impl Diagnostic for ClusterError {
             ClusterError::Config { .. } => vec![
                 "list the contexts you have with `kubectl config get-contexts`, and pass one with `--context`".into(),
             ],
-            ClusterError::Client { .. } => Vec::new(),
         }
     }
 }
 
 impl Cluster {
-    /// A Kubernetes client for this cluster.
-    pub async fn client(&self) -> Result<kube::Client, ClusterError> {
-        let options = kube::config::KubeConfigOptions {
-            context: Some(self.context.clone()),
-            ..Default::default()
-        };
-        let config_err = |e: kube::config::KubeconfigError| ClusterError::Config {
-            context: self.context.clone(),
-            message: e.to_string(),
-        };
-        let config = match &self.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path).map_err(config_err)?;
-                kube::Config::from_custom_kubeconfig(kc, &options)
-                    .await
-                    .map_err(config_err)?
-            }
-            None => kube::Config::from_kubeconfig(&options)
-                .await
-                .map_err(config_err)?,
-        };
-        kube::Client::try_from(config).map_err(|e| ClusterError::Client {
-            context: self.context.clone(),
-            message: e.to_string(),
-        })
+    /// A Kubernetes client for this cluster (no client-side throttling; watches not cut).
+    pub async fn client(&self) -> Result<kube::Client, crate::kube::KubeError> {
+        crate::kube::connect(
+            &crate::kube::KubeTarget {
+                kubeconfig: self.kubeconfig.clone(),
+                context: Some(self.context.clone()),
+            },
+            &crate::kube::ClientOptions::default(),
+        )
+        .await
     }
 }
 

@@ -6,11 +6,14 @@
 //! written, so a second `up` on a healthy lab reports every step as skipped.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use futures::future::BoxFuture;
 
 use super::{CLUSTER_READY, Pipeline, Step, StepCx, StepReport};
+use crate::ci::cluster::KubeWorkloads;
+use crate::ci::http::WebEndpoint;
+use crate::ci::{self, CiKind, CiWiring, WireTimeouts};
 use crate::deploy::{self, DeployOptions, DeployReport};
 use crate::error::{Error, Result};
 use crate::git::{Git, Identity};
@@ -22,6 +25,7 @@ use crate::state::{self, Secrets};
 use crate::templates::Templates;
 use crate::tls::LabCa;
 use crate::upstream;
+use crate::verify::{self, LabVerify, VerifyOptions};
 use crate::wire::gitea::{
     self as wire_gitea, AdminLogin, DEFAULT_GITEA_POD_SELECTOR, DEFAULT_SYNC_WEBHOOK_URL,
     DEFAULT_TOKEN_NAME, GiteaCli, RepoSeed, WebhookSpec,
@@ -41,12 +45,41 @@ pub struct LabOutputs {
     pub deploy: Option<DeployReport>,
 }
 
-/// Add `prepare`, `render`, `deploy` and `wire-gitea`.
+/// Add `prepare`, `render`, `deploy`, `wire-gitea`, `wire-ci` and `verify`.
 pub fn add_steps(p: &mut Pipeline) {
     p.add(PrepareStep)
         .add(RenderStep)
         .add(DeployStep)
-        .add(WireGiteaStep);
+        .add(WireGiteaStep)
+        .add(WireCiStep)
+        .add(VerifyStep);
+}
+
+/// The lab's public endpoint for `component` (`https://<host>`), trusting only the lab CA and
+/// connecting to the first node directly (some routers drop DNS answers with private IPs).
+fn endpoint(cx: &StepCx<'_>, component: &str) -> Result<Endpoint> {
+    let stack = cx.get::<Stack>()?;
+    let domain = cx.get::<Domain>()?;
+    let ca = cx.get::<LabCa>()?;
+    let cluster = cx.get::<Cluster>()?;
+    let host = render::hosts(&stack, &domain)
+        .get(component)
+        .cloned()
+        .ok_or_else(|| {
+            Error::msg(format!(
+                "stack `{}` gives component `{component}` no hostname",
+                stack.name
+            ))
+        })?;
+    Ok(Endpoint {
+        base_url: format!("https://{host}"),
+        ca_pem: Some(ca.cert_pem.clone()),
+        resolve: first_node(&cluster).map(|ip| SocketAddr::new(ip, 443)),
+    })
+}
+
+fn first_node(cluster: &Cluster) -> Option<IpAddr> {
+    cluster.node_ips.first().and_then(|ip| ip.parse().ok())
 }
 
 /// `prepare`: download the stack's pinned upstream manifests once (sha256 into the lab's lock).
@@ -212,17 +245,10 @@ impl Step for WireGiteaStep {
                 return Ok(StepReport::skipped("the stack has no Gitea"));
             }
             let manifests = cx.get::<Manifests>()?;
-            let domain = cx.get::<Domain>()?;
             let secrets = cx.get::<Secrets>()?;
-            let ca = cx.get::<LabCa>()?;
             let cluster = cx.get::<Cluster>()?;
-            let hosts = render::hosts(&stack, &domain);
-            let host = hosts.get("gitea").cloned().unwrap_or_default();
-            // Talk to the node directly: some routers drop DNS answers carrying private IPs.
-            let resolve = cluster
-                .node_ips
-                .first()
-                .and_then(|ip| format!("{ip}:443").parse::<SocketAddr>().ok());
+            let endpoint = endpoint(cx, "gitea")?;
+            let host = endpoint.host().unwrap_or_default();
             let pod = KubePodExec {
                 client: cluster.client().await?,
                 namespace: stack
@@ -234,11 +260,7 @@ impl Step for WireGiteaStep {
             };
             let report = wire_gitea::wire(
                 &wire_gitea::GiteaWiring {
-                    endpoint: Endpoint {
-                        base_url: format!("https://{host}"),
-                        ca_pem: Some(ca.cert_pem.clone()),
-                        resolve,
-                    },
+                    endpoint,
                     admin: AdminLogin::new(
                         &settings.gitea_admin_user,
                         secrets.get("gitea_admin_password"),
@@ -273,6 +295,125 @@ impl Step for WireGiteaStep {
             } else {
                 StepReport::done(format!("Gitea {}: {writes} changes", report.gitea_version))
             })
+        })
+    }
+}
+
+/// `wire-ci`: the CI server (Drone): OAuth app in Gitea, one login done by the tool, the app
+/// repository activated with its pipeline secrets, the first build started.
+pub struct WireCiStep;
+
+impl Step for WireCiStep {
+    fn name(&self) -> &'static str {
+        "wire-ci"
+    }
+    fn needs(&self) -> &'static [&'static str] {
+        &["wire-gitea"]
+    }
+    fn describe(&self) -> String {
+        "log Drone in through Gitea, activate `lab/nyan-cat`, set its secrets".into()
+    }
+    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
+        Box::pin(async move {
+            let settings = cx.settings();
+            let stack = cx.get::<Stack>()?;
+            let Some(drone) = stack.component("drone") else {
+                return Ok(StepReport::skipped("the stack has no CI server"));
+            };
+            let cluster = cx.get::<Cluster>()?;
+            let gitea = endpoint(cx, "gitea")?;
+            // Wiring Gitea stored homelab's token; read it back from the state.
+            let secrets = cx.state().secrets()?;
+            let report = ci::wire(
+                &CiWiring {
+                    kind: CiKind::Drone,
+                    ci: WebEndpoint::from(&endpoint(cx, "drone")?),
+                    gitea,
+                    admin: ci::AdminLogin {
+                        user: settings.gitea_admin_user.clone(),
+                        password: settings
+                            .gitea_admin_password
+                            .clone()
+                            .unwrap_or_else(|| secrets.get("gitea_admin_password")),
+                    },
+                    gitea_token: secrets.get("gitea_token"),
+                    org: render::GITEA_ORG.into(),
+                    app_repo: "nyan-cat".into(),
+                    gitops_repo: "gitops".into(),
+                    branch: "main".into(),
+                    namespace: drone.namespace.clone().unwrap_or_else(|| "drone".into()),
+                    state: cx.state(),
+                    timeouts: WireTimeouts::default(),
+                },
+                &KubeWorkloads::new(cluster.client().await?),
+                cx.progress(),
+            )
+            .await?;
+            let writes = report.writes();
+            Ok(if writes == 0 {
+                StepReport::skipped("Drone already wired")
+            } else {
+                StepReport::done(format!("Drone: {writes} changes"))
+            })
+        })
+    }
+}
+
+/// `verify`: walk the loop once (commit → build → bump → sync → HTTPS). Runs when this `up`
+/// changed something or the loop was never proven; `--no-verify` skips it.
+pub struct VerifyStep;
+
+impl Step for VerifyStep {
+    fn name(&self) -> &'static str {
+        "verify"
+    }
+    fn needs(&self) -> &'static [&'static str] {
+        &["wire-ci"]
+    }
+    fn describe(&self) -> String {
+        "prove the loop: commit, build, bump, sync, serve over HTTPS".into()
+    }
+    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
+        Box::pin(async move {
+            if cx.options().no_verify {
+                return Ok(StepReport::skipped("skipped (`--no-verify`)"));
+            }
+            // Verify commits to `lab/nyan-cat`: on a healthy lab that was proven before, a
+            // re-run must not write anything, so it only runs again after a change.
+            if cx.previous().is_some() && !cx.changed_this_run() {
+                return Ok(StepReport::skipped(
+                    "proven by an earlier run and nothing changed (`homelab verify` runs it again)",
+                ));
+            }
+            let stack = cx.get::<Stack>()?;
+            if stack.component("drone").is_none() {
+                return Ok(StepReport::skipped("the stack has no CI server"));
+            }
+            let domain = cx.get::<Domain>()?;
+            let ca = cx.get::<LabCa>()?;
+            let cluster = cx.get::<Cluster>()?;
+            let outcome = verify::run_for_lab(
+                &LabVerify {
+                    stack: &stack,
+                    domain: &domain,
+                    node_ip: first_node(&cluster),
+                    state: cx.state(),
+                    ca_pem: &ca.cert_pem,
+                    ci: CiKind::Drone,
+                },
+                cluster.client().await?,
+                &VerifyOptions::default(),
+                cx.progress(),
+            )
+            .await?;
+            match outcome {
+                Ok(report) => {
+                    let detail = format!("loop proven: {}", report.version);
+                    cx.put(report);
+                    Ok(StepReport::done(detail))
+                }
+                Err(failure) => Err(failure.error.into()),
+            }
         })
     }
 }

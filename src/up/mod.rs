@@ -198,7 +198,14 @@ impl Waits {
 pub struct UpOptions {
     /// `--recreate`: delete and launch the lab's VMs again.
     pub recreate: bool,
+    /// `--no-verify`: skip the final end-to-end check of the loop.
+    pub no_verify: bool,
 }
+
+/// Present in the outputs once a step of this run reported [`Outcome::Done`] (it changed
+/// something); steps that should only run after a change (verify) look for it.
+#[derive(Clone, Copy, Debug)]
+pub struct ChangedThisRun;
 
 /// What every step can see.
 pub struct UpEnv<'a> {
@@ -298,6 +305,11 @@ impl<'a> StepCx<'a> {
     /// Hand a value to later steps.
     pub fn put<T: Any + Send + Sync>(&self, value: T) {
         self.outputs.put(value);
+    }
+
+    /// Whether an earlier step of this run changed something.
+    pub fn changed_this_run(&self) -> bool {
+        self.outputs.try_get::<ChangedThisRun>().is_some()
     }
 
     /// A value an earlier step (or the caller) handed over.
@@ -498,6 +510,9 @@ impl Pipeline {
                 Ok(report) => {
                     env.progress
                         .finish(name, report.outcome.clone(), elapsed, &report.detail);
+                    if report.outcome == Outcome::Done {
+                        outputs.put(ChangedThisRun);
+                    }
                     let write = report.outcome == Outcome::Done || !record.steps.contains_key(name);
                     let recorded = if write {
                         record.steps.insert(
