@@ -5,12 +5,15 @@
 //! plan, render, templates, kinds, tls material) do no I/O beyond what they are handed; the
 //! edges ([`process`], [`state`], [`upstream`], [`doctor`]'s probes) each have one seam.
 
+pub mod apply;
 pub mod assets;
 pub mod cli;
 pub mod commands;
+pub mod deploy;
 pub mod doctor;
 pub mod error;
 pub mod kinds;
+pub mod kube;
 pub mod output;
 pub mod plan;
 pub mod process;

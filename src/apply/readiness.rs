@@ -1,0 +1,303 @@
+//! When is an applied object ready? The rules per kind, as pure functions over live objects.
+//!
+//! Architecture invariant: pure. The watch loop (`wait.rs`) feeds live objects in; these
+//! functions only read them. Kinds without a rule are ready once applied.
+
+use serde_json::Value;
+
+/// What a live object says about its readiness.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Ready.
+    Ready,
+    /// Not yet; why, for progress lines and timeout messages.
+    Waiting(String),
+    /// Will not become ready without a change (a failed Job).
+    Failed(String),
+}
+
+/// What else must be looked at to judge an object of this kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Ready once applied.
+    Applied,
+    /// The object's own status says it (workloads, Jobs, CRDs, cert-manager objects, PVCs).
+    OwnStatus,
+    /// A Service with a selector: ready when an EndpointSlice has a ready endpoint.
+    ServiceEndpoints,
+    /// An Ingress with TLS: ready when each TLS Secret exists with a certificate.
+    IngressCertificates(Vec<String>),
+}
+
+/// The rule for an object (group, kind, and for Services/Ingresses, its spec).
+pub fn rule(group: &str, kind: &str, obj: &Value) -> Rule {
+    match (group, kind) {
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet")
+        | ("batch", "Job")
+        | ("apiextensions.k8s.io", "CustomResourceDefinition")
+        | ("cert-manager.io", "Certificate" | "ClusterIssuer" | "Issuer")
+        | ("", "PersistentVolumeClaim") => Rule::OwnStatus,
+        ("", "Service") => {
+            let external =
+                obj.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName");
+            let has_selector = obj
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty());
+            if has_selector && !external {
+                Rule::ServiceEndpoints
+            } else {
+                Rule::Applied
+            }
+        }
+        ("networking.k8s.io", "Ingress") => {
+            let secrets: Vec<String> = obj
+                .pointer("/spec/tls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| {
+                    t.get("secretName")
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                })
+                .collect();
+            if secrets.is_empty() {
+                Rule::Applied
+            } else {
+                Rule::IngressCertificates(secrets)
+            }
+        }
+        _ => Rule::Applied,
+    }
+}
+
+fn int(obj: &Value, ptr: &str) -> i64 {
+    obj.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
+}
+
+fn condition_is(obj: &Value, kind: &str, status: &str) -> bool {
+    condition(obj, kind)
+        .and_then(|c| c.get("status"))
+        .and_then(Value::as_str)
+        == Some(status)
+}
+
+fn observed(obj: &Value) -> bool {
+    let generation = int(obj, "/metadata/generation");
+    obj.pointer("/status/observedGeneration")
+        .and_then(Value::as_i64)
+        .is_some_and(|o| o >= generation)
+}
+
+/// Readiness from the object's own status (for [`Rule::OwnStatus`] kinds). `wffc` tells whether
+/// a PVC's storage class binds on first consumer, where `Pending` is the expected state until a
+/// pod uses it, so not a blocker.
+pub fn own_status(group: &str, kind: &str, obj: &Value, wffc: bool) -> Readiness {
+    let waiting = |s: String| Readiness::Waiting(s);
+    match (group, kind) {
+        ("apps", "Deployment") => {
+            let want = obj
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            if !observed(obj) {
+                return waiting("rollout not observed yet".into());
+            }
+            if let Some(c) = condition(obj, "Progressing")
+                && c.get("reason").and_then(Value::as_str) == Some("ProgressDeadlineExceeded")
+            {
+                return waiting("progress deadline exceeded".into());
+            }
+            let updated = int(obj, "/status/updatedReplicas");
+            let available = int(obj, "/status/availableReplicas");
+            let total = int(obj, "/status/replicas");
+            if updated < want {
+                waiting(format!("{updated} of {want} replicas updated"))
+            } else if total > updated {
+                waiting(format!(
+                    "{} old replicas pending termination",
+                    total - updated
+                ))
+            } else if available < want {
+                waiting(format!("{available} of {want} replicas available"))
+            } else {
+                Readiness::Ready
+            }
+        }
+        ("apps", "StatefulSet") => {
+            let want = obj
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            if !observed(obj) {
+                return waiting("rollout not observed yet".into());
+            }
+            let ready = int(obj, "/status/readyReplicas");
+            let updated = int(obj, "/status/updatedReplicas");
+            let on_delete = obj
+                .pointer("/spec/updateStrategy/type")
+                .and_then(Value::as_str)
+                == Some("OnDelete");
+            let revisions_differ = obj.pointer("/status/updateRevision").is_some()
+                && obj.pointer("/status/updateRevision") != obj.pointer("/status/currentRevision");
+            if ready < want {
+                waiting(format!("{ready} of {want} replicas ready"))
+            } else if !on_delete && updated < want {
+                waiting(format!("{updated} of {want} replicas updated"))
+            } else if !on_delete && revisions_differ {
+                waiting("update revision not rolled out".into())
+            } else {
+                Readiness::Ready
+            }
+        }
+        ("apps", "DaemonSet") => {
+            if !observed(obj) {
+                return waiting("rollout not observed yet".into());
+            }
+            let desired = int(obj, "/status/desiredNumberScheduled");
+            let updated = int(obj, "/status/updatedNumberScheduled");
+            let available = int(obj, "/status/numberAvailable");
+            if updated < desired {
+                waiting(format!("{updated} of {desired} pods updated"))
+            } else if available < desired {
+                waiting(format!("{available} of {desired} pods available"))
+            } else {
+                Readiness::Ready
+            }
+        }
+        ("batch", "Job") => {
+            if condition_is(obj, "Complete", "True") {
+                Readiness::Ready
+            } else if condition_is(obj, "Failed", "True") {
+                let c = condition(obj, "Failed").expect("checked");
+                Readiness::Failed(format!(
+                    "job failed: {}",
+                    c.get("message")
+                        .or_else(|| c.get("reason"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("no reason given")
+                ))
+            } else {
+                waiting("job not complete".into())
+            }
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            if condition_is(obj, "Established", "True") {
+                Readiness::Ready
+            } else {
+                waiting("not established".into())
+            }
+        }
+        ("cert-manager.io", _) => {
+            if condition_is(obj, "Ready", "True") {
+                Readiness::Ready
+            } else {
+                let why = condition(obj, "Ready")
+                    .and_then(|c| c.get("message").and_then(Value::as_str))
+                    .unwrap_or("not Ready");
+                waiting(why.to_string())
+            }
+        }
+        ("", "PersistentVolumeClaim") => {
+            match obj.pointer("/status/phase").and_then(Value::as_str) {
+                Some("Bound") => Readiness::Ready,
+                Some("Lost") => Readiness::Failed("claim lost its volume".into()),
+                _ if wffc => Readiness::Ready,
+                _ => waiting("not bound".into()),
+            }
+        }
+        _ => Readiness::Ready,
+    }
+}
+
+/// Whether any EndpointSlice (items of a list) has a ready endpoint.
+pub fn slices_ready(slices: &[Value]) -> bool {
+    slices.iter().any(|s| {
+        s.get("endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|e| e.pointer("/conditions/ready").and_then(Value::as_bool) != Some(false))
+    })
+}
+
+/// Whether a Secret holds a certificate.
+pub fn has_certificate(secret: &Value) -> bool {
+    secret
+        .pointer("/data/tls.crt")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deployment_needs_observed_updated_and_available() {
+        let mut d = json!({"metadata": {"generation": 2}, "spec": {"replicas": 2},
+            "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}});
+        assert!(matches!(
+            own_status("apps", "Deployment", &d, false),
+            Readiness::Waiting(_)
+        ));
+        d["status"]["observedGeneration"] = json!(2);
+        assert_eq!(
+            own_status("apps", "Deployment", &d, false),
+            Readiness::Ready
+        );
+        d["status"]["availableReplicas"] = json!(1);
+        assert_eq!(
+            own_status("apps", "Deployment", &d, false),
+            Readiness::Waiting("1 of 2 replicas available".into())
+        );
+    }
+
+    #[test]
+    fn pending_pvc_of_a_wait_for_first_consumer_class_is_not_a_blocker() {
+        let pvc = json!({"status": {"phase": "Pending"}});
+        assert_eq!(
+            own_status("", "PersistentVolumeClaim", &pvc, true),
+            Readiness::Ready
+        );
+        assert!(matches!(
+            own_status("", "PersistentVolumeClaim", &pvc, false),
+            Readiness::Waiting(_)
+        ));
+    }
+
+    #[test]
+    fn failed_job_fails() {
+        let job = json!({"status": {"conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]}});
+        assert_eq!(
+            own_status("batch", "Job", &job, false),
+            Readiness::Failed("job failed: BackoffLimitExceeded".into())
+        );
+    }
+
+    #[test]
+    fn services_without_selector_and_plain_ingresses_are_ready_on_apply() {
+        assert_eq!(rule("", "Service", &json!({"spec": {}})), Rule::Applied);
+        assert_eq!(
+            rule("", "Service", &json!({"spec": {"selector": {"app": "x"}}})),
+            Rule::ServiceEndpoints
+        );
+        assert_eq!(
+            rule(
+                "networking.k8s.io",
+                "Ingress",
+                &json!({"spec": {"tls": [{"secretName": "t"}]}})
+            ),
+            Rule::IngressCertificates(vec!["t".into()])
+        );
+    }
+}

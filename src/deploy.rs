@@ -1,0 +1,753 @@
+//! Deploy: the rendered stack → the cluster, component by component along the stack's `needs`,
+//! independent components at the same time; then prune what the lab no longer renders.
+//!
+//! Data flow: `Manifests` (render) + `Stack` + a `kube::Client` (provider) → per component:
+//! wait for its needs → apply (the `apply` engine) → wait for readiness by watches (bounded by
+//! the component's timeout) → [`DeployReport`]. [`health`] is the one-shot view `status` shows.
+//!
+//! Architecture invariant: a component starts only when everything it needs is ready, and a
+//! failure stops only the components that depend on it. Prune touches only objects labelled with
+//! this lab and a component that either left the stack or was deployed successfully in this run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use ::kube::api::{Api, ListParams, LogParams};
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::apply::readiness::Readiness;
+use crate::apply::wait::{self, Waiting};
+use crate::apply::{Applied, Applier, ApplyError, ApplyOptions, Change, Manifest, PruneScope};
+use crate::error::Diagnostic;
+use crate::kinds::ObjectRef;
+use crate::kube::describe;
+use crate::output::{Outcome, Progress, human_duration};
+use crate::render::{LABEL_COMPONENT, LABEL_LAB, Manifests};
+use crate::stack::Stack;
+
+/// How to deploy.
+#[derive(Clone, Debug)]
+pub struct DeployOptions {
+    /// The lab (ownership label value).
+    pub lab: String,
+    /// Readiness timeout for components that set none.
+    pub default_timeout: Duration,
+    /// Objects applied at once within a component.
+    pub concurrency: usize,
+    /// Delete objects of removed components and objects removed from templates.
+    pub prune: bool,
+}
+
+impl DeployOptions {
+    /// Defaults for a lab: 300 s per component, 16 objects at once, prune on.
+    pub fn new(lab: &str) -> DeployOptions {
+        DeployOptions {
+            lab: lab.to_string(),
+            default_timeout: Duration::from_secs(300),
+            concurrency: 16,
+            prune: true,
+        }
+    }
+}
+
+/// How one component ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "detail")]
+pub enum ComponentOutcome {
+    /// Applied and ready.
+    Ready,
+    /// A microk8s addon: enabled by the provider, nothing to apply here.
+    Addon,
+    /// Failed; the message names the object.
+    Failed(String),
+    /// Not started because a component it needs failed.
+    Blocked(String),
+}
+
+/// One component's deploy.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentReport {
+    /// Component name.
+    pub name: String,
+    /// How it ended.
+    pub outcome: ComponentOutcome,
+    /// Objects created.
+    pub created: usize,
+    /// Objects changed.
+    pub configured: usize,
+    /// Objects that already matched (no write).
+    pub unchanged: usize,
+    /// From its start (needs ready) to ready or failure.
+    #[serde(with = "millis")]
+    pub elapsed: Duration,
+    /// When it started applying (after its needs were ready).
+    #[serde(skip)]
+    pub started: Option<Instant>,
+    /// When it was ready.
+    #[serde(skip)]
+    pub ready: Option<Instant>,
+}
+
+mod millis {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u128(d.as_millis())
+    }
+}
+
+/// The whole deploy.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DeployReport {
+    /// Per component, in stack order.
+    pub components: Vec<ComponentReport>,
+    /// Objects pruned (`Kind/name` in `ns`).
+    pub pruned: Vec<String>,
+    /// Objects prune left in place, with why.
+    pub kept: Vec<String>,
+}
+
+impl DeployReport {
+    /// Objects written (created + configured) plus pruned.
+    pub fn writes(&self) -> usize {
+        self.components
+            .iter()
+            .map(|c| c.created + c.configured)
+            .sum::<usize>()
+            + self.pruned.len()
+    }
+
+    /// The final table: component, state, objects, duration.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<18} {:<9} {:>7} {:>7} {:>9} {:>8}\n",
+            "COMPONENT", "STATE", "CREATED", "CHANGED", "UNCHANGED", "TIME"
+        );
+        for c in &self.components {
+            let state = match &c.outcome {
+                ComponentOutcome::Ready => "ready",
+                ComponentOutcome::Addon => "addon",
+                ComponentOutcome::Failed(_) => "failed",
+                ComponentOutcome::Blocked(_) => "blocked",
+            };
+            out.push_str(&format!(
+                "{:<18} {:<9} {:>7} {:>7} {:>9} {:>8}\n",
+                c.name,
+                state,
+                c.created,
+                c.configured,
+                c.unchanged,
+                human_duration(c.elapsed)
+            ));
+        }
+        out
+    }
+}
+
+/// Deploy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Components failed (and others were blocked by them).
+    #[error("{}", failures_message(.report))]
+    Components {
+        /// Everything that happened, failures included.
+        report: Box<DeployReport>,
+    },
+    /// Prune failed.
+    #[error("prune objects the lab no longer renders")]
+    Prune {
+        /// Why.
+        #[source]
+        source: ApplyError,
+    },
+}
+
+fn failures_message(report: &DeployReport) -> String {
+    let failed: Vec<String> = report
+        .components
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            ComponentOutcome::Failed(m) => Some(format!("component `{}`: {m}", c.name)),
+            _ => None,
+        })
+        .collect();
+    let blocked: Vec<String> = report
+        .components
+        .iter()
+        .filter(|c| matches!(c.outcome, ComponentOutcome::Blocked(_)))
+        .map(|c| format!("`{}`", c.name))
+        .collect();
+    let mut out = failed.join("\n");
+    if !blocked.is_empty() {
+        out.push_str(&format!(
+            "\nnot started because of that: {}",
+            blocked.join(", ")
+        ));
+    }
+    out
+}
+
+impl Diagnostic for DeployError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            DeployError::Components { .. } => vec![
+                "fix what is named above and run `homelab up` again: what is already in place is left alone".into(),
+            ],
+            DeployError::Prune { source } => source.hints(),
+        }
+    }
+}
+
+/// Deploy the rendered stack.
+pub async fn deploy(
+    client: &::kube::Client,
+    manifests: &Manifests,
+    stack: &Stack,
+    opts: &DeployOptions,
+    progress: &dyn Progress,
+) -> Result<DeployReport, DeployError> {
+    let applier = Applier::new(client.clone());
+    let mut senders = BTreeMap::new();
+    let mut receivers = BTreeMap::new();
+    for c in &manifests.components {
+        let (tx, rx) = tokio::sync::watch::channel(None::<bool>);
+        senders.insert(c.name.clone(), tx);
+        receivers.insert(c.name.clone(), rx);
+    }
+    let runs = manifests.components.iter().map(|cm| {
+        let needs: Vec<String> = stack
+            .component(&cm.name)
+            .map(|c| c.needs.clone())
+            .unwrap_or_default();
+        let need_rx: Vec<(String, tokio::sync::watch::Receiver<Option<bool>>)> = needs
+            .iter()
+            .filter_map(|n| receivers.get(n).map(|r| (n.clone(), r.clone())))
+            .collect();
+        let tx = senders.remove(&cm.name).expect("one sender per component");
+        let applier = &applier;
+        async move {
+            let report = run_component(applier, cm, stack, need_rx, opts, progress).await;
+            let _ = tx.send(Some(matches!(
+                report.0.outcome,
+                ComponentOutcome::Ready | ComponentOutcome::Addon
+            )));
+            report
+        }
+    });
+    let results = join_all(runs).await;
+    let mut report = DeployReport::default();
+    let mut applied_ok: BTreeSet<String> = BTreeSet::new();
+    let mut keep: BTreeSet<ObjectRef> = BTreeSet::new();
+    for (r, objects) in results {
+        if r.outcome == ComponentOutcome::Ready {
+            applied_ok.insert(r.name.clone());
+        }
+        keep.extend(objects);
+        report.components.push(r);
+    }
+    // Desired objects of components that did not finish are kept too (never pruned).
+    for c in &manifests.components {
+        for o in &c.objects {
+            if let Some(r) = ObjectRef::of(o) {
+                keep.insert(r);
+            }
+        }
+    }
+    let failed = report.components.iter().any(|c| {
+        matches!(
+            c.outcome,
+            ComponentOutcome::Failed(_) | ComponentOutcome::Blocked(_)
+        )
+    });
+    if opts.prune {
+        let in_stack: BTreeSet<String> = stack.components.iter().map(|c| c.name.clone()).collect();
+        let lab = opts.lab.clone();
+        let owns = move |v: &Value| {
+            let labels = v.pointer("/metadata/labels");
+            let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+            get(LABEL_LAB) == Some(lab.as_str())
+                && get(LABEL_COMPONENT)
+                    .is_some_and(|c| !in_stack.contains(c) || applied_ok.contains(c))
+                && v.pointer(&format!(
+                    "/metadata/annotations/{}",
+                    crate::apply::diff::HASH_ANNOTATION.replace('/', "~1")
+                ))
+                .is_some()
+        };
+        let selector = format!("{LABEL_LAB}={}", opts.lab);
+        let started = Instant::now();
+        let pruned = applier
+            .prune(
+                &keep,
+                &PruneScope {
+                    selector: &selector,
+                    owns: &owns,
+                },
+            )
+            .await
+            .map_err(|source| DeployError::Prune { source })?;
+        report.pruned = pruned.deleted.iter().map(|o| o.to_string()).collect();
+        report.kept = pruned
+            .kept
+            .iter()
+            .map(|(o, why)| format!("{o}: {why}"))
+            .collect();
+        if !pruned.deleted.is_empty() {
+            progress.finish(
+                "prune",
+                Outcome::Done,
+                started.elapsed(),
+                &format!(
+                    "deleted {} objects the lab no longer renders",
+                    pruned.deleted.len()
+                ),
+            );
+        }
+        for k in &report.kept {
+            progress.update("prune", &format!("kept {k}"));
+        }
+    }
+    if failed {
+        return Err(DeployError::Components {
+            report: Box::new(report),
+        });
+    }
+    Ok(report)
+}
+
+type ComponentRun = (ComponentReport, Vec<ObjectRef>);
+
+async fn run_component(
+    applier: &Applier,
+    cm: &crate::render::ComponentManifests,
+    stack: &Stack,
+    needs: Vec<(String, tokio::sync::watch::Receiver<Option<bool>>)>,
+    opts: &DeployOptions,
+    progress: &dyn Progress,
+) -> ComponentRun {
+    let name = cm.name.as_str();
+    let component = stack.component(name);
+    let mut report = ComponentReport {
+        name: name.to_string(),
+        outcome: ComponentOutcome::Ready,
+        created: 0,
+        configured: 0,
+        unchanged: 0,
+        elapsed: Duration::ZERO,
+        started: None,
+        ready: None,
+    };
+    if !needs.is_empty() {
+        let names: Vec<&str> = needs.iter().map(|(n, _)| n.as_str()).collect();
+        progress.start(name, &format!("waiting on {}", names.join(", ")));
+    }
+    for (need, mut rx) in needs {
+        let ok = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.unwrap_or(false),
+            Err(_) => false,
+        };
+        if !ok {
+            report.outcome = ComponentOutcome::Blocked(format!("`{need}` failed"));
+            progress.finish(
+                name,
+                Outcome::Failed,
+                Duration::ZERO,
+                &format!("not started: `{need}` failed"),
+            );
+            return (report, Vec::new());
+        }
+    }
+    let started = Instant::now();
+    report.started = Some(started);
+    if component.is_some_and(|c| c.is_addon()) {
+        report.outcome = ComponentOutcome::Addon;
+        report.ready = Some(started);
+        progress.finish(
+            name,
+            Outcome::Skipped,
+            Duration::ZERO,
+            "microk8s addon, enabled by the provider",
+        );
+        return (report, Vec::new());
+    }
+    if cm.objects.is_empty() && component.is_some_and(|c| c.source.upstream.is_some()) {
+        let msg = format!(
+            "its upstream manifest is not downloaded; run `homelab prepare` first ({})",
+            cm.note.clone().unwrap_or_default()
+        );
+        report.outcome = ComponentOutcome::Failed(msg.clone());
+        progress.finish(name, Outcome::Failed, Duration::ZERO, &msg);
+        return (report, Vec::new());
+    }
+    progress.start(name, &format!("applying {} objects", cm.objects.len()));
+    let manifests: Vec<Manifest> = cm
+        .objects
+        .iter()
+        .map(|o| Manifest {
+            origin: format!("component {name}"),
+            object: o.clone(),
+        })
+        .collect();
+    let apply_opts = ApplyOptions {
+        default_namespace: component.and_then(|c| c.namespace.clone()),
+        concurrency: opts.concurrency,
+        ownership: BTreeMap::from([
+            (LABEL_LAB.to_string(), opts.lab.clone()),
+            (LABEL_COMPONENT.to_string(), name.to_string()),
+        ]),
+        live_selector: Some(format!("{LABEL_LAB}={}", opts.lab)),
+        ..ApplyOptions::default()
+    };
+    let applied = match applier.apply(&manifests, &apply_opts).await {
+        Ok(a) => a,
+        Err(e) => {
+            report.outcome = ComponentOutcome::Failed(e.to_string());
+            report.elapsed = started.elapsed();
+            progress.finish(name, Outcome::Failed, report.elapsed, &e.to_string());
+            return (report, Vec::new());
+        }
+    };
+    report.created = applied.count(Change::Created);
+    report.configured = applied.count(Change::Configured);
+    report.unchanged = applied.count(Change::Unchanged);
+    let refs: Vec<ObjectRef> = applied.objects.iter().map(|a| a.object.clone()).collect();
+    progress.update(
+        name,
+        &format!(
+            "applied {} objects ({} created, {} changed, {} unchanged); waiting until ready",
+            applied.objects.len(),
+            report.created,
+            report.configured,
+            report.unchanged
+        ),
+    );
+    let timeout = Duration::from_secs(component.and_then(|c| c.timeout).unwrap_or(0))
+        .max(Duration::from_secs(0));
+    let timeout = if timeout.is_zero() {
+        opts.default_timeout
+    } else {
+        timeout
+    };
+    let waiting = Waiting::default();
+    let all = futures::future::try_join_all(applied.objects.iter().map(|a| async {
+        wait::until_ready(applier, a, &waiting)
+            .await
+            .map_err(|why| format!("{}: {why}", a.object))
+    }));
+    match tokio::time::timeout(timeout, all).await {
+        Ok(Ok(_)) => {
+            report.elapsed = started.elapsed();
+            report.ready = Some(Instant::now());
+            let detail = if applied.unchanged() {
+                format!("ready, unchanged ({} objects)", applied.objects.len())
+            } else {
+                format!("ready in {}", human_duration(report.elapsed))
+            };
+            progress.finish(name, Outcome::Done, report.elapsed, &detail);
+        }
+        Ok(Err(why)) => {
+            report.elapsed = started.elapsed();
+            report.outcome = ComponentOutcome::Failed(why.clone());
+            progress.finish(name, Outcome::Failed, report.elapsed, &why);
+        }
+        Err(_) => {
+            report.elapsed = started.elapsed();
+            let diagnosis = diagnose(applier, &applied.objects, &waiting.snapshot()).await;
+            let msg = format!("not ready after {}s\n{diagnosis}", timeout.as_secs());
+            report.outcome = ComponentOutcome::Failed(msg.clone());
+            progress.finish(
+                name,
+                Outcome::Failed,
+                report.elapsed,
+                &format!("not ready after {}s", timeout.as_secs()),
+            );
+        }
+    }
+    (report, refs)
+}
+
+/// Why objects are not ready: their own reason, their pods' troubles (image pulls with the image,
+/// crash loops with the last log lines, scheduling with the scheduler's reason), and recent
+/// Warning events about them.
+pub async fn diagnose(
+    applier: &Applier,
+    objects: &[Applied],
+    not_ready: &[(ObjectRef, String)],
+) -> String {
+    let mut lines = Vec::new();
+    for (oref, why) in not_ready {
+        lines.push(format!("  {oref}: {why}"));
+        let Some(a) = objects.iter().find(|a| &a.object == oref) else {
+            continue;
+        };
+        let mut names = vec![oref.name.clone()];
+        if let Some(selector) = pod_selector(&a.live) {
+            let pods: Api<Pod> = Api::namespaced(applier.client().clone(), &oref.namespace);
+            if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
+                for pod in list.items {
+                    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                    names.push(pod_name.clone());
+                    for l in pod_troubles(&pods, &pod).await {
+                        lines.push(format!("    pod `{pod_name}`: {l}"));
+                    }
+                }
+            }
+        }
+        lines.extend(warning_events(applier, &oref.namespace, &names).await);
+    }
+    lines.join("\n")
+}
+
+/// The label selector of a workload's pods.
+fn pod_selector(live: &Value) -> Option<String> {
+    let kind = live["kind"].as_str()?;
+    if !matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet" | "Job") {
+        return None;
+    }
+    let labels = live
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)?;
+    let s: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    (!s.is_empty()).then(|| s.join(","))
+}
+
+async fn pod_troubles(pods: &Api<Pod>, pod: &Pod) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let Some(status) = &pod.status else {
+        return out;
+    };
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    {
+        out.push(format!(
+            "Pending, not scheduled: {}{}",
+            c.reason.clone().unwrap_or_default(),
+            c.message
+                .as_ref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ));
+    }
+    let statuses = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for cs in statuses {
+        let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = waiting.reason.clone().unwrap_or_default();
+        let message = waiting.message.clone().unwrap_or_default();
+        match reason.as_str() {
+            "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName" => out.push(format!(
+                "container `{}` cannot pull image `{}` ({reason}){}",
+                cs.name,
+                cs.image,
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                }
+            )),
+            "CrashLoopBackOff" => {
+                let mut logs = String::new();
+                for previous in [true, false] {
+                    let lp = LogParams {
+                        container: Some(cs.name.clone()),
+                        previous,
+                        tail_lines: Some(10),
+                        ..LogParams::default()
+                    };
+                    if let Ok(text) = pods.logs(&name, &lp).await
+                        && !text.trim().is_empty()
+                    {
+                        logs = text;
+                        break;
+                    }
+                }
+                let mut line = format!(
+                    "container `{}` is crash-looping ({} restarts)",
+                    cs.name, cs.restart_count
+                );
+                if logs.trim().is_empty() {
+                    line.push_str("; it wrote no log lines");
+                } else {
+                    line.push_str("; last log lines:");
+                    for l in logs.lines() {
+                        line.push_str(&format!("\n        {l}"));
+                    }
+                }
+                out.push(line);
+            }
+            "" => {}
+            other => out.push(format!(
+                "container `{}` waiting: {other}{}",
+                cs.name,
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                }
+            )),
+        }
+    }
+    out
+}
+
+/// The five most recent Warning events about these object names in a namespace.
+async fn warning_events(applier: &Applier, namespace: &str, names: &[String]) -> Vec<String> {
+    let Ok(Some(r)) = applier.discovery().resolve("v1", "Event").await else {
+        return Vec::new();
+    };
+    let api = applier.api(&r, namespace);
+    let Ok(list) = api
+        .list(&ListParams::default().fields("type=Warning"))
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut events: Vec<Value> = list
+        .items
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap_or_default())
+        .filter(|e| {
+            e.pointer("/involvedObject/name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| names.iter().any(|x| x == n))
+        })
+        .collect();
+    let when = |e: &Value| {
+        e.get("lastTimestamp")
+            .or_else(|| e.get("eventTime"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    events.sort_by_key(when);
+    let skip = events.len().saturating_sub(5);
+    events
+        .iter()
+        .skip(skip)
+        .map(|e| {
+            format!(
+                "    Warning {} on `{}/{}`: {}",
+                e["reason"].as_str().unwrap_or_default(),
+                e.pointer("/involvedObject/kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                e.pointer("/involvedObject/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                e["message"].as_str().unwrap_or_default().trim()
+            )
+        })
+        .collect()
+}
+
+/// A component's health for `homelab status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentHealth {
+    /// Component name.
+    pub name: String,
+    /// `healthy`, `progressing`, `missing`, `degraded`, `addon`.
+    pub state: String,
+    /// Objects not healthy, with why.
+    pub problems: Vec<String>,
+}
+
+/// One-shot health of every component (reads only: one GET per object plus what readiness needs).
+pub async fn health(
+    client: &::kube::Client,
+    manifests: &Manifests,
+    stack: &Stack,
+) -> Result<Vec<ComponentHealth>, ApplyError> {
+    let applier = Applier::new(client.clone());
+    let mut out = Vec::new();
+    for cm in &manifests.components {
+        let component = stack.component(&cm.name);
+        if component.is_some_and(|c| c.is_addon()) {
+            out.push(ComponentHealth {
+                name: cm.name.clone(),
+                state: "addon".into(),
+                problems: Vec::new(),
+            });
+            continue;
+        }
+        let mut state = "healthy";
+        let mut problems = Vec::new();
+        for obj in &cm.objects {
+            let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+            let kind = obj["kind"].as_str().unwrap_or_default();
+            let Some(mut oref) = ObjectRef::of(obj) else {
+                continue;
+            };
+            let resolved = applier
+                .discovery()
+                .resolve(api_version, kind)
+                .await
+                .map_err(|e| ApplyError::Api {
+                    action: format!("discover `{api_version}`"),
+                    message: describe(&e),
+                })?;
+            let Some(resolved) = resolved else {
+                problems.push(format!("{oref}: kind not served by the cluster"));
+                state = "missing";
+                continue;
+            };
+            if resolved.namespaced && oref.namespace.is_empty() {
+                oref.namespace = component
+                    .and_then(|c| c.namespace.clone())
+                    .unwrap_or_default();
+            }
+            let api = applier.api(&resolved, &oref.namespace);
+            match api.get_opt(&oref.name).await {
+                Ok(Some(live)) => {
+                    let live = crate::apply::to_value(&live, &resolved);
+                    match wait::check(&applier, &resolved, &live).await {
+                        Readiness::Ready => {}
+                        Readiness::Waiting(why) => {
+                            problems.push(format!("{oref}: {why}"));
+                            if state == "healthy" {
+                                state = "progressing";
+                            }
+                        }
+                        Readiness::Failed(why) => {
+                            problems.push(format!("{oref}: {why}"));
+                            state = "degraded";
+                        }
+                    }
+                }
+                Ok(None) => {
+                    problems.push(format!("{oref}: missing"));
+                    if state != "degraded" {
+                        state = "missing";
+                    }
+                }
+                Err(e) => {
+                    return Err(ApplyError::Api {
+                        action: format!("read {oref}"),
+                        message: describe(&e),
+                    });
+                }
+            }
+        }
+        out.push(ComponentHealth {
+            name: cm.name.clone(),
+            state: state.into(),
+            problems,
+        });
+    }
+    Ok(out)
+}
