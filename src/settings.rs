@@ -127,6 +127,15 @@ const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_E2E",
     "HOMELAB_VALIDATOR",
     "HOMELAB_LOG",
+    // Runtime parameters of the in-cluster sync engine, set by its Deployment.
+    "HOMELAB_SYNC_APP_NAMESPACE",
+    "HOMELAB_SYNC_LEASE_NAMESPACE",
+    "HOMELAB_SYNC_LISTEN",
+    "HOMELAB_SYNC_POLL",
+    "HOMELAB_SYNC_WORK_DIR",
+    "HOMELAB_SYNC_CA_FILE",
+    "HOMELAB_SYNC_WEBHOOK_SECRET",
+    "HOMELAB_SYNC_WEBHOOK_SECRET_FILE",
 ];
 
 /// The environment variable for a key: `vm.cpus` → `HOMELAB_VM_CPUS`.

@@ -11,11 +11,15 @@ use crate::output::Printer;
 use crate::settings::{Inputs, Settings};
 use crate::stack::{self, Stack};
 
+mod apps;
 mod completions;
 mod config;
+mod diff;
 mod doctor;
+mod kube_target;
 mod plan;
 mod render;
+mod sync;
 
 /// How a command ended when it did not fail outright.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +78,9 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Plan(_) => plan::run(&ctx),
         Command::Doctor(_) => doctor::run(&ctx),
         Command::Config(ConfigCommand::Show(_)) => config::show(&ctx),
+        Command::Sync(args) => sync::run(&ctx, args).await,
+        Command::Apps(args) => apps::run(&ctx, args).await,
+        Command::Diff(args) => diff::run(&ctx, args).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

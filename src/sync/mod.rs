@@ -12,16 +12,23 @@
 //! ```
 //!
 //! Architecture invariant: everything above the engine line is pure (values in, values out) and
-//! tested without a cluster; only [`source`], [`engine`], [`lease`] and [`server`] do I/O.
+//! tested without a cluster; only [`source`], [`cache`], [`engine`], [`run`], [`lease`] and
+//! [`server`] do I/O.
 //! The layout follows argoproj/gitops-engine: `sync` (plan + tasks), `diff`, `health`, `cache`.
 
 pub mod app;
 pub mod backoff;
+pub mod cache;
 pub mod diff;
+pub mod engine;
 pub mod glob;
 pub mod health;
+pub mod lease;
 pub mod manifests;
 pub mod plan;
+pub mod run;
+pub mod server;
+pub mod source;
 pub mod status;
 pub mod tracking;
 pub mod webhook;
