@@ -341,7 +341,7 @@ impl Engine {
                     .await;
             }
         };
-        let key = app_key(&spec.name, &spec.namespace);
+        let key = app_key(&spec.name, &spec.namespace, &self.cfg.app_namespace);
 
         if spec.deleting {
             return self.finalize(app, &spec, &key).await;

@@ -112,7 +112,7 @@ pub async fn run(
                 }
             },
             Some(t) = touched.recv() => {
-                // `<ns>_<name>` for apps outside the control namespace.
+                // `<ns>_<name>` for apps outside the control namespace (names have no `_`).
                 let name = t.app_key.rsplit('_').next().unwrap_or(&t.app_key).to_string();
                 if apps.contains_key(&name) {
                     pending.insert(name);

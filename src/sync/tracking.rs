@@ -22,13 +22,15 @@ pub const SYNC_OPTIONS: &str = "argocd.argoproj.io/sync-options";
 pub const SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
 /// Resource hooks (not supported: reported and skipped).
 pub const HOOK: &str = "argocd.argoproj.io/hook";
-/// The namespace Argo CD's own Applications live in; apps elsewhere are named `<ns>_<app>`.
+/// The namespace Argo CD's own Applications live in by default; apps elsewhere are named
+/// `<ns>_<app>`.
 pub const CONTROL_NAMESPACE: &str = "argocd";
 
 /// The `<app>` part of a tracking id: the app's name, or `<namespace>_<name>` for an app outside
-/// the control-plane namespace (Argo's "apps in any namespace" form).
-pub fn app_key(name: &str, namespace: &str) -> String {
-    if namespace.is_empty() || namespace == CONTROL_NAMESPACE {
+/// the control-plane namespace `control` (Argo's "apps in any namespace" form; the engine's
+/// Applications namespace plays the role of Argo CD's own namespace).
+pub fn app_key(name: &str, namespace: &str, control: &str) -> String {
+    if namespace.is_empty() || namespace == control {
         name.to_string()
     } else {
         format!("{namespace}_{name}")
@@ -188,8 +190,9 @@ mod tests {
             tracking_id("nyan", &ObjectRef::of(&d).unwrap()),
             "nyan:apps/Deployment:nyan/web"
         );
-        assert_eq!(app_key("nyan", "argocd"), "nyan");
-        assert_eq!(app_key("nyan", "team"), "team_nyan");
+        assert_eq!(app_key("nyan", "argocd", CONTROL_NAMESPACE), "nyan");
+        assert_eq!(app_key("nyan", "team", CONTROL_NAMESPACE), "team_nyan");
+        assert_eq!(app_key("nyan", "team", "team"), "nyan");
         let id = parse_tracking_id("nyan:apps/Deployment:nyan/web").unwrap();
         assert_eq!(id.app, "nyan");
         assert_eq!(id.object.kind, "Deployment");
