@@ -112,6 +112,7 @@ impl Lab {
                 &[m],
                 &ApplyOptions {
                     field_manager: "test-setup".into(),
+                    force_conflicts: true,
                     ..Default::default()
                 },
             )
@@ -1265,4 +1266,261 @@ async fn a_manual_sync_operation_and_create_namespace_and_cascading_delete() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_endpoint_rejects_and_counts_bad_signatures_oversized_bodies_and_replays() {
+    use homelab::sync::run::Trigger;
+    use homelab::sync::server::{ServerState, serve};
+    use homelab::sync::webhook::{Webhook, WebhookConfig, sign};
+    let lab = Lab::new().await;
+    let (engine, _t) = lab.engine();
+    let (trig_tx, mut trig_rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let (_leader_tx, leader_rx) = tokio::sync::watch::channel(true);
+    let hook = Arc::new(Webhook::new(WebhookConfig {
+        secret: homelab::redact::Secret::new("hook-secret"),
+        max_body: 4096,
+        remembered: 100,
+    }));
+    let state = Arc::new(ServerState {
+        engine: engine.clone(),
+        webhook: Some(hook.clone()),
+        triggers: trig_tx,
+        ready: ready_rx,
+        leader: leader_rx,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve(listener, state, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    let http = reqwest::Client::new();
+    let get = |p: &str| http.get(format!("{base}{p}")).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 503);
+    ready_tx.send(true).unwrap();
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+
+    let body = serde_json::to_vec(&json!({"ref": "refs/heads/main", "after": "abc",
+        "repository": {"clone_url": lab.repo.url(), "html_url": "http://gitea/x"}}))
+    .unwrap();
+    let post = |body: Vec<u8>, sig: Option<String>, delivery: &str| {
+        let mut r = http
+            .post(format!("{base}/webhook"))
+            .header("X-Gitea-Event", "push")
+            .header("X-Gitea-Delivery", delivery)
+            .body(body);
+        if let Some(s) = sig {
+            r = r.header("X-Gitea-Signature", s);
+        }
+        r.send()
+    };
+    let good = sign(b"hook-secret", &body);
+    assert_eq!(
+        post(body.clone(), Some(sign(b"wrong", &body)), "d1")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(post(body.clone(), None, "d1").await.unwrap().status(), 401);
+    let big = vec![b' '; 5000];
+    assert_eq!(
+        post(big.clone(), Some(sign(b"hook-secret", &big)), "d2")
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
+    assert_eq!(
+        post(body.clone(), Some(good.clone()), "d1")
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    match tokio::time::timeout(Duration::from_secs(5), trig_rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Trigger::Push(p) => {
+            assert_eq!(p.after, "abc");
+            assert!(p.concerns(&lab.repo.url()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        post(body.clone(), Some(good), "d1").await.unwrap().status(),
+        409
+    );
+    assert!(
+        trig_rx.try_recv().is_err(),
+        "a rejected delivery triggered work"
+    );
+    let c = hook.counters.snapshot();
+    assert_eq!(
+        (c.accepted, c.bad_signature, c.oversized, c.replayed),
+        (1, 2, 1, 1)
+    );
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("homelab_sync_webhooks_total{outcome=\"bad_signature\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("homelab_sync_webhooks_total{outcome=\"replayed\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("homelab_sync_leader 1"), "{metrics}");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+}
+
+/// Run `homelab` off the async runtime (the fake API server lives on it).
+async fn homelab_cli(ctx: Arc<common::TestContext>, args: Vec<String>) -> common::Run {
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        ctx.homelab(&a)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_apps_and_diff_commands() {
+    let lab = Lab::new().await;
+    lab.repo.write(
+        "app/config.json",
+        &config_map("settings", json!({"color": "blue"})),
+    );
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+    let secret = |v: &str| {
+        serde_json::to_string(
+            &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+            "type": "Opaque", "data": {"password": b64(v)}}),
+        )
+        .unwrap()
+    };
+    lab.repo.write("app/secret.json", &secret("hunter2-old"));
+    let rev = lab.repo.commit("one");
+    lab.create_app("nyan", lab.app_spec("app")).await;
+    let ctx = Arc::new(common::TestContext::new());
+    let kube = |extra: &[&str]| {
+        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            "--kubeconfig".to_string(),
+            lab.tc.kubeconfig.display().to_string(),
+            "--app-namespace".into(),
+            lab.apps_ns.clone(),
+        ]);
+        v
+    };
+    let work = lab.temp.path().join("cli-work").display().to_string();
+
+    let mut args = kube(&["sync", "--once", "--work-dir", &work]);
+    args.extend(["--lease-namespace".to_string(), lab.lease_ns.clone()]);
+    let run = homelab_cli(ctx.clone(), args.clone()).await;
+    run.success();
+    assert!(run.stdout.starts_with("nyan "), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(" Synced ") && run.stdout.contains("applied 2"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains(&rev[..8]), "{}", run.stdout);
+
+    let run = homelab_cli(ctx.clone(), kube(&["apps"])).await;
+    run.success();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("SYNC") && lines[0].contains("HEALTH"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[1].starts_with("nyan") && lines[1].contains("Synced") && lines[1].contains("Healthy"),
+        "{}",
+        run.stdout
+    );
+    let run = homelab_cli(ctx.clone(), kube(&["apps", "--output", "json"])).await;
+    run.success();
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v[0]["sync"], "Synced");
+    assert_eq!(v[0]["revision"], rev.as_str());
+
+    // Nothing to show, exit 0.
+    let run = homelab_cli(ctx.clone(), kube(&["diff", "nyan", "--work-dir", &work])).await;
+    run.success();
+    assert!(run.stderr.contains("`nyan` matches git"), "{}", run.stderr);
+
+    // Changes: exit 1, a readable diff, secrets redacted.
+    lab.repo.write(
+        "app/config.json",
+        &config_map("settings", json!({"color": "red"})),
+    );
+    lab.repo.write("app/secret.json", &secret("hunter2-new"));
+    lab.repo
+        .write("app/new.json", &config_map("extra", json!({"a": "b"})));
+    lab.repo.commit("two");
+    let run = homelab_cli(ctx.clone(), kube(&["diff", "nyan", "--work-dir", &work])).await;
+    run.failure(1);
+    let out = &run.stdout;
+    assert!(
+        out.contains(&format!(
+            "==== ConfigMap/settings in {} would change ====",
+            lab.dest_ns
+        )),
+        "{out}"
+    );
+    assert!(out.contains("-  color: blue\n+  color: red\n"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "==== ConfigMap/extra in {} would be created ====",
+            lab.dest_ns
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("-  password: '<redacted: live>'\n+  password: '<redacted: git>'"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&b64("hunter2-old")) && !out.contains(&b64("hunter2-new")),
+        "{out}"
+    );
+    assert!(!out.contains("homelab.dev/applied-hash"), "{out}");
+    // The diff wrote nothing.
+    assert_eq!(
+        lab.live("v1", "ConfigMap", "settings").await.unwrap()["data"]["color"],
+        "blue"
+    );
+
+    // Another engine holds the Lease: `--once` refuses, naming it.
+    lab.apply(
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "homelab-sync-engine", "namespace": lab.lease_ns},
+        "spec": {"holderIdentity": "homelab-sync-7d9f-abcde", "leaseDurationSeconds": 3600,
+                 "renewTime": homelab::sync::status::now().replace('Z', ".000000Z")}}),
+    )
+    .await;
+    let run = homelab_cli(ctx.clone(), args).await;
+    run.failure(1);
+    assert!(
+        run.stderr.contains(&format!("error: another sync engine (`homelab-sync-7d9f-abcde`) holds the Lease `{}/homelab-sync-engine`", lab.lease_ns)),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("hint: the in-cluster engine is running"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        lab.live("v1", "ConfigMap", "settings").await.unwrap()["data"]["color"],
+        "blue"
+    );
 }
