@@ -23,6 +23,7 @@ pub mod diff;
 pub mod engine;
 pub mod glob;
 pub mod health;
+pub mod image;
 pub mod lease;
 pub mod manifests;
 pub mod plan;
