@@ -11,10 +11,8 @@
 //! the peak memory (VmHWM) of the `homelab sync --watch` process reconciling those 1,000 objects.
 
 #[path = "../tests/fake_kube/mod.rs"]
-#[allow(dead_code)]
 mod fake_kube;
 #[path = "../tests/git_http/mod.rs"]
-#[allow(dead_code)]
 mod git_http;
 
 use std::collections::BTreeMap;
