@@ -268,6 +268,7 @@ async fn create_change_drift_and_delete_are_kept_in_line_with_git() {
         ),
     );
     lab.repo.write("app/README.md", "not a manifest");
+    lab.repo.write("app/hook.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: presync\n  annotations: {argocd.argoproj.io/hook: PreSync}\n");
     let first = lab.repo.commit("first");
     lab.create_app("nyan", lab.app_spec("app")).await;
     let (engine, _touched) = lab.engine();
@@ -277,6 +278,12 @@ async fn create_change_drift_and_delete_are_kept_in_line_with_git() {
     assert_eq!(o.applied, 3, "{}", cond_text(&o));
     assert_eq!(o.sync, SyncCode::Synced, "{}", cond_text(&o));
     assert_eq!(o.revision.as_deref(), Some(first.as_str()));
+    // A resource hook is reported, never silently dropped.
+    assert_eq!(
+        cond_text(&o),
+        "UnsupportedFieldWarning: `hook.yaml:1`: `ConfigMap/presync` is an Argo CD resource hook (`PreSync`); hooks are not supported by homelab's sync engine, so it was not applied"
+    );
+    assert!(lab.live("v1", "ConfigMap", "presync").await.is_none());
     let cm = lab.live("v1", "ConfigMap", "settings").await.unwrap();
     assert_eq!(cm["data"]["color"], "blue");
     assert_eq!(

@@ -237,6 +237,8 @@ struct Compared {
     items: Vec<Item>,
     kinds: Vec<Resolved>,
     tracked: Vec<(Resolved, Arc<Value>)>,
+    /// What the manifests ask for that we do not do (resource hooks).
+    warnings: Vec<Condition>,
 }
 
 /// A failure before anything could be compared.
@@ -348,7 +350,10 @@ impl Engine {
         }
 
         let compared = match self.compare(&spec, &key, &prev).await {
-            Ok(c) => c,
+            Ok(c) => {
+                conditions.extend(c.warnings.iter().cloned());
+                c
+            }
             Err(stop) => {
                 conditions.push(stop.condition);
                 let health = match stop.health {
@@ -743,11 +748,19 @@ impl Engine {
         .map_err(|e| bad_manifests(&e, &revision))?;
 
         let mut items = Vec::with_capacity(manifests.len());
+        let mut warnings = Vec::new();
         for (m, r) in manifests.iter().zip(resolved) {
             if let Some(hook) = tracking::annotation(&m.object, tracking::HOOK) {
                 // `Skip` means "never apply"; other hooks would need a hook runner.
                 if hook != "Skip" {
-                    tracing::warn!(file = %m.origin(), hook, "resource hooks are not supported; skipped");
+                    let oref = ObjectRef::of(&m.object).expect("manifests have identity");
+                    warnings.push(Condition::new(
+                        ConditionType::UnsupportedFieldWarning,
+                        format!(
+                            "`{}`: {oref} is an Argo CD resource hook (`{hook}`); hooks are not supported by homelab's sync engine, so it was not applied",
+                            m.origin()
+                        ),
+                    ));
                 }
                 continue;
             }
@@ -854,6 +867,7 @@ impl Engine {
             items,
             kinds,
             tracked,
+            warnings,
         })
     }
 
