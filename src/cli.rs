@@ -125,7 +125,7 @@ pub struct KubeArgs {
     #[arg(
         long,
         value_name = "NS",
-        env = "HOMELAB_SYNC_APP_NAMESPACE",
+        env = "HOMELAB_SYNC_APPLICATION_NAMESPACE",
         default_value = "argocd"
     )]
     pub app_namespace: String,
@@ -157,14 +157,10 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
 
-    /// Namespace of the Lease that keeps two engines from acting at once
-    #[arg(
-        long,
-        value_name = "NS",
-        env = "HOMELAB_SYNC_LEASE_NAMESPACE",
-        default_value = "homelab-system"
-    )]
-    pub lease_namespace: String,
+    /// Namespace of the Lease that keeps two engines from acting at once [default: the pod's
+    /// namespace ($POD_NAMESPACE) with --in-cluster, else homelab-system]
+    #[arg(long, value_name = "NS", env = "HOMELAB_SYNC_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
 
     /// Address of /healthz, /readyz, /webhook and /metrics (--in-cluster)
     #[arg(
@@ -189,7 +185,7 @@ pub struct SyncArgs {
     pub work_dir: Option<PathBuf>,
 
     /// PEM file of a CA to trust for git over HTTPS (the lab CA)
-    #[arg(long, value_name = "FILE", env = "HOMELAB_SYNC_CA_FILE")]
+    #[arg(long, value_name = "FILE", env = "HOMELAB_CA_FILE")]
     pub ca_file: Option<PathBuf>,
 
     /// File holding the webhook's HMAC secret (or set HOMELAB_SYNC_WEBHOOK_SECRET)
@@ -219,7 +215,7 @@ pub struct DiffArgs {
     pub work_dir: Option<PathBuf>,
 
     /// PEM file of a CA to trust for git over HTTPS (the lab CA)
-    #[arg(long, value_name = "FILE", env = "HOMELAB_SYNC_CA_FILE")]
+    #[arg(long, value_name = "FILE", env = "HOMELAB_CA_FILE")]
     pub ca_file: Option<PathBuf>,
 }
 

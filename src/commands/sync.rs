@@ -78,7 +78,13 @@ pub(super) async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<ExitStatus> {
     let (touched_tx, touched_rx) = mpsc::unbounded_channel();
     let engine = Arc::new(Engine::new(client.clone(), cfg, touched_tx));
     let mut lease = LeaseConfig::new(identity(args.in_cluster));
-    lease.namespace = args.lease_namespace.clone();
+    lease.namespace = match &args.lease_namespace {
+        Some(ns) => ns.clone(),
+        None if args.in_cluster => {
+            std::env::var("POD_NAMESPACE").unwrap_or_else(|_| lease.namespace.clone())
+        }
+        None => lease.namespace.clone(),
+    };
     let (leader, leader_rx) = Leader::new(client, lease);
 
     if args.once || !args.apps.is_empty() {

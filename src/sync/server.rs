@@ -1,6 +1,6 @@
 //! The in-cluster engine's HTTP endpoints on one port: `GET /healthz` (the process serves),
-//! `GET /readyz` (Applications are listed and watched), `POST /webhook` (Gitea pushes) and
-//! `GET /metrics` (Prometheus text).
+//! `GET /readyz` (Applications are listed and watched), `POST /webhook` and `POST /api/webhook`
+//! (Gitea pushes; the second is Argo CD's path) and `GET /metrics` (Prometheus text).
 //!
 //! Place in the data flow: Gitea → `POST /webhook` → [`super::webhook::Webhook::check`] →
 //! a [`super::run::Trigger`] (or, on a standby engine, Argo's refresh annotation on the matching
@@ -28,8 +28,11 @@ use super::engine::Engine;
 use super::run::{REFRESH_ANNOTATION, Trigger};
 use super::webhook::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, Webhook};
 
-/// The webhook path (what the Gitea hook and the Deployment's probes use).
+/// The webhook path (what the Gitea hook uses).
 pub const WEBHOOK_PATH: &str = "/webhook";
+/// The same endpoint at the path Argo CD's server uses for Git webhooks, so a hook written for
+/// Argo CD works unchanged.
+pub const ARGO_WEBHOOK_PATH: &str = "/api/webhook";
 
 /// What the endpoints need.
 pub struct ServerState {
@@ -100,8 +103,10 @@ async fn handle(state: &ServerState, req: Request<Incoming>) -> Response<Body> {
             }
         }
         (&Method::GET, "/metrics") => text(StatusCode::OK, metrics(state)),
-        (&Method::POST, WEBHOOK_PATH) => webhook(state, req).await,
-        (_, WEBHOOK_PATH) => text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n"),
+        (&Method::POST, WEBHOOK_PATH | ARGO_WEBHOOK_PATH) => webhook(state, req).await,
+        (_, WEBHOOK_PATH | ARGO_WEBHOOK_PATH) => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n")
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
