@@ -74,6 +74,12 @@ pub enum Command {
     /// Print every step `homelab up` will take, without doing anything
     Plan(PlanArgs),
 
+    /// Download the upstream manifests `up` needs and list the images the stack pulls
+    ///
+    /// Each release manifest is downloaded once into the cache and its sha256 recorded in the
+    /// lab's lock; a later file with a different hash is refused. Run it ahead of a workshop.
+    Prepare(PrepareArgs),
+
     /// Check the prerequisites (Multipass, git, disk, memory, virtualisation)
     ///
     /// Exits 0 when everything needed is in place, 1 when something blocks `homelab up`.
@@ -308,6 +314,13 @@ pub struct PlanArgs {
     pub cluster: ClusterArgs,
 }
 
+/// Arguments of `prepare`.
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
 /// Arguments of `doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -350,6 +363,7 @@ impl Cli {
                 a.cluster.apply(&mut layer);
             }
             Command::Doctor(a) => a.cluster.apply(&mut layer),
+            Command::Prepare(a) => a.stack.apply(&mut layer),
             Command::Config(ConfigCommand::Show(a)) => {
                 a.stack.apply(&mut layer);
                 a.cluster.apply(&mut layer);

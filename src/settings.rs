@@ -125,6 +125,7 @@ const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_TEST_GITEA_URL",
     "HOMELAB_TEST_GITEA_ADMIN",
     "HOMELAB_E2E",
+    "HOMELAB_UPSTREAM_MIRROR",
     "HOMELAB_VALIDATOR",
     "HOMELAB_LOG",
     // Runtime parameters of the in-cluster sync engine, set by its Deployment.

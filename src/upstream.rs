@@ -115,3 +115,215 @@ pub fn cached(
     }
     Ok(out)
 }
+
+/// A download could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// Network or TLS failure.
+    #[error("download {url}: {message}")]
+    Fetch {
+        /// URL (credentials redacted).
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The server answered with an error status.
+    #[error("download {url}: the server answered {status}")]
+    Status {
+        /// URL (credentials redacted).
+        url: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// The file differs from the lock, or state/cache I/O failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl Diagnostic for DownloadError {
+    fn hints(&self) -> Vec<String> {
+        match self {
+            DownloadError::Fetch { .. } => vec![
+                "check the network; on a slow or offline network run `homelab prepare` where the network works, or set `HOMELAB_UPSTREAM_MIRROR` to a mirror".into(),
+            ],
+            DownloadError::Status { .. } => {
+                vec!["check that the release URL in the stack still exists".into()]
+            }
+            DownloadError::Upstream(e) => e.hints(),
+        }
+    }
+}
+
+/// One upstream manifest made available.
+#[derive(Clone, Debug, Serialize)]
+pub struct Prepared {
+    /// Component it belongs to.
+    pub component: String,
+    /// Release URL as the stack names it.
+    pub url: String,
+    /// sha256 recorded in the lock.
+    pub sha256: String,
+    /// Found in the cache (no download).
+    pub cached: bool,
+    /// The text.
+    #[serde(skip)]
+    pub text: String,
+}
+
+/// Where to download `url` from: the URL itself, or `<mirror>/<host>/<path>` when a mirror is set.
+pub fn source_url(url: &str, mirror: Option<&str>) -> String {
+    match (mirror, url.split_once("://")) {
+        (Some(m), Some((_, rest))) => format!("{}/{rest}", m.trim_end_matches('/')),
+        _ => url.to_string(),
+    }
+}
+
+/// Make every upstream manifest of `stack` available: from the cache when it matches the lock,
+/// else downloaded; a first download records its sha256 in `lock`, a later one must match it.
+pub async fn prepare(
+    stack: &Stack,
+    lock: &mut Lock,
+    cache_dir: &Path,
+    mirror: Option<&str>,
+) -> Result<Vec<Prepared>, DownloadError> {
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("homelab/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| DownloadError::Fetch {
+            url: String::new(),
+            message: e.to_string(),
+        })?;
+    let mut out = Vec::new();
+    for c in &stack.components {
+        let Some(up) = &c.source.upstream else {
+            continue;
+        };
+        if let Some(entry) = lock.upstream.get(&up.url) {
+            let path = cache_path(cache_dir, &entry.sha256);
+            if let Ok(bytes) = std::fs::read(&path) {
+                let actual = sha256_hex(&bytes);
+                if actual != entry.sha256 {
+                    return Err(UpstreamError::Changed {
+                        url: up.url.clone(),
+                        expected: entry.sha256.clone(),
+                        actual,
+                    }
+                    .into());
+                }
+                out.push(Prepared {
+                    component: c.name.clone(),
+                    url: up.url.clone(),
+                    sha256: actual,
+                    cached: true,
+                    text: String::from_utf8_lossy(&bytes).into_owned(),
+                });
+                continue;
+            }
+        }
+        let from = source_url(&up.url, mirror);
+        let shown = crate::redact::redact_url(&from);
+        let resp = client
+            .get(&from)
+            .send()
+            .await
+            .map_err(|e| DownloadError::Fetch {
+                url: shown.clone(),
+                message: e.to_string(),
+            })?;
+        if !resp.status().is_success() {
+            return Err(DownloadError::Status {
+                url: shown,
+                status: resp.status().as_u16(),
+            });
+        }
+        let bytes = resp.bytes().await.map_err(|e| DownloadError::Fetch {
+            url: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let actual = sha256_hex(&bytes);
+        if let Some(entry) = lock.upstream.get(&up.url)
+            && entry.sha256 != actual
+        {
+            return Err(UpstreamError::Changed {
+                url: up.url.clone(),
+                expected: entry.sha256.clone(),
+                actual,
+            }
+            .into());
+        }
+        let path = cache_path(cache_dir, &actual);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| UpstreamError::from(io_err("create directory", parent)(e)))?;
+        }
+        crate::state::write_atomic(&path, &bytes, 0o644).map_err(UpstreamError::from)?;
+        lock.upstream.insert(
+            up.url.clone(),
+            LockEntry {
+                sha256: actual.clone(),
+            },
+        );
+        out.push(Prepared {
+            component: c.name.clone(),
+            url: up.url.clone(),
+            sha256: actual,
+            cached: false,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Every container image the stack will pull: the images it names plus those in the upstream
+/// manifests' pod templates, sorted and deduplicated.
+pub fn images(stack: &Stack, upstream: &[Prepared]) -> Vec<String> {
+    let mut set: std::collections::BTreeSet<String> = stack.images().into_iter().collect();
+    for p in upstream {
+        if let Ok(docs) = crate::yaml::documents(&p.text) {
+            for (_, doc) in docs {
+                collect_images(&doc, &mut set);
+            }
+        }
+    }
+    set.into_iter().collect()
+}
+
+fn collect_images(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if matches!(
+                    k.as_str(),
+                    "containers" | "initContainers" | "ephemeralContainers"
+                ) && let Some(list) = x.as_array()
+                {
+                    for c in list {
+                        if let Some(img) = c.get("image").and_then(serde_json::Value::as_str) {
+                            out.insert(img.to_string());
+                        }
+                    }
+                }
+                collect_images(x, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_images(x, out)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_keeps_host_and_path() {
+        assert_eq!(
+            source_url(
+                "https://github.com/a/b/v1/x.yaml",
+                Some("http://127.0.0.1:8080/")
+            ),
+            "http://127.0.0.1:8080/github.com/a/b/v1/x.yaml"
+        );
+        assert_eq!(source_url("https://h/x", None), "https://h/x");
+    }
+}

@@ -18,6 +18,7 @@ mod diff;
 mod doctor;
 mod kube_target;
 mod plan;
+mod prepare;
 mod render;
 mod sync;
 
@@ -76,6 +77,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
     match &cli.command {
         Command::Render(args) => render::run(&ctx, args),
         Command::Plan(_) => plan::run(&ctx),
+        Command::Prepare(_) => prepare::run(&ctx).await,
         Command::Doctor(_) => doctor::run(&ctx),
         Command::Config(ConfigCommand::Show(_)) => config::show(&ctx),
         Command::Sync(args) => sync::run(&ctx, args).await,
