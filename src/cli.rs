@@ -152,7 +152,7 @@ pub struct SyncArgs {
     #[arg(long, conflicts_with = "in_cluster")]
     pub watch: bool,
 
-    /// Run as the in-cluster engine: service account, HTTP endpoints, JSON logs
+    /// Run as the in-cluster engine: service account (or --kubeconfig), HTTP endpoints, JSON logs
     #[arg(long)]
     pub in_cluster: bool,
 

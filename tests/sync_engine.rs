@@ -1640,3 +1640,288 @@ fn the_side_load_image_runs_the_engine_and_git() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_and_its_custom_resources_sync_together() {
+    let lab = Lab::new().await;
+    let group = format!("{}.example.test", lab.tc.lab);
+    lab.repo.write(
+        "app/crd.json",
+        &serde_json::to_string(&json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("widgets.{group}"), "labels": {"homelab.dev/lab": lab.tc.lab}},
+            "spec": {"group": group, "scope": "Namespaced",
+                "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+        }))
+        .unwrap(),
+    );
+    lab.repo.write(
+        "app/widget.json",
+        &serde_json::to_string(
+            &json!({"apiVersion": format!("{group}/v1"), "kind": "Widget",
+            "metadata": {"name": "w1"}, "spec": {"size": 3}}),
+        )
+        .unwrap(),
+    );
+    lab.repo.commit("crd and cr");
+    lab.create_app("nyan", lab.app_spec("app")).await;
+    let (engine, _t) = lab.engine();
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert_eq!(o.applied, 2, "{}", cond_text(&o));
+    // The next reconcile compares the custom resource too: nothing left to do.
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert_eq!(
+        (o.applied, o.sync),
+        (0, SyncCode::Synced),
+        "{}",
+        cond_text(&o)
+    );
+    let w = lab
+        .live(&format!("{group}/v1"), "Widget", "w1")
+        .await
+        .unwrap();
+    assert_eq!(w["spec"]["size"], 3);
+    assert_eq!(
+        w["metadata"]["annotations"][TRACKING_ID],
+        format!("nyan:{group}/Widget:{}/w1", lab.dest_ns)
+    );
+}
+
+/// A running `homelab sync …` process, stopped with SIGTERM when dropped.
+struct EngineProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl EngineProcess {
+    fn start(
+        lab: &Lab,
+        ctx: &common::TestContext,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> EngineProcess {
+        let log = lab.temp.path().join(format!(
+            "engine-{}.log",
+            extra.join("_").replace(['/', ':', '.'], "-")
+        ));
+        let mut cmd = ctx.command();
+        cmd.arg("sync")
+            .args(extra)
+            .arg("--kubeconfig")
+            .arg(&lab.tc.kubeconfig)
+            .args([
+                "--app-namespace",
+                &lab.apps_ns,
+                "--lease-namespace",
+                &lab.lease_ns,
+                "--work-dir",
+            ])
+            .arg(lab.temp.path().join(format!("work-{}", extra.len())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        EngineProcess {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    /// SIGTERM, then the exit code and what it logged.
+    fn stop(mut self) -> (Option<i32>, String) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let code = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (code, std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn homelab_sync_watch_keeps_the_cluster_in_line_through_create_change_drift_and_delete() {
+    let lab = Lab::new().await;
+    lab.repo
+        .write("app/a.json", &config_map("a", json!({"color": "blue"})));
+    lab.repo.commit("one");
+    lab.create_app("nyan", lab.app_spec("app")).await;
+    let ctx = common::TestContext::new();
+    let engine = EngineProcess::start(&lab, &ctx, &["--watch", "--poll", "1s"], &[]);
+    let color = || async {
+        lab.live("v1", "ConfigMap", "a")
+            .await
+            .and_then(|v| v["data"]["color"].as_str().map(str::to_string))
+    };
+    eventually("create", 30, || async {
+        color().await.as_deref() == Some("blue")
+    })
+    .await;
+    lab.repo
+        .write("app/a.json", &config_map("a", json!({"color": "red"})));
+    lab.repo.commit("red");
+    eventually("change (by polling)", 30, || async {
+        color().await.as_deref() == Some("red")
+    })
+    .await;
+    lab.meddle("v1", "ConfigMap", "a", json!({"data": {"color": "green"}}))
+        .await;
+    eventually("drift healed", 30, || async {
+        color().await.as_deref() == Some("red")
+    })
+    .await;
+    lab.repo.remove("app/a.json");
+    lab.repo
+        .write("app/b.json", &config_map("b", json!({"x": "y"})));
+    lab.repo.commit("swap");
+    eventually("delete (prune)", 30, || async {
+        lab.live("v1", "ConfigMap", "a").await.is_none()
+    })
+    .await;
+    eventually("status", 30, || async {
+        let s = &lab.app("nyan").await["status"];
+        s["sync"]["status"] == "Synced" && s["resources"].as_array().is_some_and(|r| r.len() == 1)
+    })
+    .await;
+    let (code, log) = engine.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("reconciled"), "{log}");
+    lab.validate_apps(&[lab.app("nyan").await]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn homelab_sync_in_cluster_serves_probes_and_webhooks_logs_json_and_releases_the_lease() {
+    use homelab::sync::webhook::sign;
+    let lab = Lab::new().await;
+    lab.repo
+        .write("app/a.json", &config_map("a", json!({"v": "1"})));
+    lab.repo.commit("one");
+    let mut spec = lab.app_spec("app");
+    // Long polling: only the webhook can bring the change in time.
+    spec["syncPolicy"]["automated"]["selfHeal"] = json!(false);
+    lab.create_app("nyan", spec).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let ctx = common::TestContext::new();
+    let engine = EngineProcess::start(
+        &lab,
+        &ctx,
+        &["--in-cluster", "--listen", &listen, "--poll", "10m"],
+        &[
+            ("HOMELAB_SYNC_WEBHOOK_SECRET", "in-cluster-secret"),
+            ("POD_NAME", "homelab-sync-test-pod"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    eventually("/readyz", 30, || async {
+        matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    eventually("first sync", 30, || async {
+        lab.live("v1", "ConfigMap", "a").await.is_some()
+    })
+    .await;
+
+    lab.repo
+        .write("app/a.json", &config_map("a", json!({"v": "2"})));
+    let rev = lab.repo.commit("two");
+    let body = serde_json::to_vec(&json!({"ref": "refs/heads/main", "after": rev,
+        "repository": {"clone_url": lab.repo.url()}}))
+    .unwrap();
+    let resp = http
+        .post(format!("{base}/webhook"))
+        .header("X-Gitea-Event", "push")
+        .header("X-Gitea-Delivery", "delivery-1")
+        .header("X-Gitea-Signature", sign(b"in-cluster-secret", &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    eventually("webhook → applied", 10, || async {
+        lab.live("v1", "ConfigMap", "a")
+            .await
+            .is_some_and(|v| v["data"]["v"] == "2")
+    })
+    .await;
+    let lease: Api<DynamicObject> = Api::namespaced_with(
+        lab.tc.client.clone(),
+        &lab.lease_ns,
+        &kube::discovery::ApiResource {
+            group: "coordination.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "coordination.k8s.io/v1".into(),
+            kind: "Lease".into(),
+            plural: "leases".into(),
+        },
+    );
+    let holder =
+        |l: DynamicObject| serde_json::to_value(l).unwrap()["spec"]["holderIdentity"].clone();
+    assert_eq!(
+        holder(lease.get("homelab-sync-engine").await.unwrap()),
+        json!("homelab-sync-test-pod")
+    );
+
+    let (code, log) = engine.stop();
+    assert_eq!(code, Some(0), "{log}");
+    // Structured logs: every line is a JSON object.
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    assert!(log.contains("\"message\":\"reconciled\""), "{log}");
+    assert!(
+        !log.contains("in-cluster-secret"),
+        "the webhook secret was logged"
+    );
+    // Released on the way out: a successor need not wait for it to expire.
+    assert_eq!(
+        holder(lease.get("homelab-sync-engine").await.unwrap()),
+        Value::Null
+    );
+}

@@ -62,7 +62,9 @@ pub(super) async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<ExitStatus> {
         return Err(Error::msg("say how to run the sync engine")
             .hint("`homelab sync --once` reconciles every Application once; `homelab sync APP` syncs one now; `homelab sync --watch` keeps going"));
     }
-    let client = if args.in_cluster {
+    // `--in-cluster` with `--kubeconfig` runs the in-cluster mode (endpoints, JSON logs) from
+    // anywhere, e.g. to debug it from a laptop.
+    let client = if args.in_cluster && args.kube.kubeconfig.is_none() {
         crate::kube::connect_in_cluster(&Default::default()).await?
     } else {
         super::kube_target::client(ctx, &args.kube).await?

@@ -346,6 +346,21 @@ impl Engine {
         let key = app_key(&spec.name, &spec.namespace, &self.cfg.app_namespace);
 
         if spec.deleting {
+            if mode == Mode::Preview {
+                // `homelab diff` never deletes, not even for an Application being deleted.
+                return self
+                    .finish(
+                        app,
+                        mode,
+                        Finish::stopped(
+                            SyncCode::Unknown,
+                            previous_health(&prev),
+                            None,
+                            conditions,
+                        ),
+                    )
+                    .await;
+            }
             return self.finalize(app, &spec, &key).await;
         }
 
