@@ -177,6 +177,16 @@ pub struct SyncArgs {
     )]
     pub listen: std::net::SocketAddr,
 
+    /// Namespace-scoped mode: manage objects in these namespaces only (comma-separated), for an
+    /// engine whose RBAC is a Role per namespace instead of a ClusterRole
+    #[arg(
+        long,
+        value_name = "NS,…",
+        env = "HOMELAB_SYNC_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Option<Vec<String>>,
+
     /// Polling interval when no webhook arrives (jitter of up to 20 % is added)
     #[arg(
         long,

@@ -1925,3 +1925,71 @@ async fn homelab_sync_in_cluster_serves_probes_and_webhooks_logs_json_and_releas
         Value::Null
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_scoped_engine_watches_and_manages_only_its_namespaces() {
+    let lab = Lab::new().await;
+    lab.repo
+        .write("app/a.json", &config_map("a", json!({"k": "v"})));
+    lab.repo.commit("one");
+    lab.create_app("nyan", lab.app_spec("app")).await;
+    let mut cfg = lab.engine_config();
+    cfg.namespaces = Some(vec![lab.dest_ns.clone()]);
+    let (engine, _t) = lab.engine_with(cfg);
+    if let Some(f) = lab.tc.fake() {
+        f.clear_requests();
+    }
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert_eq!(
+        (o.applied, o.sync),
+        (1, SyncCode::Synced),
+        "{}",
+        cond_text(&o)
+    );
+    if let Some(f) = lab.tc.fake() {
+        let lists: Vec<String> = f
+            .requests()
+            .iter()
+            .filter(|r| r.verb == "list")
+            .map(|r| r.path.clone())
+            .collect();
+        assert!(
+            lists
+                .iter()
+                .all(|p| p.contains(&format!("/namespaces/{}/", lab.dest_ns))
+                    || p.contains("/applications")),
+            "a cluster-wide LIST: {lists:?}"
+        );
+    }
+    // An object in another namespace, and a cluster-scoped one: refused, naming the file.
+    lab.repo.write(
+        "app/elsewhere.json",
+        &serde_json::to_string(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "x", "namespace": lab.apps_ns}}))
+        .unwrap(),
+    );
+    lab.repo.commit("elsewhere");
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert_eq!((o.applied, o.pruned, o.sync), (0, 0, SyncCode::OutOfSync));
+    assert!(
+        cond_text(&o).contains(&format!(
+            "`elsewhere.json:1`: `ConfigMap/x` in `{}` is outside the namespaces the engine may manage (`{}`)",
+            lab.apps_ns, lab.dest_ns
+        )),
+        "{}",
+        cond_text(&o)
+    );
+    lab.repo.remove("app/elsewhere.json");
+    lab.repo.write(
+        "app/ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: some-ns}\n",
+    );
+    lab.repo.commit("cluster-scoped");
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert!(
+        cond_text(&o).contains("`ns.yaml:1`: `Namespace/some-ns` is cluster-scoped; the engine may manage only namespaced objects in"),
+        "{}",
+        cond_text(&o)
+    );
+    assert!(lab.live("v1", "ConfigMap", "a").await.is_some());
+}

@@ -77,6 +77,7 @@ pub(super) async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<ExitStatus> {
     cfg.poll = poll;
     cfg.status_refresh = poll;
     cfg.ca_pem = read_ca(args.ca_file.as_deref())?;
+    cfg.namespaces = args.namespaces.clone().filter(|n| !n.is_empty());
     let (touched_tx, touched_rx) = mpsc::unbounded_channel();
     let engine = Arc::new(Engine::new(client.clone(), cfg, touched_tx));
     let mut lease = LeaseConfig::new(identity(args.in_cluster));

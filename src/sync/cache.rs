@@ -49,7 +49,11 @@ impl Drop for KindStore {
 /// The cache of every watched kind.
 pub struct Cache {
     client: kube::Client,
+    /// Watched stores, by `<apiVersion>/<Kind>@<namespace>` ("" = all namespaces).
     kinds: Mutex<HashMap<String, Arc<KindStore>>>,
+    /// With namespace-scoped RBAC: namespaced kinds are watched in these namespaces only, and
+    /// cluster-scoped kinds not at all.
+    namespaces: Option<Vec<String>>,
     touched: mpsc::UnboundedSender<Touched>,
     changed: Arc<Notify>,
     sync_timeout: Duration,
@@ -73,16 +77,21 @@ impl crate::error::Diagnostic for CacheError {
     }
 }
 
-fn kind_key(r: &Resolved) -> String {
-    format!("{}/{}", r.resource.api_version, r.resource.kind)
+fn kind_key(r: &Resolved, namespace: &str) -> String {
+    format!("{}/{}@{namespace}", r.resource.api_version, r.resource.kind)
 }
 
 impl Cache {
     /// A cache sending "touched" events to `touched`.
-    pub fn new(client: kube::Client, touched: mpsc::UnboundedSender<Touched>) -> Cache {
+    pub fn new(
+        client: kube::Client,
+        touched: mpsc::UnboundedSender<Touched>,
+        namespaces: Option<Vec<String>>,
+    ) -> Cache {
         Cache {
             client,
             kinds: Mutex::new(HashMap::new()),
+            namespaces,
             touched,
             changed: Arc::new(Notify::new()),
             sync_timeout: Duration::from_secs(60),
@@ -99,39 +108,92 @@ impl Cache {
         self.kinds.lock().expect("cache kinds").len()
     }
 
-    /// Start watching `r` if not yet (without waiting for its first LIST).
-    pub fn watch(&self, r: &Resolved) {
-        let _ = self.store(r);
+    /// The namespaces `r` is watched in: `[""]` (all) unless the engine is namespace-scoped;
+    /// `None` for a cluster-scoped kind under namespace scope (it may not be watched).
+    fn scopes(&self, r: &Resolved) -> Option<Vec<String>> {
+        match &self.namespaces {
+            None => Some(vec![String::new()]),
+            Some(_) if !r.namespaced => None,
+            Some(ns) => Some(ns.clone()),
+        }
     }
 
-    fn store(&self, r: &Resolved) -> Arc<KindStore> {
+    /// The store key of the object `oref` of kind `r`.
+    fn key_of(&self, r: &Resolved, oref: &ObjectRef) -> String {
+        match &self.namespaces {
+            Some(_) if r.namespaced => kind_key(r, &oref.namespace),
+            _ => kind_key(r, ""),
+        }
+    }
+
+    /// Start watching `r` if not yet (without waiting for its first LIST).
+    pub fn watch(&self, r: &Resolved) {
+        for ns in self.scopes(r).unwrap_or_default() {
+            let _ = self.store(r, &ns);
+        }
+    }
+
+    fn store(&self, r: &Resolved, namespace: &str) -> Arc<KindStore> {
         let mut kinds = self.kinds.lock().expect("cache kinds");
         kinds
-            .entry(kind_key(r))
-            .or_insert_with(|| Arc::new(self.start(r.clone())))
+            .entry(kind_key(r, namespace))
+            .or_insert_with(|| Arc::new(self.start(r.clone(), namespace)))
             .clone()
     }
 
     /// Start watching `r` if not yet, and wait until its first LIST is in.
     pub async fn ensure(&self, r: &Resolved) -> Result<(), CacheError> {
-        let store = self.store(r);
-        let mut synced = store.synced.clone();
-        let wait = synced.wait_for(|s| *s);
-        match tokio::time::timeout(self.sync_timeout, wait).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(CacheError {
+        let Some(scopes) = self.scopes(r) else {
+            return Err(CacheError {
                 plural: r.resource.plural.clone(),
                 api_version: r.resource.api_version.clone(),
-                message: format!("no complete list within {} s", self.sync_timeout.as_secs()),
-            }),
+                message: format!(
+                    "`{}` is cluster-scoped, and the engine is limited to the namespaces {}",
+                    r.resource.kind,
+                    self.namespaces
+                        .iter()
+                        .flatten()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        };
+        for ns in scopes {
+            let store = self.store(r, &ns);
+            let mut synced = store.synced.clone();
+            let wait = synced.wait_for(|s| *s);
+            if !matches!(
+                tokio::time::timeout(self.sync_timeout, wait).await,
+                Ok(Ok(_))
+            ) {
+                return Err(CacheError {
+                    plural: r.resource.plural.clone(),
+                    api_version: r.resource.api_version.clone(),
+                    message: format!("no complete list within {} s", self.sync_timeout.as_secs()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an object in `namespace` may be managed ("" = cluster-scoped).
+    pub fn allows(&self, namespace: &str) -> bool {
+        match &self.namespaces {
+            None => true,
+            Some(ns) => !namespace.is_empty() && ns.iter().any(|n| n == namespace),
         }
     }
 
-    fn start(&self, r: Resolved) -> KindStore {
+    fn start(&self, r: Resolved, namespace: &str) -> KindStore {
         let (tx, rx) = watch::channel(false);
         let objects: Arc<RwLock<HashMap<ObjectRef, Arc<Value>>>> = Arc::default();
         let store_objects = objects.clone();
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.resource);
+        let api: Api<DynamicObject> = if namespace.is_empty() {
+            Api::all_with(self.client.clone(), &r.resource)
+        } else {
+            Api::namespaced_with(self.client.clone(), namespace, &r.resource)
+        };
         // One LIST, however many objects: the page limit would turn 1,000 objects into two.
         let cfg = watcher::Config {
             page_size: None,
@@ -232,15 +294,9 @@ impl Cache {
     /// The cached object, if it exists and carries a tracking id.
     pub fn get(&self, r: &Resolved, oref: &ObjectRef) -> Option<Arc<Value>> {
         let kinds = self.kinds.lock().expect("cache kinds");
-        let store = kinds.get(&kind_key(r))?;
+        let store = kinds.get(&self.key_of(r, oref))?;
         let objs = store.objects.read().expect("cache objects");
         objs.get(oref).cloned()
-    }
-
-    /// Whether `r` is watched and listed.
-    pub fn is_synced(&self, r: &Resolved) -> bool {
-        let kinds = self.kinds.lock().expect("cache kinds");
-        kinds.get(&kind_key(r)).is_some_and(|s| *s.synced.borrow())
     }
 
     /// Every cached object whose tracking id names `app_key`, of the kinds in `kinds`.
@@ -248,13 +304,15 @@ impl Cache {
         let all = self.kinds.lock().expect("cache kinds");
         let mut out = Vec::new();
         for r in kinds {
-            let Some(store) = all.get(&kind_key(r)) else {
-                continue;
-            };
-            let objs = store.objects.read().expect("cache objects");
-            for v in objs.values() {
-                if app_of(v).as_deref() == Some(app_key) {
-                    out.push((r.clone(), v.clone()));
+            for ns in self.scopes(r).unwrap_or_default() {
+                let Some(store) = all.get(&kind_key(r, &ns)) else {
+                    continue;
+                };
+                let objs = store.objects.read().expect("cache objects");
+                for v in objs.values() {
+                    if app_of(v).as_deref() == Some(app_key) {
+                        out.push((r.clone(), v.clone()));
+                    }
                 }
             }
         }
@@ -268,7 +326,7 @@ impl Cache {
             return;
         };
         let kinds = self.kinds.lock().expect("cache kinds");
-        let Some(store) = kinds.get(&kind_key(r)) else {
+        let Some(store) = kinds.get(&self.key_of(r, &oref)) else {
             return;
         };
         let mut objs = store.objects.write().expect("cache objects");
@@ -284,7 +342,7 @@ impl Cache {
     /// Forget an object the engine just deleted.
     pub fn forget(&self, r: &Resolved, oref: &ObjectRef) {
         let kinds = self.kinds.lock().expect("cache kinds");
-        if let Some(store) = kinds.get(&kind_key(r)) {
+        if let Some(store) = kinds.get(&self.key_of(r, oref)) {
             store.objects.write().expect("cache objects").remove(oref);
         }
     }

@@ -74,6 +74,9 @@ pub struct EngineConfig {
     pub ca_pem: Option<String>,
     /// A status that changed nothing but `reconciledAt` is written at most this often.
     pub status_refresh: Duration,
+    /// Namespace-scoped mode (the engine's RBAC covers only these namespaces): objects are
+    /// watched there only, and objects elsewhere or cluster-scoped are refused with a condition.
+    pub namespaces: Option<Vec<String>>,
 }
 
 impl EngineConfig {
@@ -89,6 +92,7 @@ impl EngineConfig {
             concurrency: 16,
             ca_pem: None,
             status_refresh: backoff::DEFAULT_POLL,
+            namespaces: None,
         }
     }
 }
@@ -257,7 +261,7 @@ impl Engine {
         touched: tokio::sync::mpsc::UnboundedSender<super::cache::Touched>,
     ) -> Engine {
         let applier = Arc::new(Applier::new(client.clone()));
-        let cache = Arc::new(Cache::new(client.clone(), touched));
+        let cache = Arc::new(Cache::new(client.clone(), touched, cfg.namespaces.clone()));
         let apps = Api::namespaced_with(client.clone(), &cfg.app_namespace, &app_resource());
         Engine {
             source: GitSource::new(cfg.work_dir.join("repos")),
@@ -793,6 +797,33 @@ impl Engine {
             );
             let obj = apply::diff::prepare(&obj);
             let oref = ObjectRef::of(&obj).expect("manifests have identity");
+            if !self.cache.allows(&oref.namespace) {
+                let scope = self
+                    .cfg
+                    .namespaces
+                    .iter()
+                    .flatten()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let msg = if oref.namespace.is_empty() {
+                    format!(
+                        "`{}`: {oref} is cluster-scoped; the engine may manage only namespaced objects in {scope}",
+                        m.origin()
+                    )
+                } else {
+                    format!(
+                        "`{}`: {oref} is outside the namespaces the engine may manage ({scope})",
+                        m.origin()
+                    )
+                };
+                return Err(Stop {
+                    sync: SyncCode::OutOfSync,
+                    health: Some(Health::new(HealthCode::Degraded, msg.clone())),
+                    revision: Some(revision.clone()),
+                    condition: Condition::new(ConditionType::ComparisonError, msg),
+                });
+            }
             if namespaced && oref.namespace.is_empty() {
                 return Err(Stop {
                     sync: SyncCode::OutOfSync,
