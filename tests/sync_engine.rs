@@ -1993,3 +1993,76 @@ async fn a_namespace_scoped_engine_watches_and_manages_only_its_namespaces() {
     );
     assert!(lab.live("v1", "ConfigMap", "a").await.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_over_https_trusts_the_lab_ca_it_is_given_and_nothing_else() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let temp = tempfile::tempdir().unwrap();
+    let root = temp.path().join("srv");
+    let repo = Repo::new(&root.join("lab/gitops.git"));
+    repo.write("app/a.yaml", "v: 1\n");
+    let c1 = repo.commit("one");
+    // A lab-like CA and a server certificate for localhost.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let token = "tok-over-tls";
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("git:{token}")
+        )
+    );
+    let https = GitHttp::start_tls(
+        &root,
+        Some(basic.clone()),
+        &leaf.pem(),
+        &leaf_key.serialize_pem(),
+    )
+    .await;
+    let url = format!("{}/lab/gitops.git", https.base);
+    let read = |c: &homelab::sync::source::Checkout| c.commit.clone();
+    let with_ca = GitAuth {
+        username: None,
+        password: Some(homelab::redact::Secret::new(token)),
+        ca_pem: Some(ca_cert.pem()),
+    };
+    let src = GitSource::new(temp.path().join("work-ca"));
+    let got = src
+        .with_checkout(&url, "main", &with_ca, read)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got, c1);
+    assert!(
+        https
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.authorization.as_deref() == Some(basic.as_str()))
+    );
+    // Without the CA the certificate is not trusted (the system roots do not include it).
+    let without = GitAuth {
+        ca_pem: None,
+        ..with_ca
+    };
+    let src = GitSource::new(temp.path().join("work-noca"));
+    let err = src
+        .with_checkout(&url, "main", &without, read)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SourceError::Unreachable { .. }), "{err}");
+    assert!(!err.to_string().contains(token), "{err}");
+}

@@ -2,7 +2,7 @@
 //! in-cluster engine and `homelab sync` on a laptop) never act at once.
 //!
 //! Place in the data flow: beside the engine's loop — the loop reconciles only while
-//! [`Leader::is_leader`] is true; a standby keeps its caches warm and takes over when the holder
+//! the leadership channel of [`Leader::new`] says so; a standby keeps its caches warm and takes over when the holder
 //! stops renewing.
 //!
 //! Architecture invariant: every change to the Lease is a `replace` guarded by the

@@ -3,7 +3,7 @@
 //! timers), and reconcile each Application — one reconcile per Application at a time, several
 //! Applications at once, only while holding the Lease.
 //!
-//! Place in the data flow: triggers → [`Scheduler`] → [`super::engine::Engine::reconcile`].
+//! Place in the data flow: triggers → [`run`] → [`super::engine::Engine::reconcile`].
 //!
 //! Architecture invariant: an Application's own status writes never trigger it again (only a
 //! change to its spec, operation, finalizers, deletion or refresh annotation does), and a trigger

@@ -1,15 +1,16 @@
 //! The git source: a shallow fetch of one revision (branch, tag, commit or `HEAD`) into a local
 //! checkout per repository, with real `git` run through [`crate::process::Cmd`].
 //!
-//! Place in the data flow: Application `spec.source` → [`GitSource::checkout`] → a directory at
-//! a commit → [`super::manifests::read`].
+//! Place in the data flow: Application `spec.source` → [`GitSource::with_checkout`] → a
+//! directory at a commit → [`super::manifests::read`].
 //!
 //! Architecture invariant: credentials never appear in a URL or an argument. The token goes to
-//! git as an `Authorization` header scoped to the repository's origin, and the CA as
-//! `http.sslCAInfo`, both through `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n`
-//! environment variables, which `Cmd` never logs; URLs in messages are redacted. The user's and
-//! the system's git configuration are not read (no credential helper can prompt or differ between
-//! the laptop and the cluster), stdin is null and `GIT_TERMINAL_PROMPT=0`.
+//! git as an `Authorization` header scoped to the repository's origin through
+//! `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n`, and the CA bundle file through
+//! `GIT_SSL_CAINFO` — environment variables, which `Cmd` never logs; URLs in messages are
+//! redacted. The user's and the system's git configuration are not read (no credential helper
+//! can prompt or differ between the laptop and the cluster), stdin is null and
+//! `GIT_TERMINAL_PROMPT=0`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -293,14 +294,25 @@ impl GitSource {
             config.push((key, format!("Authorization: Basic {basic}")));
         }
         if let Some(pem) = &auth.ca_pem {
+            // `GIT_SSL_CAINFO` rather than `http.sslCAInfo`: git 2.47 with libcurl-gnutls was seen
+            // to ignore the config key and verify against the system bundle only. The file holds
+            // the system bundle too, so public hosts stay trusted.
             let path = self.work.join(format!(
                 "ca-{}.pem",
                 &crate::upstream::sha256_hex(pem.as_bytes())[..12]
             ));
             if !path.exists() {
-                let _ = std::fs::write(&path, pem);
+                let mut bundle = SYSTEM_CA_BUNDLES
+                    .iter()
+                    .find_map(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default();
+                if !bundle.is_empty() && !bundle.ends_with('\n') {
+                    bundle.push('\n');
+                }
+                bundle.push_str(pem);
+                let _ = std::fs::write(&path, bundle);
             }
-            config.push(("http.sslCAInfo".into(), path.display().to_string()));
+            cmd = cmd.env("GIT_SSL_CAINFO", &path);
         }
         cmd = cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
         for (i, (k, v)) in config.into_iter().enumerate() {
@@ -323,6 +335,13 @@ impl GitSource {
             .unwrap_or_default()
     }
 }
+
+/// Where distributions keep the system CA bundle.
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
 
 /// `https://host:port/` of an http(s) URL.
 fn origin_of(url: &str) -> Option<String> {

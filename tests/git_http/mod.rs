@@ -119,6 +119,45 @@ impl GitHttp {
     /// Serve `root`; when `basic` is set, every request must carry exactly that
     /// `Authorization: Basic …` value (else 401 with a challenge, as Gitea answers).
     pub async fn start(root: &Path, basic: Option<String>) -> GitHttp {
+        Self::serve(root, basic, None).await
+    }
+
+    /// The same over HTTPS with this certificate chain and key (PEM), at
+    /// `https://localhost:<port>`.
+    pub async fn start_tls(
+        root: &Path,
+        basic: Option<String>,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> GitHttp {
+        use tokio_rustls::rustls;
+        let certs = vec![rustls::pki_types::CertificateDer::from(pem_body(cert_pem))];
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+            rustls::pki_types::PrivatePkcs8KeyDer::from(pem_body(key_pem)),
+        );
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let mut s = Self::serve(
+            root,
+            basic,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))),
+        )
+        .await;
+        s.base = s.base.replace("http://127.0.0.1", "https://localhost");
+        s
+    }
+
+    async fn serve(
+        root: &Path,
+        basic: Option<String>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> GitHttp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -132,6 +171,7 @@ impl GitHttp {
                     _ = stop.notified() => return,
                 };
                 let (root, seen, basic) = (root.clone(), s2.clone(), basic.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let (root, seen, basic) = (root.clone(), seen.clone(), basic.clone());
@@ -139,9 +179,22 @@ impl GitHttp {
                             Ok::<_, std::convert::Infallible>(cgi(&root, &seen, basic, req).await)
                         }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    match tls {
+                        None => {
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            // A client that does not trust the certificate fails the handshake.
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -151,6 +204,17 @@ impl GitHttp {
             shutdown,
         }
     }
+}
+
+/// The DER bytes of the first PEM block.
+fn pem_body(pem: &str) -> Vec<u8> {
+    let b64: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap()
 }
 
 async fn cgi(
