@@ -2066,3 +2066,61 @@ async fn git_over_https_trusts_the_lab_ca_it_is_given_and_nothing_else() {
     assert!(matches!(err, SourceError::Unreachable { .. }), "{err}");
     assert!(!err.to_string().contains(token), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_is_retried_with_the_applications_backoff() {
+    let lab = Lab::new().await;
+    let missing = lab.tc.ns("later");
+    lab.repo.write(
+        "app/a.json",
+        &serde_json::to_string(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": missing}, "data": {"k": "v"}}))
+        .unwrap(),
+    );
+    lab.repo.commit("into a namespace that does not exist yet");
+    let mut spec = lab.app_spec("app");
+    spec["syncPolicy"]["retry"] =
+        json!({"limit": 2, "backoff": {"duration": "1s", "factor": 2, "maxDuration": "10s"}});
+    lab.create_app("nyan", spec).await;
+    let (engine, _t) = lab.engine();
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert_eq!(
+        o.operation,
+        Some(homelab::sync::status::OperationPhase::Failed),
+        "{}",
+        cond_text(&o)
+    );
+    assert_eq!(o.wake_in, Some(Duration::from_secs(1)));
+    // Too early: the backoff holds.
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert_eq!(o.operation, None);
+    assert!(o.wake_in.unwrap() <= Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert_eq!(
+        o.operation,
+        Some(homelab::sync::status::OperationPhase::Failed)
+    );
+    assert_eq!(
+        lab.app("nyan").await["status"]["operationState"]["retryCount"],
+        1
+    );
+    // The namespace appears; the next retry (after 2 s) succeeds.
+    lab.apply(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": missing, "labels": {"homelab.dev/lab": lab.tc.lab}}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert_eq!(
+        o.operation,
+        Some(homelab::sync::status::OperationPhase::Succeeded),
+        "{}",
+        cond_text(&o)
+    );
+    let app = lab.app("nyan").await;
+    assert_eq!(app["status"]["operationState"]["retryCount"], 0);
+    assert!(
+        app["status"]["conditions"].as_array().unwrap().is_empty(),
+        "{app:#}"
+    );
+}

@@ -200,6 +200,9 @@ struct AppRuntime {
     self_heal_attempts: u32,
     last_self_heal: Option<Instant>,
     revision_of_attempts: Option<String>,
+    /// When this process last finished a sync of the app: `finishedAt` has whole seconds only,
+    /// too coarse for backoffs of a second or two.
+    last_finished: Option<Instant>,
 }
 
 /// Repository Secrets and the TLS ConfigMap, with when they were read.
@@ -488,6 +491,12 @@ impl Engine {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let sync_started = status::now();
                 let outcome = self.execute(&spec, &key, &compared, &plan).await;
+                self.runtime
+                    .lock()
+                    .expect("runtime")
+                    .entry(spec.name.clone())
+                    .or_default()
+                    .last_finished = Some(Instant::now());
                 applied = outcome.applied;
                 pruned = outcome.pruned;
                 let phase = if outcome.error.is_some() {
@@ -1030,15 +1039,18 @@ impl Engine {
         let finished = op["finishedAt"].as_str().and_then(|s| {
             OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
         });
-        let since_finish = finished
-            .map(|f| {
-                (OffsetDateTime::now_utc() - f)
-                    .try_into()
-                    .unwrap_or(Duration::ZERO)
-            })
-            .unwrap_or(Duration::MAX);
         let mut rt = self.runtime.lock().expect("runtime");
         let rt = rt.entry(spec.name.clone()).or_default();
+        let since_finish = match rt.last_finished {
+            Some(t) => t.elapsed(),
+            None => finished
+                .map(|f| {
+                    (OffsetDateTime::now_utc() - f)
+                        .try_into()
+                        .unwrap_or(Duration::ZERO)
+                })
+                .unwrap_or(Duration::MAX),
+        };
         if last_rev != Some(compared.revision.as_str()) {
             rt.self_heal_attempts = 0;
             rt.revision_of_attempts = Some(compared.revision.clone());
