@@ -2124,3 +2124,65 @@ async fn a_failed_sync_is_retried_with_the_applications_backoff() {
         "{app:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_engine_hands_a_webhook_to_the_lease_holder_through_the_refresh_annotation() {
+    use homelab::sync::run::REFRESH_ANNOTATION;
+    use homelab::sync::server::{ServerState, serve};
+    use homelab::sync::webhook::{Webhook, WebhookConfig, sign};
+    let lab = Lab::new().await;
+    lab.repo
+        .write("app/a.json", &config_map("a", json!({"k": "v"})));
+    lab.repo.commit("one");
+    lab.create_app("nyan", lab.app_spec("app")).await;
+    let mut other = lab.app_spec("app");
+    other["source"]["repoURL"] = json!("https://gitea.example.test/lab/other.git");
+    lab.create_app("other", other).await;
+    let (engine, _t) = lab.engine();
+    let (trig_tx, mut trig_rx) = mpsc::unbounded_channel();
+    let (_ready_tx, ready_rx) = tokio::sync::watch::channel(true);
+    let (_leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+    let state = Arc::new(ServerState {
+        engine: engine.clone(),
+        webhook: Some(Arc::new(Webhook::new(WebhookConfig {
+            secret: homelab::redact::Secret::new("s"),
+            max_body: 1 << 20,
+            remembered: 16,
+        }))),
+        triggers: trig_tx,
+        ready: ready_rx,
+        leader: leader_rx,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhook", listener.local_addr().unwrap());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve(listener, state, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    let body = serde_json::to_vec(&json!({"ref": "refs/heads/main", "after": "x",
+        "repository": {"clone_url": format!("{}.git", lab.repo.url())}}))
+    .unwrap();
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("X-Gitea-Event", "push")
+        .header("X-Gitea-Signature", sign(b"s", &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "refresh requested for 1 Applications\n"
+    );
+    assert!(trig_rx.try_recv().is_err(), "a standby queued work itself");
+    let app = lab.app("nyan").await;
+    assert_eq!(app["metadata"]["annotations"][REFRESH_ANNOTATION], "normal");
+    assert!(lab.app("other").await["metadata"]["annotations"][REFRESH_ANNOTATION].is_null());
+    // The holder's reconcile consumes the request.
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert!(o.wrote_status);
+    assert!(lab.app("nyan").await["metadata"]["annotations"][REFRESH_ANNOTATION].is_null());
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+}
