@@ -448,6 +448,33 @@ pub fn engine_image(binary: &Path, cfg: &EngineImageConfig) -> Result<ImageSpec,
     })
 }
 
+/// What provisioning calls: the engine image built from the running binary, written to `path`
+/// as an OCI archive. Returns the image's architecture (`amd64`/`arm64`: compare it with the
+/// VM's before importing) and the digests.
+pub fn write_engine_archive(
+    path: &Path,
+    reference: &str,
+) -> Result<(String, ArchiveInfo), ImageError> {
+    let exe = std::env::current_exe().map_err(|e| ImageError::Read {
+        path: PathBuf::from("/proc/self/exe"),
+        message: e.to_string(),
+    })?;
+    let spec = engine_image(
+        &exe,
+        &EngineImageConfig {
+            reference: reference.to_string(),
+            git: None,
+        },
+    )?;
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(path)
+            .map_err(|e| ImageError::Write(format!("`{}`: {e}", path.display())))?,
+    );
+    let info = write_archive(&spec, &mut file)?;
+    file.flush().map_err(|e| ImageError::Write(e.to_string()))?;
+    Ok((spec.architecture, info))
+}
+
 /// The command that imports the archive inside the VM (run there by the provisioning code, e.g.
 /// through `multipass exec <vm> -- sudo …`). `--digests` names the image by digest too.
 pub fn ctr_import_argv(archive_in_vm: &str) -> Vec<String> {
