@@ -927,6 +927,12 @@ async fn another_field_manager_is_healed_with_backoff_not_in_a_hot_loop() {
         .stats
         .syncs
         .load(std::sync::atomic::Ordering::Relaxed);
+    // Let the startup reconciles (first list, own writes) settle before counting git fetches.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fetches_before = engine
+        .stats
+        .fetches
+        .load(std::sync::atomic::Ordering::Relaxed);
     // Another writer keeps changing the field for 4 s.
     let fight_until = Instant::now() + Duration::from_secs(4);
     let mut meddles = 0;
@@ -952,6 +958,13 @@ async fn another_field_manager_is_healed_with_backoff_not_in_a_hot_loop() {
         heals <= 5,
         "{heals} heals for {meddles} changes: a hot loop"
     );
+    // Drift is an event on a managed object: the desired state is known, git is not asked.
+    let fetches = engine
+        .stats
+        .fetches
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - fetches_before;
+    assert_eq!(fetches, 0, "git fetched on object events");
     drop(trig_tx);
     let _ = stop_tx.send(true);
     let _ = task.await;

@@ -97,6 +97,16 @@ impl EngineConfig {
     }
 }
 
+/// Whether a reconcile asks git for the latest commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// Always (Application changes, webhooks, polling, commands).
+    Always,
+    /// Only when the manifests of the Application's last compared commit are not in memory
+    /// (events on the objects it manages: the desired state did not change, the live one did).
+    IfNeeded,
+}
+
 /// What a reconcile may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -145,6 +155,8 @@ pub struct Outcome {
     pub diffs: Vec<ObjectDiff>,
     /// When this app wants its next reconcile even without an event.
     pub wake_in: Option<Duration>,
+    /// That wake-up is the polling interval (ask git), not a backoff (self-heal, retry).
+    pub wake_is_poll: bool,
     /// Whether `.status` was written.
     pub wrote_status: bool,
 }
@@ -160,6 +172,8 @@ pub struct Stats {
     pub applied: std::sync::atomic::AtomicU64,
     /// Objects pruned.
     pub pruned: std::sync::atomic::AtomicU64,
+    /// Git fetches (reconciles that asked git for the latest commit).
+    pub fetches: std::sync::atomic::AtomicU64,
 }
 
 /// An error that kept a reconcile from even writing status.
@@ -208,7 +222,8 @@ struct AppRuntime {
 /// Repository Secrets and the TLS ConfigMap, with when they were read.
 type Creds = (Instant, Arc<Vec<Value>>, Arc<Value>);
 
-type ManifestKey = (String, String, bool, Option<String>, Option<String>);
+/// repoURL, targetRevision, path, recurse, include, exclude.
+type ManifestKey = (String, String, String, bool, Option<String>, Option<String>);
 
 /// The sync engine for one cluster.
 pub struct Engine {
@@ -219,7 +234,8 @@ pub struct Engine {
     cfg: EngineConfig,
     apps: Api<DynamicObject>,
     runtime: Mutex<HashMap<String, AppRuntime>>,
-    manifests: Mutex<HashMap<ManifestKey, Arc<Vec<Manifest>>>>,
+    /// Parsed manifests of the last commit read per source, with that commit.
+    manifests: Mutex<HashMap<ManifestKey, (String, Arc<Vec<Manifest>>)>>,
     creds: Mutex<Option<Creds>>,
     /// Counters.
     pub stats: Stats,
@@ -322,8 +338,18 @@ impl Engine {
         Ok(out)
     }
 
-    /// Reconcile one Application.
+    /// Reconcile one Application, fetching git first.
     pub async fn reconcile(&self, app: &Value, mode: Mode) -> Result<Outcome, EngineError> {
+        self.reconcile_with(app, mode, Fetch::Always).await
+    }
+
+    /// Reconcile one Application; `fetch` says whether git must be asked for a new commit.
+    pub async fn reconcile_with(
+        &self,
+        app: &Value,
+        mode: Mode,
+        fetch: Fetch,
+    ) -> Result<Outcome, EngineError> {
         let started = Instant::now();
         self.stats
             .reconciles
@@ -371,7 +397,7 @@ impl Engine {
             return self.finalize(app, &spec, &key).await;
         }
 
-        let compared = match self.compare(&spec, &key, &prev).await {
+        let compared = match self.compare(&spec, &key, &prev, fetch).await {
             Ok(c) => {
                 conditions.extend(c.warnings.iter().cloned());
                 c
@@ -470,6 +496,7 @@ impl Engine {
 
         let decision = self.decide(&spec, mode, &compared, &plan, &prev, requested.is_some());
         let mut wake_in = decision.wake_in;
+        let mut wake_is_poll = decision.poll;
         let mut op_state = None;
         let mut deployed = None;
         let mut applied = 0;
@@ -506,8 +533,11 @@ impl Engine {
                 };
                 if let Some(e) = &outcome.error {
                     conditions.push(Condition::new(ConditionType::SyncError, e.clone()));
-                    if let Some(d) = backoff::retry_delay(&spec.retry, retry_count as u32) {
-                        wake_in = Some(wake_in.map_or(d, |w| w.min(d)));
+                    if let Some(d) = backoff::retry_delay(&spec.retry, retry_count as u32)
+                        && wake_in.is_none_or(|w| d < w)
+                    {
+                        wake_in = Some(d);
+                        wake_is_poll = false;
                     }
                 }
                 let message = match &outcome.error {
@@ -677,6 +707,7 @@ impl Engine {
         fin.pruned = pruned;
         fin.diffs = diffs;
         fin.wake_in = wake_in;
+        fin.wake_is_poll = wake_is_poll;
         self.finish(app, mode, fin).await
     }
 
@@ -688,10 +719,16 @@ impl Engine {
     }
 
     /// Fetch, read, resolve, normalise and compare.
-    async fn compare(&self, spec: &AppSpec, key: &str, prev: &Value) -> Result<Compared, Stop> {
-        let auth = self.repo_auth(&spec.source.repo_url).await;
+    async fn compare(
+        &self,
+        spec: &AppSpec,
+        key: &str,
+        prev: &Value,
+        fetch: Fetch,
+    ) -> Result<Compared, Stop> {
         let mkey: ManifestKey = (
             spec.source.repo_url.clone(),
+            spec.source.target_revision.clone(),
             spec.source.path.clone(),
             spec.source.recurse,
             spec.source.include.clone(),
@@ -703,27 +740,35 @@ impl Engine {
             .expect("manifest cache")
             .get(&mkey)
             .cloned();
-        let src = spec.source.clone();
-        let fetched = self
-            .source
-            .with_checkout(
-                &spec.source.repo_url,
-                &spec.source.target_revision,
-                &auth,
-                |c| {
-                    // Parsed manifests are reused while the commit stays the same.
-                    let reuse = cached
-                        .as_ref()
-                        .filter(|_| prev["sync"]["revision"].as_str() == Some(c.commit.as_str()))
-                        .cloned();
-                    let read = match reuse {
-                        Some(m) => Ok(m),
-                        None => manifests::read(&c.dir, &src).map(Arc::new),
-                    };
-                    (c.commit.clone(), read)
-                },
-            )
-            .await;
+        let last = prev["sync"]["revision"].as_str();
+        let fetched = match &cached {
+            // The desired state did not change: no need to ask git.
+            Some((commit, m)) if fetch == Fetch::IfNeeded && last == Some(commit.as_str()) => {
+                Ok((commit.clone(), Ok(m.clone())))
+            }
+            _ => {
+                self.stats
+                    .fetches
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let auth = self.repo_auth(&spec.source.repo_url).await;
+                let src = spec.source.clone();
+                self.source
+                    .with_checkout(
+                        &spec.source.repo_url,
+                        &spec.source.target_revision,
+                        &auth,
+                        |c| {
+                            // Parsed manifests are reused while the commit stays the same.
+                            let read = match &cached {
+                                Some((commit, m)) if *commit == c.commit => Ok(m.clone()),
+                                _ => manifests::read(&c.dir, &src).map(Arc::new),
+                            };
+                            (c.commit.clone(), read)
+                        },
+                    )
+                    .await
+            }
+        };
         let (revision, read) = match fetched {
             Ok(x) => x,
             Err(e) => {
@@ -742,7 +787,7 @@ impl Engine {
         self.manifests
             .lock()
             .expect("manifest cache")
-            .insert(mkey, manifests.clone());
+            .insert(mkey, (revision.clone(), manifests.clone()));
 
         // Resolve kinds; a kind the cluster does not serve and no CRD here defines is an error
         // naming the file.
@@ -990,6 +1035,7 @@ impl Engine {
         let nothing = Decision {
             action: Act::Nothing,
             wake_in: Some(poll),
+            poll: true,
         };
         let user = || InitiatedBy {
             automated: false,
@@ -1008,6 +1054,7 @@ impl Engine {
                         retry_count: 0,
                     },
                     wake_in: Some(poll),
+                    poll: true,
                 };
             }
             Mode::Auto if requested => {
@@ -1017,6 +1064,7 @@ impl Engine {
                         retry_count: 0,
                     },
                     wake_in: Some(poll),
+                    poll: true,
                 };
             }
             Mode::Auto => {}
@@ -1060,6 +1108,7 @@ impl Engine {
                     retry_count: 0,
                 },
                 wake_in: Some(poll),
+                poll: true,
             };
         }
         if matches!(op["phase"].as_str(), Some("Failed" | "Error")) {
@@ -1072,10 +1121,12 @@ impl Engine {
                         retry_count: retries + 1,
                     },
                     wake_in: Some(poll),
+                    poll: true,
                 },
                 Some(d) => Decision {
                     action: Act::Nothing,
                     wake_in: Some(d - since_finish),
+                    poll: false,
                 },
             };
         }
@@ -1092,6 +1143,7 @@ impl Engine {
             return Decision {
                 action: Act::Nothing,
                 wake_in: Some(delay - waited),
+                poll: false,
             };
         }
         rt.self_heal_attempts += 1;
@@ -1103,6 +1155,7 @@ impl Engine {
                 retry_count: 0,
             },
             wake_in: Some(poll),
+            poll: true,
         }
     }
 
@@ -1439,6 +1492,7 @@ impl Engine {
             conditions: Vec::new(),
             diffs: Vec::new(),
             wake_in: None,
+            wake_is_poll: false,
             wrote_status: false,
         };
         let Some(finalizer) = &spec.finalizer else {
@@ -1579,7 +1633,11 @@ impl Engine {
             pruned: f.pruned,
             conditions: f.conditions,
             diffs: f.diffs,
-            wake_in: f.wake_in,
+            // An Application that stopped early (unreadable repo, invalid spec) is polled too.
+            wake_in: f
+                .wake_in
+                .or_else(|| Some(backoff::poll_interval(self.cfg.poll, random()))),
+            wake_is_poll: f.wake_in.is_none() || f.wake_is_poll,
             wrote_status: wrote,
         })
     }
@@ -1687,6 +1745,8 @@ enum Act {
 struct Decision {
     action: Act,
     wake_in: Option<Duration>,
+    /// The wake-up is the polling interval (git is asked then), not a backoff.
+    poll: bool,
 }
 
 struct Finish {
@@ -1702,6 +1762,7 @@ struct Finish {
     pruned: usize,
     diffs: Vec<ObjectDiff>,
     wake_in: Option<Duration>,
+    wake_is_poll: bool,
 }
 
 impl Finish {
@@ -1724,6 +1785,7 @@ impl Finish {
             pruned: 0,
             diffs: Vec::new(),
             wake_in: None,
+            wake_is_poll: true,
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::app;
 use super::cache::Touched;
-use super::engine::{Engine, Mode};
+use super::engine::{Engine, Fetch, Mode};
 use super::webhook::Push;
 
 /// Annotation Argo CD uses to ask for a refresh (`normal` or `hard`).
@@ -86,26 +86,34 @@ pub async fn run(
     let mut prints: HashMap<String, String> = HashMap::new();
     let mut buffer: HashMap<String, Value> = HashMap::new();
     let mut pending: HashSet<String> = HashSet::new();
+    // Apps whose next reconcile must ask git: set by every trigger except events on managed
+    // objects and backoff timers (the desired state did not change then), cleared when it runs.
+    let mut refetch: HashSet<String> = HashSet::new();
     let mut running: HashSet<String> = HashSet::new();
     let mut again: HashSet<String> = HashSet::new();
-    let mut due: HashMap<String, Instant> = HashMap::new();
-    let mut tasks: JoinSet<(String, Option<Duration>)> = JoinSet::new();
+    // Next wake-up per app, and whether it is the poll (ask git) or a backoff.
+    let mut due: HashMap<String, (Instant, bool)> = HashMap::new();
+    let mut tasks: JoinSet<(String, Option<(Duration, bool)>)> = JoinSet::new();
     let far = Duration::from_secs(3600);
 
     loop {
         let next = due
             .values()
+            .map(|(t, _)| *t)
             .min()
-            .copied()
             .unwrap_or_else(|| Instant::now() + far);
         tokio::select! {
             _ = &mut shutdown => break,
             Some(t) = triggers.recv() => match t {
-                Trigger::App(n) => { pending.insert(n); }
-                Trigger::All => pending.extend(apps.keys().cloned()),
+                Trigger::App(n) => { refetch.insert(n.clone()); pending.insert(n); }
+                Trigger::All => {
+                    refetch.extend(apps.keys().cloned());
+                    pending.extend(apps.keys().cloned());
+                }
                 Trigger::Push(p) => {
                     for (n, a) in &apps {
                         if a["spec"]["source"]["repoURL"].as_str().is_some_and(|u| p.concerns(u)) {
+                            refetch.insert(n.clone());
                             pending.insert(n.clone());
                         }
                     }
@@ -132,6 +140,7 @@ pub async fn run(
                     for (n, v) in &fresh {
                         let fp = fingerprint(v);
                         if prints.get(n) != Some(&fp) {
+                            refetch.insert(n.clone());
                             pending.insert(n.clone());
                             prints.insert(n.clone(), fp);
                         }
@@ -144,6 +153,7 @@ pub async fn run(
                     if let Some(n) = name_of(&v) {
                         let fp = fingerprint(&v);
                         if prints.get(&n) != Some(&fp) {
+                            refetch.insert(n.clone());
                             pending.insert(n.clone());
                             prints.insert(n.clone(), fp);
                         }
@@ -162,19 +172,28 @@ pub async fn run(
             },
             _ = tokio::time::sleep_until(next) => {
                 let now = Instant::now();
-                let ripe: Vec<String> = due.iter().filter(|(_, t)| **t <= now).map(|(n, _)| n.clone()).collect();
-                for n in ripe { due.remove(&n); pending.insert(n); }
+                let ripe: Vec<(String, bool)> = due
+                    .iter()
+                    .filter(|(_, (t, _))| *t <= now)
+                    .map(|(n, (_, poll))| (n.clone(), *poll))
+                    .collect();
+                for (n, poll) in ripe {
+                    due.remove(&n);
+                    if poll { refetch.insert(n.clone()); }
+                    pending.insert(n);
+                }
             },
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok((n, wake)) = done {
                     running.remove(&n);
-                    if let Some(w) = wake { due.insert(n.clone(), Instant::now() + w); }
+                    if let Some((w, poll)) = wake { due.insert(n.clone(), (Instant::now() + w, poll)); }
                     if again.remove(&n) { pending.insert(n); }
                 }
             },
             Ok(()) = leader.changed() => {
                 if *leader.borrow() {
                     tracing::info!("holding the lease: reconciling every Application");
+                    refetch.extend(apps.keys().cloned());
                     pending.extend(apps.keys().cloned());
                 }
             },
@@ -197,12 +216,17 @@ pub async fn run(
             };
             running.insert(n.clone());
             let engine = engine.clone();
+            let fetch = if refetch.remove(&n) {
+                Fetch::Always
+            } else {
+                Fetch::IfNeeded
+            };
             tasks.spawn(async move {
-                let wake = match engine.reconcile(&app, Mode::Auto).await {
-                    Ok(o) => o.wake_in,
+                let wake = match engine.reconcile_with(&app, Mode::Auto, fetch).await {
+                    Ok(o) => o.wake_in.map(|w| (w, o.wake_is_poll)),
                     Err(e) => {
                         tracing::warn!(app = %n, error = %e, "reconcile");
-                        Some(Duration::from_secs(10))
+                        Some((Duration::from_secs(10), true))
                     }
                 };
                 (n, wake)
