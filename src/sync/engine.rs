@@ -222,6 +222,9 @@ struct AppRuntime {
 /// Repository Secrets and the TLS ConfigMap, with when they were read.
 type Creds = (Instant, Arc<Vec<Value>>, Arc<Value>);
 
+/// Manifests as read at a commit.
+type ReadAt = (String, Arc<Vec<Manifest>>);
+
 /// repoURL, targetRevision, path, recurse, include, exclude.
 type ManifestKey = (String, String, String, bool, Option<String>, Option<String>);
 
@@ -235,7 +238,7 @@ pub struct Engine {
     apps: Api<DynamicObject>,
     runtime: Mutex<HashMap<String, AppRuntime>>,
     /// Parsed manifests of the last commit read per source, with that commit.
-    manifests: Mutex<HashMap<ManifestKey, (String, Arc<Vec<Manifest>>)>>,
+    manifests: Mutex<HashMap<ManifestKey, ReadAt>>,
     creds: Mutex<Option<Creds>>,
     /// Counters.
     pub stats: Stats,
