@@ -8,7 +8,6 @@
 //! Commits are made with git plumbing in the bare repository (a temporary index, `commit-tree`,
 //! `update-ref` against the old head), so what the API commits is what `git clone` sees.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,6 +31,8 @@ pub struct Delivery {
     pub event: String,
     /// The HTTP status, or the transport error.
     pub result: Result<u16, String>,
+    /// The response body (Gitea keeps it in the hook's delivery history).
+    pub response: String,
 }
 
 fn git(
@@ -388,7 +389,7 @@ pub(super) fn deliver_push(
     });
     let body = serde_json::to_vec(&payload).unwrap();
     let client = shared.hook_client.lock().unwrap().clone();
-    let routes = shared.cluster_routes.lock().unwrap().clone();
+    let dns = shared.cluster_dns.lock().unwrap().clone();
     let allowed = shared.allowed_hosts.lock().unwrap().clone();
     for h in hooks {
         let url = h.config.get("url").cloned().unwrap_or_default();
@@ -402,14 +403,14 @@ pub(super) fn deliver_push(
         let client = client.clone();
         let body = body.clone();
         let log = shared.deliveries.clone();
-        let routes = routes.clone();
+        let dns = dns.clone();
         let allowed = allowed.clone();
         tokio::spawn(async move {
             let result = match (client, allowed_host(&url, allowed.as_deref())) {
                 (_, Err(e)) => Err(e),
                 (None, _) => Err("the test gave the fake no way to reach hooks".to_string()),
                 (Some(c), Ok(())) => {
-                    let (target, host) = route(&url, &routes);
+                    let (target, host) = route(&url, dns.as_ref());
                     let mut req = c
                         .post(&target)
                         .header("Content-Type", "application/json")
@@ -422,16 +423,24 @@ pub(super) fn deliver_push(
                     if let Some(h) = host {
                         req = req.header("Host", h);
                     }
-                    req.send()
-                        .await
-                        .map(|r| r.status().as_u16())
-                        .map_err(|e| e.to_string())
+                    match req.send().await {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            Ok((status, r.text().await.unwrap_or_default()))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
                 }
+            };
+            let (result, response) = match result {
+                Ok((s, body)) => (Ok(s), body),
+                Err(e) => (Err(e), String::new()),
             };
             log.lock().unwrap().push(Delivery {
                 url,
                 event: "push".into(),
                 result,
+                response,
             });
         });
     }
@@ -464,8 +473,8 @@ fn allowed_host(url: &str, allowed: Option<&[String]>) -> Result<(), String> {
     };
     if list
         .iter()
-        .filter(|p| p.contains('.'))
-        .any(|p| glob(p.trim()))
+        .map(|p| p.trim())
+        .any(|p| p == "*" || (p.contains('.') && glob(p)))
     {
         return Ok(());
     }
@@ -474,10 +483,10 @@ fn allowed_host(url: &str, allowed: Option<&[String]>) -> Result<(), String> {
     ))
 }
 
-/// The address an in-cluster URL reaches (Service name and port → where the test serves it),
-/// and the Host header it keeps.
-fn route(url: &str, routes: &BTreeMap<String, std::net::SocketAddr>) -> (String, Option<String>) {
-    let Ok(mut u) = reqwest::Url::parse(url) else {
+/// The address an in-cluster URL reaches (a Service's `host:port`, resolved by the cluster the
+/// fake's pod runs in), and the Host header it keeps.
+fn route(url: &str, dns: Option<&super::ClusterDns>) -> (String, Option<String>) {
+    let (Ok(mut u), Some(dns)) = (reqwest::Url::parse(url), dns) else {
         return (url.to_string(), None);
     };
     let authority = format!(
@@ -485,7 +494,7 @@ fn route(url: &str, routes: &BTreeMap<String, std::net::SocketAddr>) -> (String,
         u.host_str().unwrap_or_default(),
         u.port_or_known_default().unwrap_or(0)
     );
-    match routes.get(&authority) {
+    match dns(&authority) {
         Some(addr) => {
             let host = u.host_str().map(str::to_string);
             let _ = u.set_ip_host(addr.ip());
@@ -497,14 +506,10 @@ fn route(url: &str, routes: &BTreeMap<String, std::net::SocketAddr>) -> (String,
 }
 
 impl FakeGitea {
-    /// Deliver webhooks to in-cluster URLs (`host:port` of a Service) at these addresses: the
-    /// cluster network the fake's pod would be on.
-    pub fn route_cluster(&self, authority: &str, addr: std::net::SocketAddr) {
-        self.shared
-            .cluster_routes
-            .lock()
-            .unwrap()
-            .insert(authority.to_string(), addr);
+    /// Resolve in-cluster webhook targets (`<service>.<ns>.svc.cluster.local:<port>`) with
+    /// `dns`: the cluster network the fake's pod would be on.
+    pub fn cluster_dns(&self, dns: super::ClusterDns) {
+        *self.shared.cluster_dns.lock().unwrap() = Some(dns);
         if self.shared.hook_client.lock().unwrap().is_none() {
             self.deliver_hooks_to(&[]);
         }

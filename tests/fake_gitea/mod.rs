@@ -1,6 +1,12 @@
 //! A fake Gitea for tests: the `/api/v1` calls homelab makes, the container registry's `/v2/`
 //! token dance, and git's smart HTTP through the real `git http-backend`, served over HTTPS with
-//! a certificate from the lab CA at `gitea.127.0.0.1.sslip.io`.
+//! a certificate from the lab CA at `gitea.127.0.0.1.sslip.io` — or, as Gitea's pod serves it,
+//! over plain HTTP behind an ingress with a `ROOT_URL` of the test's choosing
+//! ([`FakeGitea::start_plain`]). A push (API commit or `git push`) is delivered to the
+//! repository's webhooks, signed with each hook's secret, unless `ALLOWED_HOST_LIST` refuses the
+//! target; in-cluster targets resolve through the test's cluster network. Images are stored by a
+//! test-side push ([`FakeGitea::store_image`]) after the client proved its credentials at `/v2/`;
+//! the OCI upload protocol itself is not played.
 //!
 //! Every API request is checked against `swagger.v1.json` (read from the shared contracts at test
 //! time) before it is answered; a request the real API would not have is recorded as a violation
@@ -103,6 +109,9 @@ pub struct Data {
     next_id: i64,
 }
 
+/// In-cluster name resolution: `host:port` → the address that answers for it.
+pub type ClusterDns = Arc<dyn Fn(&str) -> Option<SocketAddr> + Send + Sync>;
+
 /// A container image in the registry: the files of its layers, by path.
 #[derive(Clone, Debug, Default)]
 pub struct Image {
@@ -152,8 +161,8 @@ pub struct Shared {
     /// How webhooks are delivered, and what was (drone branch, `contents.rs`).
     pub hook_client: Mutex<Option<reqwest::Client>>,
     pub deliveries: Arc<Mutex<Vec<contents::Delivery>>>,
-    /// In-cluster `host:port` → where the test serves it (webhook targets).
-    pub cluster_routes: Mutex<BTreeMap<String, SocketAddr>>,
+    /// Resolves in-cluster `host:port` (webhook targets) to where the test serves it.
+    pub cluster_dns: Mutex<Option<ClusterDns>>,
     /// `[webhook] ALLOWED_HOST_LIST`; `None` admits every host.
     pub allowed_hosts: Mutex<Option<Vec<String>>>,
 }
@@ -306,7 +315,7 @@ impl FakeGitea {
             oauth: Mutex::new(oauth::OAuthData::default()),
             hook_client: Mutex::new(None),
             deliveries: Arc::new(Mutex::new(Vec::new())),
-            cluster_routes: Mutex::new(BTreeMap::new()),
+            cluster_dns: Mutex::new(None),
             allowed_hosts: Mutex::new(None),
         });
         let app = axum::Router::new()

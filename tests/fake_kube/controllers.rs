@@ -39,9 +39,12 @@ pub struct PodsWaiting {
 /// What the kubelet says about a workload's pods.
 pub type PodsVerdict = Result<(), PodsWaiting>;
 
-/// Asked before a workload's pods start, with the workload as it is being rolled out.
+/// Asked before a workload's pods start, with the workload as it is being rolled out (the
+/// test starts what the pods would run here).
 #[derive(Clone)]
-pub struct Kubelet(pub Arc<dyn Fn(&Value) -> PodsVerdict + Send + Sync>);
+pub struct Kubelet(
+    pub Arc<dyn Fn(Value) -> futures::future::BoxFuture<'static, PodsVerdict> + Send + Sync>,
+);
 
 impl std::fmt::Debug for Kubelet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -355,7 +358,7 @@ async fn roll_out(
         };
         let Some(live) = live else { return };
         let verdict = match &cfg.kubelet {
-            Some(k) => (k.0)(&live),
+            Some(k) => (k.0)(live.clone()).await,
             None => Ok(()),
         };
         {
@@ -469,6 +472,27 @@ fn replace_pods(store: &mut Store, workload: &Value, waiting: Option<&PodsWaitin
         .unwrap_or_else(|| json!({}));
     if kind == "Deployment" {
         labels["pod-template-hash"] = json!(hash);
+    }
+    // Scheduling the pod binds its claims (what WaitForFirstConsumer waits for).
+    for v in template
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let Some(claim) = v
+            .pointer("/persistentVolumeClaim/claimName")
+            .and_then(Value::as_str)
+        else {
+            continue;
+        };
+        let k = key("", "persistentvolumeclaims", &ns, claim);
+        if store
+            .render(&k)
+            .is_some_and(|pvc| s(&pvc, "/status/phase") != "Bound")
+        {
+            store.set_status(&k, json!({"phase": "Bound"}));
+        }
     }
     let containers: Vec<Value> = template
         .pointer("/spec/containers")

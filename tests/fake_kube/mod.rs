@@ -40,11 +40,17 @@
 //!   selector that does not match the template labels, or without containers (422).
 //! - Defaults: Service `type` and `clusterIP`, Namespace `status.phase`, PVC `Pending`.
 //! - Pod logs (`pods/{name}/log` with `container`, `previous`, `tailLines`) from test hooks.
+//! - Pod exec (`pods/{name}/exec`, websocket `v5`/`v4.channel.k8s.io`, see [`exec`]), the command
+//!   played by a test handler ([`FakeKube::on_exec`]).
+//! - HTTPS with x509 client certificates as microk8s serves its API ([`tls`], [`Listen`]); the
+//!   request log records the user (the certificate's common name, or the bearer token).
 //! - Fault injection: status codes (429 with `Retry-After`, 503, …), dropped connections, watch
 //!   410 Gone; a request log with verb, path, object, dry-run, field manager and status code.
-//! - Simulated controllers ([`Controllers`]), off by default: workloads become ready, Jobs
-//!   complete, PVCs bind (except with a WaitForFirstConsumer class), Services get a ready
-//!   EndpointSlice, Certificates and (Cluster)Issuers become Ready, Ingress TLS secrets appear —
+//! - Simulated controllers ([`Controllers`], see [`controllers`]), off by default: workloads
+//!   roll out (optionally with their ReplicaSets and Pods, gated by a test kubelet), Jobs
+//!   complete, PVCs bind (a WaitForFirstConsumer claim once a pod uses it), Services get a ready
+//!   EndpointSlice, cert-manager issues real certificates from a CA issuer's key pair (and
+//!   ingress-shim turns annotated Ingresses into Certificates), NIC publishes Ingress status —
 //!   after a delay per object, so readiness tests are deterministic.
 //!
 //! # Not implemented
@@ -53,7 +59,7 @@
 //! semantics, aggregated discovery, protobuf, table output, `sendInitialEvents`/bookmarks,
 //! namespace `Terminating` phase (content is deleted at once), foreground deletion ordering,
 //! label-selector transitions reported as DELETED to watchers, field ownership of list items by
-//! keys other than `name`, pods/exec/attach/port-forward, server-side garbage collection of
+//! keys other than `name`, pods/attach/port-forward, server-side garbage collection of
 //! objects whose owner never existed.
 
 #![allow(dead_code)]
