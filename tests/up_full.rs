@@ -5,6 +5,10 @@
 //! repository, the real sync engine deploying it, the site served by the ingress with a
 //! certificate from the lab CA — then a second `up` that writes nothing anywhere, `status`,
 //! `verify` on its own, and `down --purge`; and `up` on an existing cluster.
+//!
+//! `E2E_DEBUG=1 cargo test --test up_full -- --nocapture` prints what went on in the lab after
+//! each first `up` (kubelet, ingress, webhook deliveries, builds with their logs, the sync
+//! engine's log, run at `-vv`).
 
 mod common;
 mod fake_drone;
@@ -29,6 +33,12 @@ fn ok(sim: &Sim, what: &str, run: &common::Run) {
         tail(&run.stderr, 60),
         sim.diagnostics()
     );
+}
+
+fn debug(sim: &Sim, what: &str, run: &common::Run) {
+    if std::env::var_os("E2E_DEBUG").is_some() {
+        eprintln!("==== {what}\n{}\n{}", run.stdout, sim.diagnostics());
+    }
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -210,6 +220,7 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
     // 1. The first `up`, at the highest verbosity: every step does its work.
     let up = sim.homelab(&["up", "-vv"]).await;
     ok(&sim, "up", &up);
+    debug(&sim, "up", &up);
     for step in [
         "secrets",
         "ca",
@@ -250,6 +261,11 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
     drone.clear_log();
     let again = sim.homelab(&["up"]).await;
     ok(&sim, "the second up", &again);
+    assert_no_secret_in(
+        &sim,
+        "the second `up`",
+        &format!("{}{}", again.stdout, again.stderr),
+    );
     assert!(
         again.stdout.contains("was already up; nothing changed"),
         "{}",
@@ -343,6 +359,11 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
     // 3. `status` shows every component healthy.
     let status = sim.homelab(&["status"]).await;
     ok(&sim, "status", &status);
+    assert_no_secret_in(
+        &sim,
+        "`status`",
+        &format!("{}{}", status.stdout, status.stderr),
+    );
     let components: Vec<&str> = status
         .stdout
         .lines()
@@ -368,6 +389,11 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
     // 4. `verify` on its own walks every hop again.
     let verify = sim.homelab(&["verify"]).await;
     ok(&sim, "verify", &verify);
+    assert_no_secret_in(
+        &sim,
+        "`verify`",
+        &format!("{}{}", verify.stdout, verify.stderr),
+    );
     for hop in homelab::verify::HOPS {
         assert!(
             verify
@@ -414,6 +440,7 @@ async fn up_on_an_existing_cluster_with_a_domain_proves_the_loop_and_changes_not
         .homelab(&["up", "--provider", "existing", "--domain", "lab.test"])
         .await;
     ok(&sim, "up --provider existing", &up);
+    debug(&sim, "up --provider existing", &up);
     assert!(step_line(&up.stdout, "verify").contains("loop proven: v2"));
     assert_loop_proven(&sim, "v2").await;
     // The cluster itself is never changed: no Node, StorageClass or namespace outside the lab.

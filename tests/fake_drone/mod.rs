@@ -24,7 +24,10 @@
 //! the first page, the runner RPC.
 //!
 //! Builds run on a script ([`Script`]): each step passes or fails with a log, and
-//! [`FakeDrone::on_success`] runs what the pipeline's deploy step would do.
+//! [`FakeDrone::on_success`] runs what the pipeline's deploy step would do — or, with a
+//! [`Runner`] ([`FakeDrone::runner`]), the test runs the real pipeline and reports its steps.
+//! [`FakeDrone::start_plain`] serves plain HTTP as Drone's pod does behind an ingress, knowing
+//! itself by `DRONE_SERVER_PROTO://DRONE_SERVER_HOST` and giving Gitea `<proxy>/hook`.
 
 #![allow(dead_code)]
 

@@ -483,6 +483,11 @@ impl World {
                 env.insert(k, p.display().to_string());
             }
         }
+        // The container's /tmp is its own volume, not the host's shared one (two labs in one
+        // test binary would share the engine's default work dir under it).
+        if let Some(tmp) = mounts.host("/tmp") {
+            env.insert("TMPDIR".into(), tmp.display().to_string());
+        }
         // In-cluster names: git (libcurl) sends http:// requests through `http_proxy`, which
         // resolves `<service>.<ns>.svc.cluster.local` as the cluster's DNS would.
         let proxy = self.net.http_proxy();
@@ -490,8 +495,11 @@ impl World {
         std::fs::create_dir_all(dir).unwrap();
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab"));
-        cmd.args(&args)
-            .arg("--kubeconfig")
+        cmd.args(&args);
+        if std::env::var_os("E2E_DEBUG").is_some() {
+            cmd.arg("-vv");
+        }
+        cmd.arg("--kubeconfig")
             .arg(&self.sync_kubeconfig)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

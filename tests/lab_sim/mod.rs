@@ -173,6 +173,16 @@ pub struct Sim {
     pub ingress_port: u16,
 }
 
+impl Drop for Sim {
+    fn drop(&mut self) {
+        // The world is referenced by the fakes it drives (a cycle that outlives the test), so
+        // the engine process it started is stopped here, also when the test fails.
+        if let Some(s) = self.world.sync.lock().unwrap().as_mut() {
+            let _ = s.child.start_kill();
+        }
+    }
+}
+
 /// A loopback address of its own for this scenario, with the ingress listening on its port 443
 /// — or on an ephemeral port with the test-only seam `HOMELAB_TEST_INGRESS_PORT` set, where a
 /// privileged port cannot be bound (or `on_443` is false, so the seam is exercised too).
@@ -480,7 +490,12 @@ impl Sim {
         out.push_str("sync engine log (tail):\n");
         let log = kubelet::sync_log(&self.world);
         let lines: Vec<&str> = log.lines().collect();
-        for l in &lines[lines.len().saturating_sub(40)..] {
+        let keep = if std::env::var_os("E2E_DEBUG").is_some() {
+            lines.len()
+        } else {
+            40
+        };
+        for l in &lines[lines.len().saturating_sub(keep)..] {
             out.push_str(&format!("  {l}\n"));
         }
         if let Some(app) =
