@@ -2093,7 +2093,7 @@ async fn a_failed_sync_is_retried_with_the_applications_backoff() {
     lab.repo.commit("into a namespace that does not exist yet");
     let mut spec = lab.app_spec("app");
     spec["syncPolicy"]["retry"] =
-        json!({"limit": 2, "backoff": {"duration": "1s", "factor": 2, "maxDuration": "10s"}});
+        json!({"limit": 2, "backoff": {"duration": "2s", "factor": 2, "maxDuration": "10s"}});
     lab.create_app("nyan", spec).await;
     let (engine, _t) = lab.engine();
     let o = lab.reconcile(&engine, "nyan").await;
@@ -2103,12 +2103,12 @@ async fn a_failed_sync_is_retried_with_the_applications_backoff() {
         "{}",
         cond_text(&o)
     );
-    assert_eq!(o.wake_in, Some(Duration::from_secs(1)));
+    assert_eq!(o.wake_in, Some(Duration::from_secs(2)));
     // Too early: the backoff holds.
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!(o.operation, None);
-    assert!(o.wake_in.unwrap() <= Duration::from_secs(1));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(o.wake_in.unwrap() <= Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!(
         o.operation,
@@ -2118,11 +2118,11 @@ async fn a_failed_sync_is_retried_with_the_applications_backoff() {
         lab.app("nyan").await["status"]["operationState"]["retryCount"],
         1
     );
-    // The namespace appears; the next retry (after 2 s) succeeds.
+    // The namespace appears; the next retry (after 4 s) succeeds.
     lab.apply(json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": missing, "labels": {"homelab.dev/lab": lab.tc.lab}}}))
         .await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!(
         o.operation,
