@@ -2199,3 +2199,38 @@ async fn a_standby_engine_hands_a_webhook_to_the_lease_holder_through_the_refres
     let _ = stop_tx.send(true);
     let _ = server.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn homelab_sync_watch_fails_fast_when_the_lease_namespace_is_missing() {
+    let lab = Lab::new().await;
+    let ctx = Arc::new(common::TestContext::new());
+    let args: Vec<String> = [
+        "sync",
+        "--watch",
+        "--kubeconfig",
+        &lab.tc.kubeconfig.display().to_string(),
+        "--app-namespace",
+        &lab.apps_ns,
+        "--lease-namespace",
+        &lab.tc.ns("no-such-namespace"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run = homelab_cli(ctx, args).await;
+    run.failure(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "error: namespace `{}` for the sync engine's Lease does not exist",
+            lab.tc.ns("no-such-namespace")
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("hint: create it (`kubectl create namespace"),
+        "{}",
+        run.stderr
+    );
+}
