@@ -1,8 +1,9 @@
 //! Raw command-line arguments: only what was typed. `Settings` is the merged result.
 //!
 //! Architecture invariant: nothing here decides defaults or reads the environment (apart from
-//! `HOMELAB_CONFIG` locating the config file); [`Cli::layer`] hands what flags set to
-//! `settings::Settings::resolve`.
+//! `HOMELAB_CONFIG` locating the config file, and the `HOMELAB_SYNC_*` runtime variables the
+//! in-cluster engine's Deployment sets for `homelab sync --in-cluster`); [`Cli::layer`] hands
+//! what flags set to `settings::Settings::resolve`.
 
 use std::path::PathBuf;
 
@@ -130,6 +131,22 @@ pub enum Command {
     /// (trusted through the lab CA only) serving the new version. Exit 1 names the hop that
     /// failed and why.
     Verify(VerifyArgs),
+    /// Keep the cluster in line with git: the Argo CD-compatible sync engine
+    ///
+    /// Reads `argoproj.io/v1alpha1 Application` objects and reconciles them as Argo CD would
+    /// (automated sync, prune, self-heal, sync waves), reporting status in Argo's vocabulary.
+    /// `--once` reconciles every Application once; naming Applications syncs them now whatever
+    /// their policy (like `argocd app sync`); `--watch` keeps going from this machine;
+    /// `--in-cluster` is how the engine's Deployment runs it.
+    Sync(SyncArgs),
+
+    /// List Applications with their sync and health status
+    Apps(AppsArgs),
+
+    /// Show what a sync of an Application would change (secrets redacted)
+    ///
+    /// Exits 1 when there are differences, 0 when the cluster matches git.
+    Diff(DiffArgs),
 
     /// Print a shell completion script
     ///
@@ -139,6 +156,125 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// Which cluster the sync commands talk to.
+#[derive(Debug, Args, Default)]
+pub struct KubeArgs {
+    /// Kubeconfig [default: the lab's, else $KUBECONFIG, else ~/.kube/config]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context [default: the file's current context]
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// Namespace of the Applications
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "HOMELAB_SYNC_APPLICATION_NAMESPACE",
+        default_value = "argocd"
+    )]
+    pub app_namespace: String,
+}
+
+/// Arguments of `sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Applications to sync now, whatever their sync policy (implies --once)
+    #[arg(value_name = "APP", conflicts_with_all = ["watch", "in_cluster"])]
+    pub apps: Vec<String>,
+
+    /// Reconcile every Application once, then exit
+    #[arg(long, conflicts_with_all = ["watch", "in_cluster"])]
+    pub once: bool,
+
+    /// Keep reconciling from this machine until interrupted
+    #[arg(long, conflicts_with = "in_cluster")]
+    pub watch: bool,
+
+    /// Run as the in-cluster engine: service account (or --kubeconfig), HTTP endpoints, JSON logs
+    #[arg(long)]
+    pub in_cluster: bool,
+
+    /// With APP: also delete what git no longer has
+    #[arg(long, requires = "apps")]
+    pub prune: bool,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    /// Namespace of the Lease that keeps two engines from acting at once [default: the pod's
+    /// namespace ($POD_NAMESPACE) with --in-cluster, else homelab-system]
+    #[arg(long, value_name = "NS", env = "HOMELAB_SYNC_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Address of /healthz, /readyz, /webhook and /metrics (--in-cluster)
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "HOMELAB_SYNC_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen: std::net::SocketAddr,
+
+    /// Namespace-scoped mode: manage objects in these namespaces only (comma-separated), for an
+    /// engine whose RBAC is a Role per namespace instead of a ClusterRole
+    #[arg(
+        long,
+        value_name = "NS,…",
+        env = "HOMELAB_SYNC_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Option<Vec<String>>,
+
+    /// Polling interval when no webhook arrives (jitter of up to 20 % is added)
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "HOMELAB_SYNC_POLL",
+        default_value = "2m"
+    )]
+    pub poll: String,
+
+    /// Where git checkouts are kept [default: a `homelab-sync` folder in the temp dir]
+    #[arg(long, value_name = "DIR", env = "HOMELAB_SYNC_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// PEM file of a CA to trust for git over HTTPS (the lab CA)
+    #[arg(long, value_name = "FILE", env = "HOMELAB_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// File holding the webhook's HMAC secret (or set HOMELAB_SYNC_WEBHOOK_SECRET)
+    #[arg(long, value_name = "FILE", env = "HOMELAB_SYNC_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// Arguments of `apps`.
+#[derive(Debug, Args)]
+pub struct AppsArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Arguments of `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The Application
+    #[arg(value_name = "APP")]
+    pub app: String,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    /// Where git checkouts are kept [default: a `homelab-sync` folder in the temp dir]
+    #[arg(long, value_name = "DIR", env = "HOMELAB_SYNC_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// PEM file of a CA to trust for git over HTTPS (the lab CA)
+    #[arg(long, value_name = "FILE", env = "HOMELAB_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `config` subcommands.
@@ -391,6 +527,9 @@ impl Cli {
                 a.cluster.apply(&mut layer);
             }
             Command::Down(_) | Command::Status(_) => {}
+            Command::Sync(a) => layer.context = a.kube.context.clone(),
+            Command::Apps(a) => layer.context = a.kube.context.clone(),
+            Command::Diff(a) => layer.context = a.kube.context.clone(),
             Command::Completions { .. } => {}
         }
         layer

@@ -82,6 +82,13 @@ pub enum KubeError {
         #[source]
         source: kube::config::KubeconfigError,
     },
+    /// Not running in a pod, or its service account is not mounted.
+    #[error("read the in-cluster service account configuration")]
+    InCluster {
+        /// Why.
+        #[source]
+        source: kube::config::InClusterError,
+    },
     /// The client stack could not be built (TLS material, proxy).
     #[error("build a Kubernetes client for `{server}`")]
     Client {
@@ -105,6 +112,9 @@ impl Diagnostic for KubeError {
                 "list the contexts with `kubectl --kubeconfig {} config get-contexts`",
                 path.display()
             )],
+            KubeError::InCluster { .. } => vec![
+                "`--in-cluster` is for the engine's Deployment; from a laptop use `homelab sync --watch`".into(),
+            ],
             KubeError::Client { .. } => Vec::new(),
         }
     }
@@ -140,6 +150,20 @@ pub async fn connect(target: &KubeTarget, opts: &ClientOptions) -> Result<kube::
         })?;
     config.connect_timeout = Some(opts.connect_timeout);
     // Watches are long requests; a read timeout would cut them. Waits are bounded by deadlines.
+    config.read_timeout = None;
+    let server = crate::redact::redact_url(&config.cluster_url.to_string());
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|source| KubeError::Client { server, source })?;
+    let limit = tower::limit::ConcurrencyLimitLayer::new(opts.max_in_flight.max(1));
+    Ok(builder.with_layer(&limit).build())
+}
+
+/// Build the client from the pod's service account (`homelab sync --in-cluster`), with the same
+/// concurrency bound and timeouts as [`connect`].
+pub async fn connect_in_cluster(opts: &ClientOptions) -> Result<kube::Client, KubeError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = kube::Config::incluster().map_err(|source| KubeError::InCluster { source })?;
+    config.connect_timeout = Some(opts.connect_timeout);
     config.read_timeout = None;
     let server = crate::redact::redact_url(&config.cluster_url.to_string());
     let builder = kube::client::ClientBuilder::try_from(config)

@@ -27,6 +27,7 @@ pub mod render;
 pub mod settings;
 pub mod stack;
 pub mod state;
+pub mod sync;
 pub mod templates;
 pub mod tls;
 pub mod tools;

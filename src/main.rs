@@ -16,7 +16,19 @@ fn main() -> ExitCode {
         cli.global.quiet,
         cli.global.no_progress,
     );
-    init_logging(ui.verbosity, ui.color);
+    // The long-running sync engine logs each reconcile; in the cluster as JSON lines.
+    let (engine_logs, json_logs) = match &cli.command {
+        homelab::cli::Command::Sync(a) => (a.watch || a.in_cluster, a.in_cluster),
+        _ => (false, false),
+    };
+    init_logging(
+        ui.verbosity,
+        ui.color,
+        LogStyle {
+            engine_logs,
+            json_logs,
+        },
+    );
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -41,12 +53,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbosity: i8, color: bool) {
+/// How logs look beyond the verbosity.
+struct LogStyle {
+    /// INFO by default (a long-running engine reports what it does).
+    engine_logs: bool,
+    /// One JSON object per line (the in-cluster engine).
+    json_logs: bool,
+}
+
+fn init_logging(verbosity: i8, color: bool, style: LogStyle) {
     let level = match verbosity {
+        i8::MIN..=0 if style.engine_logs && verbosity == 0 => tracing::Level::INFO,
         i8::MIN..=0 => tracing::Level::WARN,
         1 => tracing::Level::DEBUG,
         _ => tracing::Level::TRACE,
     };
+    if style.json_logs {
+        tracing_subscriber::fmt()
+            .json()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .with_current_span(false)
+            .init();
+        return;
+    }
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)

@@ -139,6 +139,16 @@ const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_VALIDATOR",
     "HOMELAB_LOG",
     "HOMELAB_TEST_WAITS",
+    // Runtime parameters of the in-cluster sync engine, set by its Deployment.
+    "HOMELAB_SYNC_APPLICATION_NAMESPACE",
+    "HOMELAB_SYNC_LEASE_NAMESPACE",
+    "HOMELAB_SYNC_LISTEN",
+    "HOMELAB_SYNC_POLL",
+    "HOMELAB_SYNC_NAMESPACES",
+    "HOMELAB_SYNC_WORK_DIR",
+    "HOMELAB_CA_FILE",
+    "HOMELAB_SYNC_WEBHOOK_SECRET",
+    "HOMELAB_SYNC_WEBHOOK_SECRET_FILE",
 ];
 
 /// The environment variable for a key: `vm.cpus` → `HOMELAB_VM_CPUS`.

@@ -87,6 +87,9 @@ pub struct ApplyOptions {
     pub live_selector: Option<String>,
     /// How long to wait for CRDs of the batch to be Established.
     pub crd_timeout: Duration,
+    /// Take back fields another manager changed, whatever the object's labels: for callers that
+    /// establish ownership by their own rule first (the sync engine, by Argo's tracking id).
+    pub force_conflicts: bool,
 }
 
 impl Default for ApplyOptions {
@@ -98,6 +101,7 @@ impl Default for ApplyOptions {
             ownership: BTreeMap::new(),
             live_selector: None,
             crd_timeout: Duration::from_secs(60),
+            force_conflicts: false,
         }
     }
 }
@@ -578,9 +582,10 @@ impl Applier {
         match result {
             Ok(out) => Ok(applied(p.clone(), change, to_value(&out, &p.resolved))),
             Err(e) if status_code(&e) == Some(409) => {
-                let ours = live
-                    .as_ref()
-                    .is_some_and(|l| owned_by(l, &opts.ownership, &opts.field_manager));
+                let ours = opts.force_conflicts
+                    || live
+                        .as_ref()
+                        .is_some_and(|l| owned_by(l, &opts.ownership, &opts.field_manager));
                 if !ours {
                     return Err(ApplyError::Conflict {
                         object: Box::new(p.oref.clone()),

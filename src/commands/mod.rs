@@ -11,16 +11,20 @@ use crate::output::Printer;
 use crate::settings::{Inputs, Settings};
 use crate::stack::{self, Stack};
 
+mod apps;
 mod ca;
 mod completions;
 mod config;
 mod credentials;
+mod diff;
 mod doctor;
 mod down;
+mod kube_target;
 mod plan;
 mod prepare;
 mod render;
 mod status;
+mod sync;
 mod trust;
 mod up;
 mod verify;
@@ -93,6 +97,9 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Ca(CaCommand::Regenerate(_)) => ca::regenerate(&ctx),
         Command::Credentials(_) => credentials::run(&ctx),
         Command::Verify(_) => verify::run(&ctx).await,
+        Command::Sync(args) => sync::run(&ctx, args).await,
+        Command::Apps(args) => apps::run(&ctx, args).await,
+        Command::Diff(args) => diff::run(&ctx, args).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

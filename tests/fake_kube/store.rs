@@ -622,6 +622,16 @@ impl Store {
         if new == live {
             return Ok(self.render(&key).expect("exists"));
         }
+        // Like the API server: an object being deleted goes once its last finalizer is removed.
+        let finalizers_left = new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if new.pointer("/metadata/deletionTimestamp").is_some() && !finalizers_left {
+            let rendered = self.render(&key).expect("exists");
+            self.remove(&key, "Background");
+            return Ok(rendered);
+        }
         let spec_changed = {
             let strip = |v: &Value| {
                 let mut v = v.clone();
