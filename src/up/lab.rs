@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::git::{Git, Identity};
 use crate::gitea::Endpoint;
 use crate::provider::Cluster;
+use crate::provider::multipass::sideload::EngineImage;
 use crate::render::{self, Domain, Manifests, RenderInput};
 use crate::stack::Stack;
 use crate::state::{self, Secrets};
@@ -145,7 +146,17 @@ impl Step for RenderStep {
     fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
         Box::pin(async move {
             let settings = cx.settings();
-            let stack = cx.get::<Stack>()?;
+            let mut stack = (*cx.get::<Stack>()?).clone();
+            // A side-loaded engine image (multipass labs on a matching Linux host) replaces
+            // the stack's pinned one.
+            if let Some(EngineImage(reference)) = cx.try_get::<EngineImage>().as_deref()
+                && let Some(engine) = stack
+                    .components
+                    .iter_mut()
+                    .find(|c| c.name == "gitops-engine")
+            {
+                engine.images.insert("engine".into(), reference.clone());
+            }
             let secrets = cx.get::<Secrets>()?;
             let ca = cx.get::<LabCa>()?;
             let cluster = cx.get::<Cluster>()?;
