@@ -1223,7 +1223,7 @@ fn down_purge_leaves_nothing_behind() {
     );
     assert_eq!(
         run.stderr,
-        "note: if you added the lab CA to this machine's trust store or a browser, remove it there too\n"
+        "note: a trust store or browser you added the lab CA to by hand still trusts it; remove it there (`homelab trust` lists where)\n"
     );
     let again = lab.homelab(&["down", "--purge"]);
     again.success();
