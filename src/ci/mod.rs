@@ -10,7 +10,6 @@
 
 pub mod cluster;
 pub mod drone;
-pub mod http;
 pub mod oauth_login;
 
 use std::collections::BTreeMap;
@@ -21,11 +20,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Diagnostic;
+use crate::http::Endpoint;
 use crate::output::{Outcome, Progress};
 use crate::redact::Secret;
 use crate::state::LabState;
-
-pub use http::WebEndpoint;
 
 /// Which CI server a lab runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -322,9 +320,9 @@ pub struct CiWiring<'a> {
     /// Which CI.
     pub kind: CiKind,
     /// The CI server's public endpoint (`https://drone.<domain>`, lab CA).
-    pub ci: WebEndpoint,
+    pub ci: Endpoint,
     /// Gitea's public endpoint.
-    pub gitea: crate::gitea::Endpoint,
+    pub gitea: crate::http::Endpoint,
     /// The Gitea admin.
     pub admin: AdminLogin,
     /// homelab's Gitea API token (`gitea_token` in the lab state; needs `write:user` for OAuth
@@ -361,7 +359,7 @@ pub async fn wire<W: Workloads>(
 /// The client verify uses for the CI of this lab, with the API token the wiring stored.
 pub fn client_from_state(
     kind: CiKind,
-    endpoint: &WebEndpoint,
+    endpoint: &Endpoint,
     state: &LabState,
 ) -> Result<Ci, crate::error::Error> {
     match kind {

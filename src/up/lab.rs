@@ -12,12 +12,11 @@ use futures::future::BoxFuture;
 
 use super::{CLUSTER_READY, Pipeline, Step, StepCx, StepReport};
 use crate::ci::cluster::KubeWorkloads;
-use crate::ci::http::WebEndpoint;
 use crate::ci::{self, CiKind, CiWiring, WireTimeouts};
 use crate::deploy::{self, DeployOptions, DeployReport};
 use crate::error::{Error, Result};
 use crate::git::{Git, Identity};
-use crate::gitea::Endpoint;
+use crate::http::Endpoint;
 use crate::provider::Cluster;
 use crate::provider::multipass::sideload::EngineImage;
 use crate::render::{self, Domain, Manifests, RenderInput};
@@ -338,7 +337,7 @@ impl Step for WireCiStep {
             let report = ci::wire(
                 &CiWiring {
                     kind: CiKind::Drone,
-                    ci: WebEndpoint::from(&endpoint(cx, "drone")?),
+                    ci: endpoint(cx, "drone")?,
                     gitea,
                     admin: ci::AdminLogin {
                         user: settings.gitea_admin_user.clone(),

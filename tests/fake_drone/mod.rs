@@ -39,7 +39,7 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use homelab::ci::WebEndpoint;
+use homelab::http::Endpoint;
 use homelab::tls::LabCa;
 
 /// Host the fake answers for.
@@ -253,7 +253,7 @@ pub struct Build {
 #[derive(Clone, Debug)]
 pub struct Options {
     /// `DRONE_GITEA_SERVER`, with the CA and pinned address to reach it.
-    pub gitea: WebEndpoint,
+    pub gitea: Endpoint,
     /// `DRONE_USER_CREATE=username:<this>,admin:true,token:<admin_token>`.
     pub admin_user: String,
     pub admin_token: String,
@@ -337,7 +337,7 @@ impl FakeDrone {
         let listener =
             crate::fake_gitea::tls::TlsListener::bind(&leaf.cert_pem, leaf.key_pem.expose()).await;
         let addr = axum::serve::Listener::local_addr(&listener).unwrap();
-        let tls = homelab::gitea::rustls_config(options.gitea.ca_pem.as_deref()).unwrap();
+        let tls = homelab::http::rustls_config(options.gitea.ca_pem.as_deref()).unwrap();
         let gitea_url = reqwest::Url::parse(&options.gitea.base_url).unwrap();
         let mut b = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -382,8 +382,8 @@ impl FakeDrone {
         self.shared.base_url.clone()
     }
 
-    pub fn endpoint(&self) -> WebEndpoint {
-        WebEndpoint {
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
             base_url: self.base_url(),
             ca_pem: Some(self.ca.cert_pem.clone()),
             resolve: Some(self.addr),

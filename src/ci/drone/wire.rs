@@ -506,7 +506,7 @@ async fn login_and_store(
 ) -> Result<(DroneClient, String), DroneWireError> {
     let outcome = login::login(&LoginRequest {
         drone: w.ci.clone(),
-        gitea: (&w.gitea).into(),
+        gitea: w.gitea.clone(),
         user: w.admin.user.clone(),
         password: w.admin.password.clone(),
         redirect_uri: redirect_uri.into(),
