@@ -188,7 +188,7 @@ impl Lab {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn step<'r>(report: &'r GiteaReport, name: &str) -> &'r homelab::wire::gitea::StepReport {
+    fn step<'r>(report: &'r GiteaReport, name: &str) -> &'r homelab::wire::steps::StepReport {
         report
             .steps
             .iter()

@@ -21,9 +21,10 @@ use serde::Serialize;
 
 use crate::error::Diagnostic;
 use crate::http::Endpoint;
-use crate::output::{Outcome, Progress};
+use crate::output::Progress;
 use crate::redact::Secret;
 use crate::state::LabState;
+pub use crate::wire::steps::StepReport;
 
 /// Which CI server a lab runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -257,17 +258,6 @@ pub trait Workloads: Send + Sync {
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
 }
 
-/// One wiring step's result.
-#[derive(Clone, Debug, Serialize)]
-pub struct StepReport {
-    /// Step name (`drone oauth app`, `drone login`, …).
-    pub step: String,
-    /// Done (wrote), Skipped (already so: only reads).
-    pub outcome: Outcome,
-    /// What happened.
-    pub detail: String,
-}
-
 /// What wiring the CI did.
 #[derive(Clone, Debug, Serialize)]
 pub struct CiReport {
@@ -280,10 +270,7 @@ pub struct CiReport {
 impl CiReport {
     /// Steps that wrote something.
     pub fn writes(&self) -> usize {
-        self.steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Done)
-            .count()
+        crate::wire::steps::writes(&self.steps)
     }
 }
 
