@@ -420,6 +420,11 @@ pub struct DownArgs {
     /// left (browsers that trusted its CA must trust a new one next time)
     #[arg(long)]
     pub purge: bool,
+
+    /// With --purge: first undo every change `homelab trust --apply` made on this computer
+    /// (`homelab untrust`); without it, --purge refuses while such changes are recorded
+    #[arg(long, requires = "purge")]
+    pub untrust: bool,
 }
 
 /// Arguments of `status`.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::process::Cmd;
-use crate::settings::{ByteSize, ProviderKind, Settings};
+use crate::settings::{ByteSize, ProviderKind, Settings, gib};
 use crate::tools::{Os, Tool};
 
 /// Verdict of one check.
@@ -278,7 +278,7 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
                 Status::Fail,
                 format!(
                     "{} free, the lab's VMs may use {}",
-                    ByteSize(round_mib(free)),
+                    gib(free),
                     ByteSize(need_disk)
                 ),
                 Some(
@@ -288,11 +288,7 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
             Some(free) => checks.push(check(
                 "disk",
                 Status::Ok,
-                format!(
-                    "{} free for {} of VM disks",
-                    ByteSize(round_mib(free)),
-                    ByteSize(need_disk)
-                ),
+                format!("{} free for {} of VM disks", gib(free), ByteSize(need_disk)),
                 None,
             )),
         }
@@ -309,7 +305,7 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
                 Status::Fail,
                 format!(
                     "{} in total, the lab's VMs ask for {}",
-                    ByteSize(round_mib(total)),
+                    gib(total),
                     ByteSize(need_mem)
                 ),
                 Some(
@@ -322,8 +318,8 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
                 Status::Warn,
                 format!(
                     "{} available of {}, the lab's VMs ask for {}",
-                    ByteSize(round_mib(avail)),
-                    ByteSize(round_mib(total)),
+                    gib(avail),
+                    gib(total),
                     ByteSize(need_mem)
                 ),
                 Some("close memory-hungry programs before `homelab up`".into()),
@@ -331,11 +327,7 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
             Some((total, _)) => checks.push(check(
                 "memory",
                 Status::Ok,
-                format!(
-                    "{} in total for {} of VMs",
-                    ByteSize(round_mib(total)),
-                    ByteSize(need_mem)
-                ),
+                format!("{} in total for {} of VMs", gib(total), ByteSize(need_mem)),
                 None,
             )),
         }
@@ -373,10 +365,6 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
         }
     }
     checks
-}
-
-fn round_mib(b: u64) -> u64 {
-    (b >> 20) << 20
 }
 
 fn daemon_hint(os: Os) -> String {

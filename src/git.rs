@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
-use sha1::Digest as _;
 
 use crate::error::Diagnostic;
 use crate::process::{Cmd, ProcessError};
@@ -84,8 +83,12 @@ impl ObjectFormat {
 
     fn hash(self, data: &[u8]) -> Vec<u8> {
         match self {
-            ObjectFormat::Sha1 => sha1::Sha1::digest(data).to_vec(),
-            ObjectFormat::Sha256 => sha2::Sha256::digest(data).to_vec(),
+            ObjectFormat::Sha1 => {
+                ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, data)
+                    .as_ref()
+                    .to_vec()
+            }
+            ObjectFormat::Sha256 => <sha2::Sha256 as sha2::Digest>::digest(data).to_vec(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod error;
 pub mod git;
 pub mod gitea;
+pub mod http;
 pub mod kinds;
 pub mod kube;
 pub mod kubeconfig;

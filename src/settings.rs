@@ -200,6 +200,11 @@ impl ByteSize {
     }
 }
 
+/// Bytes as gibibytes with one decimal, for people: `7.8G`.
+pub fn gib(bytes: u64) -> String {
+    format!("{:.1}G", bytes as f64 / (1u64 << 30) as f64)
+}
+
 impl std::str::FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

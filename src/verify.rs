@@ -22,10 +22,11 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use serde::Serialize;
 
-use crate::ci::{BuildInfo, BuildState, Ci, CiError, FailedStep, RepoRef, WebEndpoint};
+use crate::ci::{BuildInfo, BuildState, Ci, CiError, FailedStep, RepoRef};
 use crate::error::Diagnostic;
 use crate::gitea::types::{Identity, UpdateFileOptions};
 use crate::gitea::{Credentials, GiteaClient, GiteaError};
+use crate::http::Endpoint;
 use crate::output::{Outcome, Progress, human_duration};
 use crate::redact::{Secret, redact_url};
 
@@ -52,7 +53,7 @@ pub struct AppRef {
 #[derive(Clone)]
 pub struct VerifyTarget {
     /// Gitea's public endpoint.
-    pub gitea: crate::gitea::Endpoint,
+    pub gitea: crate::http::Endpoint,
     /// A Gitea token that may write the app repository (`gitea_token` from the lab state).
     pub gitea_token: Secret,
     /// The CI, with its API token.
@@ -74,7 +75,7 @@ pub struct VerifyTarget {
     /// The Application that deploys it.
     pub application: AppRef,
     /// The app's public endpoint (`https://nyan.<domain>`, lab CA).
-    pub site: WebEndpoint,
+    pub site: Endpoint,
 }
 
 /// Bounds on each wait, and how often HTTP servers are asked again.
@@ -1117,13 +1118,13 @@ async fn app_serves(
         after: opts.serve,
     };
     // The lab CA is the only trust root: a certificate it did not sign fails here, by design.
-    let http = crate::ci::http::client(&[&target.site], None, Duration::from_secs(30))
+    let http = crate::http::client(&[&target.site], None, Duration::from_secs(30))
         .map_err(|e| unreachable(e.clone()))?;
     let mut last: Result<(u16, Option<String>), String>;
     let mut backoff = Backoff::new(opts, opts.serve);
     let served = loop {
         last = match http.get(&url).send().await {
-            Err(e) => Err(crate::ci::http::error_chain(&e)),
+            Err(e) => Err(crate::http::error_chain(&e)),
             Ok(r) => {
                 let status = r.status().as_u16();
                 let body = r.text().await.unwrap_or_default();
@@ -1184,13 +1185,13 @@ pub fn target_for_lab(l: &LabVerify<'_>) -> Result<VerifyTarget, crate::error::E
     let pin = l
         .node_ip
         .map(|ip| std::net::SocketAddr::new(ip, l.ingress_port));
-    let endpoint = |h: String| WebEndpoint {
+    let endpoint = |h: String| Endpoint {
         base_url: format!("https://{h}"),
         ca_pem: Some(l.ca_pem.to_string()),
         resolve: pin,
     };
     let gitea_host = host("gitea")?;
-    let gitea = crate::gitea::Endpoint {
+    let gitea = crate::http::Endpoint {
         base_url: format!("https://{gitea_host}"),
         ca_pem: Some(l.ca_pem.to_string()),
         resolve: pin,

@@ -19,8 +19,9 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use homelab::ci::drone::{self as drone_ci, DroneClient, pipeline};
 use homelab::ci::{
-    AdminLogin, Ci, CiKind, CiReport, CiWiring, WebEndpoint, WireTimeouts, WorkloadError, Workloads,
+    AdminLogin, Ci, CiKind, CiReport, CiWiring, WireTimeouts, WorkloadError, Workloads,
 };
+use homelab::http::Endpoint;
 use homelab::output::{Outcome, Silent};
 use homelab::redact::Secret;
 use homelab::state::LabState;
@@ -240,8 +241,8 @@ impl Site {
         Site { page, addr }
     }
 
-    fn endpoint(&self, ca_pem: &str) -> WebEndpoint {
-        WebEndpoint {
+    fn endpoint(&self, ca_pem: &str) -> Endpoint {
+        Endpoint {
             base_url: format!("https://{NYAN_HOST}:{}", self.addr.port()),
             ca_pem: Some(ca_pem.to_string()),
             resolve: Some(self.addr),
@@ -299,7 +300,7 @@ impl Default for LabOptions {
         LabOptions {
             flavor: WebFlavor::NoCsrf,
             drone: fake_drone::Options {
-                gitea: WebEndpoint {
+                gitea: Endpoint {
                     base_url: String::new(),
                     ca_pem: None,
                     resolve: None,
@@ -365,7 +366,7 @@ impl Lab {
             &[("apps/nyan-cat/deployment.yaml", &deployment("bootstrap"))],
         );
         let mut dopts = opts.drone;
-        dopts.gitea = (&gitea.endpoint()).into();
+        dopts.gitea = gitea.endpoint();
         let drone = FakeDrone::start(dopts, &gitea.ca).await;
         gitea.deliver_hooks_to(&[(fake_drone::HOST, drone.addr)]);
         let workloads = FakeWorkloads::new(&drone);
@@ -772,12 +773,8 @@ async fn gitea_1_25_login_sends_the_forms_csrf_token() {
     );
 
     // The fake is as strict as Gitea 1.25: a sign-in POST without the token is refused.
-    let http = homelab::ci::http::client(
-        &[&(&lab.gitea.endpoint()).into()],
-        None,
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let http =
+        homelab::http::client(&[&lab.gitea.endpoint()], None, Duration::from_secs(5)).unwrap();
     let r = http
         .post(format!("{}/user/login", lab.gitea.base_url()))
         .form(&[("user_name", ADMIN), ("password", lab.password.expose())])
@@ -850,7 +847,7 @@ async fn an_unregistered_client_id_is_named() {
     lab.drone.restart_with("not-a-client", "whatever");
     let err = drone_ci::login::login(&drone_ci::login::LoginRequest {
         drone: lab.drone.endpoint(),
-        gitea: (&lab.gitea.endpoint()).into(),
+        gitea: lab.gitea.endpoint(),
         user: ADMIN.into(),
         password: lab.password.clone(),
         redirect_uri: format!("{}/login", lab.drone.base_url()),
@@ -871,7 +868,7 @@ async fn a_wrong_password_is_reported_with_gitea_s_message() {
     let lab = Lab::new(LabOptions::default()).await;
     let err = drone_ci::login::login(&drone_ci::login::LoginRequest {
         drone: lab.drone.endpoint(),
-        gitea: (&lab.gitea.endpoint()).into(),
+        gitea: lab.gitea.endpoint(),
         user: ADMIN.into(),
         password: Secret::new("not-the-password"),
         redirect_uri: format!("{}/login", lab.drone.base_url()),
@@ -999,7 +996,7 @@ async fn changed_secrets_are_updated_never_posted_twice() {
 
     // The fake answers a duplicate POST the way Drone does.
     let http =
-        homelab::ci::http::client(&[&lab.drone.endpoint()], None, Duration::from_secs(5)).unwrap();
+        homelab::http::client(&[&lab.drone.endpoint()], None, Duration::from_secs(5)).unwrap();
     let r = http
         .post(format!(
             "{}/api/repos/lab/nyan-cat/secrets",
@@ -1033,7 +1030,7 @@ async fn a_pipeline_that_skips_custom_events_gets_no_first_build_and_a_hint() {
 async fn the_fake_drone_refuses_what_drone_2_24_refuses() {
     let lab = Lab::new(LabOptions::default()).await;
     let http =
-        homelab::ci::http::client(&[&lab.drone.endpoint()], None, Duration::from_secs(5)).unwrap();
+        homelab::http::client(&[&lab.drone.endpoint()], None, Duration::from_secs(5)).unwrap();
     let base = lab.drone.base_url();
     // A route Drone does not have.
     let r = http

@@ -188,7 +188,7 @@ impl Lab {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn step<'r>(report: &'r GiteaReport, name: &str) -> &'r homelab::wire::gitea::StepReport {
+    fn step<'r>(report: &'r GiteaReport, name: &str) -> &'r homelab::wire::steps::StepReport {
         report
             .steps
             .iter()
@@ -349,7 +349,7 @@ async fn the_fake_records_a_bad_call_and_refuses_it() {
     let client = GiteaClient::new(&fake.endpoint()).unwrap();
     // A raw request with a misspelt field, as a buggy client would send it.
     let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(homelab::gitea::rustls_config(Some(&fake.ca.cert_pem)).unwrap())
+        .tls_backend_preconfigured(homelab::http::rustls_config(Some(&fake.ca.cert_pem)).unwrap())
         .resolve(fake_gitea::HOST, fake.addr)
         .build()
         .unwrap();

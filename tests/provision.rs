@@ -55,6 +55,12 @@ impl Lab {
         let mut ctx = TestContext::new();
         let fake_dir = ctx.temp.path().join("multipassd");
         ctx.env.insert("HOMELAB_LAB".into(), "t".into());
+        // A pulled engine image: side-loading (building an archive of this ~80 MB test binary
+        // for every lab) has its own test below.
+        ctx.env.insert(
+            "HOMELAB_SYNC_IMAGE".into(),
+            "ghcr.io/homelab-dev/homelab:0.1.0".into(),
+        );
         ctx.env.insert(
             "HOMELAB_TEST_WAITS".into(),
             "poll_ms=5,poll_max_ms=20,ready_ms=5000,provisioned_ms=5000,vm_running_ms=5000".into(),
@@ -564,6 +570,7 @@ fn fresh_up_launches_waits_and_writes_the_kube_context() {
             "= provisioned",
             "= join",
             "✓ kubeconfig",
+            "= engine-image",
             "= ready"
         ]
     );
@@ -755,7 +762,7 @@ fn cloud_init_that_never_finishes_times_out_with_hints() {
         run.stdout
     );
     assert!(
-        run.stdout.contains("  - ready        not run\n"),
+        run.stdout.contains("  - ready         not run\n"),
         "{}",
         run.stdout
     );
@@ -988,7 +995,15 @@ fn killed_between_steps_the_next_up_resumes() {
     let done: Vec<&String> = up["steps"].as_object().unwrap().keys().collect();
     assert_eq!(
         done,
-        ["ca", "cloud-init", "join", "provisioned", "secrets", "vms"]
+        [
+            "ca",
+            "cloud-init",
+            "engine-image",
+            "join",
+            "provisioned",
+            "secrets",
+            "vms"
+        ]
     );
 
     lab.clear_argv();
@@ -1122,7 +1137,7 @@ fn status_shows_vms_cluster_context_and_steps() {
         .join("\n");
     assert_eq!(
         stdout,
-        "Lab `t` (multipass)\n\nVMs\n  homelab-t-1  Running  10.77.0.2  4 CPUs  0.4G of 7.8G memory\n\nCluster: reachable (1 of 1 nodes Ready)\n  homelab-t-1  Ready  v1.36.0\n\nKube context: `homelab-t` in `[HOME]/.kube/config`\n\nSteps of `homelab up`\n  ✓ secrets      done [TIME]\n  ✓ ca           done [TIME]\n  ✓ cloud-init   done [TIME]\n  ✓ vms          done [TIME]\n  ✓ provisioned  done [TIME]\n  ✓ join         done [TIME]\n  ✓ kubeconfig   done [TIME]\n  ✓ ready        done [TIME]\n  - prepare      not done\n  - render       not done\n  - deploy       not done\n  - wire-gitea   not done\n  - wire-ci      not done\n  - verify       not done"
+        "Lab `t` (multipass)\n\nVMs\n  homelab-t-1  Running  10.77.0.2  4 CPUs  0.4G of 7.8G memory\n\nCluster: reachable (1 of 1 nodes Ready)\n  homelab-t-1  Ready  v1.36.0\n\nKube context: `homelab-t` in `[HOME]/.kube/config`\n\nSteps of `homelab up`\n  ✓ secrets       done [TIME]\n  ✓ ca            done [TIME]\n  ✓ cloud-init    done [TIME]\n  ✓ vms           done [TIME]\n  ✓ provisioned   done [TIME]\n  ✓ join          done [TIME]\n  ✓ kubeconfig    done [TIME]\n  ✓ engine-image  done [TIME]\n  ✓ ready         done [TIME]\n  - prepare       not done\n  - render        not done\n  - deploy        not done\n  - wire-gitea    not done\n  - wire-ci       not done\n  - verify        not done"
     );
     assert_eq!(lab.argv(), [INFO, NODES], "status only looks");
 
@@ -1208,10 +1223,116 @@ fn down_purge_leaves_nothing_behind() {
     );
     assert_eq!(
         run.stderr,
-        "note: if you added the lab CA to this machine's trust store or a browser, remove it there too\n"
+        "note: a trust store or browser you added the lab CA to by hand still trusts it; remove it there (`homelab trust` lists where)\n"
     );
     let again = lab.homelab(&["down", "--purge"]);
     again.success();
     assert_eq!(again.stdout, "no VMs to delete\n");
     lab.homelab(&["status"]).success();
+}
+
+// ------------------------------------------------------------------------------------------
+// Side-loading the sync engine's image (issue 8): built from the running binary, imported with
+// `microk8s ctr image import` on every node, only where it is missing.
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_engine_image_is_side_loaded_once_and_found_on_rerun() {
+    let mut lab = Lab::new();
+    lab.ctx.env.remove("HOMELAB_SYNC_IMAGE");
+    let run = lab.homelab(&["up"]);
+    run.success();
+    let argv = lab.argv();
+    let uname = "exec homelab-t-1 -- uname -m";
+    let list = "exec homelab-t-1 -- sudo microk8s ctr image ls -q";
+    let import =
+        "exec homelab-t-1 -- sudo microk8s ctr image import --digests /tmp/homelab-engine.tar";
+    let remove = "exec homelab-t-1 -- rm -f /tmp/homelab-engine.tar";
+    for expected in [uname, list, import, remove] {
+        assert!(
+            argv.iter().any(|a| a == expected),
+            "`{expected}` not run: {argv:#?}"
+        );
+    }
+    let transfer = argv
+        .iter()
+        .find(|a| a.starts_with("transfer "))
+        .expect("the archive is copied into the VM");
+    assert!(
+        transfer.ends_with(" homelab-t-1:/tmp/homelab-engine.tar"),
+        "{transfer}"
+    );
+    // The fake read the archive as `ctr` does (OCI layout, every blob's digest) and kept the
+    // name it declares; the transferred copy is gone again.
+    let vm = lab.instance("homelab-t-1");
+    let images: Vec<&str> = vm["_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(images.len(), 1, "{images:?}");
+    let reference = images[0];
+    let tag = reference
+        .strip_prefix("homelab.local/homelab:0.1.0-")
+        .unwrap_or_else(|| panic!("{reference}"));
+    assert!(
+        tag.len() == 12 && tag.chars().all(|c| c.is_ascii_hexdigit()),
+        "{reference}"
+    );
+    assert!(vm["_files"].get("/tmp/homelab-engine.tar").is_none());
+    assert!(
+        run.stdout
+            .contains(&format!("`{reference}` imported on homelab-t-1")),
+        "{}",
+        run.stdout
+    );
+
+    // Again: the image is there, so nothing is built, copied or imported.
+    lab.clear_argv();
+    let again = lab.homelab(&["up"]);
+    again.success();
+    let argv = lab.argv();
+    assert!(argv.iter().any(|a| a == list), "{argv:#?}");
+    assert!(
+        !argv
+            .iter()
+            .any(|a| a.starts_with("transfer ") || a == import),
+        "{argv:#?}"
+    );
+    assert!(
+        again
+            .stdout
+            .contains(&format!("`{reference}` on every node")),
+        "{}",
+        again.stdout
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_vm_of_another_architecture_pulls_the_pinned_engine_image() {
+    let mut lab = Lab::new();
+    lab.ctx.env.remove("HOMELAB_SYNC_IMAGE");
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "aarch64",
+        _ => "x86_64",
+    };
+    lab.knob("arch", json!(host));
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert!(
+        !lab.argv()
+            .iter()
+            .any(|a| a.starts_with("transfer ") || a.contains("ctr image")),
+        "{:#?}",
+        lab.argv()
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "but the VMs are {host}; the VMs pull the stack's pinned engine image"
+        )),
+        "{}",
+        run.stdout
+    );
 }

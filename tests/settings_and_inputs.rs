@@ -297,3 +297,135 @@ fn template_with_undefined_variable() {
         "error: template `demo/deployment.yaml` line 4: variable `nope` is not defined; available variables: component\nhint: templates may use only the variables `render::context` provides; run `homelab render --placeholder-secrets` to see them used"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// `doctor`, `--version`, `completions`: the rest of the foundation's CLI surface.
+
+fn doctor_json(ctx: &TestContext) -> (Option<i32>, serde_json::Value) {
+    let run = ctx.homelab(&["doctor", "--output", "json"]);
+    (run.code, serde_json::from_str(&run.stdout).unwrap())
+}
+
+#[test]
+fn doctor_without_multipass_is_a_blocker_with_an_install_hint() {
+    let ctx = TestContext::new();
+    let run = ctx.homelab(&["doctor"]);
+    run.failure(1);
+    assert!(
+        run.stdout
+            .starts_with("FAIL  multipass       `multipass` was not found on PATH\n"),
+        "{}",
+        run.stdout
+    );
+    if cfg!(target_os = "linux") {
+        assert!(
+            run.stdout.contains("hint: install Multipass with `sudo snap install multipass`, then run `homelab doctor` again\n"),
+            "{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout
+            .ends_with("\nSomething blocks `homelab up`; fix the FAIL lines above.\n")
+    );
+    let (code, v) = doctor_json(&ctx);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["checks"][0]["name"], "multipass");
+    assert_eq!(v["checks"][0]["status"], "fail");
+}
+
+/// A `multipass` that answers `version --format json` with the contract's JSON shape.
+fn fake_multipass_version(ctx: &TestContext, json: &str) {
+    ctx.fake_tool(
+        "multipass",
+        &format!(
+            "#!/bin/sh\nif [ \"$*\" = \"version --format json\" ]; then printf '%s\\n' '{json}'; exit 0; fi\necho \"unexpected: $*\" >&2; exit 1\n"
+        ),
+    );
+}
+
+#[test]
+fn doctor_reads_multipass_and_its_daemon_from_version_json() {
+    let ctx = TestContext::new();
+    // The contract's shape (multipass/version.json) with real version numbers.
+    fake_multipass_version(&ctx, r#"{"multipass": "1.16.3", "multipassd": "1.16.3"}"#);
+    let (_, v) = doctor_json(&ctx);
+    assert_eq!(v["checks"][0]["status"], "ok", "{v:#}");
+    assert_eq!(v["checks"][0]["detail"], "multipass 1.16.3, daemon 1.16.3");
+    assert_eq!(v["checks"][1]["name"], "git");
+    assert_eq!(v["checks"][1]["status"], "ok");
+
+    // Only the client answers (multipass/version-client-only.json): the daemon is down.
+    fake_multipass_version(&ctx, r#"{"multipass": "1.16.3"}"#);
+    let (code, v) = doctor_json(&ctx);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["checks"][0]["status"], "fail");
+    assert_eq!(
+        v["checks"][0]["detail"],
+        "client 1.16.3, but the multipass daemon does not answer"
+    );
+}
+
+#[test]
+fn doctor_skips_multipass_for_an_existing_cluster() {
+    let ctx = TestContext::new();
+    let (_, v) = doctor_json(&{
+        let mut c = ctx;
+        c.env.insert("HOMELAB_PROVIDER".into(), "existing".into());
+        c
+    });
+    assert_eq!(v["checks"][0]["status"], "skip");
+    assert_eq!(
+        v["checks"][0]["detail"],
+        "not needed with `--provider existing`"
+    );
+}
+
+#[test]
+fn version_help_and_completions() {
+    let ctx = TestContext::new();
+    let run = ctx.homelab(&["--version"]);
+    run.success();
+    assert_eq!(
+        run.stdout,
+        format!("homelab {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let help = ctx.homelab(&["--help"]);
+    help.success();
+    for verb in [
+        "up",
+        "down",
+        "status",
+        "render",
+        "plan",
+        "doctor",
+        "config",
+        "prepare",
+        "verify",
+        "sync",
+        "apps",
+        "diff",
+        "trust",
+        "untrust",
+        "ca",
+        "credentials",
+        "completions",
+    ] {
+        assert!(
+            help.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{verb} "))),
+            "`{verb}` missing from --help:\n{}",
+            help.stdout
+        );
+    }
+    let bash = ctx.homelab(&["completions", "bash"]);
+    bash.success();
+    assert!(
+        bash.stdout.contains("_homelab()"),
+        "{}",
+        &bash.stdout[..200.min(bash.stdout.len())]
+    );
+    ctx.homelab(&["completions", "nope"]).failure(2);
+}

@@ -2093,7 +2093,7 @@ async fn a_failed_sync_is_retried_with_the_applications_backoff() {
     lab.repo.commit("into a namespace that does not exist yet");
     let mut spec = lab.app_spec("app");
     spec["syncPolicy"]["retry"] =
-        json!({"limit": 2, "backoff": {"duration": "1s", "factor": 2, "maxDuration": "10s"}});
+        json!({"limit": 2, "backoff": {"duration": "2s", "factor": 2, "maxDuration": "10s"}});
     lab.create_app("nyan", spec).await;
     let (engine, _t) = lab.engine();
     let o = lab.reconcile(&engine, "nyan").await;
@@ -2103,12 +2103,12 @@ async fn a_failed_sync_is_retried_with_the_applications_backoff() {
         "{}",
         cond_text(&o)
     );
-    assert_eq!(o.wake_in, Some(Duration::from_secs(1)));
+    assert_eq!(o.wake_in, Some(Duration::from_secs(2)));
     // Too early: the backoff holds.
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!(o.operation, None);
-    assert!(o.wake_in.unwrap() <= Duration::from_secs(1));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(o.wake_in.unwrap() <= Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!(
         o.operation,
@@ -2118,11 +2118,11 @@ async fn a_failed_sync_is_retried_with_the_applications_backoff() {
         lab.app("nyan").await["status"]["operationState"]["retryCount"],
         1
     );
-    // The namespace appears; the next retry (after 2 s) succeeds.
+    // The namespace appears; the next retry (after 4 s) succeeds.
     lab.apply(json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": missing, "labels": {"homelab.dev/lab": lab.tc.lab}}}))
         .await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!(
         o.operation,
@@ -2198,4 +2198,39 @@ async fn a_standby_engine_hands_a_webhook_to_the_lease_holder_through_the_refres
     assert!(lab.app("nyan").await["metadata"]["annotations"][REFRESH_ANNOTATION].is_null());
     let _ = stop_tx.send(true);
     let _ = server.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn homelab_sync_watch_fails_fast_when_the_lease_namespace_is_missing() {
+    let lab = Lab::new().await;
+    let ctx = Arc::new(common::TestContext::new());
+    let args: Vec<String> = [
+        "sync",
+        "--watch",
+        "--kubeconfig",
+        &lab.tc.kubeconfig.display().to_string(),
+        "--app-namespace",
+        &lab.apps_ns,
+        "--lease-namespace",
+        &lab.tc.ns("no-such-namespace"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run = homelab_cli(ctx, args).await;
+    run.failure(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "error: namespace `{}` for the sync engine's Lease does not exist",
+            lab.tc.ns("no-such-namespace")
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("hint: create it (`kubectl create namespace"),
+        "{}",
+        run.stderr
+    );
 }

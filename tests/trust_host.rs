@@ -737,3 +737,35 @@ fn purge_reminder_names_what_is_still_trusted() {
     host.ctx.homelab(&["untrust"]).success();
     assert_eq!(homelab::trust::purge_reminder(&state).unwrap(), None);
 }
+
+#[test]
+fn down_purge_refuses_while_trusted_and_untrusts_first_when_asked() {
+    let host = Host::new();
+    host.apply().success();
+    let state_dir = host.ctx.state_dir("homelab");
+
+    // Purging would delete the ledger, the only record of how to undo: refused, nothing gone.
+    let run = host.ctx.homelab(&["down", "--purge"]);
+    run.failure(1);
+    assert_eq!(
+        run.stderr,
+        "error: this computer still trusts the CA of lab `homelab` (system trust store (Debian/Ubuntu); Firefox profile `abcd.default-release`; git, for `https://gitea.lab.example.test/` only); `homelab down --purge` would delete the record of those changes, so run `homelab untrust` first, or `homelab down --purge --untrust` to do both\nhint: `homelab down --purge --untrust` undoes those changes, then purges\n"
+    );
+    assert!(state_dir.join("trust-ledger.json").exists());
+    assert_eq!(host.git_value(), Some(host.ca_path()));
+
+    // `--untrust` needs `--purge`.
+    host.ctx.homelab(&["down", "--untrust"]).failure(2);
+
+    let run = host.ctx.homelab(&["down", "--purge", "--untrust"]);
+    run.success();
+    assert!(
+        run.stderr
+            .contains("undid 3 change(s) `homelab trust --apply` made on this computer"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(host.git_value(), None, "git's setting was removed");
+    assert!(!state_dir.exists(), "nothing of the lab is left");
+    assert!(host.log().contains("certutil -D -d sql:"), "{}", host.log());
+}

@@ -104,7 +104,7 @@ fn app_status(sim: &Sim) -> homelab::verify::AppStatus {
 /// `https://nyan.<domain>/` through the ingress, trusting only the lab CA.
 async fn site(sim: &Sim) -> (u16, String) {
     let ca = sim.world.lab_ca();
-    let tls = homelab::gitea::rustls_config(Some(&ca.cert_pem)).unwrap();
+    let tls = homelab::http::rustls_config(Some(&ca.cert_pem)).unwrap();
     let host = format!("nyan.{}", sim.domain);
     let http = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
@@ -294,6 +294,8 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
                 matches!(
                     inner.as_slice(),
                     ["test", "-f", _]
+                        | ["uname", "-m"]
+                        | ["sudo", "microk8s", "ctr", "image", "ls", "-q"]
                         | ["sudo", "microk8s", "config"]
                         | ["sudo", "microk8s", "kubectl", "get", "nodes", "-o", "json"]
                 )

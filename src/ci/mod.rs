@@ -10,7 +10,6 @@
 
 pub mod cluster;
 pub mod drone;
-pub mod http;
 pub mod oauth_login;
 
 use std::collections::BTreeMap;
@@ -21,11 +20,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Diagnostic;
-use crate::output::{Outcome, Progress};
+use crate::http::Endpoint;
+use crate::output::Progress;
 use crate::redact::Secret;
 use crate::state::LabState;
-
-pub use http::WebEndpoint;
+pub use crate::wire::steps::StepReport;
 
 /// Which CI server a lab runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -259,17 +258,6 @@ pub trait Workloads: Send + Sync {
     ) -> impl Future<Output = Result<(), WorkloadError>> + Send;
 }
 
-/// One wiring step's result.
-#[derive(Clone, Debug, Serialize)]
-pub struct StepReport {
-    /// Step name (`drone oauth app`, `drone login`, …).
-    pub step: String,
-    /// Done (wrote), Skipped (already so: only reads).
-    pub outcome: Outcome,
-    /// What happened.
-    pub detail: String,
-}
-
 /// What wiring the CI did.
 #[derive(Clone, Debug, Serialize)]
 pub struct CiReport {
@@ -282,10 +270,7 @@ pub struct CiReport {
 impl CiReport {
     /// Steps that wrote something.
     pub fn writes(&self) -> usize {
-        self.steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Done)
-            .count()
+        crate::wire::steps::writes(&self.steps)
     }
 }
 
@@ -322,9 +307,9 @@ pub struct CiWiring<'a> {
     /// Which CI.
     pub kind: CiKind,
     /// The CI server's public endpoint (`https://drone.<domain>`, lab CA).
-    pub ci: WebEndpoint,
+    pub ci: Endpoint,
     /// Gitea's public endpoint.
-    pub gitea: crate::gitea::Endpoint,
+    pub gitea: crate::http::Endpoint,
     /// The Gitea admin.
     pub admin: AdminLogin,
     /// homelab's Gitea API token (`gitea_token` in the lab state; needs `write:user` for OAuth
@@ -361,7 +346,7 @@ pub async fn wire<W: Workloads>(
 /// The client verify uses for the CI of this lab, with the API token the wiring stored.
 pub fn client_from_state(
     kind: CiKind,
-    endpoint: &WebEndpoint,
+    endpoint: &Endpoint,
     state: &LabState,
 ) -> Result<Ci, crate::error::Error> {
     match kind {

@@ -14,8 +14,8 @@
 
 use reqwest::{StatusCode, Url};
 
-use crate::ci::http::{body_excerpt, error_chain};
 use crate::error::Diagnostic;
+use crate::http::{body_excerpt, error_chain};
 use crate::redact::{Secret, redact_url};
 
 /// A form found in an HTML page: where it posts, and its named inputs with their values.

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{Ctx, ExitStatus};
 use crate::cli::DownArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kubeconfig::UserKubeconfig;
 use crate::output::OutputFormat;
 use crate::provider::multipass::{self, Multipass, MultipassError};
@@ -13,6 +13,7 @@ use crate::provider::{KUBECONFIG_FILE, LAB_RECORD_FILE, LabRecord};
 use crate::settings::ProviderKind;
 use crate::state::LabState;
 use crate::tls::CA_CERT_FILE;
+use crate::trust;
 use crate::up::{CLOUD_INIT_FILE, UP_STATE_FILE, Waits};
 
 /// Files that describe the cluster; they go with it.
@@ -27,6 +28,21 @@ pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;
     let lab = settings.lab.as_str();
     let state = LabState::locate(lab)?;
+    // Purging deletes the trust ledger, the only record of how to undo what `trust --apply`
+    // changed on this computer: undo it first (`--untrust`) or refuse, before anything is gone.
+    if args.purge
+        && let Some(reminder) = trust::purge_reminder(&state)?
+    {
+        if !args.untrust {
+            return Err(Error::msg(reminder)
+                .hint("`homelab down --purge --untrust` undoes those changes, then purges"));
+        }
+        let undone = trust::untrust_all(&state, &trust::Runner::for_this_host(), &ctx.printer)?;
+        ctx.printer.info(&format!(
+            "undid {} change(s) `homelab trust --apply` made on this computer",
+            undone.undone.len()
+        ));
+    }
     let record = LabRecord::load(&state)?;
     let provider = record.as_ref().map_or(settings.provider, |r| r.provider);
     let mut lines = Vec::new();
@@ -75,7 +91,11 @@ pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
                 state.dir().display()
             ));
         }
-        host_trust_after_purge(ctx, ca_existed);
+        if ca_existed {
+            ctx.printer.info(
+                "note: a trust store or browser you added the lab CA to by hand still trusts it; remove it there (`homelab trust` lists where)",
+            );
+        }
     } else {
         for f in CLUSTER_FILES {
             state.remove(f)?;
@@ -101,17 +121,4 @@ pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
         OutputFormat::Text => ctx.printer.data(&lines.join("\n")),
     }
     Ok(ExitStatus::Success)
-}
-
-/// The place where `down --purge` deals with the host's trust in the lab CA.
-///
-/// The CA file is gone after a purge, but a trust store or browser that imported it still
-/// trusts it. The host trust ledger (`homelab untrust`, another issue) replaces this reminder
-/// by removing what it recorded.
-fn host_trust_after_purge(ctx: &Ctx, ca_existed: bool) {
-    if ca_existed {
-        ctx.printer.info(
-            "note: if you added the lab CA to this machine's trust store or a browser, remove it there too",
-        );
-    }
 }

@@ -94,6 +94,19 @@ pub(super) async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<ExitStatus> {
         return once(ctx, args, &engine, &leader).await;
     }
 
+    // Fail fast on what would otherwise be a warning every few seconds forever.
+    match leader.try_acquire().await {
+        Ok(true) => {}
+        Ok(false) => {
+            let holder = leader.current_holder().await.ok().flatten();
+            ctx.printer.info(&format!(
+                "standing by: `{}` holds the Lease; this engine acts once it is released",
+                holder.unwrap_or_else(|| "another engine".into())
+            ));
+        }
+        Err(e @ crate::sync::lease::LeaseError::NoNamespace { .. }) => return Err(e.into()),
+        Err(e) => tracing::warn!(error = %e, "lease"),
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -4,37 +4,13 @@
 //! URL), request and response bodies are never logged (a token creation answer holds the token),
 //! and every error names the call it came from with the URL redacted.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use super::types::*;
 use crate::error::Diagnostic;
+use crate::http::{Endpoint, error_chain};
 use crate::redact::{Secret, redact_url};
-
-/// Where Gitea answers and how to trust it.
-#[derive(Clone, Debug)]
-pub struct Endpoint {
-    /// Public base URL, e.g. `https://gitea.10.0.0.5.sslip.io` (no `/api/v1`).
-    pub base_url: String,
-    /// PEM of the CA that signs Gitea's certificate (the lab CA). With `None`, HTTPS fails: lab
-    /// URLs are never trusted through the system roots.
-    pub ca_pem: Option<String>,
-    /// Connect to this address instead of resolving the host name: some home routers drop DNS
-    /// answers that carry private IPs (`<node-ip>.sslip.io`), and tests serve on 127.0.0.1.
-    pub resolve: Option<SocketAddr>,
-}
-
-impl Endpoint {
-    /// The host name of the base URL.
-    pub fn host(&self) -> Option<String> {
-        Url::parse(&self.base_url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-    }
-}
 
 /// How a request authenticates.
 #[derive(Clone, Debug, Default)]
@@ -173,35 +149,6 @@ pub struct GiteaClient {
 
 const PAGE_LIMIT: usize = 50;
 
-/// The rustls configuration that trusts exactly `ca_pem` (nothing when `None`).
-pub fn rustls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(pem) = ca_pem {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut any = false;
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let cert = cert.map_err(|e| format!("the lab CA is not valid PEM: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("the lab CA cannot be used as a trust root: {e}"))?;
-            any = true;
-        }
-        if !any {
-            return Err("the lab CA PEM holds no certificate".into());
-        }
-    }
-    // The provider is named here rather than taken from the process default, so the client works
-    // the same in tests and in the binary.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
-}
-
 impl GiteaClient {
     /// An anonymous client for `endpoint`.
     pub fn new(endpoint: &Endpoint) -> Result<GiteaClient, GiteaError> {
@@ -219,18 +166,9 @@ impl GiteaClient {
         if base.path() == "/" {
             base.set_path("");
         }
-        let tls = rustls_config(endpoint.ca_pem.as_deref()).map_err(setup)?;
-        let mut builder = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .user_agent(concat!("homelab/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(60))
-            // A redirect would carry the Authorization header to wherever Gitea points.
-            .redirect(reqwest::redirect::Policy::none());
-        if let (Some(addr), Some(host)) = (endpoint.resolve, base.host_str()) {
-            builder = builder.resolve(host, addr);
-        }
-        let http = builder.build().map_err(|e| setup(error_chain(&e)))?;
+        // No redirects: one would carry the Authorization header to wherever Gitea points.
+        let http = crate::http::client(&[endpoint], None, std::time::Duration::from_secs(60))
+            .map_err(setup)?;
         Ok(GiteaClient {
             http,
             base,
@@ -903,20 +841,6 @@ pub fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
         service,
         scope,
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
-    }
-    out
 }
 
 /// Object-safe JSON bodies, so `send` takes any request option type.

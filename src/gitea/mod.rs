@@ -8,7 +8,8 @@
 mod client;
 pub mod types;
 
+pub use crate::http::Endpoint;
 pub use client::{
-    BearerChallenge, Created, Credentials, Endpoint, GiteaClient, GiteaError, RegistryAccess,
-    parse_bearer_challenge, rustls_config,
+    BearerChallenge, Created, Credentials, GiteaClient, GiteaError, RegistryAccess,
+    parse_bearer_challenge,
 };

@@ -12,13 +12,13 @@ use futures::future::BoxFuture;
 
 use super::{CLUSTER_READY, Pipeline, Step, StepCx, StepReport};
 use crate::ci::cluster::KubeWorkloads;
-use crate::ci::http::WebEndpoint;
 use crate::ci::{self, CiKind, CiWiring, WireTimeouts};
 use crate::deploy::{self, DeployOptions, DeployReport};
 use crate::error::{Error, Result};
 use crate::git::{Git, Identity};
-use crate::gitea::Endpoint;
+use crate::http::Endpoint;
 use crate::provider::Cluster;
+use crate::provider::multipass::sideload::EngineImage;
 use crate::render::{self, Domain, Manifests, RenderInput};
 use crate::stack::Stack;
 use crate::state::{self, Secrets};
@@ -145,7 +145,17 @@ impl Step for RenderStep {
     fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
         Box::pin(async move {
             let settings = cx.settings();
-            let stack = cx.get::<Stack>()?;
+            let mut stack = (*cx.get::<Stack>()?).clone();
+            // A side-loaded engine image (multipass labs on a matching Linux host) replaces
+            // the stack's pinned one.
+            if let Some(EngineImage(reference)) = cx.try_get::<EngineImage>().as_deref()
+                && let Some(engine) = stack
+                    .components
+                    .iter_mut()
+                    .find(|c| c.name == "gitops-engine")
+            {
+                engine.images.insert("engine".into(), reference.clone());
+            }
             let secrets = cx.get::<Secrets>()?;
             let ca = cx.get::<LabCa>()?;
             let cluster = cx.get::<Cluster>()?;
@@ -327,7 +337,7 @@ impl Step for WireCiStep {
             let report = ci::wire(
                 &CiWiring {
                     kind: CiKind::Drone,
-                    ci: WebEndpoint::from(&endpoint(cx, "drone")?),
+                    ci: endpoint(cx, "drone")?,
                     gitea,
                     admin: ci::AdminLogin {
                         user: settings.gitea_admin_user.clone(),

@@ -312,6 +312,11 @@ impl<'a> StepCx<'a> {
         self.outputs.try_get::<ChangedThisRun>().is_some()
     }
 
+    /// A value an earlier step handed over, if one did (optional inputs).
+    pub fn try_get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.outputs.try_get::<T>()
+    }
+
     /// A value an earlier step (or the caller) handed over.
     pub fn get<T: Any + Send + Sync>(&self) -> Result<Arc<T>> {
         self.outputs.try_get::<T>().ok_or_else(|| {

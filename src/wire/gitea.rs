@@ -8,12 +8,12 @@
 //! functions ([`seed_action`], [`token_scopes`], [`plan_hook`]) tested without a server.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use super::pod_exec::{ExecOutput, ExecRequest, PodExec, PodExecError};
+use super::steps::{StepReport, Steps};
 use crate::error::Diagnostic;
 use crate::git::{self, Git, GitAuth, GitError, GitRemote, Identity, ObjectFormat, PushRequest};
 use crate::gitea::types::*;
@@ -160,17 +160,6 @@ pub struct GiteaWiring<'a> {
     pub author: Identity,
 }
 
-/// One step's result.
-#[derive(Clone, Debug, Serialize)]
-pub struct StepReport {
-    /// Step name (`gitea admin`, `repo lab/gitops`, …).
-    pub step: String,
-    /// Done (wrote), Skipped (already so: only reads).
-    pub outcome: Outcome,
-    /// What happened.
-    pub detail: String,
-}
-
 /// What [`wire`] did.
 #[derive(Clone, Debug, Serialize)]
 pub struct GiteaReport {
@@ -185,10 +174,7 @@ pub struct GiteaReport {
 impl GiteaReport {
     /// Steps that wrote something.
     pub fn writes(&self) -> usize {
-        self.steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Done)
-            .count()
+        super::steps::writes(&self.steps)
     }
 }
 
@@ -537,57 +523,12 @@ fn cli_error(req: &ExecRequest, out: &ExecOutput) -> GiteaWireError {
     }
 }
 
-struct Steps<'p> {
-    progress: &'p dyn Progress,
-    reports: Vec<StepReport>,
-    warnings: Vec<String>,
-}
-
-impl Steps<'_> {
-    fn start(&self, step: &str, detail: &str) -> Instant {
-        self.progress.start(step, detail);
-        Instant::now()
-    }
-
-    fn end<T, E>(
-        &mut self,
-        step: &str,
-        started: Instant,
-        result: Result<(Outcome, String, T), E>,
-    ) -> Result<T, E>
-    where
-        E: std::fmt::Display,
-    {
-        match result {
-            Ok((outcome, detail, value)) => {
-                self.progress
-                    .finish(step, outcome.clone(), started.elapsed(), &detail);
-                self.reports.push(StepReport {
-                    step: step.to_string(),
-                    outcome,
-                    detail,
-                });
-                Ok(value)
-            }
-            Err(e) => {
-                self.progress
-                    .finish(step, Outcome::Failed, started.elapsed(), &e.to_string());
-                Err(e)
-            }
-        }
-    }
-}
-
 /// Wire Gitea (see the module doc). Each step reports through `progress`.
 pub async fn wire(
     w: &GiteaWiring<'_>,
     progress: &dyn Progress,
 ) -> Result<GiteaReport, GiteaWireError> {
-    let mut steps = Steps {
-        progress,
-        reports: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut steps = Steps::new(progress);
     let anon = GiteaClient::new(&w.endpoint)?;
     let before: GiteaRecord = w.state.read_json(GITEA_RECORD_FILE)?.unwrap_or_default();
     let mut record = before.clone();

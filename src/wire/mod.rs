@@ -9,3 +9,4 @@
 pub mod access;
 pub mod gitea;
 pub mod pod_exec;
+pub mod steps;

@@ -14,6 +14,8 @@ use std::process::{Command, Output};
 pub const SYSTEM_TOOLS: &[&str] = &[
     "sh", "bash", "env", "cat", "sleep", "df", "git", "python3", "mkdir", "rm", "ls", "touch",
     "printf", "echo", "test", "grep", "sed", "tr", "head", "tail", "dirname", "basename", "id",
+    // The engine image side-load lists the binary's shared libraries with it.
+    "ldd",
 ];
 
 pub struct TestContext {

@@ -42,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use homelab::ci::WebEndpoint;
+use homelab::http::Endpoint;
 use homelab::tls::LabCa;
 
 /// Host the fake answers for.
@@ -283,7 +283,7 @@ pub struct Build {
 #[derive(Clone, Debug)]
 pub struct Options {
     /// `DRONE_GITEA_SERVER`, with the CA and pinned address to reach it.
-    pub gitea: WebEndpoint,
+    pub gitea: Endpoint,
     /// `DRONE_USER_CREATE=username:<this>,admin:true,token:<admin_token>`.
     pub admin_user: String,
     pub admin_token: String,
@@ -441,8 +441,8 @@ impl FakeDrone {
         self.shared.base_url.clone()
     }
 
-    pub fn endpoint(&self) -> WebEndpoint {
-        WebEndpoint {
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
             base_url: self.base_url(),
             ca_pem: Some(self.ca.cert_pem.clone()),
             resolve: Some(self.addr),
@@ -509,8 +509,8 @@ impl FakeDrone {
 }
 
 /// How the server reaches `DRONE_GITEA_SERVER`: trusting its CA, at its pinned address.
-fn gitea_client(gitea: &WebEndpoint) -> reqwest::Client {
-    let tls = homelab::gitea::rustls_config(gitea.ca_pem.as_deref()).unwrap();
+fn gitea_client(gitea: &Endpoint) -> reqwest::Client {
+    let tls = homelab::http::rustls_config(gitea.ca_pem.as_deref()).unwrap();
     let mut b = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none());

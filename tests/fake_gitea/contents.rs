@@ -523,7 +523,7 @@ impl FakeGitea {
 
     /// Let the fake deliver webhooks to HTTPS hosts signed by its CA, pinned to addresses.
     pub fn deliver_hooks_to(&self, hosts: &[(&str, std::net::SocketAddr)]) {
-        let tls = homelab::gitea::rustls_config(Some(&self.ca.cert_pem)).unwrap();
+        let tls = homelab::http::rustls_config(Some(&self.ca.cert_pem)).unwrap();
         let mut b = reqwest::Client::builder().tls_backend_preconfigured(tls);
         for (h, a) in hosts {
             b = b.resolve(h, *a);

@@ -8,7 +8,7 @@
 //! | `gitea/gitea` | the fake Gitea, plain HTTP on `GITEA__server__HTTP_PORT`'s container port, `ROOT_URL` and `ALLOWED_HOST_LIST` from the environment |
 //! | `drone/drone` | the fake Drone: Gitea server, OAuth client, `DRONE_USER_CREATE`, server and proxy addresses from the environment; a new template restarts it |
 //! | `drone/drone-runner-kube` | registers the runner (its namespace and RPC secret) that runs builds ([`super::runner`]) |
-//! | `ghcr.io/homelab-dev/homelab` | the real `homelab` binary with the container's args (`sync --in-cluster`), `--kubeconfig` standing in for its service account |
+//! | `ghcr.io/homelab-dev/homelab`, `homelab.local/homelab` | the real `homelab` binary with the container's args (`sync --in-cluster`), `--kubeconfig` standing in for its service account; the side-loaded `homelab.local` image only where `up` imported it into the node's containerd (the fake multipass's record) |
 //! | `<gitea host>/…` | pulled from the fake Gitea's registry (missing: `ImagePullBackOff`), its files served over HTTP (nginx) |
 //!
 //! Other images (cert-manager, NIC, CoreDNS) need nothing to run here: the fake API server's
@@ -257,6 +257,13 @@ impl World {
             );
             return Ok(());
         }
+        // No registry serves `homelab.local`: the image must be in the node's containerd.
+        if image.starts_with("homelab.local/") && !self.node_has_image(&image) {
+            return waiting(
+                "ErrImagePull",
+                format!("failed to pull image \"{image}\": not imported on the node"),
+            );
+        }
         let env = match self.env(&ns, &pod, &container) {
             Ok(e) => e,
             Err(e) => return waiting("CreateContainerConfigError", e),
@@ -287,7 +294,7 @@ impl World {
                 });
                 Ok(())
             }
-            "ghcr.io/homelab-dev/homelab" => {
+            "ghcr.io/homelab-dev/homelab" | "homelab.local/homelab" => {
                 self.homelab_pod(
                     &id, &ns, labels, &template, &container, env, &mounts, generation, &dir,
                 )
@@ -295,6 +302,30 @@ impl World {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Whether `image` was imported into the first node's containerd (`microk8s ctr image
+    /// import`, as the fake multipass records it).
+    fn node_has_image(&self, image: &str) -> bool {
+        let Some(state) = &self.node_state else {
+            return false;
+        };
+        let Ok(text) = std::fs::read_to_string(state) else {
+            return false;
+        };
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        v["instances"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| name.ends_with("-1"))
+            .any(|(_, i)| {
+                i["_images"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r.as_str() == Some(image))
+            })
     }
 
     async fn gitea_pod(
@@ -379,7 +410,7 @@ impl World {
                     _ => None,
                 };
                 let options = fake_drone::Options {
-                    gitea: homelab::ci::WebEndpoint {
+                    gitea: homelab::http::Endpoint {
                         base_url: get("DRONE_GITEA_SERVER"),
                         ca_pem,
                         // In-cluster DNS answers the lab's names with the ingress.

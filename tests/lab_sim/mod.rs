@@ -55,6 +55,8 @@ pub struct World {
     pub work: PathBuf,
     /// The sync engine's kubeconfig (its service account, as a client certificate or token).
     pub sync_kubeconfig: PathBuf,
+    /// The fake multipass's state (images imported into the nodes' containerd), if any.
+    pub node_state: Option<PathBuf>,
     pub gitea: Mutex<Option<FakeGitea>>,
     pub drone: Mutex<Option<FakeDrone>>,
     pub drone_rpc_secret: Mutex<String>,
@@ -292,6 +294,8 @@ impl Sim {
             state_dir: ctx.state_dir(LAB),
             work: work.clone(),
             sync_kubeconfig,
+            node_state: matches!(provider, Provider::Multipass)
+                .then(|| ctx.temp.path().join("multipassd").join("state.json")),
             gitea: Mutex::new(None),
             drone: Mutex::new(None),
             drone_rpc_secret: Mutex::new(String::new()),

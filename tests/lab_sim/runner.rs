@@ -469,7 +469,7 @@ async fn kaniko(
             .get(registry)
             .and_then(|p| host_path(p))
             .and_then(|p| std::fs::read_to_string(p).ok());
-        let tls = homelab::gitea::rustls_config(ca.as_deref()).unwrap();
+        let tls = homelab::http::rustls_config(ca.as_deref()).unwrap();
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .resolve(registry, world.ingress_addr)
@@ -503,7 +503,7 @@ async fn kaniko(
                         &mut log,
                         format!(
                             "checking push permission for \"{dest}\": {}",
-                            homelab::ci::http::error_chain(&e)
+                            homelab::http::error_chain(&e)
                         ),
                     ),
                     log,

@@ -11,8 +11,8 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use super::types::*;
-use crate::ci::http::{WebEndpoint, body_excerpt, error_chain};
 use crate::error::Diagnostic;
+use crate::http::{Endpoint, body_excerpt, error_chain};
 use crate::redact::{Secret, redact_url};
 
 /// A Drone call failed.
@@ -105,14 +105,14 @@ pub struct DroneClient {
 
 impl DroneClient {
     /// An anonymous client for `endpoint`.
-    pub fn new(endpoint: &WebEndpoint) -> Result<DroneClient, DroneError> {
+    pub fn new(endpoint: &Endpoint) -> Result<DroneClient, DroneError> {
         let setup = |message: String| DroneError::Setup {
             url: redact_url(&endpoint.base_url),
             message,
         };
         let base = endpoint.url().map_err(setup)?;
         let http =
-            crate::ci::http::client(&[endpoint], None, Duration::from_secs(120)).map_err(setup)?;
+            crate::http::client(&[endpoint], None, Duration::from_secs(120)).map_err(setup)?;
         Ok(DroneClient {
             http,
             base,
@@ -440,7 +440,7 @@ mod tests {
 
     #[test]
     fn api_urls_are_built_from_segments() {
-        let c = DroneClient::new(&WebEndpoint {
+        let c = DroneClient::new(&Endpoint {
             base_url: "https://drone.example.test/".into(),
             ca_pem: None,
             resolve: None,

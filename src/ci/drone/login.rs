@@ -15,9 +15,9 @@ use std::time::Duration;
 use reqwest::{StatusCode, Url};
 
 use super::types::UserToken;
-use crate::ci::http::{WebEndpoint, body_excerpt, error_chain};
 use crate::ci::oauth_login::{Consent, GiteaWeb, OAuthLoginError, SignIn, same_origin};
 use crate::error::Diagnostic;
+use crate::http::{Endpoint, body_excerpt, error_chain};
 use crate::redact::{Secret, redact_url};
 
 /// Cookie Drone (go-login) sets on `/login` and checks on the callback.
@@ -29,9 +29,9 @@ pub const SESSION_COOKIE: &str = "_session_";
 #[derive(Clone, Debug)]
 pub struct LoginRequest {
     /// Drone's public endpoint (`https://drone.<domain>`).
-    pub drone: WebEndpoint,
+    pub drone: Endpoint,
     /// Gitea's public endpoint (`https://gitea.<domain>`), what Drone redirects to.
-    pub gitea: WebEndpoint,
+    pub gitea: Endpoint,
     /// Gitea login.
     pub user: String,
     /// Its password.
@@ -171,7 +171,7 @@ impl Diagnostic for DroneLoginError {
 /// Log `req.user` in to Drone through Gitea and return Drone's API token for that user.
 pub async fn login(req: &LoginRequest) -> Result<LoginOutcome, DroneLoginError> {
     let jar = Arc::new(reqwest::cookie::Jar::default());
-    let http = crate::ci::http::client(
+    let http = crate::http::client(
         &[&req.drone, &req.gitea],
         Some(jar.clone()),
         Duration::from_secs(60),

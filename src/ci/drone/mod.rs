@@ -33,7 +33,8 @@ mod wire;
 pub use client::{DroneClient, DroneError};
 pub use wire::{DroneWireError, client_annotations, wire};
 
-use crate::ci::{BuildInfo, BuildState, FailedStep, RepoRef, WebEndpoint};
+use crate::ci::{BuildInfo, BuildState, FailedStep, RepoRef};
+use crate::http::Endpoint;
 use crate::state::LabState;
 
 /// Name of the OAuth2 app in Gitea.
@@ -71,7 +72,7 @@ pub const SECRET_GITOPS_TOKEN: &str = "gitops_token";
 
 /// The Drone client with the API token the wiring stored.
 pub fn client_from_state(
-    endpoint: &WebEndpoint,
+    endpoint: &Endpoint,
     state: &LabState,
 ) -> Result<DroneClient, crate::error::Error> {
     let secrets = state.secrets()?;

@@ -15,13 +15,14 @@ use super::secrets::{self, Action, fingerprint};
 use super::types::{SecretCreate, SecretUpdate};
 use super::*;
 use crate::ci::oauth_login::{Consent, SignIn};
-use crate::ci::{CiKind, CiReport, CiWiring, StepReport, WorkloadError, Workloads};
+use crate::ci::{CiKind, CiReport, CiWiring, WorkloadError, Workloads};
 use crate::error::Diagnostic;
 use crate::gitea::types::{CreateAccessTokenOption, CreateOAuth2ApplicationOptions};
 use crate::gitea::{Credentials, GiteaClient, GiteaError};
 use crate::output::{Outcome, Progress};
 use crate::redact::Secret;
 use crate::state::StateError;
+use crate::wire::steps::Steps;
 
 /// Name of the Gitea token the pipeline pushes images with.
 pub const REGISTRY_TOKEN_NAME: &str = "drone-registry";
@@ -147,43 +148,6 @@ impl Diagnostic for DroneWireError {
     }
 }
 
-struct Steps<'p> {
-    progress: &'p dyn Progress,
-    reports: Vec<StepReport>,
-}
-
-impl Steps<'_> {
-    fn start(&self, step: &str, detail: &str) -> Instant {
-        self.progress.start(step, detail);
-        Instant::now()
-    }
-
-    fn end<T>(
-        &mut self,
-        step: &str,
-        started: Instant,
-        result: Result<(Outcome, String, T), DroneWireError>,
-    ) -> Result<T, DroneWireError> {
-        match result {
-            Ok((outcome, detail, value)) => {
-                self.progress
-                    .finish(step, outcome.clone(), started.elapsed(), &detail);
-                self.reports.push(StepReport {
-                    step: step.to_string(),
-                    outcome,
-                    detail,
-                });
-                Ok(value)
-            }
-            Err(e) => {
-                self.progress
-                    .finish(step, Outcome::Failed, started.elapsed(), &e.to_string());
-                Err(e)
-            }
-        }
-    }
-}
-
 /// The OAuth client Drone runs with.
 struct Client {
     id: String,
@@ -198,10 +162,7 @@ pub async fn wire<W: Workloads>(
     workloads: &W,
     progress: &dyn Progress,
 ) -> Result<CiReport, DroneWireError> {
-    let mut steps = Steps {
-        progress,
-        reports: Vec::new(),
-    };
+    let mut steps = Steps::new(progress);
     let drone_url = w.ci.url().map_err(DroneWireError::Setup)?;
     let redirect_uri = drone_url
         .join("/login")
@@ -506,7 +467,7 @@ async fn login_and_store(
 ) -> Result<(DroneClient, String), DroneWireError> {
     let outcome = login::login(&LoginRequest {
         drone: w.ci.clone(),
-        gitea: (&w.gitea).into(),
+        gitea: w.gitea.clone(),
         user: w.admin.user.clone(),
         password: w.admin.password.clone(),
         redirect_uri: redirect_uri.into(),

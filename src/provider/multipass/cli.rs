@@ -203,6 +203,21 @@ impl Multipass {
         }
     }
 
+    /// `multipass transfer <local> <name>:<remote>`: copy a file into a VM.
+    pub async fn transfer(
+        &self,
+        local: &std::path::Path,
+        name: &str,
+        remote: &str,
+    ) -> Result<(), MultipassError> {
+        let cmd = self
+            .cmd(format!("copy `{}` into `{name}`", local.display()))
+            .arg("transfer")
+            .arg(local)
+            .arg(format!("{name}:{remote}"));
+        self.run(cmd, Some(name)).await.map(drop)
+    }
+
     /// `multipass start <name>`.
     pub async fn start(&self, name: &str) -> Result<(), MultipassError> {
         let cmd = self

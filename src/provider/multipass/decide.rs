@@ -183,10 +183,7 @@ pub fn size_drift(want: &VmSpec, have: &Instance) -> Vec<String> {
     out
 }
 
-/// Bytes as GiB with one decimal, e.g. `7.8G`.
-pub fn gib(bytes: u64) -> String {
-    format!("{:.1}G", bytes as f64 / (1u64 << 30) as f64)
-}
+pub use crate::settings::gib;
 
 /// One node as the lab state remembers it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ use crate::up::Pipeline;
 pub mod cli;
 pub mod decide;
 pub mod json;
+pub mod sideload;
 pub mod steps;
 
 pub use cli::{Multipass, MultipassError};
@@ -34,6 +35,7 @@ pub fn add_steps(p: &mut Pipeline) {
         .add(steps::ProvisionedStep)
         .add(steps::JoinStep)
         .add(steps::KubeconfigStep)
+        .add(sideload::EngineImageStep)
         .add(steps::ReadyStep);
 }
 

@@ -617,7 +617,7 @@ impl Step for ReadyStep {
         crate::up::CLUSTER_READY
     }
     fn needs(&self) -> &'static [&'static str] {
-        &["join", "kubeconfig"]
+        &["join", "kubeconfig", "engine-image"]
     }
     fn describe(&self) -> String {
         "wait until the API answers and every node is Ready".into()

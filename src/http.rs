@@ -1,8 +1,8 @@
-//! The HTTP plumbing every CI client shares: one way to build a reqwest client that trusts the
-//! lab CA and nothing else, and one way to describe a transport error without leaking a URL's
-//! credentials.
+//! The HTTPS edge every lab client shares (Gitea, Drone, the OAuth login, verify's page probe):
+//! one endpoint type, one way to build a reqwest client that trusts the lab CA and nothing else,
+//! and one way to describe a transport error without leaking a URL's credentials.
 //!
-//! Place in the data flow: under `ci::drone`'s client, `ci::oauth_login` and verify's page probe.
+//! Place in the data flow: under `gitea`, `ci::drone`, `ci::oauth_login` and `verify`.
 //! Architecture invariant: no client built here follows redirects (a redirect would carry
 //! credentials or cookies to wherever a server points, and the login flow must see each hop) or
 //! trusts the system roots (lab URLs are signed by the lab CA only).
@@ -15,8 +15,8 @@ use reqwest::Url;
 use crate::redact::redact_url;
 
 /// Where a lab service answers over HTTPS and how to reach it.
-#[derive(Clone, Debug)]
-pub struct WebEndpoint {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
     /// Base URL, e.g. `https://drone.10.0.0.5.sslip.io` (no path).
     pub base_url: String,
     /// PEM of the lab CA. With `None` no HTTPS server is trusted.
@@ -26,17 +26,14 @@ pub struct WebEndpoint {
     pub resolve: Option<SocketAddr>,
 }
 
-impl From<&crate::gitea::Endpoint> for WebEndpoint {
-    fn from(e: &crate::gitea::Endpoint) -> WebEndpoint {
-        WebEndpoint {
-            base_url: e.base_url.clone(),
-            ca_pem: e.ca_pem.clone(),
-            resolve: e.resolve,
-        }
+impl Endpoint {
+    /// The host name of the base URL.
+    pub fn host(&self) -> Option<String> {
+        Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
     }
-}
 
-impl WebEndpoint {
     /// The parsed base URL without a trailing slash; credentials in it are refused.
     pub fn url(&self) -> Result<Url, String> {
         let mut url = Url::parse(self.base_url.trim_end_matches('/'))
@@ -51,15 +48,44 @@ impl WebEndpoint {
     }
 }
 
+/// The rustls configuration that trusts exactly `ca_pem` (nothing when `None`).
+pub fn rustls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = ca_pem {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut any = false;
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("the lab CA is not valid PEM: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("the lab CA cannot be used as a trust root: {e}"))?;
+            any = true;
+        }
+        if !any {
+            return Err("the lab CA PEM holds no certificate".into());
+        }
+    }
+    // The provider is named here rather than taken from the process default, so the client works
+    // the same in tests and in the binary.
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
 /// A client for `endpoints` (all share the CA of the first): lab CA only, no redirects, bounded
 /// connect and request times. `cookies`, when given, keeps cookies across calls.
 pub fn client(
-    endpoints: &[&WebEndpoint],
+    endpoints: &[&Endpoint],
     cookies: Option<std::sync::Arc<reqwest::cookie::Jar>>,
     request_timeout: Duration,
 ) -> Result<reqwest::Client, String> {
     let ca = endpoints.iter().find_map(|e| e.ca_pem.as_deref());
-    let tls = crate::gitea::rustls_config(ca)?;
+    let tls = rustls_config(ca)?;
     let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .user_agent(concat!("homelab/", env!("CARGO_PKG_VERSION")))

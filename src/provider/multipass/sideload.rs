@@ -1,0 +1,218 @@
+//! `engine-image`: side-load the sync engine's image into every lab VM, built in Rust from the
+//! running `homelab` binary, so a fresh lab needs no registry for the engine.
+//!
+//! Place in the data flow: after the VMs are provisioned and joined → [`sync::image`] builds an
+//! OCI archive → `multipass transfer` → `microk8s ctr image import` on each node → the `render`
+//! step points the `gitops-engine` Deployment at the side-loaded reference.
+//!
+//! Architecture invariant: the image's tag is a digest of its content, so a re-run that finds the
+//! tag on every node transfers and imports nothing. Side-loading needs a Linux host whose
+//! architecture matches the VMs' (the archive holds this very binary); elsewhere, or when
+//! `sync.image` is set, the step says so and the stack's pinned image is pulled instead.
+
+use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+use super::cli::Multipass;
+use super::steps::Vms;
+use crate::error::{Error, Result};
+use crate::stack::Stack;
+use crate::sync::image::{self, EngineImageConfig};
+use crate::up::{Step, StepCx, StepReport};
+
+/// Registry part of side-loaded references: not a real registry, so a node that lacks the image
+/// fails to pull it loudly instead of fetching something else.
+pub const SIDELOAD_REPOSITORY: &str = "homelab.local/homelab";
+/// Where the archive is put inside a VM while it is imported.
+const ARCHIVE_IN_VM: &str = "/tmp/homelab-engine.tar";
+
+/// The engine image reference the `render` step must use instead of the stack's pin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineImage(pub String);
+
+/// `engine-image`: build and import the engine image where it is missing.
+pub struct EngineImageStep;
+
+impl Step for EngineImageStep {
+    fn name(&self) -> &'static str {
+        "engine-image"
+    }
+    fn needs(&self) -> &'static [&'static str] {
+        &["join"]
+    }
+    fn describe(&self) -> String {
+        "side-load the sync engine's image (built from this binary) into the VMs".into()
+    }
+    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
+        Box::pin(engine_image(cx))
+    }
+}
+
+/// OCI architecture of a `uname -m` answer.
+pub fn oci_arch(uname_m: &str) -> Option<&'static str> {
+    match uname_m.trim() {
+        "x86_64" | "amd64" => Some("amd64"),
+        "aarch64" | "arm64" => Some("arm64"),
+        _ => None,
+    }
+}
+
+/// `homelab.local/homelab:<version>-<12 hex of the content digest>`.
+pub fn reference_for(spec: &image::ImageSpec) -> String {
+    let mut h = Sha256::new();
+    h.update(spec.architecture.as_bytes());
+    for f in &spec.files {
+        h.update(f.path.as_bytes());
+        h.update(f.mode.to_be_bytes());
+        h.update((f.contents.len() as u64).to_be_bytes());
+        h.update(&f.contents);
+    }
+    let digest = hex::encode(h.finalize());
+    format!(
+        "{SIDELOAD_REPOSITORY}:{}-{}",
+        env!("CARGO_PKG_VERSION"),
+        &digest[..12]
+    )
+}
+
+async fn engine_image(cx: &StepCx<'_>) -> Result<StepReport> {
+    let stack = cx.get::<Stack>()?;
+    let wants_engine = stack
+        .component("gitops-engine")
+        .is_some_and(|c| c.images.contains_key("engine"));
+    if !wants_engine {
+        return Ok(StepReport::skipped("the stack runs no homelab sync engine"));
+    }
+    if let Some(image) = &cx.settings().sync_image {
+        return Ok(StepReport::skipped(format!(
+            "`sync.image` is set: the VMs pull `{image}`"
+        )));
+    }
+    if std::env::consts::OS != "linux" {
+        return Ok(StepReport::skipped(
+            "side-loading needs a Linux host; the VMs pull the stack's pinned engine image",
+        ));
+    }
+    let mp = cx.get::<Multipass>()?;
+    let vms = cx.get::<Vms>()?;
+    let first = &vms.nodes[0].name;
+    let uname = mp
+        .exec_ok(
+            first,
+            &["uname", "-m"],
+            format!("ask `{first}` for its architecture"),
+        )
+        .await?;
+    // The archive holds this very binary: it only runs on VMs of the host's architecture.
+    let host_arch = oci_arch(std::env::consts::ARCH);
+    if host_arch.is_none() || oci_arch(&uname.stdout) != host_arch {
+        return Ok(StepReport::skipped(format!(
+            "this binary is {} but the VMs are {}; the VMs pull the stack's pinned engine image",
+            std::env::consts::ARCH,
+            uname.stdout.trim()
+        )));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::msg(format!("find the running homelab binary: {e}")))?;
+    let mut spec = tokio::task::spawn_blocking(move || {
+        image::engine_image(&exe, &EngineImageConfig::default())
+    })
+    .await
+    .expect("image thread panicked")?;
+    let reference = reference_for(&spec);
+    spec.reference = reference.clone();
+
+    let mut missing = Vec::new();
+    for node in &vms.nodes {
+        let listed = mp
+            .exec_ok(
+                &node.name,
+                &["sudo", "microk8s", "ctr", "image", "ls", "-q"],
+                format!("list the images on `{}`", node.name),
+            )
+            .await?;
+        if !listed.stdout.lines().any(|l| l.trim() == reference) {
+            missing.push(node.name.clone());
+        }
+    }
+    if missing.is_empty() {
+        cx.put(EngineImage(reference.clone()));
+        return Ok(StepReport::skipped(format!("`{reference}` on every node")));
+    }
+
+    cx.update(&format!("building `{reference}`"));
+    // In the cache, not the lab state: it is derived from this binary and removed afterwards.
+    let dir = crate::state::cache_root()?.join("engine");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::msg(format!("create `{}`: {e}", dir.display())))?;
+    let archive = dir.join(format!("{}.tar", &reference[reference.len() - 12..]));
+    let written = archive.clone();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&written)
+                .map_err(|e| Error::msg(format!("write `{}`: {e}", written.display())))?,
+        );
+        image::write_archive(&spec, &mut file)?;
+        std::io::Write::flush(&mut file)
+            .map_err(|e| Error::msg(format!("write `{}`: {e}", written.display())))?;
+        Ok(())
+    })
+    .await
+    .expect("image thread panicked")?;
+    for name in &missing {
+        cx.update(&format!("importing into `{name}`"));
+        mp.transfer(&archive, name, ARCHIVE_IN_VM).await?;
+        let mut import = vec!["sudo".to_string()];
+        import.extend(image::ctr_import_argv(ARCHIVE_IN_VM));
+        let argv: Vec<&str> = import.iter().map(String::as_str).collect();
+        let imported = mp
+            .exec_ok(name, &argv, format!("import the engine image on `{name}`"))
+            .await;
+        // The copy is only needed while importing; remove it whatever happened.
+        mp.exec(
+            name,
+            &["rm", "-f", ARCHIVE_IN_VM],
+            format!("remove the archive from `{name}`"),
+        )
+        .await?;
+        imported?;
+    }
+    let _ = std::fs::remove_file(&archive);
+    cx.put(EngineImage(reference.clone()));
+    Ok(StepReport::done(format!(
+        "`{reference}` imported on {}",
+        missing.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn architectures() {
+        assert_eq!(oci_arch("x86_64\n"), Some("amd64"));
+        assert_eq!(oci_arch("aarch64"), Some("arm64"));
+        assert_eq!(oci_arch("riscv64"), None);
+    }
+
+    #[test]
+    fn reference_follows_content() {
+        let spec = |contents: &[u8]| image::ImageSpec {
+            reference: String::new(),
+            architecture: "amd64".into(),
+            entrypoint: vec![],
+            env: vec![],
+            user: "65532".into(),
+            files: vec![image::ImageFile {
+                path: "/usr/local/bin/homelab".into(),
+                contents: contents.to_vec(),
+                mode: 0o755,
+            }],
+        };
+        let a = reference_for(&spec(b"one"));
+        assert_eq!(a, reference_for(&spec(b"one")));
+        assert_ne!(a, reference_for(&spec(b"two")));
+        assert!(a.starts_with("homelab.local/homelab:0.1.0-"), "{a}");
+    }
+}
