@@ -131,6 +131,7 @@ pub enum Command {
     /// (trusted through the lab CA only) serving the new version. Exit 1 names the hop that
     /// failed and why.
     Verify(VerifyArgs),
+
     /// Keep the cluster in line with git: the Argo CD-compatible sync engine
     ///
     /// Reads `argoproj.io/v1alpha1 Application` objects and reconciles them as Argo CD would

@@ -378,7 +378,19 @@ impl Git {
                 std::net::IpAddr::V6(v6) => format!("[{v6}]"),
                 v4 => v4.to_string(),
             };
-            config.push(("http.curloptResolve".into(), format!("{host}:{port}:{ip}")));
+            config.push((
+                "http.curloptResolve".into(),
+                format!("{host}:{}:{ip}", addr.port()),
+            ));
+            // Connect to the pinned port too, as the HTTP clients do: curl's resolve table is
+            // per port, so a pin to another port also moves the URL there.
+            if addr.port() != port {
+                let base = format!("{}://{host}", url.scheme());
+                config.push((
+                    format!("url.{base}:{}/.insteadOf", addr.port()),
+                    format!("{base}/"),
+                ));
+            }
         }
         let mut cmd = Cmd::new(&self.program, summary)
             .timeout(GIT_TIMEOUT)

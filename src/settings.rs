@@ -139,6 +139,7 @@ const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_VALIDATOR",
     "HOMELAB_LOG",
     "HOMELAB_TEST_WAITS",
+    "HOMELAB_TEST_INGRESS_PORT",
     // Runtime parameters of the in-cluster sync engine, set by its Deployment.
     "HOMELAB_SYNC_APPLICATION_NAMESPACE",
     "HOMELAB_SYNC_LEASE_NAMESPACE",
@@ -341,6 +342,10 @@ pub struct Settings {
     /// `HOMELAB_TEST_WAITS`: shorter waits and polls for tests (see `up::Waits::from_env`).
     #[serde(skip)]
     pub test_waits: Option<String>,
+    /// `HOMELAB_TEST_INGRESS_PORT`: the port the lab's `https://<name>.<domain>` URLs connect
+    /// to on the first node instead of 443. Only for tests that cannot listen on a privileged
+    /// port; see [`Settings::ingress_port`].
+    pub test_ingress_port: Option<u16>,
 }
 
 /// Values one layer sets; `None` means "not set here".
@@ -638,9 +643,23 @@ impl Settings {
             config_file,
             origins,
             test_waits: inputs.env.get("HOMELAB_TEST_WAITS").cloned(),
+            test_ingress_port: match inputs.env.get("HOMELAB_TEST_INGRESS_PORT") {
+                None => None,
+                Some(v) => Some(v.trim().parse().map_err(|_| ConfigError::BadEnv {
+                    key: "(test) ingress port".into(),
+                    var: "HOMELAB_TEST_INGRESS_PORT".into(),
+                    message: format!("`{v}` is not a port number"),
+                })?),
+            },
         };
         settings.check()?;
         Ok(settings)
+    }
+
+    /// The port of the nodes' ingress the lab's URLs connect to: 443, the port the stack's
+    /// ingress listens on (hostPort), unless a test set `HOMELAB_TEST_INGRESS_PORT`.
+    pub fn ingress_port(&self) -> u16 {
+        self.test_ingress_port.unwrap_or(443)
     }
 
     fn check(&self) -> Result<(), ConfigError> {

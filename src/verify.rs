@@ -1160,6 +1160,8 @@ pub struct LabVerify<'a> {
     /// The first node's IP: connections go there instead of through DNS (routers that drop
     /// private-IP answers for `*.sslip.io`); `None` resolves names normally.
     pub node_ip: Option<std::net::IpAddr>,
+    /// The port of the node's ingress (443; see `Settings::ingress_port`).
+    pub ingress_port: u16,
     /// The lab state (Gitea and CI tokens).
     pub state: &'a crate::state::LabState,
     /// The lab CA, PEM: the only trust root.
@@ -1180,7 +1182,9 @@ pub fn target_for_lab(l: &LabVerify<'_>) -> Result<VerifyTarget, crate::error::E
             ))
         })
     };
-    let pin = l.node_ip.map(|ip| std::net::SocketAddr::new(ip, 443));
+    let pin = l
+        .node_ip
+        .map(|ip| std::net::SocketAddr::new(ip, l.ingress_port));
     let endpoint = |h: String| Endpoint {
         base_url: format!("https://{h}"),
         ca_pem: Some(l.ca_pem.to_string()),

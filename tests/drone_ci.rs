@@ -310,6 +310,7 @@ impl Default for LabOptions {
                 registration_closed: true,
                 custom_trigger: true,
                 server_host: None,
+                proxy: None,
             },
             page: page("v1"),
         }

@@ -116,9 +116,14 @@ async fn an_existing_cluster_is_checked_and_never_changed() {
             .iter()
             .map(|r| format!("{} {}", r.method, r.path))
             .collect();
+        // Reads only: the version, the StorageClasses, and the nodes (where the ingress is).
         assert_eq!(
             paths,
-            ["GET /version", "GET /apis/storage.k8s.io/v1/storageclasses"]
+            [
+                "GET /version",
+                "GET /apis/storage.k8s.io/v1/storageclasses",
+                "GET /api/v1/nodes"
+            ]
         );
     }
     let steps: Vec<&str> = run

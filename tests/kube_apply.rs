@@ -554,61 +554,6 @@ async fn removed_component_is_pruned_and_nothing_else() {
     assert!(cms_b.get_opt("someone-elses").await.unwrap().is_some());
 }
 
-fn fake_cert_manager() -> String {
-    // A stand-in for the upstream release: its CRDs, namespace and controller, enough to exercise
-    // upstream text + CRDs + their custom resources in the default stack.
-    r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: cert-manager
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: certificates.cert-manager.io
-spec:
-  group: cert-manager.io
-  scope: Namespaced
-  names: {plural: certificates, singular: certificate, kind: Certificate, listKind: CertificateList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      subresources: {status: {}}
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: clusterissuers.cert-manager.io
-spec:
-  group: cert-manager.io
-  scope: Cluster
-  names: {plural: clusterissuers, singular: clusterissuer, kind: ClusterIssuer, listKind: ClusterIssuerList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      subresources: {status: {}}
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: cert-manager
-  namespace: cert-manager
-spec:
-  selector: {matchLabels: {app: cert-manager}}
-  template:
-    metadata: {labels: {app: cert-manager}}
-    spec:
-      containers:
-        - name: cert-manager-controller
-          image: quay.io/jetstack/cert-manager-controller:v1.21.1
-"#
-    .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_stack_deploys_and_a_second_deploy_writes_nothing() {
     let tc = TestCluster::new().await;
@@ -631,9 +576,16 @@ async fn the_default_stack_deploys_and_a_second_deploy_writes_nothing() {
         .clone()
         .unwrap()
         .url;
-    let upstream = BTreeMap::from([(url, fake_cert_manager())]);
+    let upstream = BTreeMap::from([(url, fake_kube::controllers::cert_manager_stand_in())]);
     let secrets = homelab::state::Secrets::placeholders();
-    let ca = homelab::tls::placeholder();
+    // A real CA: cert-manager (and the fake playing it) calls the ClusterIssuer Ready only when
+    // its Secret holds a usable key pair.
+    let ca = homelab::tls::generate(
+        &tc.lab,
+        &homelab::tls::permitted_domains(Some("lab.test")),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
     let domain = homelab::render::Domain::resolve(Some("lab.test"), None);
     let templates = homelab::templates::Templates::embedded().unwrap();
     let manifests = homelab::render::render(

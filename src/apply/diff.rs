@@ -3,8 +3,10 @@
 //!
 //! Architecture invariant: pure functions over `serde_json::Value`. An object is left alone when
 //! every field homelab sets already has that value live *and* the live hash annotation equals the
-//! hash of the desired object, so a field removed from a template (which the subset test alone
-//! cannot see) still causes an apply.
+//! hash of the desired object's shape (its field paths, not their values), so a field removed
+//! from a template (which the subset test alone cannot see) still causes an apply, while a value
+//! that is already live — e.g. one the CI wiring wrote before the lab state could render it — is
+//! not a change.
 
 use serde_json::{Map, Value};
 
@@ -14,7 +16,7 @@ use crate::upstream::sha256_hex;
 pub const HASH_ANNOTATION: &str = "homelab.dev/applied-hash";
 
 /// The object as it will be sent: without `status`, server-set metadata and nulls, with the
-/// hash annotation of the rest.
+/// hash annotation of the rest's shape.
 pub fn prepare(obj: &Value) -> Value {
     let mut out = obj.clone();
     drop_nulls(&mut out);
@@ -41,7 +43,8 @@ pub fn prepare(obj: &Value) -> Value {
             }
         }
     }
-    let hash = sha256_hex(&canonical_bytes(&out));
+    // Values are compared live by `is_subset`; the hash only has to tell which fields exist.
+    let hash = sha256_hex(&canonical_bytes(&shape(&out)));
     let meta = out
         .as_object_mut()
         .expect("objects are maps")
@@ -59,6 +62,15 @@ pub fn prepare(obj: &Value) -> Value {
         );
     }
     out
+}
+
+/// The field paths of `v`: every leaf value replaced by `true` (list lengths kept).
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), shape(x))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+        _ => Value::Bool(true),
+    }
 }
 
 /// serde_json maps are sorted (no `preserve_order`), so this is canonical.
@@ -133,5 +145,24 @@ mod tests {
         assert!(!is_subset(&b, &a));
         // Re-preparing a prepared object is stable.
         assert_eq!(prepare(&a), a);
+    }
+
+    #[test]
+    fn a_value_already_live_is_not_a_change() {
+        // The first `up` renders Drone's OAuth client id empty; the CI wiring then writes it
+        // (with its own field manager); the next render carries the same id. Regression: the
+        // second `up` wrote the Secret and the Deployment again, and so ran verify again.
+        let first = prepare(
+            &json!({"kind": "Secret", "metadata": {"name": "drone"}, "data": {"gitea-client-id": ""}}),
+        );
+        let mut live = first.clone();
+        live["data"]["gitea-client-id"] = json!("aWQ=");
+        let second = prepare(
+            &json!({"kind": "Secret", "metadata": {"name": "drone"}, "data": {"gitea-client-id": "aWQ="}}),
+        );
+        assert!(is_subset(&second, &live));
+        // A value that is not live still is one.
+        live["data"]["gitea-client-id"] = json!("b3RoZXI=");
+        assert!(!is_subset(&second, &live));
     }
 }

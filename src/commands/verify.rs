@@ -60,6 +60,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
         stack: &stack,
         domain: &domain,
         node_ip,
+        ingress_port: settings.ingress_port(),
         state: &state,
         ca_pem: &ca.cert_pem,
         ci: crate::ci::CiKind::Drone,

@@ -4,8 +4,13 @@
 //! once what homelab will and won't manage there.
 //!
 //! Architecture invariant: read-only towards the cluster. This module only reads (`/version`,
-//! StorageClasses, Nodes); what to conclude from them ([`evaluate`]) is pure. It never creates,
-//! changes or deletes anything, and `down` leaves the cluster as it found it.
+//! StorageClasses, Nodes); what to conclude from them ([`evaluate`], [`node_address`]) is pure.
+//! It never creates, changes or deletes anything, and `down` leaves the cluster as it found it.
+//!
+//! The nodes' addresses are recorded like the multipass VMs': the stack's ingress listens on
+//! every node (hostPort 443), so the first node's address is where the lab's URLs connect and
+//! what the ingress publishes as the Ingresses' status (without it, Argo-style health never
+//! calls an Ingress Healthy); without `--domain` the lab is `<node-address>.sslip.io`.
 
 use std::time::Duration;
 
@@ -15,7 +20,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
-use super::multipass::NodeView;
+use super::multipass::{NodeRecord, NodeView};
 use super::{Cluster, ClusterError, LabRecord};
 use crate::error::{Diagnostic, Result};
 use crate::settings::{ProviderKind, Settings};
@@ -247,6 +252,42 @@ pub async fn look(cluster: &Cluster) -> Result<Facts, ExistingError> {
 
 /// The cluster's nodes, as `status` shows them.
 pub async fn nodes(cluster: &Cluster) -> Result<Vec<NodeView>, ExistingError> {
+    Ok(list_nodes(cluster).await?.iter().map(node_view).collect())
+}
+
+/// The nodes that have an address, Ready ones first, each by name: where the ingress listens.
+pub async fn node_records(cluster: &Cluster) -> Result<Vec<NodeRecord>, ExistingError> {
+    let mut nodes: Vec<(bool, NodeRecord)> = list_nodes(cluster)
+        .await?
+        .iter()
+        .filter_map(|n| {
+            let ready = node_view(n).ready;
+            Some((
+                !ready,
+                NodeRecord {
+                    name: n.metadata.name.clone()?,
+                    ip: node_address(n)?,
+                },
+            ))
+        })
+        .collect();
+    nodes.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
+    Ok(nodes.into_iter().map(|(_, r)| r).collect())
+}
+
+/// The address a laptop reaches a node at: its `ExternalIP` when it has one (cloud nodes), else
+/// its `InternalIP` (kind, k3d, microk8s, a VM on this machine).
+pub fn node_address(n: &Node) -> Option<String> {
+    let addresses = n.status.as_ref()?.addresses.as_ref()?;
+    ["ExternalIP", "InternalIP"].iter().find_map(|t| {
+        addresses
+            .iter()
+            .find(|a| a.type_ == *t)
+            .map(|a| a.address.clone())
+    })
+}
+
+async fn list_nodes(cluster: &Cluster) -> Result<Vec<Node>, ExistingError> {
     let client = cluster.client().await?;
     let api: Api<Node> = Api::all(client);
     let list = tokio::time::timeout(TIMEOUT, api.list(&ListParams::default()))
@@ -261,7 +302,7 @@ pub async fn nodes(cluster: &Cluster) -> Result<Vec<NodeView>, ExistingError> {
             server: cluster.server.clone(),
             message: e.to_string(),
         })?;
-    Ok(list.items.iter().map(node_view).collect())
+    Ok(list.items)
 }
 
 fn node_view(n: &Node) -> NodeView {
@@ -341,11 +382,14 @@ impl Step for ReadyStep {
             for w in &verdict.warnings {
                 cx.warn(w);
             }
+            let nodes = node_records(&cluster).await?;
+            let mut cluster = cluster;
+            cluster.node_ips = nodes.iter().map(|n| n.ip.clone()).collect();
             let record = LabRecord {
                 provider: ProviderKind::Existing,
                 context: cluster.context.clone(),
                 spec: None,
-                nodes: Vec::new(),
+                nodes,
             };
             let new = record.store(cx.state())?;
             if new {
@@ -394,6 +438,26 @@ mod tests {
             e.to_string(),
             "the cluster of context `kind-x` has no default StorageClass and no StorageClass at all"
         );
+    }
+
+    #[test]
+    fn a_node_is_reached_at_its_external_address_else_its_internal_one() {
+        let node = |addresses: serde_json::Value| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "n1"},
+                "status": {"addresses": addresses},
+            }))
+            .unwrap()
+        };
+        let both = node(serde_json::json!([
+            {"type": "InternalIP", "address": "10.0.0.4"},
+            {"type": "Hostname", "address": "n1"},
+            {"type": "ExternalIP", "address": "203.0.113.7"},
+        ]));
+        assert_eq!(node_address(&both).as_deref(), Some("203.0.113.7"));
+        let internal = node(serde_json::json!([{"type": "InternalIP", "address": "172.18.0.2"}]));
+        assert_eq!(node_address(&internal).as_deref(), Some("172.18.0.2"));
+        assert_eq!(node_address(&node(serde_json::json!([]))), None);
     }
 
     #[test]

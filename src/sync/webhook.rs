@@ -127,13 +127,32 @@ pub struct Push {
     pub after: String,
     /// Every URL the repository is known by (clone_url, html_url, ssh_url).
     pub repo_urls: Vec<String>,
+    /// `owner/name` (`repository.full_name`).
+    pub full_name: Option<String>,
 }
 
 impl Push {
     /// Does this push concern an Application with this `repoURL`?
+    ///
+    /// Gitea names the repository by its public `ROOT_URL` (`https://gitea.<domain>/…`), while an
+    /// in-cluster Application fetches it through the Service (`http://gitea-http.gitea.svc…`,
+    /// as the lab's own does): the same repository path counts too. A signed push only ever asks
+    /// for a refresh, so a repository of that name elsewhere costs one fetch, nothing more.
     pub fn concerns(&self, repo_url: &str) -> bool {
         let want = normalize_repo_url(repo_url);
-        self.repo_urls.iter().any(|u| normalize_repo_url(u) == want)
+        if self.repo_urls.iter().any(|u| normalize_repo_url(u) == want) {
+            return true;
+        }
+        let path = want
+            .split_once("://")
+            .map_or(want.as_str(), |(_, r)| r)
+            .split_once('/')
+            .map_or("", |(_, p)| p)
+            .to_ascii_lowercase();
+        self.full_name.as_deref().is_some_and(|n| {
+            let n = n.trim_matches('/').to_ascii_lowercase();
+            !n.is_empty() && (path == n || path.ends_with(&format!("/{n}")))
+        })
     }
 }
 
@@ -257,6 +276,7 @@ fn parse_push(body: &[u8]) -> Option<Push> {
         git_ref: v["ref"].as_str().unwrap_or_default().to_string(),
         after: v["after"].as_str().unwrap_or_default().to_string(),
         repo_urls,
+        full_name: repo["full_name"].as_str().map(str::to_string),
     })
 }
 
@@ -304,6 +324,18 @@ mod tests {
         );
         assert_eq!(h.counters.snapshot().accepted, 1);
         assert_eq!(h.counters.snapshot().replayed, 1);
+    }
+
+    #[test]
+    fn a_push_named_by_gitea_s_root_url_concerns_an_application_on_its_service_url() {
+        let h = hook();
+        let body = br#"{"ref":"refs/heads/main","after":"abc","repository":{"full_name":"lab/gitops","clone_url":"https://gitea.10.0.0.5.sslip.io/lab/gitops.git","html_url":"https://gitea.10.0.0.5.sslip.io/lab/gitops"}}"#;
+        let sig = sign(b"s3cret", body);
+        let push = h.check(body, body.len(), Some(&sig), Some("d-1")).unwrap();
+        assert!(push.concerns("http://gitea-http.gitea.svc.cluster.local:3000/lab/gitops.git"));
+        assert!(push.concerns("http://gitea-http.gitea.svc:3000/Lab/GitOps"));
+        assert!(!push.concerns("http://gitea-http.gitea.svc.cluster.local:3000/lab/nyan-cat.git"));
+        assert!(!push.concerns("http://gitea-http.gitea.svc.cluster.local:3000/gitops.git"));
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn endpoint(cx: &StepCx<'_>, component: &str) -> Result<Endpoint> {
     Ok(Endpoint {
         base_url: format!("https://{host}"),
         ca_pem: Some(ca.cert_pem.clone()),
-        resolve: first_node(&cluster).map(|ip| SocketAddr::new(ip, 443)),
+        resolve: first_node(&cluster).map(|ip| SocketAddr::new(ip, cx.settings().ingress_port())),
     })
 }
 
@@ -407,6 +407,7 @@ impl Step for VerifyStep {
                     stack: &stack,
                     domain: &domain,
                     node_ip: first_node(&cluster),
+                    ingress_port: cx.settings().ingress_port(),
                     state: cx.state(),
                     ca_pem: &ca.cert_pem,
                     ci: CiKind::Drone,

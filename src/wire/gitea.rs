@@ -306,6 +306,12 @@ pub enum SeedAction {
         /// The current head.
         parent: String,
     },
+    /// Commits were added on top of homelab's last push (the pipeline bumping a tag, `verify`,
+    /// a person) and the seed has not changed since: nothing to push, nothing to look at.
+    MovedOn {
+        /// The current head.
+        head: String,
+    },
     /// The head is unknown to homelab: fetch it and compare trees.
     Inspect {
         /// The current head.
@@ -331,6 +337,13 @@ pub fn seed_action(seed_tree: &str, head: Option<&str>, record: Option<&SeedReco
                 SeedAction::Update {
                     parent: head.to_string(),
                 }
+            };
+        }
+        // Work on top of homelab's seed is the lab in use; only a seed homelab still wants to
+        // push makes a foreign head worth inspecting (and a fetch, and a warning).
+        if r.tree == seed_tree && !r.commit.is_empty() {
+            return SeedAction::MovedOn {
+                head: head.to_string(),
             };
         }
         if let Some((foreign_head, foreign_tree)) = &r.foreign
@@ -854,6 +867,10 @@ async fn ensure_content(
             Ok((Outcome::Done, format!("updated `{branch}` to the new seed")))
         }
         SeedAction::Diverged { .. } => Ok(diverged(warnings)),
+        SeedAction::MovedOn { .. } => Ok((
+            Outcome::Skipped,
+            "moved on from homelab's seed; nothing new to push".into(),
+        )),
         SeedAction::Inspect { head } => {
             let remote_tree = w.git.remote_tree(&remote, branch, format).await?;
             let entry = record.repos.entry(full.clone()).or_default();
@@ -964,15 +981,21 @@ mod tests {
                 parent: "c1".into()
             }
         );
+        // Regression: commits of the lab's own loop (a tag bump, `verify`) made every later `up`
+        // fetch the repository and warn that it "has commits homelab did not make".
         assert_eq!(
             seed_action("t1", Some("c9"), Some(&rec("c1", "t1"))),
+            SeedAction::MovedOn { head: "c9".into() }
+        );
+        assert_eq!(
+            seed_action("t2", Some("c9"), Some(&rec("c1", "t1"))),
             SeedAction::Inspect { head: "c9".into() }
         );
         assert_eq!(
             seed_action("t1", Some("c9"), None),
             SeedAction::Inspect { head: "c9".into() }
         );
-        let mut r = rec("c1", "t1");
+        let mut r = rec("c1", "t0");
         r.foreign = Some(("c9".into(), "t9".into()));
         assert_eq!(
             seed_action("t1", Some("c9"), Some(&r)),

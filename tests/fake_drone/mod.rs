@@ -24,7 +24,10 @@
 //! the first page, the runner RPC.
 //!
 //! Builds run on a script ([`Script`]): each step passes or fails with a log, and
-//! [`FakeDrone::on_success`] runs what the pipeline's deploy step would do.
+//! [`FakeDrone::on_success`] runs what the pipeline's deploy step would do — or, with a
+//! [`Runner`] ([`FakeDrone::runner`]), the test runs the real pipeline and reports its steps.
+//! [`FakeDrone::start_plain`] serves plain HTTP as Drone's pod does behind an ingress, knowing
+//! itself by `DRONE_SERVER_PROTO://DRONE_SERVER_HOST` and giving Gitea `<proxy>/hook`.
 
 #![allow(dead_code)]
 
@@ -199,6 +202,33 @@ pub struct BuildDone {
 
 pub type OnSuccess = Arc<dyn Fn(BuildDone) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// A build handed to a runner (what drone-runner-kube receives over RPC).
+#[derive(Clone, Debug)]
+pub struct BuildJob {
+    /// `owner/name`.
+    pub repo: String,
+    pub number: i64,
+    pub event: String,
+    pub branch: String,
+    pub commit: String,
+    pub message: String,
+    /// The repository's secrets, by name (what `from_secret` reads).
+    pub secrets: BTreeMap<String, String>,
+    /// `DRONE_*` variables of the build.
+    pub env: BTreeMap<String, String>,
+}
+
+/// How one step of a run ended.
+#[derive(Clone, Debug)]
+pub struct StepRun {
+    pub name: String,
+    pub exit_code: i64,
+    pub log: Vec<String>,
+}
+
+/// Runs a build's pipeline and reports its steps, in order (a failed step ends the list).
+pub type Runner = Arc<dyn Fn(BuildJob) -> BoxFuture<'static, Vec<StepRun>> + Send + Sync>;
+
 #[derive(Clone, Debug)]
 pub struct User {
     pub id: i64,
@@ -263,6 +293,9 @@ pub struct Options {
     pub custom_trigger: bool,
     /// `DRONE_SERVER_HOST` override for the redirect URI (default: the fake's own host).
     pub server_host: Option<String>,
+    /// `DRONE_SERVER_PROXY_PROTO://DRONE_SERVER_PROXY_HOST`: the address Gitea's webhooks are
+    /// given (`<proxy>/hook`); default: the fake's own URL.
+    pub proxy: Option<String>,
 }
 
 #[derive(Default)]
@@ -309,6 +342,7 @@ pub struct Shared {
     pub violations: Mutex<Vec<String>>,
     pub base_url: String,
     on_success: Mutex<Option<OnSuccess>>,
+    runner: Mutex<Option<Runner>>,
     http: reqwest::Client,
 }
 
@@ -337,34 +371,59 @@ impl FakeDrone {
         let listener =
             crate::fake_gitea::tls::TlsListener::bind(&leaf.cert_pem, leaf.key_pem.expose()).await;
         let addr = axum::serve::Listener::local_addr(&listener).unwrap();
-        let tls = homelab::http::rustls_config(options.gitea.ca_pem.as_deref()).unwrap();
-        let gitea_url = reqwest::Url::parse(&options.gitea.base_url).unwrap();
-        let mut b = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(a) = options.gitea.resolve {
-            b = b.resolve(gitea_url.host_str().unwrap(), a);
-        }
-        let mut data = Data::default();
-        let id = data.id();
-        data.users.push(User {
-            id,
-            login: options.admin_user.clone(),
-            admin: true,
-            token: options.admin_token.clone(),
-            oauth_token: None,
-            synced: 0,
-        });
+        let base = format!("https://{HOST}:{}", addr.port());
+        Self::serve(options, ca, listener, addr, base)
+    }
+
+    /// Start a fake Drone the way its pod serves: plain HTTP (`DRONE_SERVER_PORT`) on
+    /// 127.0.0.1, knowing itself as `server` (`DRONE_SERVER_PROTO://DRONE_SERVER_HOST`); an
+    /// ingress in front terminates TLS.
+    pub async fn start_plain(options: Options, ca: &LabCa, server: &str) -> FakeDrone {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        Self::serve(
+            options,
+            ca,
+            listener,
+            addr,
+            server.trim_end_matches('/').into(),
+        )
+    }
+
+    fn serve<L>(
+        options: Options,
+        ca: &LabCa,
+        listener: L,
+        addr: SocketAddr,
+        base: String,
+    ) -> FakeDrone
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let shared = Arc::new(Shared {
+            http: gitea_client(&options.gitea),
             options,
             routes: load_routes(),
-            data: Mutex::new(data),
+            data: Mutex::new(Data::default()),
             log: Mutex::new(Vec::new()),
             violations: Mutex::new(Vec::new()),
-            base_url: format!("https://{HOST}:{}", addr.port()),
+            base_url: base,
             on_success: Mutex::new(None),
-            http: b.build().unwrap(),
+            runner: Mutex::new(None),
         });
+        {
+            let mut data = shared.data.lock().unwrap();
+            let id = data.id();
+            data.users.push(User {
+                id,
+                login: shared.options.admin_user.clone(),
+                admin: true,
+                token: shared.options.admin_token.clone(),
+                oauth_token: None,
+                synced: 0,
+            });
+        }
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
@@ -414,6 +473,11 @@ impl FakeDrone {
         *self.shared.on_success.lock().unwrap() = Some(f);
     }
 
+    /// Run builds with `runner` (the real pipeline) instead of the [`Script`].
+    pub fn runner(&self, r: Runner) {
+        *self.shared.runner.lock().unwrap() = Some(r);
+    }
+
     pub fn log(&self) -> Vec<Logged> {
         self.shared.log.lock().unwrap().clone()
     }
@@ -442,6 +506,20 @@ impl FakeDrone {
     pub fn builds(&self, repo: &str) -> Vec<Build> {
         self.data().builds.get(repo).cloned().unwrap_or_default()
     }
+}
+
+/// How the server reaches `DRONE_GITEA_SERVER`: trusting its CA, at its pinned address.
+fn gitea_client(gitea: &Endpoint) -> reqwest::Client {
+    let tls = homelab::http::rustls_config(gitea.ca_pem.as_deref()).unwrap();
+    let mut b = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none());
+    if let (Some(a), Ok(url)) = (gitea.resolve, reqwest::Url::parse(&gitea.base_url))
+        && let Some(host) = url.host_str()
+    {
+        b = b.resolve(host, a);
+    }
+    b.build().unwrap()
 }
 
 fn reply(status: u16, body: Value) -> Response {
@@ -989,7 +1067,7 @@ async fn enable(shared: &Arc<Shared>, key: &str, user: User) -> Response {
     let (owner, name) = key.split_once('/').unwrap();
     let hook = json!({
         "type": "gitea",
-        "config": {"url": format!("{}/hook", shared.base_url), "content_type": "json", "secret": random(16)},
+        "config": {"url": format!("{}/hook", shared.options.proxy.as_deref().unwrap_or(&shared.base_url)), "content_type": "json", "secret": random(16)},
         "events": ["create", "delete", "push", "pull_request"],
         "active": true,
     });
@@ -1141,6 +1219,90 @@ async fn run(shared: Arc<Shared>, key: String, number: i64, script: Script) {
         b.status = "running".into();
         b.stage_status = "running".into();
     });
+    let runner = shared.runner.lock().unwrap().clone();
+    if let Some(runner) = runner {
+        let job = {
+            let d = shared.data.lock().unwrap();
+            let b = d.builds[&key].iter().find(|b| b.number == number).unwrap();
+            let secrets = d
+                .secrets
+                .get(&key)
+                .map(|l| l.iter().map(|s| (s.name.clone(), s.data.clone())).collect())
+                .unwrap_or_default();
+            let (owner, name) = key.split_once('/').unwrap();
+            let branch = b.git_ref.trim_start_matches("refs/heads/").to_string();
+            let gitea = shared.options.gitea.base_url.trim_end_matches('/');
+            let env = BTreeMap::from([
+                ("DRONE_BUILD_NUMBER".to_string(), number.to_string()),
+                ("DRONE_BUILD_EVENT".to_string(), b.event.clone()),
+                ("DRONE_BRANCH".to_string(), branch.clone()),
+                ("DRONE_COMMIT".to_string(), b.after.clone()),
+                ("DRONE_COMMIT_SHA".to_string(), b.after.clone()),
+                ("DRONE_COMMIT_BRANCH".to_string(), branch.clone()),
+                ("DRONE_COMMIT_REF".to_string(), b.git_ref.clone()),
+                ("DRONE_COMMIT_MESSAGE".to_string(), b.message.clone()),
+                ("DRONE_REPO".to_string(), key.clone()),
+                ("DRONE_REPO_OWNER".to_string(), owner.to_string()),
+                ("DRONE_REPO_NAME".to_string(), name.to_string()),
+                (
+                    "DRONE_GIT_HTTP_URL".to_string(),
+                    format!("{gitea}/{key}.git"),
+                ),
+                (
+                    "DRONE_SYSTEM_PROTO".to_string(),
+                    shared
+                        .base_url
+                        .split("://")
+                        .next()
+                        .unwrap_or("https")
+                        .to_string(),
+                ),
+                (
+                    "DRONE_SYSTEM_HOST".to_string(),
+                    shared
+                        .base_url
+                        .split("://")
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+            ]);
+            BuildJob {
+                repo: key.clone(),
+                number,
+                event: b.event.clone(),
+                branch,
+                commit: b.after.clone(),
+                message: b.message.clone(),
+                secrets,
+                env,
+            }
+        };
+        let steps = runner(job).await;
+        let failed = steps.iter().any(|s| s.exit_code != 0);
+        update(&|b| {
+            b.steps = steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Step {
+                    number: i as i64 + 1,
+                    name: s.name.clone(),
+                    status: if s.exit_code == 0 {
+                        "success"
+                    } else {
+                        "failure"
+                    }
+                    .into(),
+                    exit_code: s.exit_code,
+                    log: s.log.clone(),
+                })
+                .collect();
+            let word = if failed { "failure" } else { "success" };
+            b.stage_status = word.into();
+            b.status = word.into();
+        });
+        return;
+    }
     for (i, step) in script.steps.iter().enumerate() {
         update(&|b| b.steps[i].status = "running".into());
         tokio::time::sleep(script.step_delay).await;

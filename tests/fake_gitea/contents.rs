@@ -31,6 +31,8 @@ pub struct Delivery {
     pub event: String,
     /// The HTTP status, or the transport error.
     pub result: Result<u16, String>,
+    /// The response body (Gitea keeps it in the hook's delivery history).
+    pub response: String,
 }
 
 fn git(
@@ -348,9 +350,12 @@ pub fn operation(
 }
 
 /// Deliver a `push` event to the repository's active hooks (in the background, like Gitea's
-/// webhook queue).
+/// webhook queue), signed as Gitea signs them: `X-Gitea-Signature` (and `X-Hub-Signature-256`)
+/// is the hex HMAC-SHA256 of the body with the hook's secret, `X-Gitea-Delivery` a fresh id.
+/// A target that `[webhook] ALLOWED_HOST_LIST` does not admit is refused without a request, as
+/// Gitea refuses it.
 #[allow(clippy::too_many_arguments)]
-fn deliver_push(
+pub(super) fn deliver_push(
     shared: &Shared,
     data: &Data,
     owner: &str,
@@ -378,39 +383,144 @@ fn deliver_push(
         "commits": [{"id": after, "message": msg}],
         "total_commits": 1,
         "head_commit": {"id": after, "message": msg},
-        "repository": {"name": repo, "full_name": format!("{owner}/{repo}"), "owner": {"login": owner}, "default_branch": "main"},
+        "repository": {"name": repo, "full_name": format!("{owner}/{repo}"), "owner": {"login": owner}, "default_branch": "main", "clone_url": format!("{base}/{owner}/{repo}.git"), "html_url": format!("{base}/{owner}/{repo}")},
         "pusher": {"login": pusher},
         "sender": {"login": pusher},
     });
+    let body = serde_json::to_vec(&payload).unwrap();
     let client = shared.hook_client.lock().unwrap().clone();
+    let dns = shared.cluster_dns.lock().unwrap().clone();
+    let allowed = shared.allowed_hosts.lock().unwrap().clone();
     for h in hooks {
         let url = h.config.get("url").cloned().unwrap_or_default();
+        let secret = h.config.get("secret").cloned().unwrap_or_default();
+        let signature = if secret.is_empty() {
+            String::new()
+        } else {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+            hex::encode(ring::hmac::sign(&key, &body).as_ref())
+        };
         let client = client.clone();
-        let payload = payload.clone();
+        let body = body.clone();
         let log = shared.deliveries.clone();
+        let dns = dns.clone();
+        let allowed = allowed.clone();
         tokio::spawn(async move {
-            let result = match client {
-                None => Err("the test gave the fake no way to reach hooks".to_string()),
-                Some(c) => c
-                    .post(&url)
-                    .header("X-Gitea-Event", "push")
-                    .header("X-Gitea-Event-Type", "push")
-                    .json(&payload)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .map_err(|e| e.to_string()),
+            let result = match (client, allowed_host(&url, allowed.as_deref())) {
+                (_, Err(e)) => Err(e),
+                (None, _) => Err("the test gave the fake no way to reach hooks".to_string()),
+                (Some(c), Ok(())) => {
+                    let (target, host) = route(&url, dns.as_ref());
+                    let mut req = c
+                        .post(&target)
+                        .header("Content-Type", "application/json")
+                        .header("X-Gitea-Event", "push")
+                        .header("X-Gitea-Event-Type", "push")
+                        .header("X-Gitea-Delivery", random_id())
+                        .header("X-Gitea-Signature", &signature)
+                        .header("X-Hub-Signature-256", format!("sha256={signature}"))
+                        .body(body);
+                    if let Some(h) = host {
+                        req = req.header("Host", h);
+                    }
+                    match req.send().await {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            Ok((status, r.text().await.unwrap_or_default()))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            let (result, response) = match result {
+                Ok((s, body)) => (Ok(s), body),
+                Err(e) => (Err(e), String::new()),
             };
             log.lock().unwrap().push(Delivery {
                 url,
                 event: "push".into(),
                 result,
+                response,
             });
         });
     }
 }
 
+fn random_id() -> String {
+    let b = homelab::state::random_bytes(16).unwrap();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// `ALLOWED_HOST_LIST` as Gitea reads it for a target it cannot resolve to a public address
+/// (every target here is an in-cluster name): only a host-name glob can admit it.
+fn allowed_host(url: &str, allowed: Option<&[String]>) -> Result<(), String> {
+    let Some(list) = allowed else { return Ok(()) };
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let glob = |pattern: &str| match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix),
+        None => host == pattern,
+    };
+    if list
+        .iter()
+        .map(|p| p.trim())
+        .any(|p| p == "*" || (p.contains('.') && glob(p)))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "webhook can only call allowed HTTP servers (check your webhook.ALLOWED_HOST_LIST setting), deny '{host}'"
+    ))
+}
+
+/// The address an in-cluster URL reaches (a Service's `host:port`, resolved by the cluster the
+/// fake's pod runs in), and the Host header it keeps.
+fn route(url: &str, dns: Option<&super::ClusterDns>) -> (String, Option<String>) {
+    let (Ok(mut u), Some(dns)) = (reqwest::Url::parse(url), dns) else {
+        return (url.to_string(), None);
+    };
+    let authority = format!(
+        "{}:{}",
+        u.host_str().unwrap_or_default(),
+        u.port_or_known_default().unwrap_or(0)
+    );
+    match dns(&authority) {
+        Some(addr) => {
+            let host = u.host_str().map(str::to_string);
+            let _ = u.set_ip_host(addr.ip());
+            let _ = u.set_port(Some(addr.port()));
+            (u.to_string(), host)
+        }
+        None => (url.to_string(), None),
+    }
+}
+
 impl FakeGitea {
+    /// Resolve in-cluster webhook targets (`<service>.<ns>.svc.cluster.local:<port>`) with
+    /// `dns`: the cluster network the fake's pod would be on.
+    pub fn cluster_dns(&self, dns: super::ClusterDns) {
+        *self.shared.cluster_dns.lock().unwrap() = Some(dns);
+        if self.shared.hook_client.lock().unwrap().is_none() {
+            self.deliver_hooks_to(&[]);
+        }
+    }
+
+    /// Gitea's `[webhook] ALLOWED_HOST_LIST`, comma-separated (unset: every host).
+    pub fn allow_hook_hosts(&self, list: &str) {
+        *self.shared.allowed_hosts.lock().unwrap() =
+            Some(list.split(',').map(|s| s.trim().to_string()).collect());
+    }
+
     /// Let the fake deliver webhooks to HTTPS hosts signed by its CA, pinned to addresses.
     pub fn deliver_hooks_to(&self, hosts: &[(&str, std::net::SocketAddr)]) {
         let tls = homelab::http::rustls_config(Some(&self.ca.cert_pem)).unwrap();

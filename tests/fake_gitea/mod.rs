@@ -1,6 +1,12 @@
 //! A fake Gitea for tests: the `/api/v1` calls homelab makes, the container registry's `/v2/`
 //! token dance, and git's smart HTTP through the real `git http-backend`, served over HTTPS with
-//! a certificate from the lab CA at `gitea.127.0.0.1.sslip.io`.
+//! a certificate from the lab CA at `gitea.127.0.0.1.sslip.io` — or, as Gitea's pod serves it,
+//! over plain HTTP behind an ingress with a `ROOT_URL` of the test's choosing
+//! ([`FakeGitea::start_plain`]). A push (API commit or `git push`) is delivered to the
+//! repository's webhooks, signed with each hook's secret, unless `ALLOWED_HOST_LIST` refuses the
+//! target; in-cluster targets resolve through the test's cluster network. Images are stored by a
+//! test-side push ([`FakeGitea::store_image`]) after the client proved its credentials at `/v2/`;
+//! the OCI upload protocol itself is not played.
 //!
 //! Every API request is checked against `swagger.v1.json` (read from the shared contracts at test
 //! time) before it is answered; a request the real API would not have is recorded as a violation
@@ -98,7 +104,20 @@ pub struct Data {
     pub repos: BTreeMap<String, Repo>,
     pub hooks: BTreeMap<String, Vec<FakeHook>>,
     pub registry_tokens: Vec<String>,
+    /// Container images by `(owner/name, tag)`.
+    pub images: BTreeMap<(String, String), Image>,
     next_id: i64,
+}
+
+/// In-cluster name resolution: `host:port` → the address that answers for it.
+pub type ClusterDns = Arc<dyn Fn(&str) -> Option<SocketAddr> + Send + Sync>;
+
+/// A container image in the registry: the files of its layers, by path.
+#[derive(Clone, Debug, Default)]
+pub struct Image {
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Who pushed it.
+    pub pusher: String,
 }
 
 impl Data {
@@ -142,6 +161,10 @@ pub struct Shared {
     /// How webhooks are delivered, and what was (drone branch, `contents.rs`).
     pub hook_client: Mutex<Option<reqwest::Client>>,
     pub deliveries: Arc<Mutex<Vec<contents::Delivery>>>,
+    /// Resolves in-cluster `host:port` (webhook targets) to where the test serves it.
+    pub cluster_dns: Mutex<Option<ClusterDns>>,
+    /// `[webhook] ALLOWED_HOST_LIST`; `None` admits every host.
+    pub allowed_hosts: Mutex<Option<Vec<String>>>,
 }
 
 /// A running fake Gitea.
@@ -243,6 +266,39 @@ impl FakeGitea {
 
     /// Start a fake whose certificate comes from `ca`.
     pub async fn start_with_ca(options: Options, ca: LabCa) -> FakeGitea {
+        let (cert, key) = tls::issue_leaf(&ca, HOST);
+        let listener = tls::TlsListener::bind(&cert, &key).await;
+        let addr = axum::serve::Listener::local_addr(&listener).unwrap();
+        let root_url = format!("https://{HOST}:{}", addr.port());
+        Self::serve(options, ca, listener, addr, root_url)
+    }
+
+    /// Start a fake the way Gitea's pod serves: plain HTTP (`[server] PROTOCOL=http`) on
+    /// 127.0.0.1, with `root_url` (`ROOT_URL`, e.g. `https://gitea.<domain>/`) as the address in
+    /// its answers; an ingress in front terminates TLS. `ca` is the lab CA the pod trusts.
+    pub async fn start_plain(options: Options, ca: LabCa, root_url: &str) -> FakeGitea {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        Self::serve(
+            options,
+            ca,
+            listener,
+            addr,
+            root_url.trim_end_matches('/').to_string(),
+        )
+    }
+
+    fn serve<L>(
+        options: Options,
+        ca: LabCa,
+        listener: L,
+        addr: SocketAddr,
+        root_url: String,
+    ) -> FakeGitea
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let contracts = crate::common::contracts_dir();
         let swagger = Swagger::load(&contracts.join("gitea/swagger.v1.json"));
         let dir = tempfile::tempdir().unwrap();
@@ -255,15 +311,13 @@ impl FakeGitea {
             log: Mutex::new(Vec::new()),
             violations: Mutex::new(Vec::new()),
             repos_root,
-            base_url: Mutex::new(String::new()),
+            base_url: Mutex::new(root_url),
             oauth: Mutex::new(oauth::OAuthData::default()),
             hook_client: Mutex::new(None),
             deliveries: Arc::new(Mutex::new(Vec::new())),
+            cluster_dns: Mutex::new(None),
+            allowed_hosts: Mutex::new(None),
         });
-        let (cert, key) = tls::issue_leaf(&ca, HOST);
-        let listener = tls::TlsListener::bind(&cert, &key).await;
-        let addr = axum::serve::Listener::local_addr(&listener).unwrap();
-        *shared.base_url.lock().unwrap() = format!("https://{HOST}:{}", addr.port());
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
@@ -967,7 +1021,17 @@ async fn git(
         );
         return r;
     }
-    git_http::serve(
+    let dir = shared
+        .repos_root
+        .join(&repo.owner)
+        .join(format!("{}.git", repo.name));
+    let receive = push && *method == Method::POST;
+    let before = if receive {
+        heads(&dir)
+    } else {
+        BTreeMap::new()
+    };
+    let resp = git_http::serve(
         &shared.repos_root,
         method.as_str(),
         path,
@@ -976,5 +1040,109 @@ async fn git(
         body,
         user.as_deref(),
     )
-    .await
+    .await;
+    if receive {
+        // Gitea runs its push hooks after a receive-pack: every moved branch is a `push` event.
+        let after = heads(&dir);
+        let data = shared.data.lock().unwrap();
+        for (branch, new) in &after {
+            let old = before
+                .get(branch)
+                .cloned()
+                .unwrap_or_else(|| "0".repeat(new.len()));
+            if &old == new {
+                continue;
+            }
+            let msg = std::process::Command::new("git")
+                .arg(format!("--git-dir={}", dir.display()))
+                .args(["log", "-1", "--format=%B", new])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+                .unwrap_or_default();
+            contents::deliver_push(
+                shared,
+                &data,
+                &repo.owner,
+                &repo.name,
+                branch,
+                &old,
+                new,
+                &msg,
+                user.as_deref().unwrap_or_default(),
+            );
+        }
+    }
+    resp
+}
+
+/// Branch → commit of a bare repository.
+fn heads(dir: &std::path::Path) -> BTreeMap<String, String> {
+    let out = std::process::Command::new("git")
+        .arg(format!("--git-dir={}", dir.display()))
+        .args([
+            "for-each-ref",
+            "--format=%(refname:short) %(objectname)",
+            "refs/heads",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(b, c)| (b.to_string(), c.to_string()))
+        .collect()
+}
+
+impl FakeGitea {
+    /// Store an image as a push with these registry credentials would (`Authorization` header
+    /// value, as a docker config's `auth` gives it): the user needs a password or a token with
+    /// `write:package` and write access to the owner (an organisation's admin). The push itself
+    /// is not the OCI distribution protocol: a client first proves its credentials at `/v2/`.
+    pub fn store_image(
+        &self,
+        authorization: &str,
+        name: &str,
+        tag: &str,
+        files: BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            authorization.parse().map_err(|_| "bad header")?,
+        );
+        let (auth, _) = authenticate(&self.shared, &headers);
+        let scopes_on = scopes_supported(&self.shared.options.version);
+        let user = match auth {
+            Auth::Password(u) => u,
+            Auth::Token(t) if !scopes_on || has_scope(&t.scopes, "package", true) => t.owner,
+            Auth::Token(_) => {
+                return Err(
+                    "token does not have at least one of required scope(s): [write:package]".into(),
+                );
+            }
+            _ => return Err("unauthorized: authentication required".into()),
+        };
+        let mut data = self.data();
+        let owner = name.split('/').next().unwrap_or_default();
+        let may = data.users.get(&user).is_some_and(|u| u.is_admin) || owner == user;
+        if !may {
+            return Err(format!("denied: `{user}` may not push to `{owner}`"));
+        }
+        data.images.insert(
+            (name.to_string(), tag.to_string()),
+            Image {
+                files,
+                pusher: user,
+            },
+        );
+        Ok(())
+    }
+
+    /// An image by `owner/name` and tag, as a pull would find it (the lab's are public).
+    pub fn image(&self, name: &str, tag: &str) -> Option<Image> {
+        self.data()
+            .images
+            .get(&(name.to_string(), tag.to_string()))
+            .cloned()
+    }
 }

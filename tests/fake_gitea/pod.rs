@@ -60,14 +60,25 @@ impl FakePodExec {
     }
 
     async fn run(&self, req: &ExecRequest) -> Result<ExecOutput, PodExecError> {
+        // As KubePodExec does: the secret, a newline, then end of input.
+        let stdin = req
+            .stdin
+            .as_ref()
+            .map(|s| format!("{}\n", s.expose()).into_bytes());
+        Ok(self.run_argv(&req.argv, stdin.as_deref()).await)
+    }
+
+    /// Run `argv` as the pod would (the shell with the `gitea` shim first on PATH), feeding
+    /// `stdin`; then play the Gitea CLI on what reached the `gitea` binary.
+    pub async fn run_argv(&self, argv: &[String], stdin: Option<&[u8]>) -> ExecOutput {
         let argv_file: PathBuf = self.dir.path().join(format!("argv-{}", self.calls().len()));
         let path = format!(
             "{}:{}",
             self.dir.path().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let mut cmd = tokio::process::Command::new(&req.argv[0]);
-        cmd.args(&req.argv[1..])
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
             .env("PATH", path)
             .env("FAKE_GITEA_ARGV", &argv_file)
             .stdin(std::process::Stdio::piped())
@@ -76,13 +87,9 @@ impl FakePodExec {
         let mut child = cmd.spawn().unwrap();
         {
             use tokio::io::AsyncWriteExt;
-            let mut stdin = child.stdin.take().unwrap();
-            if let Some(s) = &req.stdin {
-                // As KubePodExec does: the secret, a newline, then end of input.
-                stdin
-                    .write_all(format!("{}\n", s.expose()).as_bytes())
-                    .await
-                    .unwrap();
+            let mut pipe = child.stdin.take().unwrap();
+            if let Some(s) = stdin {
+                pipe.write_all(s).await.unwrap();
             }
         }
         let shell = child.wait_with_output().await.unwrap();
@@ -99,12 +106,12 @@ impl FakePodExec {
             .collect();
         let output = self.cli(&gitea_argv);
         self.calls.lock().unwrap().push(ExecCall {
-            argv: req.argv.clone(),
-            stdin: req.stdin.is_some(),
+            argv: argv.to_vec(),
+            stdin: stdin.is_some(),
             gitea_argv,
             output: output.clone(),
         });
-        Ok(output)
+        output
     }
 
     fn cli(&self, argv: &[String]) -> ExecOutput {

@@ -40,11 +40,17 @@
 //!   selector that does not match the template labels, or without containers (422).
 //! - Defaults: Service `type` and `clusterIP`, Namespace `status.phase`, PVC `Pending`.
 //! - Pod logs (`pods/{name}/log` with `container`, `previous`, `tailLines`) from test hooks.
+//! - Pod exec (`pods/{name}/exec`, websocket `v5`/`v4.channel.k8s.io`, see [`exec`]), the command
+//!   played by a test handler ([`FakeKube::on_exec`]).
+//! - HTTPS with x509 client certificates as microk8s serves its API ([`tls`], [`Listen`]); the
+//!   request log records the user (the certificate's common name, or the bearer token).
 //! - Fault injection: status codes (429 with `Retry-After`, 503, …), dropped connections, watch
 //!   410 Gone; a request log with verb, path, object, dry-run, field manager and status code.
-//! - Simulated controllers ([`Controllers`]), off by default: workloads become ready, Jobs
-//!   complete, PVCs bind (except with a WaitForFirstConsumer class), Services get a ready
-//!   EndpointSlice, Certificates and (Cluster)Issuers become Ready, Ingress TLS secrets appear —
+//! - Simulated controllers ([`Controllers`], see [`controllers`]), off by default: workloads
+//!   roll out (optionally with their ReplicaSets and Pods, gated by a test kubelet), Jobs
+//!   complete, PVCs bind (a WaitForFirstConsumer claim once a pod uses it), Services get a ready
+//!   EndpointSlice, cert-manager issues real certificates from a CA issuer's key pair (and
+//!   ingress-shim turns annotated Ingresses into Certificates), NIC publishes Ingress status —
 //!   after a delay per object, so readiness tests are deterministic.
 //!
 //! # Not implemented
@@ -53,16 +59,19 @@
 //! semantics, aggregated discovery, protobuf, table output, `sendInitialEvents`/bookmarks,
 //! namespace `Terminating` phase (content is deleted at once), foreground deletion ordering,
 //! label-selector transitions reported as DELETED to watchers, field ownership of list items by
-//! keys other than `name`, pods/exec/attach/port-forward, server-side garbage collection of
+//! keys other than `name`, pods/attach/port-forward, server-side garbage collection of
 //! objects whose owner never existed.
 
 #![allow(dead_code)]
 
+pub mod controllers;
+pub mod exec;
 pub mod server;
 pub mod store;
 pub mod test_cluster;
+pub mod tls;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -75,7 +84,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 
-use store::{Store, WatchEvent, condition_true};
+pub use controllers::Controllers;
+use controllers::react;
+use store::{Store, WatchEvent};
 
 /// One request the fake answered.
 #[derive(Clone, Debug)]
@@ -83,7 +94,7 @@ pub struct RequestRecord {
     pub at: Instant,
     pub method: String,
     /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`,
-    /// `discovery`, `unknown`.
+    /// `exec`, `discovery`, `unknown`.
     pub verb: String,
     pub path: String,
     pub kind: String,
@@ -95,6 +106,9 @@ pub struct RequestRecord {
     pub apply: bool,
     pub field_manager: Option<String>,
     pub user_agent: String,
+    /// Who asked: the client certificate's common name (HTTPS), `token:<value>` for a bearer
+    /// token, else `anonymous`.
+    pub user: String,
     /// Status code sent (0 when the connection was dropped).
     pub code: u16,
     /// Answered by an injected fault.
@@ -102,11 +116,12 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    /// A request that changes the cluster (not dry-run, not answered by a fault).
+    /// A request that changes the cluster (not dry-run, not answered by a fault); a command run
+    /// in a pod counts, since it can change anything there.
     pub fn is_write(&self) -> bool {
         matches!(
             self.verb.as_str(),
-            "create" | "update" | "patch" | "delete" | "deletecollection"
+            "create" | "update" | "patch" | "delete" | "deletecollection" | "exec"
         ) && !self.dry_run
             && !self.fault
     }
@@ -156,18 +171,6 @@ impl Fault {
     }
 }
 
-/// Simulated controllers: how long objects take to become ready.
-#[derive(Clone, Debug, Default)]
-pub struct Controllers {
-    pub enabled: bool,
-    /// Delay before an object becomes ready.
-    pub ready_after: Duration,
-    /// Per object name overrides.
-    pub per_name: BTreeMap<String, Duration>,
-    /// Objects (by name) that never become ready.
-    pub never: BTreeSet<String>,
-}
-
 /// When a simulated controller made an object ready.
 #[derive(Clone, Debug)]
 pub struct ReadyEvent {
@@ -186,9 +189,27 @@ pub struct Inner {
     /// (namespace, pod, container, previous) → log text.
     pub logs: Mutex<HashMap<(String, String, String, bool), String>>,
     pub shutdown: Arc<Notify>,
-    controllers: Mutex<Controllers>,
-    crd_delay: Mutex<Duration>,
-    ready: Mutex<Vec<ReadyEvent>>,
+    pub(crate) controllers: Mutex<Controllers>,
+    pub(crate) crd_delay: Mutex<Duration>,
+    pub(crate) ready: Mutex<Vec<ReadyEvent>>,
+    exec: Mutex<Option<exec::ExecHandler>>,
+}
+
+/// Serve HTTP/1.1 on one connection, upgrades (exec) included.
+async fn serve_connection<S>(inner: Arc<Inner>, stream: S, user: Option<PeerUser>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        if let Some(u) = &user {
+            req.extensions_mut().insert(u.clone());
+        }
+        server::handle(inner.clone(), req)
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await;
 }
 
 impl Inner {
@@ -223,7 +244,30 @@ impl Inner {
 pub struct FakeKube {
     pub inner: Arc<Inner>,
     addr: SocketAddr,
+    pki: Option<tls::ClusterPki>,
 }
+
+/// Where and how the fake listens.
+#[derive(Clone)]
+pub struct Listen {
+    /// Address to bind (an ephemeral port).
+    pub ip: std::net::IpAddr,
+    /// HTTPS with client certificates (as microk8s serves its API); plain HTTP when `None`.
+    pub tls: Option<tls::ClusterPki>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            tls: None,
+        }
+    }
+}
+
+/// The user a TLS connection authenticated as (its client certificate's common name).
+#[derive(Clone, Debug)]
+pub struct PeerUser(pub String);
 
 impl Drop for FakeKube {
     fn drop(&mut self) {
@@ -232,9 +276,14 @@ impl Drop for FakeKube {
 }
 
 impl FakeKube {
-    /// Start on an ephemeral port on the current tokio runtime.
+    /// Start on an ephemeral port of 127.0.0.1, plain HTTP, on the current tokio runtime.
     pub async fn start() -> FakeKube {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        FakeKube::start_with(Listen::default()).await
+    }
+
+    /// Start as `listen` says, on the current tokio runtime.
+    pub async fn start_with(listen: Listen) -> FakeKube {
+        let listener = tokio::net::TcpListener::bind((listen.ip, 0))
             .await
             .expect("bind");
         let addr = listener.local_addr().unwrap();
@@ -250,9 +299,11 @@ impl FakeKube {
             controllers: Mutex::new(Controllers::default()),
             crd_delay: Mutex::new(Duration::from_millis(30)),
             ready: Mutex::new(Vec::new()),
+            exec: Mutex::new(None),
         });
         inner.publish();
         let accept = inner.clone();
+        let acceptor = listen.tls.as_ref().map(|p| p.acceptor());
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -260,11 +311,24 @@ impl FakeKube {
                     _ = accept.shutdown.notified() => return,
                 };
                 let inner = accept.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| server::handle(inner.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let Some(acceptor) = acceptor else {
+                        serve_connection(inner, stream, None).await;
+                        return;
+                    };
+                    // A client without a certificate the cluster CA signed fails here.
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let user = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| tls::common_name(c))
+                        .unwrap_or_default();
+                    serve_connection(inner, tls, Some(PeerUser(user))).await;
                 });
             }
         });
@@ -282,12 +346,33 @@ impl FakeKube {
                 }
             }
         });
-        FakeKube { inner, addr }
+        FakeKube {
+            inner,
+            addr,
+            pki: listen.tls,
+        }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://<ip>:<port>` with TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The cluster CA and certificates, when it serves HTTPS.
+    pub fn pki(&self) -> Option<&tls::ClusterPki> {
+        self.pki.as_ref()
+    }
+
+    /// Run `handler` for every exec into a pod (`pods/{name}/exec`); without one, an exec is
+    /// answered as a container without the command would (exit code 127).
+    pub fn on_exec(&self, handler: exec::ExecHandler) {
+        *self.inner.exec.lock().unwrap() = Some(handler);
     }
 
     /// Write a kubeconfig whose context `fake` points here.
@@ -433,216 +518,4 @@ impl FakeKube {
     pub fn ready_events(&self) -> Vec<ReadyEvent> {
         self.inner.ready.lock().unwrap().clone()
     }
-}
-
-fn mark_ready(inner: &Inner, kind: &str, ns: &str, name: &str) {
-    inner.ready.lock().unwrap().push(ReadyEvent {
-        at: Instant::now(),
-        kind: kind.into(),
-        namespace: ns.into(),
-        name: name.into(),
-    });
-}
-
-/// React to a watch event like the controllers of a real cluster would, after a delay.
-fn react(inner: &Arc<Inner>, e: WatchEvent) {
-    if e.kind == "DELETED" {
-        return;
-    }
-    let obj = e.object;
-    let kind = obj["kind"].as_str().unwrap_or_default().to_string();
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let ns = obj
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    if kind == "CustomResourceDefinition" {
-        if !condition_true(&obj, "Established") {
-            let delay = *inner.crd_delay.lock().unwrap();
-            let inner = inner.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                inner.store.lock().unwrap().establish(&name);
-                inner.publish();
-            });
-        }
-        return;
-    }
-    let cfg = inner.controllers.lock().unwrap().clone();
-    if !cfg.enabled || cfg.never.contains(&name) {
-        return;
-    }
-    let generation = obj
-        .pointer("/metadata/generation")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let observed = obj
-        .pointer("/status/observedGeneration")
-        .and_then(Value::as_i64);
-    let replicas = obj
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let status: Option<Value> = match kind.as_str() {
-        "Deployment" if observed != Some(generation) => Some(json!({
-            "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-            "readyReplicas": replicas, "availableReplicas": replicas,
-            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}],
-        })),
-        "StatefulSet" if observed != Some(generation) => Some(json!({
-            "observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
-            "currentReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas,
-            "currentRevision": format!("{name}-{generation}"), "updateRevision": format!("{name}-{generation}"),
-        })),
-        "DaemonSet" if observed != Some(generation) => Some(json!({
-            "observedGeneration": generation, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
-            "numberReady": 1, "numberAvailable": 1, "updatedNumberScheduled": 1, "numberMisscheduled": 0,
-        })),
-        "Job" if !condition_true(&obj, "Complete") => Some(json!({
-            "succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}],
-        })),
-        "Certificate" | "ClusterIssuer" | "Issuer" if !condition_true(&obj, "Ready") => {
-            Some(json!({
-                "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
-            }))
-        }
-        "PersistentVolumeClaim"
-            if obj.pointer("/status/phase").and_then(Value::as_str) != Some("Bound") =>
-        {
-            let class = obj
-                .pointer("/spec/storageClassName")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let wffc = {
-                let store = inner.store.lock().unwrap();
-                store
-                    .objects
-                    .get(&(
-                        "storage.k8s.io".into(),
-                        "storageclasses".into(),
-                        String::new(),
-                        class.into(),
-                    ))
-                    .is_some_and(|sc| sc["volumeBindingMode"] == "WaitForFirstConsumer")
-            };
-            if wffc {
-                None
-            } else {
-                Some(json!({"phase": "Bound"}))
-            }
-        }
-        _ => None,
-    };
-    let delay = cfg.per_name.get(&name).copied().unwrap_or(cfg.ready_after);
-    let key_probe = obj.clone();
-    let inner = inner.clone();
-    match (kind.as_str(), status) {
-        (_, Some(status)) => {
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                {
-                    let mut store = inner.store.lock().unwrap();
-                    let Some((_, key)) = store.key_for(&key_probe) else {
-                        return;
-                    };
-                    // Only if the object is still the generation we saw.
-                    let current_gen = store
-                        .objects
-                        .get(&key)
-                        .and_then(|o| o.pointer("/metadata/generation").and_then(Value::as_i64));
-                    if current_gen != Some(generation) {
-                        return;
-                    }
-                    store.set_status(&key, status);
-                    if kind == "Certificate"
-                        && let Some(secret) = key_probe
-                            .pointer("/spec/secretName")
-                            .and_then(Value::as_str)
-                    {
-                        let _ =
-                            store.put(tls_secret(&ns, secret), "cert-manager-certificates-issuing");
-                    }
-                }
-                mark_ready(&inner, &kind, &ns, &name);
-                inner.publish();
-            });
-        }
-        ("Service", None) => {
-            let has_selector = obj
-                .pointer("/spec/selector")
-                .and_then(Value::as_object)
-                .is_some_and(|m| !m.is_empty());
-            if !has_selector {
-                return;
-            }
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let slice = json!({
-                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                    "metadata": {"name": format!("{name}-fake"), "namespace": ns, "labels": {"kubernetes.io/service-name": name}},
-                    "addressType": "IPv4",
-                    "endpoints": [{"addresses": ["10.1.0.10"], "conditions": {"ready": true}}],
-                });
-                {
-                    let mut store = inner.store.lock().unwrap();
-                    if store.objects.contains_key(&(
-                        "discovery.k8s.io".into(),
-                        "endpointslices".into(),
-                        ns.clone(),
-                        format!("{name}-fake"),
-                    )) {
-                        return;
-                    }
-                    let _ = store.put(slice, "endpointslice-controller");
-                }
-                mark_ready(&inner, "Service", &ns, &name);
-                inner.publish();
-            });
-        }
-        ("Ingress", None) => {
-            let secrets: Vec<String> = obj
-                .pointer("/spec/tls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t["secretName"].as_str().map(String::from))
-                .collect();
-            if secrets.is_empty() {
-                return;
-            }
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                {
-                    let mut store = inner.store.lock().unwrap();
-                    for s in &secrets {
-                        if !store.objects.contains_key(&(
-                            String::new(),
-                            "secrets".into(),
-                            ns.clone(),
-                            s.clone(),
-                        )) {
-                            let _ =
-                                store.put(tls_secret(&ns, s), "cert-manager-certificates-issuing");
-                        }
-                    }
-                }
-                mark_ready(&inner, "Ingress", &ns, &name);
-                inner.publish();
-            });
-        }
-        _ => {}
-    }
-}
-
-fn tls_secret(ns: &str, name: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": name, "namespace": ns},
-        "data": {"tls.crt": "ZmFrZQ==", "tls.key": "ZmFrZQ==", "ca.crt": "ZmFrZQ=="},
-    })
 }

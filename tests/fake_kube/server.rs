@@ -200,6 +200,7 @@ fn resource_list(store: &Store, group: &str, version: &str) -> Option<Value> {
         }
         if t.kind == "Pod" && t.group.is_empty() {
             resources.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
+            resources.push(json!({"name": "pods/exec", "singularName": "", "namespaced": true, "kind": "PodExecOptions", "verbs": ["create", "get"]}));
         }
     }
     let gv = if group.is_empty() {
@@ -237,8 +238,21 @@ fn group_doc(store: &Store, group: &str) -> Option<Value> {
 /// Serve one request. `Err` drops the connection (fault injection).
 pub async fn handle(
     inner: Arc<Inner>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, std::io::Error> {
+    let user = match req.extensions().get::<super::PeerUser>() {
+        Some(u) => u.0.clone(),
+        None => req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| format!("token:{t}"))
+            .unwrap_or_else(|| "anonymous".into()),
+    };
+    // Taken before the body is read: only an exec answers with a protocol switch.
+    let upgrade = hyper::upgrade::on(&mut req);
+    let headers = req.headers().clone();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = query_map(req.uri().query());
@@ -266,6 +280,7 @@ pub async fn handle(
     let dry_run = q("dryRun").is_some_and(|v| v == "All");
     let routed = { inner.store.lock().unwrap().pipe(|s| route(s, &path)) };
     let verb = match (&method, &routed) {
+        (_, Ok(Route::Resource(t))) if t.sub.as_deref() == Some("exec") => "exec",
         (_, Ok(Route::Resource(t))) => match method {
             Method::GET if t.name.is_none() && is_watch => "watch",
             Method::GET if t.name.is_none() => "list",
@@ -302,6 +317,7 @@ pub async fn handle(
         apply: content_type.starts_with("application/apply-patch"),
         field_manager: q("fieldManager"),
         user_agent: user_agent.clone(),
+        user: user.clone(),
         code,
         fault,
     };
@@ -392,6 +408,25 @@ pub async fn handle(
                 "the server could not find the requested resource",
             )),
         },
+        Ok(Route::Resource(t))
+            if t.rt.kind == "Pod" && t.rt.group.is_empty() && t.sub.as_deref() == Some("exec") =>
+        {
+            let resp = super::exec::handle(
+                &inner,
+                &t.namespace.clone().unwrap_or_default(),
+                t.name.as_deref().unwrap_or_default(),
+                &method,
+                &query,
+                &headers,
+                upgrade,
+            );
+            inner
+                .log
+                .lock()
+                .unwrap()
+                .push(record(resp.status().as_u16(), false));
+            return Ok(resp);
+        }
         Ok(Route::Resource(t)) => {
             if verb == "watch" {
                 let r = watch(inner.clone(), &t, &q);

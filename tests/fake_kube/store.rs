@@ -69,6 +69,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         builtin("", "v1", "Service", "services", true, true),
         builtin("", "v1", "ServiceAccount", "serviceaccounts", true, false),
         builtin("", "v1", "Pod", "pods", true, true),
+        builtin("", "v1", "Node", "nodes", false, true),
         builtin(
             "",
             "v1",
