@@ -20,7 +20,9 @@ use serde_json::Value;
 
 use crate::apply::readiness::Readiness;
 use crate::apply::wait::{self, Waiting};
-use crate::apply::{Applied, Applier, ApplyError, ApplyOptions, Change, Manifest, PruneScope};
+use crate::apply::{
+    Applied, Applier, ApplyError, ApplyOptions, Change, Manifest, PruneReport, PruneScope,
+};
 use crate::error::Diagnostic;
 use crate::kinds::ObjectRef;
 use crate::kube::describe;
@@ -654,6 +656,35 @@ async fn warning_events(applier: &Applier, namespace: &str, names: &[String]) ->
             )
         })
         .collect()
+}
+
+/// Delete every object of lab `lab` from the cluster (`down` on an existing cluster): what
+/// carries the lab's label and homelab's applied-hash annotation, with the same protections as
+/// prune (objects with owners, and Namespaces or CRDs still holding foreign objects, are kept).
+pub async fn remove_lab(client: &::kube::Client, lab: &str) -> Result<PruneReport, ApplyError> {
+    let applier = Applier::new(client.clone());
+    let lab_owned = lab.to_string();
+    let owns = move |v: &Value| {
+        v.pointer("/metadata/labels")
+            .and_then(|l| l.get(LABEL_LAB))
+            .and_then(Value::as_str)
+            == Some(lab_owned.as_str())
+            && v.pointer(&format!(
+                "/metadata/annotations/{}",
+                crate::apply::diff::HASH_ANNOTATION.replace('/', "~1")
+            ))
+            .is_some()
+    };
+    let selector = format!("{LABEL_LAB}={lab}");
+    applier
+        .prune(
+            &BTreeSet::new(),
+            &PruneScope {
+                selector: &selector,
+                owns: &owns,
+            },
+        )
+        .await
 }
 
 /// A component's health for `homelab status`.

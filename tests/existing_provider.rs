@@ -169,8 +169,8 @@ async fn an_existing_cluster_is_checked_and_never_changed() {
     down.success();
     assert!(
         down.stdout.starts_with(&format!(
-            "the cluster behind context `{}` stays as it is: homelab did not create it\n",
-            t.context
+            "deleted the lab's 0 object(s) from the cluster behind context `{c}`\nthe cluster behind context `{c}` keeps running: homelab did not create it\n",
+            c = t.context
         )),
         "{}",
         down.stdout
@@ -278,6 +278,61 @@ async fn a_lab_is_never_switched_to_another_provider() {
         assert!(
             fake.requests().is_empty(),
             "refused before the cluster is asked anything"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_removes_the_labs_objects_from_an_existing_cluster_and_nothing_else() {
+    let placeholder = TestContext::new();
+    let t = target(&placeholder).await;
+    let Some(fake) = t.fake_only(
+        "down_removes_the_labs_objects_from_an_existing_cluster_and_nothing_else",
+        "it plants objects with fixed names",
+    ) else {
+        return;
+    };
+    let ctx = sandbox(&t.kubeconfig);
+    homelab(&ctx, &["up", "--provider", "existing", "--until", "ready"])
+        .await
+        .success();
+    let cm = |name: &str, labels: Value, annotations: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default", "labels": labels, "annotations": annotations},
+            "data": {"k": "v"}
+        })
+    };
+    let hash = json!({"homelab.dev/applied-hash": "0123"});
+    fake.insert(cm(
+        "ours",
+        json!({"homelab.dev/lab": "x", "homelab.dev/component": "gitea"}),
+        hash.clone(),
+    ));
+    fake.insert(cm(
+        "other-lab",
+        json!({"homelab.dev/lab": "y", "homelab.dev/component": "gitea"}),
+        hash.clone(),
+    ));
+    // Labelled by hand, never applied by homelab (no applied-hash): not ours to delete.
+    fake.insert(cm("lookalike", json!({"homelab.dev/lab": "x"}), json!({})));
+    fake.insert(cm("unlabelled", json!({}), json!({})));
+
+    let down = homelab(&ctx, &["down"]).await;
+    down.success();
+    assert!(
+        down.stdout.starts_with(&format!(
+            "deleted the lab's 1 object(s) from the cluster behind context `{}`\n",
+            t.context
+        )),
+        "{}",
+        down.stdout
+    );
+    assert!(fake.get("v1", "ConfigMap", "default", "ours").is_none());
+    for kept in ["other-lab", "lookalike", "unlabelled"] {
+        assert!(
+            fake.get("v1", "ConfigMap", "default", kept).is_some(),
+            "`{kept}` was deleted"
         );
     }
 }

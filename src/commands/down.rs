@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::{Ctx, ExitStatus};
 use crate::cli::DownArgs;
+use crate::deploy;
 use crate::error::{Error, Result};
 use crate::kubeconfig::UserKubeconfig;
 use crate::output::OutputFormat;
@@ -66,10 +67,25 @@ pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
                 Err(e) => return Err(e.into()),
             }
         }
-        ProviderKind::Existing => lines.push(format!(
-            "the cluster behind context `{}` stays as it is: homelab did not create it",
-            record.as_ref().map_or("(current)", |r| r.context.as_str())
-        )),
+        ProviderKind::Existing => {
+            // homelab did not create the cluster, only the lab's objects in it: those go.
+            if let Some(r) = &record {
+                let client = r.cluster(&state).client().await?;
+                let removed = deploy::remove_lab(&client, lab).await?;
+                lines.push(format!(
+                    "deleted the lab's {} object(s) from the cluster behind context `{}`",
+                    removed.deleted.len(),
+                    r.context
+                ));
+                for (object, why) in &removed.kept {
+                    lines.push(format!("kept {object}: {why}"));
+                }
+            }
+            lines.push(format!(
+                "the cluster behind context `{}` keeps running: homelab did not create it",
+                record.as_ref().map_or("(current)", |r| r.context.as_str())
+            ));
+        }
     }
 
     let context = settings.context_name();

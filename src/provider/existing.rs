@@ -5,7 +5,8 @@
 //!
 //! Architecture invariant: read-only towards the cluster. This module only reads (`/version`,
 //! StorageClasses, Nodes); what to conclude from them ([`evaluate`], [`node_address`]) is pure.
-//! It never creates, changes or deletes anything, and `down` leaves the cluster as it found it.
+//! It never creates, changes or deletes anything of the cluster itself; `down` removes only the
+//! lab's own objects.
 //!
 //! The nodes' addresses are recorded like the multipass VMs': the stack's ingress listens on
 //! every node (hostPort 443), so the first node's address is where the lab's URLs connect and
