@@ -444,6 +444,11 @@ pub struct RenderArgs {
     /// Replace secrets and CA material with fixed markers, for review; touches no lab state
     #[arg(long)]
     pub placeholder_secrets: bool,
+
+    /// Print the values of Secrets (passwords, tokens, the CA key) instead of `<redacted>` when
+    /// rendering to stdout; files written with --out always hold them (mode 0600)
+    #[arg(long, conflicts_with_all = ["placeholder_secrets", "out"])]
+    pub show_secrets: bool,
 }
 
 /// Arguments of `plan`.

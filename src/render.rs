@@ -182,6 +182,9 @@ pub enum RenderError {
     /// Writing `--out` failed.
     #[error(transparent)]
     Io(#[from] crate::error::IoError),
+    /// Writing a file of `--out` failed.
+    #[error(transparent)]
+    Write(#[from] crate::state::StateError),
 }
 
 impl Diagnostic for RenderError {
@@ -192,6 +195,7 @@ impl Diagnostic for RenderError {
                 "interpolate whole values (`{{ hosts.gitea }}`), not parts of a scalar: every value is written quoted".into(),
             ],
             RenderError::Io(e) => e.hints(),
+            RenderError::Write(e) => e.hints(),
             _ => Vec::new(),
         }
     }
@@ -547,6 +551,27 @@ impl Manifests {
             .flat_map(|c| c.objects.iter().map(move |o| (c.name.as_str(), o)))
     }
 
+    /// The same manifests with the values of every Secret's `data` and `stringData` replaced by
+    /// `<redacted>`, for showing on a terminal.
+    pub fn redacted(&self) -> Manifests {
+        let mut out = self.clone();
+        for c in &mut out.components {
+            for obj in &mut c.objects {
+                if obj["kind"] != "Secret" || obj["apiVersion"] != "v1" {
+                    continue;
+                }
+                for field in ["data", "stringData"] {
+                    if let Some(map) = obj.get_mut(field).and_then(Value::as_object_mut) {
+                        for v in map.values_mut() {
+                            *v = json!(crate::redact::REDACTED);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The whole manifest set as one YAML stream (what `homelab render` prints).
     pub fn to_yaml(&self) -> String {
         self.components
@@ -560,6 +585,12 @@ impl Manifests {
     /// `repos/<repo>/…` into `dir`, replacing what a previous render wrote there.
     pub fn write_dir(&self, dir: &Path) -> Result<Vec<String>, RenderError> {
         std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err("set permissions of", dir))?;
+        }
         // Remove files a previous render wrote, so a removed component leaves nothing stale.
         if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {
@@ -585,7 +616,8 @@ impl Manifests {
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
             }
-            std::fs::write(&p, text).map_err(io_err("write", &p))?;
+            // Private: the files carry the lab's secrets and the CA key.
+            crate::state::write_atomic(&p, text.as_bytes(), 0o600)?;
             written.push(rel);
             Ok(())
         };

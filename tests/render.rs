@@ -1685,3 +1685,72 @@ fn provisioning_marks_success_last_and_failure_explicitly() {
     let failed = std::fs::read_to_string(state.join("failed")).unwrap();
     assert!(failed.contains("not ready within 600 s"), "{failed}");
 }
+
+/// Secret values (passwords, tokens, the CA key) reach stdout only when asked for; files written
+/// with `--out` hold them, privately.
+#[test]
+fn render_to_stdout_redacts_secrets_unless_asked_and_out_files_are_private() {
+    let ctx = TestContext::new();
+    let run = ctx.homelab(&["render", "--domain", DOMAIN]);
+    run.success();
+    let secrets: BTreeMap<String, String> = serde_json::from_str(
+        &std::fs::read_to_string(ctx.state_dir("homelab").join("secrets.json")).unwrap(),
+    )
+    .unwrap();
+    let ca_key = std::fs::read_to_string(ctx.state_dir("homelab").join("ca/ca.key")).unwrap();
+    let key_line = ca_key.lines().nth(1).unwrap();
+    let key_b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&ca_key)
+    };
+    for (name, value) in secrets.iter().filter(|(_, v)| v.len() >= 8) {
+        assert!(!run.stdout.contains(value.as_str()), "`{name}` printed");
+    }
+    assert!(
+        !run.stdout.contains(key_line) && !run.stdout.contains(&key_b64),
+        "the CA key printed"
+    );
+    assert!(run.stdout.contains("<redacted>"));
+    assert!(
+        run.stderr.contains("note: Secret values are shown as `<redacted>`; `--show-secrets` prints them, `--out DIR` writes them to private files"),
+        "{}",
+        run.stderr
+    );
+
+    let shown = ctx.homelab(&["render", "--domain", DOMAIN, "--show-secrets"]);
+    shown.success();
+    // Secrets land in `data` (base64) or `stringData` (plain), depending on the template.
+    use base64::Engine as _;
+    let rpc = &secrets["drone_rpc_secret"];
+    let rpc_b64 = base64::engine::general_purpose::STANDARD.encode(rpc);
+    assert!(
+        shown.stdout.contains(rpc.as_str()) || shown.stdout.contains(&rpc_b64),
+        "--show-secrets prints the values"
+    );
+    assert!(!run.stdout.contains(&rpc_b64), "redacted base64 too");
+    ctx.homelab(&["render", "--show-secrets", "--placeholder-secrets"])
+        .failure(2);
+
+    ctx.homelab(&["render", "--domain", DOMAIN, "--out", "private"])
+        .success();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = ctx.cwd.join("private");
+        assert_eq!(mode(&dir), 0o700);
+        let gitea = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with("-gitea.yaml"))
+            .unwrap();
+        assert_eq!(mode(&gitea), 0o600);
+        let lab_ca = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with("-lab-ca.yaml"))
+            .unwrap();
+        let text = std::fs::read_to_string(lab_ca).unwrap();
+        assert!(text.contains(key_line) || text.contains(&key_b64), "{text}");
+    }
+}

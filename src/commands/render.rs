@@ -49,10 +49,21 @@ pub(super) fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitStatus> {
                 dir.display()
             ));
         }
-        None => match ctx.printer.ui().format {
-            OutputFormat::Json => ctx.printer.json(&manifests.components),
-            OutputFormat::Text => ctx.printer.data(&manifests.to_yaml()),
-        },
+        None => {
+            // Secrets reach a terminal (or a chat, a screenshot) only when asked for.
+            let shown = if args.placeholder_secrets || args.show_secrets {
+                manifests
+            } else {
+                ctx.printer.info(
+                    "note: Secret values are shown as `<redacted>`; `--show-secrets` prints them, `--out DIR` writes them to private files",
+                );
+                manifests.redacted()
+            };
+            match ctx.printer.ui().format {
+                OutputFormat::Json => ctx.printer.json(&shown.components),
+                OutputFormat::Text => ctx.printer.data(&shown.to_yaml()),
+            }
+        }
     }
     Ok(ExitStatus::Success)
 }
