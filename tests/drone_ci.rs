@@ -4,12 +4,14 @@
 //! `routes.json`), over HTTPS with lab-CA certificates; plus the `verify` command's CLI.
 
 mod common;
+
+use common::logs::{captured, logs};
 mod fake_drone;
 mod fake_gitea;
 mod fake_kube;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fake_drone::{BuildDone, FakeDrone, Script};
@@ -28,40 +30,6 @@ use homelab::state::LabState;
 use homelab::verify::{
     AppRef, AppStatus, Applications, VerifyError, VerifyOptions, VerifyTarget, verify,
 };
-
-// ---------------------------------------------------------------------------------------------
-// Log capture: every test in this binary logs at TRACE into one buffer, as `-vv` would print.
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .init();
-        capture
-    })
-}
-
-fn captured() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
-}
 
 // ---------------------------------------------------------------------------------------------
 // The Kubernetes seam: Secret `drone` as apply left it, and a Deployment whose rollout

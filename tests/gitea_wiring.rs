@@ -4,10 +4,12 @@
 //! opt-in runs against a real Gitea and a real cluster.
 
 mod common;
+
+use common::logs::{captured, logs};
 mod fake_gitea;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 
 use fake_gitea::pod::FakePodExec;
 use fake_gitea::swagger::Swagger;
@@ -23,40 +25,6 @@ use homelab::wire::gitea::{
     GiteaCli, GiteaRecord, GiteaReport, GiteaWiring, RepoSeed, WebhookSpec, wire,
 };
 use serde_json::json;
-
-// ---------------------------------------------------------------------------------------------
-// Log capture: every test in this binary logs at TRACE into one buffer, the way `-vv` would.
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .init();
-        capture
-    })
-}
-
-fn captured() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
-}
 
 // ---------------------------------------------------------------------------------------------
 // A lab around a fake Gitea.

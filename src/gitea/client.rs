@@ -289,6 +289,31 @@ impl GiteaClient {
     }
 
     /// Send and decode a 2xx answer; any other status is an error.
+    /// Every page of a list endpoint (`page`, `limit` query parameters), concatenated.
+    async fn list_all<T: DeserializeOwned>(
+        &self,
+        call: &str,
+        path: &[&str],
+    ) -> Result<Vec<T>, GiteaError> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let url = self.api(
+                path,
+                &[
+                    ("page", page.to_string()),
+                    ("limit", PAGE_LIMIT.to_string()),
+                ],
+            );
+            let batch: Vec<T> = self.json(call, Method::GET, url, None).await?;
+            let n = batch.len();
+            all.extend(batch);
+            if n < PAGE_LIMIT {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
     async fn json<T: DeserializeOwned>(
         &self,
         call: &str,
@@ -328,23 +353,7 @@ impl GiteaClient {
     /// `GET /users/{username}/tokens`, every page (basic auth only).
     pub async fn list_tokens(&self, user: &str) -> Result<Vec<AccessToken>, GiteaError> {
         let call = format!("list the API tokens of `{user}`");
-        let mut all = Vec::new();
-        for page in 1.. {
-            let url = self.api(
-                &["users", user, "tokens"],
-                &[
-                    ("page", page.to_string()),
-                    ("limit", PAGE_LIMIT.to_string()),
-                ],
-            );
-            let batch: Vec<AccessToken> = self.json(&call, Method::GET, url, None).await?;
-            let n = batch.len();
-            all.extend(batch);
-            if n < PAGE_LIMIT {
-                break;
-            }
-        }
-        Ok(all)
+        self.list_all(&call, &["users", user, "tokens"]).await
     }
 
     /// `POST /users/{username}/tokens` (basic auth only). A duplicate name is a 400.
@@ -466,23 +475,7 @@ impl GiteaClient {
     /// `GET /repos/{owner}/{repo}/hooks`, every page.
     pub async fn list_hooks(&self, owner: &str, repo: &str) -> Result<Vec<Hook>, GiteaError> {
         let call = format!("list the webhooks of `{owner}/{repo}`");
-        let mut all = Vec::new();
-        for page in 1.. {
-            let url = self.api(
-                &["repos", owner, repo, "hooks"],
-                &[
-                    ("page", page.to_string()),
-                    ("limit", PAGE_LIMIT.to_string()),
-                ],
-            );
-            let batch: Vec<Hook> = self.json(&call, Method::GET, url, None).await?;
-            let n = batch.len();
-            all.extend(batch);
-            if n < PAGE_LIMIT {
-                break;
-            }
-        }
-        Ok(all)
+        self.list_all(&call, &["repos", owner, repo, "hooks"]).await
     }
 
     /// `POST /repos/{owner}/{repo}/hooks`.
@@ -544,23 +537,8 @@ impl GiteaClient {
     /// their secrets).
     pub async fn list_oauth2_apps(&self) -> Result<Vec<OAuth2Application>, GiteaError> {
         let call = "list the OAuth2 applications";
-        let mut all = Vec::new();
-        for page in 1.. {
-            let url = self.api(
-                &["user", "applications", "oauth2"],
-                &[
-                    ("page", page.to_string()),
-                    ("limit", PAGE_LIMIT.to_string()),
-                ],
-            );
-            let batch: Vec<OAuth2Application> = self.json(call, Method::GET, url, None).await?;
-            let n = batch.len();
-            all.extend(batch);
-            if n < PAGE_LIMIT {
-                break;
-            }
-        }
-        Ok(all)
+        self.list_all(call, &["user", "applications", "oauth2"])
+            .await
     }
 
     /// `POST /user/applications/oauth2`: the answer holds the client secret, and only it does.
