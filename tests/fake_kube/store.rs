@@ -504,6 +504,7 @@ impl Store {
             meta.insert("generation".into(), json!(1));
         }
         self.default_on_create(&rt, &mut obj);
+        fold_string_data(&mut obj);
         self.objects.insert(key.clone(), obj);
         let rendered = self.render(&key).expect("just inserted");
         self.record("ADDED", key, rendered.clone());
@@ -655,6 +656,7 @@ impl Store {
         } else {
             generation
         });
+        fold_string_data(&mut new);
         self.objects.insert(key.clone(), new);
         let rendered = self.render(&key).expect("exists");
         self.record("MODIFIED", key, rendered.clone());
@@ -1764,5 +1766,32 @@ impl FieldSelector {
             let have = have.unwrap_or_default();
             (have == *want) == *eq
         })
+    }
+}
+
+/// A Secret's `stringData` is write-only, as on the real API server: its entries are stored
+/// base64-encoded in `data` (overriding keys there) and the field itself is never returned.
+fn fold_string_data(obj: &mut Value) {
+    if obj["apiVersion"] != "v1" || obj["kind"] != "Secret" {
+        return;
+    }
+    let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    use base64::Engine as _;
+    let data = obj
+        .as_object_mut()
+        .expect("objects are maps")
+        .entry("data")
+        .or_insert_with(|| json!({}));
+    if let Some(map) = data.as_object_mut() {
+        for (k, v) in plain {
+            let text = v.as_str().unwrap_or_default();
+            map.insert(
+                k,
+                json!(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
+        }
     }
 }
