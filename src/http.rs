@@ -119,6 +119,15 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     redact_url(&out)
 }
 
+/// `: detail` to follow an error message, or nothing when there is no detail.
+pub fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
 /// The first 200 characters of a body, for error messages.
 pub fn body_excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);

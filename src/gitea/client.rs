@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::types::*;
 use crate::error::Diagnostic;
-use crate::http::{Endpoint, error_chain};
+use crate::http::{Endpoint, body_excerpt, error_chain};
 use crate::redact::{Secret, redact_url};
 
 /// How a request authenticates.
@@ -51,7 +51,7 @@ pub enum GiteaError {
         detail: String,
     },
     /// An answer with an unexpected status.
-    #[error("{call}: Gitea answered {status}{}", message_suffix(.message))]
+    #[error("{call}: Gitea answered {status}{}", crate::http::detail_suffix(.message))]
     Status {
         /// The call.
         call: String,
@@ -78,14 +78,6 @@ pub enum GiteaError {
         /// What is wrong with it.
         why: String,
     },
-}
-
-fn message_suffix(message: &str) -> String {
-    if message.is_empty() {
-        String::new()
-    } else {
-        format!(": {message}")
-    }
 }
 
 impl GiteaError {
@@ -263,21 +255,13 @@ impl GiteaClient {
 
     fn fail(call: &str, status: StatusCode, body: &[u8]) -> GiteaError {
         let message = match serde_json::from_slice::<ApiError>(body) {
-            Ok(e) if !e.message.is_empty() => e.message,
-            _ => {
-                let text = String::from_utf8_lossy(body);
-                let text = text.trim();
-                let mut short: String = text.chars().take(200).collect();
-                if short.len() < text.len() {
-                    short.push('…');
-                }
-                short
-            }
+            Ok(e) if !e.message.is_empty() => redact_url(&e.message),
+            _ => body_excerpt(body),
         };
         GiteaError::Status {
             call: call.to_string(),
             status: status.as_u16(),
-            message: redact_url(&message),
+            message,
         }
     }
 
@@ -288,7 +272,20 @@ impl GiteaClient {
         })
     }
 
-    /// Send and decode a 2xx answer; any other status is an error.
+    /// `GET` one resource: `None` on 404, decoded on 2xx, an error otherwise.
+    async fn get_optional<T: DeserializeOwned>(
+        &self,
+        call: &str,
+        url: Url,
+    ) -> Result<Option<T>, GiteaError> {
+        let (status, bytes) = self.send(call, Method::GET, url, None).await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Self::decode(call, &bytes).map(Some),
+            s => Err(Self::fail(call, s, &bytes)),
+        }
+    }
+
     /// Every page of a list endpoint (`page`, `limit` query parameters), concatenated.
     async fn list_all<T: DeserializeOwned>(
         &self,
@@ -314,6 +311,7 @@ impl GiteaClient {
         Ok(all)
     }
 
+    /// Send and decode a 2xx answer; any other status is an error.
     async fn json<T: DeserializeOwned>(
         &self,
         call: &str,
@@ -398,14 +396,8 @@ impl GiteaClient {
     /// `GET /orgs/{org}`; `None` on 404.
     pub async fn get_org(&self, org: &str) -> Result<Option<Organization>, GiteaError> {
         let call = format!("read organization `{org}`");
-        let (status, bytes) = self
-            .send(&call, Method::GET, self.api(&["orgs", org], &[]), None)
-            .await?;
-        match status {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Self::decode(&call, &bytes).map(Some),
-            s => Err(Self::fail(&call, s, &bytes)),
-        }
+        self.get_optional(&call, self.api(&["orgs", org], &[]))
+            .await
     }
 
     /// `POST /orgs`; 422 means it exists.
@@ -433,19 +425,8 @@ impl GiteaClient {
         repo: &str,
     ) -> Result<Option<Repository>, GiteaError> {
         let call = format!("read repository `{owner}/{repo}`");
-        let (status, bytes) = self
-            .send(
-                &call,
-                Method::GET,
-                self.api(&["repos", owner, repo], &[]),
-                None,
-            )
-            .await?;
-        match status {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Self::decode(&call, &bytes).map(Some),
-            s => Err(Self::fail(&call, s, &bytes)),
-        }
+        self.get_optional(&call, self.api(&["repos", owner, repo], &[]))
+            .await
     }
 
     /// `POST /orgs/{org}/repos`; 409 means it exists.
@@ -605,12 +586,7 @@ impl GiteaClient {
         let mut segments = vec!["repos", owner, repo, "contents"];
         segments.extend(path.split('/'));
         let url = self.api(&segments, &[("ref", reference.to_string())]);
-        let (status, bytes) = self.send(&call, Method::GET, url, None).await?;
-        match status {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Self::decode(&call, &bytes).map(Some),
-            s => Err(Self::fail(&call, s, &bytes)),
-        }
+        self.get_optional(&call, url).await
     }
 
     /// `PUT /repos/{owner}/{repo}/contents/{filepath}`: one commit replacing one file.
@@ -637,12 +613,7 @@ impl GiteaClient {
     ) -> Result<Option<Branch>, GiteaError> {
         let call = format!("read branch `{branch}` of `{owner}/{repo}`");
         let url = self.api(&["repos", owner, repo, "branches", branch], &[]);
-        let (status, bytes) = self.send(&call, Method::GET, url, None).await?;
-        match status {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Self::decode(&call, &bytes).map(Some),
-            s => Err(Self::fail(&call, s, &bytes)),
-        }
+        self.get_optional(&call, url).await
     }
 
     /// Log in to the container registry the way docker, containerd and kaniko do (OCI

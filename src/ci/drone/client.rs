@@ -37,7 +37,7 @@ pub enum DroneError {
         detail: String,
     },
     /// An answer with an unexpected status.
-    #[error("{call}: Drone answered {status}{}", suffix(.message))]
+    #[error("{call}: Drone answered {status}{}", crate::http::detail_suffix(.message))]
     Status {
         /// The call.
         call: String,
@@ -54,14 +54,6 @@ pub enum DroneError {
         /// Parser message.
         message: String,
     },
-}
-
-fn suffix(message: &str) -> String {
-    if message.is_empty() {
-        String::new()
-    } else {
-        format!(": {message}")
-    }
 }
 
 impl DroneError {

@@ -73,7 +73,7 @@ pub enum DroneLoginError {
         detail: String,
     },
     /// `/login` did not redirect to an authorize URL.
-    #[error("start the Drone login: `GET {url}` answered {status} instead of a redirect to Gitea{}", suffix(.detail))]
+    #[error("start the Drone login: `GET {url}` answered {status} instead of a redirect to Gitea{}", crate::http::detail_suffix(.detail))]
     NoRedirect {
         /// URL.
         url: String,
@@ -110,7 +110,7 @@ pub enum DroneLoginError {
         message: String,
     },
     /// The callback answered something else.
-    #[error("finish the Drone login: the callback answered {status}{}", suffix(.detail))]
+    #[error("finish the Drone login: the callback answered {status}{}", crate::http::detail_suffix(.detail))]
     Callback {
         /// Status.
         status: u16,
@@ -121,7 +121,7 @@ pub enum DroneLoginError {
     #[error("finish the Drone login: Drone set no `{SESSION_COOKIE}` cookie")]
     NoSession,
     /// `POST /api/user/token` failed.
-    #[error("read Drone's API token for `{user}`: Drone answered {status}{}", suffix(.detail))]
+    #[error("read Drone's API token for `{user}`: Drone answered {status}{}", crate::http::detail_suffix(.detail))]
     Token {
         /// The login.
         user: String,
@@ -130,14 +130,6 @@ pub enum DroneLoginError {
         /// Message.
         detail: String,
     },
-}
-
-fn suffix(s: &str) -> String {
-    if s.is_empty() {
-        String::new()
-    } else {
-        format!(": {s}")
-    }
 }
 
 impl Diagnostic for DroneLoginError {
