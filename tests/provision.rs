@@ -205,6 +205,7 @@ fn mode(p: &Path) -> u32 {
 const LAUNCH: &str = "launch 24.04 --name homelab-t-1 --cpus 4 --memory 8G --disk 40G --cloud-init [HOME]/.local/share/homelab/t/cloud-init.yaml";
 const INFO: &str = "info --format json";
 const MARKER: &str = "exec homelab-t-1 -- test -f /var/lib/homelab/provisioned";
+const FAILED: &str = "exec homelab-t-1 -- cat /var/lib/homelab/failed";
 const CONFIG: &str = "exec homelab-t-1 -- sudo microk8s config";
 const NODES: &str = "exec homelab-t-1 -- sudo microk8s kubectl get nodes -o json";
 
@@ -715,9 +716,10 @@ fn a_launch_that_multipass_gives_up_on_is_waited_for() {
     assert_eq!(
         lab.argv(),
         [
-            INFO, LAUNCH, INFO, INFO, MARKER, MARKER, MARKER, MARKER, CONFIG, NODES
+            INFO, LAUNCH, INFO, INFO, MARKER, FAILED, MARKER, FAILED, MARKER, FAILED, MARKER,
+            CONFIG, NODES
         ],
-        "launch exits 2, `info` shows the VM alive, the marker appears on the 4th look"
+        "launch exits 2, `info` shows the VM alive, the marker appears on the 4th look; each miss also looks for the failure marker"
     );
     assert!(
         run.stderr.contains("vms              homelab-t-1: Multipass stopped waiting (`launch failed: The following errors occurred: timed out waiting for initialization to complete`); the VM goes on initialising\n"),
@@ -766,6 +768,36 @@ fn cloud_init_that_never_finishes_times_out_with_hints() {
         "{}",
         run.stdout
     );
+}
+
+/// A provisioning script that failed is reported at once, with the step it names, instead of
+/// after the whole cloud-init wait.
+#[test]
+fn failed_provisioning_is_reported_at_once_with_the_failing_step() {
+    let mut lab = Lab::new();
+    // A wait far longer than the test: only the failure marker can end it.
+    lab.ctx.env.insert(
+        "HOMELAB_TEST_WAITS".into(),
+        "poll_ms=5,poll_max_ms=10,provisioned_ms=600000".into(),
+    );
+    lab.knob(
+        "provision_fails",
+        json!("snap install microk8s --channel=1.36/stable"),
+    );
+    let run = lab.homelab(&["up"]);
+    run.failure(1);
+    assert!(
+        run.stderr.ends_with("error: provisioning VM `homelab-t-1` failed: snap install microk8s --channel=1.36/stable\nhint: its log says why: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: cloud-init runs once per VM: after fixing the cause (often the network during `snap install`), `homelab up --recreate` builds the lab's VMs again\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .starts_with("Lab `t` stopped at step `provisioned` after "),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(lab.argv().last().map(String::as_str), Some(FAILED));
 }
 
 #[test]

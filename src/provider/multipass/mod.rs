@@ -29,6 +29,9 @@ pub use json::NodeView;
 /// The file cloud-init writes last (`templates/cloud-init/user-data.yaml`): microk8s is installed.
 pub const PROVISIONED_MARKER: &str = "/var/lib/homelab/provisioned";
 
+/// The file the same script writes instead when a step fails: which step.
+pub const FAILED_MARKER: &str = "/var/lib/homelab/failed";
+
 /// Add the multipass provider's steps to `up` (after `cloud-init`).
 pub fn add_steps(p: &mut Pipeline) {
     p.add(steps::VmsStep)
@@ -67,6 +70,14 @@ pub enum ProvisionError {
         name: String,
         /// The wait.
         limit: String,
+    },
+    /// The provisioning script gave up and said which step failed.
+    #[error("provisioning VM `{name}` failed: {step}")]
+    ProvisioningFailed {
+        /// VM.
+        name: String,
+        /// What the script wrote into its failure marker.
+        step: String,
     },
     /// The API never answered.
     #[error("the Kubernetes API on `{node}` did not answer within {limit}: {last}")]
@@ -107,6 +118,12 @@ impl Diagnostic for ProvisionError {
                     "and its log: `multipass exec {name} -- sudo tail -n 50 /var/log/cloud-init-output.log`"
                 ),
                 "run `homelab up` again to keep waiting".into(),
+            ],
+            ProvisionError::ProvisioningFailed { name, .. } => vec![
+                format!(
+                    "its log says why: `multipass exec {name} -- sudo tail -n 50 /var/log/cloud-init-output.log`"
+                ),
+                "cloud-init runs once per VM: after fixing the cause (often the network during `snap install`), `homelab up --recreate` builds the lab's VMs again".into(),
             ],
             ProvisionError::ApiNotAnswering { node, .. }
             | ProvisionError::NotReady { node, .. } => {

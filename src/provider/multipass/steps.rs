@@ -15,7 +15,7 @@ use super::decide::{
     readiness, size_drift, to_join, vm_name,
 };
 use super::json::{self, Instance, NodeView, VmState};
-use super::{PROVISIONED_MARKER, ProvisionError, limit};
+use super::{FAILED_MARKER, PROVISIONED_MARKER, ProvisionError, limit};
 use crate::error::{Error, Result};
 use crate::kubeconfig::{self, UserKubeconfig};
 use crate::output::human_duration;
@@ -425,6 +425,22 @@ async fn wait_marker(cx: &StepCx<'_>, mp: &Multipass, name: &str) -> Result<bool
             .await?;
         if out.success() {
             return Ok(attempt > 0);
+        }
+        // A failed script says so at once; without this, `up` would wait out the whole limit.
+        let failed = mp
+            .exec(
+                name,
+                &["cat", FAILED_MARKER],
+                format!("check whether provisioning failed on `{name}`"),
+            )
+            .await?;
+        let step = failed.stdout.trim();
+        if failed.success() && !step.is_empty() {
+            return Err(ProvisionError::ProvisioningFailed {
+                name: name.to_string(),
+                step: step.to_string(),
+            }
+            .into());
         }
         if started.elapsed() >= cx.waits().provisioned {
             return Err(ProvisionError::NotProvisioned {
