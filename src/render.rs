@@ -241,6 +241,8 @@ fn component_value(c: &Component, hosts: &BTreeMap<String, String>) -> Value {
 ///   `data` of Secret objects; `data` rather than `stringData` so that what we apply is exactly
 ///   what the API server stores and a re-apply compares equal.
 /// - `ca.cert_pem_b64`, `ca.key_pem_b64`: the lab CA's certificate and key, base64-encoded.
+/// - `ca.cert_sha256`: SHA-256 (hex) of the CA certificate's PEM, for pod-template annotations
+///   that roll a workload reading the CA at start when the CA is replaced.
 /// - `gitea.host`: Gitea's public host name (`gitea.<domain>`), also the container registry host.
 pub fn context(input: &RenderInput<'_>, component: Option<&Component>) -> tera::Context {
     let hosts = hosts(input.stack, input.domain);
@@ -283,6 +285,7 @@ pub fn context(input: &RenderInput<'_>, component: Option<&Component>) -> tera::
             "key_pem": input.ca.key_pem.expose(),
             "cert_pem_b64": b64(&input.ca.cert_pem),
             "key_pem_b64": b64(input.ca.key_pem.expose()),
+            "cert_sha256": crate::upstream::sha256_hex(input.ca.cert_pem.as_bytes()),
         }),
     );
     ctx.insert(
