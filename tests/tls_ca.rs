@@ -503,8 +503,21 @@ fn new_domain_needs_a_deliberate_regenerate() {
     assert_eq!(
         run.stdout,
         format!(
-            "new CA for lab `homelab`\n  old SHA-256  {old}\n  new SHA-256  {new}\n  permitted    sslip.io, other.test\nnext: `homelab up` so cert-manager issues from the new CA, then `homelab trust --apply` on each computer that should trust it\n"
+            "new CA for lab `homelab`\n  old SHA-256  {old}\n  new SHA-256  {new}\n  permitted    sslip.io, other.test\nnext: `homelab up` (it issues the lab's certificates again from the new CA), then `homelab trust --apply` on each computer that should trust it\n"
         )
+    );
+    // A lab on Multipass VMs: they trust the CA they were launched with, so they are rebuilt.
+    std::fs::write(
+        ctx.state_dir("homelab").join("cluster.json"),
+        r#"{"provider":"multipass","context":"homelab"}"#,
+    )
+    .unwrap();
+    let run = ctx.homelab(&["ca", "regenerate", "--domain", "other.test"]);
+    run.success();
+    assert!(
+        run.stdout.ends_with("next: `homelab up --recreate` (the lab's VMs trust the CA they were launched with, so they are built again), then `homelab trust --apply` on each computer that should trust it\n"),
+        "{}",
+        run.stdout
     );
     ctx.homelab(&["trust", "--domain", "other.test"]).success();
     ctx.homelab(&["trust", "--domain", DOMAIN]).failure(1);

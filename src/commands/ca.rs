@@ -5,6 +5,8 @@ use super::{Ctx, ExitStatus};
 use crate::cli::CaPathArgs;
 use crate::error::{Error, Result};
 use crate::output::OutputFormat;
+use crate::provider::LabRecord;
+use crate::settings::ProviderKind;
 use crate::state::LabState;
 use crate::tls::{self, CA_CERT_FILE, CA_KEY_FILE, CaInfo, LabCa, TlsError};
 use crate::trust::{Ledger, TrustError};
@@ -126,8 +128,18 @@ pub(super) fn regenerate(ctx: &Ctx) -> Result<ExitStatus> {
             if let Some(old) = &old {
                 out.push_str(&format!("  old SHA-256  {old}\n"));
             }
+            // VMs trust the CA cloud-init gave them at launch; only new VMs learn the new one.
+            let built_vms = LabRecord::load(&state)
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.provider == ProviderKind::Multipass);
+            let up = if built_vms {
+                "`homelab up --recreate` (the lab's VMs trust the CA they were launched with, so they are built again)"
+            } else {
+                "`homelab up` (it issues the lab's certificates again from the new CA)"
+            };
             out.push_str(&format!(
-                "  new SHA-256  {}\n  permitted    {}\nnext: `homelab up` so cert-manager issues from the new CA, then `homelab trust --apply` on each computer that should trust it\n",
+                "  new SHA-256  {}\n  permitted    {}\nnext: {up}, then `homelab trust --apply` on each computer that should trust it\n",
                 new.sha256,
                 new.permitted_dns.join(", ")
             ));
