@@ -24,6 +24,7 @@ pub mod plan;
 pub mod process;
 pub mod provider;
 pub mod redact;
+pub mod reissue;
 pub mod render;
 pub mod settings;
 pub mod stack;

@@ -477,4 +477,59 @@ async fn up_on_an_existing_cluster_with_a_domain_proves_the_loop_and_changes_not
         writes.is_empty(),
         "the second up wrote to the cluster: {writes:#?}"
     );
+
+    // A new lab CA: the next `up` issues every certificate again from it (cert-manager would
+    // keep serving the old ones), rolls what reads the CA at start, and proves the loop again.
+    let before = site_certificate_issuer(&sim).await;
+    let regenerate = sim
+        .homelab(&["ca", "regenerate", "--domain", "lab.test"])
+        .await;
+    ok(&sim, "ca regenerate", &regenerate);
+    assert!(
+        regenerate.stdout.contains("next: `homelab up`"),
+        "{}",
+        regenerate.stdout
+    );
+    let renewed = sim
+        .homelab(&["up", "--provider", "existing", "--domain", "lab.test"])
+        .await;
+    ok(&sim, "up after ca regenerate", &renewed);
+    let deploy = step_line(&renewed.stdout, "deploy");
+    assert!(
+        deploy.contains("3 certificates issued again from the new lab CA"),
+        "{deploy}"
+    );
+    assert!(
+        step_line(&renewed.stdout, "verify").contains("loop proven"),
+        "{}",
+        renewed.stdout
+    );
+    // `site` trusts only the new CA from the lab state: the old certificate would fail it.
+    let (code, _) = site(&sim).await;
+    assert_eq!(code, 200);
+    assert_ne!(before, site_certificate_issuer(&sim).await);
+    for (ns, name) in [("drone", "drone"), ("homelab-system", "homelab-sync")] {
+        let d = sim.fake.get("apps/v1", "Deployment", ns, name).unwrap();
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["annotations"]["homelab.dev/lab-ca-sha256"],
+            homelab::upstream::sha256_hex(sim.world.lab_ca().cert_pem.as_bytes()),
+            "{ns}/{name} rolls with the new CA"
+        );
+    }
+}
+
+/// The `ca.crt` of nyan-cat's certificate Secret, as cert-manager wrote it.
+async fn site_certificate_issuer(sim: &Sim) -> String {
+    let secrets: Vec<Value> = sim
+        .fake
+        .all("v1", "Secret")
+        .into_iter()
+        .filter(|s| {
+            s["metadata"]["namespace"] == "nyan-cat"
+                && s.pointer("/metadata/annotations/cert-manager.io~1certificate-name")
+                    .is_some()
+        })
+        .collect();
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    secrets[0]["data"]["ca.crt"].as_str().unwrap().to_string()
 }

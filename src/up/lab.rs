@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
@@ -19,6 +20,7 @@ use crate::git::{Git, Identity};
 use crate::http::Endpoint;
 use crate::provider::Cluster;
 use crate::provider::multipass::sideload::EngineImage;
+use crate::reissue;
 use crate::render::{self, Domain, Manifests, RenderInput};
 use crate::stack::Stack;
 use crate::state::{self, Secrets};
@@ -220,14 +222,37 @@ impl Step for DeployStep {
                 cx.progress(),
             )
             .await?;
-            let writes = report.writes();
+            // After `homelab ca regenerate`: what the old CA signed is issued again.
+            let ca = cx.get::<LabCa>()?;
+            let limit = stack
+                .component("lab-ca")
+                .and_then(|c| c.timeout)
+                .map_or(DeployOptions::new("").default_timeout, Duration::from_secs);
+            let reissued = reissue::stale_certificates(
+                &client,
+                &manifests,
+                &ca,
+                cx.waits().poll,
+                limit,
+                cx.progress(),
+            )
+            .await?;
+            let writes = report.writes() + reissued.len();
             let ready = report.components.len();
             cx.put(report);
+            let again = if reissued.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} certificates issued again from the new lab CA",
+                    reissued.len()
+                )
+            };
             Ok(if writes == 0 {
                 StepReport::skipped(format!("{ready} components ready, nothing changed"))
             } else {
                 StepReport::done(format!(
-                    "{ready} components ready, {writes} objects written"
+                    "{ready} components ready, {writes} objects written{again}"
                 ))
             })
         })

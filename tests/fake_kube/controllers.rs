@@ -13,7 +13,8 @@
 //!   namespace, for a ClusterIssuer); a `Certificate` is issued once its issuer is Ready — a real
 //!   leaf signed by that CA (`homelab::tls::issue_leaf`, the shape cert-manager writes) into its
 //!   Secret; ingress-shim turns an Ingress annotated `cert-manager.io/cluster-issuer` (or
-//!   `issuer`) into a Certificate per `spec.tls` entry, named after its `secretName`.
+//!   `issuer`) into a Certificate per `spec.tls` entry, named after its `secretName`; deleting a
+//!   Certificate's Secret issues it again.
 //! - NGINX Ingress Controller (F5's `nginx/nginx-ingress`): for an IngressClass whose controller
 //!   is `nginx.org/ingress-controller`, a ready workload started with `-ingress-class=<class>` and
 //!   `-report-ingress-status` writes `status.loadBalancer.ingress` of that class's Ingresses from
@@ -103,6 +104,9 @@ pub(super) fn react(inner: &Arc<Inner>, e: WatchEvent) {
     let name = s(&obj, "/metadata/name").to_string();
     let ns = s(&obj, "/metadata/namespace").to_string();
     if e.kind == "DELETED" {
+        if kind == "Secret" {
+            certificate_secret_deleted(inner, &obj);
+        }
         return;
     }
     if kind == "CustomResourceDefinition" {
@@ -659,6 +663,26 @@ fn issue_later(inner: &Arc<Inner>, delay: Duration, cert: Value) {
         mark_ready(&inner, "Certificate", &ns, &name);
         inner.publish();
     });
+}
+
+/// cert-manager: a Certificate whose Secret is deleted turns `Ready=False` (`DoesNotExist`) and is
+/// issued again (the Certificate event that status change makes starts the issuing).
+fn certificate_secret_deleted(inner: &Arc<Inner>, secret: &Value) {
+    let cert = s(
+        secret,
+        "/metadata/annotations/cert-manager.io~1certificate-name",
+    );
+    if cert.is_empty() || !inner.controllers.lock().unwrap().enabled {
+        return;
+    }
+    let ns = s(secret, "/metadata/namespace");
+    let changed = inner.store.lock().unwrap().set_status(
+        &key("cert-manager.io", "certificates", ns, cert),
+        json!({"conditions": [{"type": "Ready", "status": "False", "reason": "DoesNotExist", "message": "Issuing certificate as Secret does not exist"}]}),
+    );
+    if changed.is_some() {
+        inner.publish();
+    }
 }
 
 /// cert-manager's ingress-shim: a Certificate per `spec.tls` entry of an annotated Ingress.
