@@ -128,6 +128,19 @@ pub fn detail_suffix(detail: &str) -> String {
     }
 }
 
+/// What an API's error answer says: the `message` of a `{"message": …}` body (Gitea's and
+/// Drone's shape), else the start of the body; URLs redacted.
+pub fn answer_message(body: &[u8]) -> String {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_string))
+        .filter(|m| !m.is_empty());
+    match message {
+        Some(m) => redact_url(&m),
+        None => body_excerpt(body),
+    }
+}
+
 /// The first 200 characters of a body, for error messages.
 pub fn body_excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);

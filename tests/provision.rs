@@ -101,6 +101,19 @@ impl Lab {
         self.edit_fake(|v| v["knobs"][name] = value);
     }
 
+    /// `up` with fast polling plus `waits` (`HOMELAB_TEST_WAITS` keys) and one fake `knob`; it
+    /// must exit 1.
+    fn failing_up(&mut self, waits: &str, knob: &str, value: Value) -> common::Run {
+        self.ctx.env.insert(
+            "HOMELAB_TEST_WAITS".into(),
+            format!("poll_ms=5,poll_max_ms=10,{waits}"),
+        );
+        self.knob(knob, value);
+        let run = self.homelab(&["up"]);
+        run.failure(1);
+        run
+    }
+
     fn instance(&self, name: &str) -> Value {
         self.fake_state()["instances"][name].clone()
     }
@@ -745,13 +758,7 @@ fn a_launch_that_multipass_gives_up_on_is_waited_for() {
 #[test]
 fn cloud_init_that_never_finishes_times_out_with_hints() {
     let mut lab = Lab::new();
-    lab.ctx.env.insert(
-        "HOMELAB_TEST_WAITS".into(),
-        "poll_ms=5,poll_max_ms=10,provisioned_ms=100".into(),
-    );
-    lab.knob("never_provisioned", json!(true));
-    let run = lab.homelab(&["up"]);
-    run.failure(1);
+    let run = lab.failing_up("provisioned_ms=100", "never_provisioned", json!(true));
     assert!(
         run.stderr.ends_with("error: cloud-init did not finish on VM `homelab-t-1` within 0.1s\nhint: see what cloud-init is doing: `multipass exec homelab-t-1 -- cloud-init status --long`\nhint: and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: run `homelab up` again to keep waiting\n"),
         "{}",
@@ -776,16 +783,11 @@ fn cloud_init_that_never_finishes_times_out_with_hints() {
 fn failed_provisioning_is_reported_at_once_with_the_failing_step() {
     let mut lab = Lab::new();
     // A wait far longer than the test: only the failure marker can end it.
-    lab.ctx.env.insert(
-        "HOMELAB_TEST_WAITS".into(),
-        "poll_ms=5,poll_max_ms=10,provisioned_ms=600000".into(),
-    );
-    lab.knob(
+    let run = lab.failing_up(
+        "provisioned_ms=600000",
         "provision_fails",
         json!("snap install microk8s --channel=1.36/stable"),
     );
-    let run = lab.homelab(&["up"]);
-    run.failure(1);
     assert!(
         run.stderr.ends_with("error: provisioning VM `homelab-t-1` failed: snap install microk8s --channel=1.36/stable\nhint: its log says why: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: cloud-init runs once per VM: after fixing the cause (often the network during `snap install`), `homelab up --recreate` builds the lab's VMs again\n"),
         "{}",
@@ -803,13 +805,7 @@ fn failed_provisioning_is_reported_at_once_with_the_failing_step() {
 #[test]
 fn readiness_is_bounded_and_says_what_it_saw() {
     let mut lab = Lab::new();
-    lab.ctx.env.insert(
-        "HOMELAB_TEST_WAITS".into(),
-        "poll_ms=5,poll_max_ms=10,ready_ms=100".into(),
-    );
-    lab.knob("never_ready", json!(true));
-    let run = lab.homelab(&["up"]);
-    run.failure(1);
+    let run = lab.failing_up("ready_ms=100", "never_ready", json!(true));
     assert!(
         run.stderr.ends_with("error: the cluster was not ready within 0.1s: 0 of 1 node Ready; homelab-t-1: Ready=False (KubeletNotReady: container runtime network not ready: cni plugin not initialized)\nhint: look deeper with `multipass exec homelab-t-1 -- sudo microk8s inspect`\nhint: run `homelab up` again to keep waiting\n"),
         "{}",

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::types::*;
 use crate::error::Diagnostic;
-use crate::http::{Endpoint, body_excerpt, error_chain};
+use crate::http::{Endpoint, answer_message, error_chain};
 use crate::redact::{Secret, redact_url};
 
 /// How a request authenticates.
@@ -254,10 +254,7 @@ impl GiteaClient {
     }
 
     fn fail(call: &str, status: StatusCode, body: &[u8]) -> GiteaError {
-        let message = match serde_json::from_slice::<ApiError>(body) {
-            Ok(e) if !e.message.is_empty() => redact_url(&e.message),
-            _ => body_excerpt(body),
-        };
+        let message = answer_message(body);
         GiteaError::Status {
             call: call.to_string(),
             status: status.as_u16(),

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::types::*;
 use crate::error::Diagnostic;
-use crate::http::{Endpoint, body_excerpt, error_chain};
+use crate::http::{Endpoint, answer_message, error_chain};
 use crate::redact::{Secret, redact_url};
 
 /// A Drone call failed.
@@ -188,10 +188,7 @@ impl DroneClient {
     }
 
     fn fail(call: &str, status: StatusCode, body: &[u8]) -> DroneError {
-        let message = match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(e) if !e.message.is_empty() => redact_url(&e.message),
-            _ => body_excerpt(body),
-        };
+        let message = answer_message(body);
         DroneError::Status {
             call: call.to_string(),
             status: status.as_u16(),

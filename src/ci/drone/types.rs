@@ -180,11 +180,3 @@ pub struct Line {
     #[serde(default)]
     pub out: String,
 }
-
-/// Drone's error body, `{"message": …}`.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct ErrorBody {
-    /// What went wrong.
-    #[serde(default)]
-    pub message: String,
-}
