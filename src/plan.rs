@@ -244,13 +244,21 @@ pub fn plan(settings: &Settings, stack: &Stack, domain: &Domain, known: Known) -
             format!("sync repositories and activate `{GITEA_ORG}/nyan-cat`"),
         ));
         wiring.push(wire(
+            "drone trust",
+            format!(
+                "mark `{GITEA_ORG}/nyan-cat` trusted when it is not (its pipeline mounts a ConfigMap)"
+            ),
+        ));
+        wiring.push(wire(
             "drone secrets",
             "set the pipeline's secrets (registry login, gitops push token): update or create"
                 .into(),
         ));
         wiring.push(wire(
-            "drone first build",
-            format!("start the first build of `{GITEA_ORG}/nyan-cat` when it never built"),
+            "drone build",
+            format!(
+                "build the head of `{GITEA_ORG}/nyan-cat` unless a build of it succeeded or is under way"
+            ),
         ));
     }
 

@@ -320,12 +320,14 @@ impl Lab {
         state
             .store_secrets(&[("gitea_token", gitea_token.expose())])
             .unwrap();
+        let pipeline = rendered_pipeline("127.0.0.1.sslip.io");
         gitea.seed_repo(
             "lab",
             "nyan-cat",
             &[
                 ("index.html", &opts.page),
                 ("Dockerfile", "FROM nginx:1.29\n"),
+                (".drone.yml", &pipeline),
             ],
         );
         gitea.seed_repo(
@@ -565,10 +567,11 @@ async fn wiring_on_gitea_1_26_logs_in_without_csrf_activates_and_sets_secrets() 
             "drone ready",
             "drone login",
             "drone activate",
+            "drone trust",
             "gitea token drone-registry",
             "gitea token drone-gitops",
             "drone secrets",
-            "drone first build",
+            "drone build",
         ]
     );
 
@@ -666,7 +669,7 @@ async fn wiring_on_gitea_1_26_logs_in_without_csrf_activates_and_sets_secrets() 
     assert_eq!(scopes("drone-gitops"), ["write:repository"]);
 
     // The first build: started through the API (a `custom` event), and it runs.
-    let first = &Lab::step(&report, "drone first build");
+    let first = &Lab::step(&report, "drone build");
     assert_eq!(first.outcome, Outcome::Done, "{}", first.detail);
     let b = lab.wait_build(1).await;
     assert_eq!((b.event.as_str(), b.status.as_str()), ("custom", "success"));
@@ -882,9 +885,11 @@ async fn a_rebuilt_drone_database_is_wired_again() {
         "created `registry_username`, `registry_password`, `gitops_token`"
     );
     assert_eq!(
-        Lab::step(&report, "drone first build").outcome,
-        Outcome::Done
+        Lab::step(&report, "drone trust").outcome,
+        Outcome::Done,
+        "a new database forgot the trust"
     );
+    assert_eq!(Lab::step(&report, "drone build").outcome, Outcome::Done);
 }
 
 #[tokio::test]
@@ -1036,12 +1041,276 @@ async fn the_fake_drone_refuses_what_drone_2_24_refuses() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Trust (issue 12): drone-runner-kube refuses the pipeline's ConfigMap volume for an untrusted
+// repository, only a Drone admin can trust one, and a re-run heals a lab whose build failed.
+
+const LINT_CONFIG_MAP: &str = "linter: untrusted repositories cannot mount configMap volumes";
+
+impl Lab {
+    /// Start a `custom` build through the API, as Drone's "New build" button does.
+    async fn start_build(&self) -> i64 {
+        let drone = DroneClient::new(&self.drone.endpoint())
+            .unwrap()
+            .with_token(Secret::new(self.drone.shared.options.admin_token.clone()));
+        drone
+            .create_build("lab", "nyan-cat", "main")
+            .await
+            .unwrap()
+            .expect("a build")
+            .number
+    }
+
+    fn set_trusted(&self, trusted: bool) {
+        self.drone
+            .data()
+            .repos
+            .get_mut("lab/nyan-cat")
+            .unwrap()
+            .trusted = trusted;
+    }
+
+    fn drone_writes(&self) -> Vec<String> {
+        self.drone
+            .log()
+            .iter()
+            .filter(|l| l.method != "GET")
+            .map(|l| format!("{} {} → {}", l.method, l.target, l.status))
+            .collect()
+    }
+}
+
+/// The fake runner lints as drone-runner-kube v1.0.0-rc.5 does: the seeded pipeline of an
+/// untrusted repository ends in `error` with the linter's text and runs no step.
+#[tokio::test]
+async fn an_untrusted_repositorys_build_fails_with_the_runner_linters_message() {
+    let lab = wired(LabOptions::default()).await;
+    lab.set_trusted(false);
+    let n = lab.start_build().await;
+    let b = lab.wait_build(n).await;
+    assert_eq!(b.status, "error");
+    assert_eq!(b.stage_error, LINT_CONFIG_MAP);
+    assert!(b.steps.is_empty(), "no step ran: {:?}", b.steps);
+    assert!(b.error.is_empty(), "the server's linter does not know ConfigMaps");
+    // What homelab reads of it (verify, the healing build) carries the linter's text.
+    let info = lab
+        .target()
+        .ci
+        .build(&homelab::ci::RepoRef::new("lab", "nyan-cat"), n)
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.state, info.error.as_str()),
+        (
+            homelab::ci::BuildState::Failed("error".into()),
+            LINT_CONFIG_MAP
+        )
+    );
+    // Trusted again, the same pipeline runs.
+    lab.set_trusted(true);
+    let n = lab.start_build().await;
+    assert_eq!(lab.wait_build(n).await.status, "success");
+}
+
+/// The linters' rules, one by one, with upstream's texts (fake-side check).
+#[test]
+fn the_fake_linters_refuse_what_drone_refuses_of_an_untrusted_repository() {
+    use fake_drone::lint;
+    let doc = |extra: &str| -> serde_yaml::Value {
+        serde_yaml::from_str(&format!(
+            "kind: pipeline\ntype: kubernetes\nname: x\nsteps:\n  - name: a\n    image: alpine\n{extra}"
+        ))
+        .unwrap()
+    };
+    let cases = [
+        ("volumes:\n  - name: v\n    config_map: {name: c}\n", LINT_CONFIG_MAP),
+        (
+            "volumes:\n  - name: v\n    secret: {name: s}\n",
+            "linter: untrusted repositories cannot mount secret volumes",
+        ),
+        (
+            "volumes:\n  - name: v\n    host: {path: /etc}\n",
+            "linter: untrusted repositories cannot mount host volumes",
+        ),
+        (
+            "volumes:\n  - name: v\n    claim: {name: p}\n",
+            "linter: untrusted repositories cannot mount PVC",
+        ),
+        (
+            "volumes:\n  - name: v\n    temp: {medium: memory}\n",
+            "linter: untrusted repositories cannot mount in-memory volumes",
+        ),
+        (
+            "services:\n  - name: s\n    image: redis\n    privileged: true\n",
+            "linter: untrusted repositories cannot enable privileged mode",
+        ),
+    ];
+    for (extra, message) in cases {
+        assert_eq!(lint::runner(&doc(extra), false), Err(message.to_string()), "{extra}");
+        assert_eq!(lint::runner(&doc(extra), true), Ok(()), "{extra}");
+    }
+    // The server (drone-yaml) knows host volumes and privileged steps, not ConfigMaps.
+    let cm = doc("volumes:\n  - name: v\n    config_map: {name: c}\n");
+    assert_eq!(lint::server(&cm, false), Ok(()));
+    assert_eq!(
+        lint::server(&doc("volumes:\n  - name: v\n    host: {path: /etc}\n"), false),
+        Err("linter: untrusted repositories cannot mount host volumes".into())
+    );
+    // Rules that hold whatever the trust.
+    assert_eq!(
+        lint::runner(&doc("  - name: a\n    image: alpine\n"), true),
+        Err("linter: duplicate step names".into())
+    );
+    assert_eq!(
+        lint::runner(&doc("volumes:\n  - name: workspace\n    temp: {}\n"), true),
+        Err("linter: invalid volume name: workspace".into())
+    );
+    // And the pipeline `up` seeds needs trust, for its ConfigMap volume only.
+    let seeded = lint::pipelines(&rendered_pipeline("lab.example.test")).unwrap();
+    assert_eq!(seeded.len(), 1);
+    assert_eq!(lint::runner(&seeded[0], false), Err(LINT_CONFIG_MAP.into()));
+    assert_eq!(lint::runner(&seeded[0], true), Ok(()));
+    assert_eq!(lint::server(&seeded[0], false), Ok(()));
+}
+
+/// Wiring trusts `lab/nyan-cat` with the admin's token before its first build, and a second
+/// run looks without writing.
+#[tokio::test]
+async fn wiring_trusts_the_repository_so_its_first_build_runs() {
+    let lab = Lab::new(LabOptions::default()).await;
+    let report = lab.wire().await;
+    let trust = Lab::step(&report, "drone trust");
+    assert_eq!(trust.outcome, Outcome::Done);
+    assert!(trust.detail.starts_with("marked `lab/nyan-cat` trusted"), "{}", trust.detail);
+    assert!(lab.drone.repo("lab/nyan-cat").unwrap().trusted);
+    let patches: Vec<String> = lab
+        .drone_writes()
+        .into_iter()
+        .filter(|w| w.starts_with("PATCH /api/repos/lab/nyan-cat "))
+        .collect();
+    assert_eq!(patches, ["PATCH /api/repos/lab/nyan-cat → 200"]);
+    let b = lab.wait_build(1).await;
+    assert_eq!(b.status, "success", "{}", b.stage_error);
+    assert_eq!(b.steps.len(), 4);
+
+    lab.drone.clear_log();
+    let again = lab.wire().await;
+    let trust = Lab::step(&again, "drone trust");
+    assert_eq!(
+        (trust.outcome.clone(), trust.detail.as_str()),
+        (Outcome::Skipped, "`lab/nyan-cat` is trusted")
+    );
+    assert!(lab.drone_writes().is_empty(), "{:?}", lab.drone_writes());
+}
+
+/// Drone 2.24 ignores `trusted` from a user who is no Drone admin (and still answers 200): the
+/// fake does the same, and wiring reads the answer and says what to fix.
+#[tokio::test]
+async fn a_token_of_no_drone_admin_cannot_trust_and_wiring_says_so() {
+    let lab = Lab::new(LabOptions::default()).await;
+    // DRONE_USER_CREATE without `admin:true`.
+    lab.drone.set_admin(false);
+    let err = lab.try_wire().await.unwrap_err();
+    lab.assert_no_violations();
+    let text = err.render();
+    assert!(
+        text.contains("error: Drone kept `lab/nyan-cat` untrusted: it applies `trusted` only for a Drone administrator, and `lab-admin` is not one"),
+        "{text}"
+    );
+    assert!(text.contains("hint: Drone makes `lab-admin` an administrator from `DRONE_USER_CREATE` (`admin:true`)"), "{text}");
+    assert!(!lab.drone.repo("lab/nyan-cat").unwrap().trusted);
+    assert!(
+        lab.drone_writes()
+            .contains(&"PATCH /api/repos/lab/nyan-cat → 200".to_string()),
+        "{:?}",
+        lab.drone_writes()
+    );
+    assert!(lab.drone.builds("lab/nyan-cat").is_empty(), "no build was started");
+
+    // The same call from a Drone admin changes it.
+    lab.drone.set_admin(true);
+    let http =
+        homelab::http::client(&[&lab.drone.endpoint()], None, Duration::from_secs(5)).unwrap();
+    let r: serde_json::Value = http
+        .patch(format!("{}/api/repos/lab/nyan-cat", lab.drone.base_url()))
+        .bearer_auth(&lab.drone.shared.options.admin_token)
+        .json(&serde_json::json!({"trusted": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["trusted"], true);
+}
+
+/// A re-run heals a lab whose last build of the head failed: here a push built while the
+/// repository was untrusted (as every lab wired before issue 12 was).
+#[tokio::test]
+async fn a_rerun_heals_a_lab_whose_last_build_failed() {
+    let lab = wired(LabOptions::default()).await;
+    lab.set_trusted(false);
+    lab.gitea.commit_file(
+        "lab",
+        "nyan-cat",
+        "index.html",
+        &page("v2"),
+        "v2",
+    );
+    let head = lab.gitea.head("lab", "nyan-cat");
+    let failed = lab.wait_build(2).await;
+    assert_eq!((failed.status.as_str(), failed.after.as_str()), ("error", head.as_str()));
+
+    let report = lab.wire().await;
+    assert_eq!(Lab::step(&report, "drone trust").outcome, Outcome::Done);
+    let build = Lab::step(&report, "drone build");
+    assert_eq!(build.outcome, Outcome::Done);
+    assert!(
+        build.detail.starts_with(&format!(
+            "build #2 of `{}` ended `error`: {LINT_CONFIG_MAP}: started build #3 of `main`",
+            &head[..7]
+        )),
+        "{}",
+        build.detail
+    );
+    let healed = lab.wait_build(3).await;
+    assert_eq!((healed.status.as_str(), healed.after.as_str()), ("success", head.as_str()));
+
+    // Healthy now: the next run starts nothing.
+    lab.drone.clear_log();
+    let report = lab.wire().await;
+    assert_eq!(report.writes(), 0, "{:#?}", report.steps);
+    assert_eq!(
+        Lab::step(&report, "drone build").detail,
+        format!("build #3 of `{}` (the head of `main`) succeeded", &head[..7])
+    );
+    assert!(lab.drone_writes().is_empty(), "{:?}", lab.drone_writes());
+}
+
+/// A build of the head that is still queued is left alone, never duplicated.
+#[tokio::test]
+async fn a_build_of_the_head_under_way_is_not_duplicated() {
+    let lab = Lab::new(LabOptions::default()).await;
+    lab.drone.data().hold_builds = true;
+    lab.wire().await;
+    assert_eq!(lab.drone.builds("lab/nyan-cat").len(), 1);
+    let report = lab.wire().await;
+    let build = Lab::step(&report, "drone build");
+    assert_eq!(build.outcome, Outcome::Skipped);
+    assert!(
+        build.detail.starts_with("build #1 of `") && build.detail.ends_with("` is pending; no second build started"),
+        "{}",
+        build.detail
+    );
+    assert_eq!(lab.drone.builds("lab/nyan-cat").len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The pipeline file `up` seeds.
 
-#[test]
-fn the_seeded_pipeline_is_loop_safe() {
+/// The `.drone.yml` the default stack seeds into `lab/nyan-cat` for `domain`.
+fn rendered_pipeline(domain: &str) -> String {
     let stack = homelab::stack::load("default", std::path::Path::new(".")).unwrap();
-    let domain = homelab::render::Domain::resolve(Some("lab.example.test"), None);
+    let domain = homelab::render::Domain::resolve(Some(domain), None);
     let templates = homelab::templates::Templates::embedded().unwrap();
     let manifests = homelab::render::render(
         &templates,
@@ -1058,7 +1327,7 @@ fn the_seeded_pipeline_is_loop_safe() {
         },
     )
     .unwrap();
-    let file = manifests
+    manifests
         .components
         .iter()
         .find_map(|c| {
@@ -1066,8 +1335,14 @@ fn the_seeded_pipeline_is_loop_safe() {
                 .get("nyan-cat")
                 .and_then(|files| files.get(".drone.yml"))
         })
-        .expect("the default stack seeds `lab/nyan-cat` with a `.drone.yml`");
-    let problems = pipeline::check(file, &pipeline::Expectations::default());
+        .expect("the default stack seeds `lab/nyan-cat` with a `.drone.yml`")
+        .clone()
+}
+
+#[test]
+fn the_seeded_pipeline_is_loop_safe() {
+    let file = rendered_pipeline("lab.example.test");
+    let problems = pipeline::check(&file, &pipeline::Expectations::default());
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 

@@ -133,6 +133,16 @@ async fn assert_loop_proven(sim: &Sim, version: &str) {
     let builds = drone.builds("lab/nyan-cat");
     let last = builds.last().expect("a build ran");
     assert_eq!(last.status, "success", "{}", sim.diagnostics());
+    // The runner lints as drone-runner-kube does and refuses the pipeline's ConfigMap volume
+    // (the lab CA) of an untrusted repository (issue 12): `up` trusted it before any build ran,
+    // so no build was refused.
+    assert!(drone.repo("lab/nyan-cat").is_some_and(|r| r.trusted));
+    let refused: Vec<String> = builds
+        .iter()
+        .filter(|b| b.status == "error")
+        .map(|b| format!("#{}: {}{}", b.number, b.error, b.stage_error))
+        .collect();
+    assert!(refused.is_empty(), "builds refused: {refused:?}");
     let steps: Vec<&str> = last.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(steps, ["clone", "registry-login", "build", "deploy"]);
     // The pipeline pushed the image of the commit it built, and bumped lab/gitops to that tag

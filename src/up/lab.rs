@@ -335,7 +335,8 @@ impl Step for WireGiteaStep {
 }
 
 /// `wire-ci`: the CI server (Drone): OAuth app in Gitea, one login done by the tool, the app
-/// repository activated with its pipeline secrets, the first build started.
+/// repository activated, trusted and given its pipeline secrets, and a build of its head
+/// started unless one succeeded or is under way.
 pub struct WireCiStep;
 
 impl Step for WireCiStep {
@@ -346,7 +347,7 @@ impl Step for WireCiStep {
         &["wire-gitea"]
     }
     fn describe(&self) -> String {
-        "log Drone in through Gitea, activate `lab/nyan-cat`, set its secrets".into()
+        "log Drone in through Gitea, activate and trust `lab/nyan-cat`, set its secrets, build its head".into()
     }
     fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
         Box::pin(async move {

@@ -23,6 +23,17 @@
 //! (skipping `[skip ci]` commits). Not modelled: the webhook HMAC signature, pagination beyond
 //! the first page, the runner RPC.
 //!
+//! Trust, as Drone 2.24 keeps it: `PATCH /api/repos/{owner}/{name}` applies `trusted` (and
+//! `timeout`, `counter`) only for a Drone administrator and silently keeps the old value for
+//! anyone else, still answering 200 (harness/gitness v2.24.0 `handler/api/repos/update.go`);
+//! the route's `CheckAdminAccess` answers 404 to a user without admin permission on the
+//! repository (`handler/api/acl/check.go`). Every build starts from the repository's pipeline
+//! file at the commit, fetched from Gitea as the triggerer does (`trigger/trigger.go`): a
+//! missing file is a 500, a file the server's linter refuses is a build in `error` with the
+//! linter's text; the runner lints again with the repository's `trusted` flag (see [`lint`])
+//! and refuses, for instance, a `config_map` volume of an untrusted repository: the stage and
+//! the build end in `error` before any step runs.
+//!
 //! Builds run on a script ([`Script`]): each step passes or fails with a log, and
 //! [`FakeDrone::on_success`] runs what the pipeline's deploy step would do — or, with a
 //! [`Runner`] ([`FakeDrone::runner`]), the test runs the real pipeline and reports its steps.
@@ -30,6 +41,8 @@
 //! itself by `DRONE_SERVER_PROTO://DRONE_SERVER_HOST` and giving Gitea `<proxy>/hook`.
 
 #![allow(dead_code)]
+
+pub mod lint;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -216,6 +229,11 @@ pub struct BuildJob {
     pub secrets: BTreeMap<String, String>,
     /// `DRONE_*` variables of the build.
     pub env: BTreeMap<String, String>,
+    /// The repository's `trusted` flag as the runner receives it (`data.Repo`), which its
+    /// linter checks.
+    pub trusted: bool,
+    /// The pipeline file the server fetched for the build (`data.Config`).
+    pub config: String,
 }
 
 /// How one step of a run ended.
@@ -226,8 +244,17 @@ pub struct StepRun {
     pub log: Vec<String>,
 }
 
-/// Runs a build's pipeline and reports its steps, in order (a failed step ends the list).
-pub type Runner = Arc<dyn Fn(BuildJob) -> BoxFuture<'static, Vec<StepRun>> + Send + Sync>;
+/// How a stage ended on the runner: its steps in order (a failed step ends the list), or the
+/// error that failed the whole stage before or between steps (drone/runner-go v1.12.0
+/// `pipeline/state.go`, `FailAll`: the linter's refusal, a file it cannot parse).
+#[derive(Clone, Debug, Default)]
+pub struct StageRun {
+    pub steps: Vec<StepRun>,
+    pub error: Option<String>,
+}
+
+/// Runs a build's pipeline and reports how its stage ended.
+pub type Runner = Arc<dyn Fn(BuildJob) -> BoxFuture<'static, StageRun> + Send + Sync>;
 
 #[derive(Clone, Debug)]
 pub struct User {
@@ -248,6 +275,7 @@ pub struct Repo {
     pub config_path: String,
     pub counter: i64,
     pub admins: Vec<String>,
+    pub trusted: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -277,6 +305,12 @@ pub struct Build {
     pub message: String,
     pub stage_status: String,
     pub steps: Vec<Step>,
+    /// The server's error (a pipeline it could not find or lint); such a build has no stage.
+    pub error: String,
+    /// The stage's error (the runner refused the pipeline).
+    pub stage_error: String,
+    /// The pipeline file the build runs.
+    pub config: String,
 }
 
 /// Settings of the fake server (what its environment would be).
@@ -469,6 +503,20 @@ impl FakeDrone {
         }
     }
 
+    /// Restart with `DRONE_USER_CREATE=…,admin:<admin>` for the configured user: Drone
+    /// updates the user's `admin` flag at boot.
+    pub fn set_admin(&self, admin: bool) {
+        let login = self.shared.options.admin_user.clone();
+        let mut d = self.data();
+        if let Some(u) = d.users.iter_mut().find(|u| u.login == login) {
+            u.admin = admin;
+        }
+    }
+
+    pub fn repo(&self, key: &str) -> Option<Repo> {
+        self.data().repos.get(key).cloned()
+    }
+
     pub fn on_success(&self, f: OnSuccess) {
         *self.shared.on_success.lock().unwrap() = Some(f);
     }
@@ -656,6 +704,9 @@ fn authorize(
                     return Err((404, "Not Found"));
                 }
             }
+            // harness/gitness v2.24.0 handler/api/acl/check.go, `CheckAccess`: 401 without a
+            // user, root access for a Drone admin, else the user's permission on the
+            // repository, whose absence is a 404 (the repository is not revealed).
             "CheckWriteAccess()" | "CheckAdminAccess()" => {
                 let Some(u) = user else {
                     return Err((401, "Unauthorized"));
@@ -669,7 +720,7 @@ fn authorize(
                     .get(&key)
                     .is_some_and(|r| r.admins.contains(&u.login));
                 if !allowed && !u.admin {
-                    return Err((403, "Forbidden"));
+                    return Err((404, "Not Found"));
                 }
             }
             m if m.starts_with("CheckMembership") && user.is_none() => {
@@ -686,17 +737,24 @@ fn user_json(u: &User) -> Value {
 }
 
 fn repo_json(r: &Repo) -> Value {
-    json!({"id": r.id, "uid": r.id.to_string(), "user_id": 1, "namespace": r.namespace, "name": r.name, "slug": format!("{}/{}", r.namespace, r.name), "scm": "", "default_branch": "main", "private": false, "visibility": "public", "active": r.active, "config_path": r.config_path, "trusted": false, "protected": false, "timeout": 60, "counter": r.counter, "synced": 1, "created": 1, "updated": 1, "version": 1})
+    json!({"id": r.id, "uid": r.id.to_string(), "user_id": 1, "namespace": r.namespace, "name": r.name, "slug": format!("{}/{}", r.namespace, r.name), "scm": "", "default_branch": "main", "private": false, "visibility": "public", "active": r.active, "config_path": r.config_path, "trusted": r.trusted, "protected": false, "timeout": 60, "counter": r.counter, "synced": 1, "created": 1, "updated": 1, "version": 1})
 }
 
 fn build_json(b: &Build) -> Value {
+    // A build the server refused (`createBuildError`) has no stage.
+    let stages = if b.error.is_empty() {
+        json!([{
+            "number": 1, "name": "build-and-deploy", "kind": "pipeline", "type": "kubernetes", "status": b.stage_status,
+            "error": b.stage_error, "exit_code": if b.stage_error.is_empty() { 0 } else { 255 },
+            "steps": b.steps.iter().map(|s| json!({"number": s.number, "name": s.name, "status": s.status, "exit_code": s.exit_code})).collect::<Vec<_>>(),
+        }])
+    } else {
+        json!([])
+    };
     json!({
         "id": b.id, "repo_id": 1, "trigger": "@hook", "number": b.number, "status": b.status, "event": b.event,
-        "ref": b.git_ref, "after": b.after, "before": b.after, "message": b.message, "error": "",
-        "stages": [{
-            "number": 1, "name": "build-and-deploy", "kind": "pipeline", "type": "kubernetes", "status": b.stage_status,
-            "steps": b.steps.iter().map(|s| json!({"number": s.number, "name": s.name, "status": s.status, "exit_code": s.exit_code})).collect::<Vec<_>>(),
-        }],
+        "ref": b.git_ref, "after": b.after, "before": b.after, "message": b.message, "error": b.error,
+        "stages": stages,
     })
 }
 
@@ -718,7 +776,7 @@ async fn dispatch(
             json!({"source": "https://github.com/harness/drone.git", "version": "2.24.0", "commit": "c4037def"}),
         ),
         h if h.starts_with("go-login OAuth2 handler") => login(shared, q, headers).await,
-        h if h.starts_with("web.HandleHook") => hook(shared, bytes, headers),
+        h if h.starts_with("web.HandleHook") => hook(shared, bytes, headers).await,
         "user.HandleFind" => reply(200, user_json(user.as_ref().unwrap())),
         "user.HandleToken" => {
             let mut d = shared.data.lock().unwrap();
@@ -748,6 +806,30 @@ async fn dispatch(
             repo_json(&shared.data.lock().unwrap().repos[&repo_key()]),
         ),
         "repos.HandleEnable" => enable(shared, &repo_key(), user.unwrap()).await,
+        // harness/gitness v2.24.0 handler/api/repos/update.go: pointer fields, omitted ones
+        // unchanged; `trusted`, `timeout`, `throttle` and `counter` are applied for a Drone
+        // administrator only and silently ignored for anyone else (the answer, 200, shows the
+        // value kept). A body that is not JSON is a 400.
+        "repos.HandleUpdate" => {
+            if serde_json::from_slice::<serde_json::Map<String, Value>>(bytes).is_err() {
+                return err(400, "invalid character in request body");
+            }
+            let admin = user.as_ref().is_some_and(|u| u.admin);
+            let mut d = shared.data.lock().unwrap();
+            let r = d.repos.get_mut(&repo_key()).unwrap();
+            if let Some(v) = body["config_path"].as_str() {
+                r.config_path = v.into();
+            }
+            if admin {
+                if let Some(v) = body["trusted"].as_bool() {
+                    r.trusted = v;
+                }
+                if let Some(v) = body["counter"].as_i64() {
+                    r.counter = v;
+                }
+            }
+            reply(200, repo_json(r))
+        }
         "secrets.HandleList" => {
             let d = shared.data.lock().unwrap();
             let list: Vec<Value> = d
@@ -836,12 +918,25 @@ async fn dispatch(
             }
             let branch = q.get("branch").cloned().unwrap_or_else(|| "main".into());
             let (owner, name) = (params["owner"].clone(), params["name"].clone());
-            let head = gitea_head(shared, &user.unwrap(), &owner, &name, &branch).await;
+            let user = user.unwrap();
+            let head = gitea_head(shared, &user, &owner, &name, &branch).await;
             let Some(sha) = head else {
                 return err(404, "Not Found");
             };
-            let b = create_build(shared, &repo_key(), "custom", &branch, &sha, "custom build");
-            reply(200, build_json(&b))
+            match create_build(
+                shared,
+                &user,
+                &repo_key(),
+                "custom",
+                &branch,
+                &sha,
+                "custom build",
+            )
+            .await
+            {
+                Ok(b) => reply(200, build_json(&b)),
+                Err(e) => e,
+            }
         }
         "builds.HandleFind" | "builds.HandleLast" => {
             let d = shared.data.lock().unwrap();
@@ -1046,6 +1141,7 @@ async fn sync(shared: &Arc<Shared>, user: User, asynchronous: bool) -> Response 
             config_path: String::new(),
             counter: 0,
             admins: Vec::new(),
+            trusted: false,
         });
         if !entry.admins.contains(&user.login) {
             entry.admins.push(user.login.clone());
@@ -1121,7 +1217,7 @@ async fn gitea_head(
         .map(str::to_string)
 }
 
-fn hook(shared: &Arc<Shared>, bytes: &[u8], headers: &HeaderMap) -> Response {
+async fn hook(shared: &Arc<Shared>, bytes: &[u8], headers: &HeaderMap) -> Response {
     if headers.get("x-gitea-event").and_then(|v| v.to_str().ok()) != Some("push") {
         return reply(200, Value::Null);
     }
@@ -1149,31 +1245,125 @@ fn hook(shared: &Arc<Shared>, bytes: &[u8], headers: &HeaderMap) -> Response {
         .unwrap_or_default()
         .trim_start_matches("refs/heads/")
         .to_string();
-    let b = create_build(
+    // The triggerer reads the pipeline file as the repository's user (a repository admin
+    // holding a Gitea token here).
+    let user = {
+        let d = shared.data.lock().unwrap();
+        let admins = d.repos.get(&key).map(|r| r.admins.clone()).unwrap_or_default();
+        d.users
+            .iter()
+            .find(|u| admins.contains(&u.login) && u.oauth_token.is_some())
+            .cloned()
+    };
+    let Some(user) = user else {
+        return err(500, "Unauthorized");
+    };
+    match create_build(
         shared,
+        &user,
         &key,
         "push",
         &branch,
         p["after"].as_str().unwrap_or_default(),
         &message,
-    );
-    reply(200, build_json(&b))
+    )
+    .await
+    {
+        Ok(b) => reply(200, build_json(&b)),
+        Err(e) => e,
+    }
 }
 
-fn create_build(
+/// The pipeline file of `key` at `sha`, read from Gitea with the user's token. Drone 2.24
+/// reads `GET /api/v1/repos/{repo}/raw/{ref}/{path}` (drone/go-scm v1.28.0
+/// `scm/driver/gitea/content.go`); the fake Gitea serves the same bytes through the contents
+/// API, which this uses.
+async fn pipeline_file(
     shared: &Arc<Shared>,
+    user: &User,
+    key: &str,
+    sha: &str,
+) -> Result<String, String> {
+    let token = user.oauth_token.clone().ok_or("Unauthorized")?;
+    let path = {
+        let d = shared.data.lock().unwrap();
+        d.repos
+            .get(key)
+            .map(|r| r.config_path.clone())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| ".drone.yml".into())
+    };
+    let url = format!(
+        "{}/api/v1/repos/{key}/contents/{path}?ref={sha}",
+        shared.options.gitea.base_url.trim_end_matches('/')
+    );
+    let r = shared
+        .http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(r.status().canonical_reason().unwrap_or("error").to_string());
+    }
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    let content = v["content"]
+        .as_str()
+        .unwrap_or_default()
+        .replace('\n', "");
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(content)
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// What harness/gitness v2.24.0 `trigger/trigger.go` does with a hook: fetch the pipeline file
+/// at the commit (a failure is the handler's 500), lint it with the repository's `trusted` flag
+/// (a refusal is a build created in `error`, `createBuildError`), else create the build and hand
+/// it to the runner.
+async fn create_build(
+    shared: &Arc<Shared>,
+    user: &User,
     key: &str,
     event: &str,
     branch: &str,
     sha: &str,
     message: &str,
-) -> Build {
+) -> Result<Build, Response> {
+    let config = pipeline_file(shared, user, key, sha)
+        .await
+        .map_err(|e| err(500, &e))?;
+    let pipelines = lint::pipelines(&config).map_err(|e| err(500, &e))?;
+    let trusted = shared.data.lock().unwrap().repos[key].trusted;
+    let refused = pipelines
+        .iter()
+        .find_map(|p| lint::server(p, trusted).err());
     let mut d = shared.data.lock().unwrap();
     let id = d.id();
     let script = d.script.clone();
     let hold = d.hold_builds;
     let repo = d.repos.get_mut(key).unwrap();
     repo.counter += 1;
+    if let Some(error) = refused {
+        let b = Build {
+            id,
+            number: repo.counter,
+            status: "error".into(),
+            event: event.into(),
+            git_ref: format!("refs/heads/{branch}"),
+            after: sha.into(),
+            message: message.into(),
+            stage_status: String::new(),
+            steps: Vec::new(),
+            error,
+            stage_error: String::new(),
+            config,
+        };
+        d.builds.entry(key.into()).or_default().push(b.clone());
+        return Ok(b);
+    }
     let b = Build {
         id,
         number: repo.counter,
@@ -1195,12 +1385,24 @@ fn create_build(
                 log: Vec::new(),
             })
             .collect(),
+        error: String::new(),
+        stage_error: String::new(),
+        config,
     };
     d.builds.entry(key.into()).or_default().push(b.clone());
     if !hold {
         tokio::spawn(run(shared.clone(), key.to_string(), b.number, script));
     }
-    b
+    Ok(b)
+}
+
+/// The runner failed the stage (drone/runner-go v1.12.0 `pipeline/state.go`, `failAll`: stage
+/// `error` with the message; `operator/manager/teardown.go` then marks the build `error`).
+fn fail_stage(b: &mut Build, steps: Vec<Step>, error: &str) {
+    b.steps = steps;
+    b.stage_status = "error".into();
+    b.stage_error = error.into();
+    b.status = "error".into();
 }
 
 async fn run(shared: Arc<Shared>, key: String, number: i64, script: Script) {
@@ -1219,6 +1421,12 @@ async fn run(shared: Arc<Shared>, key: String, number: i64, script: Script) {
         b.status = "running".into();
         b.stage_status = "running".into();
     });
+    // The runner receives the repository as it is now (its `trusted` flag included).
+    let (trusted, config) = {
+        let d = shared.data.lock().unwrap();
+        let b = d.builds[&key].iter().find(|b| b.number == number).unwrap();
+        (d.repos[&key].trusted, b.config.clone())
+    };
     let runner = shared.runner.lock().unwrap().clone();
     if let Some(runner) = runner {
         let job = {
@@ -1276,31 +1484,49 @@ async fn run(shared: Arc<Shared>, key: String, number: i64, script: Script) {
                 message: b.message.clone(),
                 secrets,
                 env,
+                trusted,
+                config,
             }
         };
-        let steps = runner(job).await;
-        let failed = steps.iter().any(|s| s.exit_code != 0);
-        update(&|b| {
-            b.steps = steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| Step {
-                    number: i as i64 + 1,
-                    name: s.name.clone(),
-                    status: if s.exit_code == 0 {
-                        "success"
-                    } else {
-                        "failure"
-                    }
-                    .into(),
-                    exit_code: s.exit_code,
-                    log: s.log.clone(),
-                })
-                .collect();
-            let word = if failed { "failure" } else { "success" };
-            b.stage_status = word.into();
-            b.status = word.into();
+        let stage = runner(job).await;
+        let failed = stage.steps.iter().any(|s| s.exit_code != 0);
+        let steps: Vec<Step> = stage
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Step {
+                number: i as i64 + 1,
+                name: s.name.clone(),
+                status: if s.exit_code == 0 {
+                    "success"
+                } else {
+                    "failure"
+                }
+                .into(),
+                exit_code: s.exit_code,
+                log: s.log.clone(),
+            })
+            .collect();
+        update(&|b| match &stage.error {
+            Some(e) => fail_stage(b, steps.clone(), e),
+            None => {
+                b.steps = steps.clone();
+                let word = if failed { "failure" } else { "success" };
+                b.stage_status = word.into();
+                b.status = word.into();
+            }
         });
+        return;
+    }
+    // The scripted runner lints as drone-runner-kube does before running any step.
+    let refused = match lint::pipelines(&config) {
+        Ok(pipelines) => pipelines
+            .iter()
+            .find_map(|p| lint::runner(p, trusted).err()),
+        Err(e) => Some(e),
+    };
+    if let Some(error) = refused {
+        update(&|b| fail_stage(b, Vec::new(), &error));
         return;
     }
     for (i, step) in script.steps.iter().enumerate() {

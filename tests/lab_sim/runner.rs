@@ -1,6 +1,13 @@
 //! drone-runner-kube, as the test plays it: the fake Drone hands each build here, and the
-//! pipeline that runs is the REAL `.drone.yml` of the commit being built, read from the fake
-//! Gitea's repository.
+//! pipeline that runs is the REAL `.drone.yml` of the commit being built, as the fake Drone
+//! server fetched it from the fake Gitea.
+//!
+//! Before any step, the pipeline is linted as drone-runner-kube v1.0.0-rc.5 does
+//! (`engine/linter/linter.go`, see `fake_drone::lint::runner`) with the repository's `trusted`
+//! flag: an untrusted repository's `config_map`, `secret`, `host` or `claim` volume, or a
+//! privileged step, fails the stage with the linter's text and no step runs. A file the runner
+//! cannot parse fails the stage the same way (drone/runner-go v1.12.0
+//! `pipeline/runtime/runner.go`, `state.FailAll`).
 //!
 //! What the runner does and this does too: Drone's substitution of `${VAR}` (build variables)
 //! and `$$` (a literal `$`) before parsing; the `trigger` (event, branch); `clone: disable`;
@@ -24,7 +31,7 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use super::World;
-use crate::fake_drone::{BuildJob, Runner, StepRun};
+use crate::fake_drone::{BuildJob, Runner, StageRun, StepRun};
 
 /// Drone's substitution: `$$` is a literal `$`; `${NAME}` and `$NAME` are build variables
 /// (unknown ones are empty).
@@ -90,12 +97,11 @@ pub fn runner(world: Arc<World>) -> Runner {
                 job.number
             ));
             match run(&world, &job, &dir).await {
-                Ok(steps) => steps,
-                Err(Fail(why)) => vec![StepRun {
-                    name: "pipeline".into(),
-                    exit_code: 1,
-                    log: vec![why],
-                }],
+                Ok(steps) => StageRun { steps, error: None },
+                Err(Fail(why)) => StageRun {
+                    steps: Vec::new(),
+                    error: Some(why),
+                },
             }
         })
     })
@@ -117,24 +123,14 @@ async fn run(world: &Arc<World>, job: &BuildJob, dir: &Path) -> Result<Vec<StepR
             "the runner's DRONE_RPC_SECRET is not the server's: it cannot connect".into(),
         ));
     }
-    let gitea = world
-        .gitea
-        .lock()
-        .unwrap()
-        .clone()
-        .ok_or_else(|| Fail("no Gitea".into()))?;
-    let (owner, name) = job.repo.split_once('/').unwrap();
-    let repo_dir = gitea.repo_dir(owner, name);
-    let config = crate::fake_gitea::contents::read_file(&repo_dir, &job.commit, ".drone.yml")
-        .ok_or_else(|| Fail(format!("`.drone.yml` not found at {}", job.commit)))?
-        .1;
-    let text = substitute(&String::from_utf8_lossy(&config), &job.env);
+    let text = substitute(&job.config, &job.env);
     let pipeline: Value = serde_yaml::from_str(&text).map_err(|e| Fail(format!("yaml: {e}")))?;
     if pipeline["kind"].as_str() != Some("pipeline")
         || pipeline["type"].as_str() != Some("kubernetes")
     {
         return Err(Fail("no kubernetes pipeline for this runner".into()));
     }
+    crate::fake_drone::lint::runner(&pipeline, job.trusted).map_err(Fail)?;
     let events = strings(&pipeline["trigger"]["event"]);
     let branches = strings(&pipeline["trigger"]["branch"]);
     if (!events.is_empty() && !events.contains(&job.event))

@@ -284,6 +284,26 @@ impl DroneClient {
         .await
     }
 
+    /// `PATCH /api/repos/{owner}/{name}`: change the repository's settings, answering the
+    /// repository as Drone stored it. Drone ignores the administrator-only fields (`trusted`,
+    /// `timeout`, `throttle`, `counter`) of a caller who is not a Drone administrator and still
+    /// answers 200, so callers check the answer.
+    pub async fn update_repo(
+        &self,
+        owner: &str,
+        name: &str,
+        patch: &RepoPatch,
+    ) -> Result<Repo, DroneError> {
+        let body = serde_json::to_vec(patch).expect("repository patches serialize");
+        self.json(
+            &format!("update `{owner}/{name}` in Drone"),
+            Method::PATCH,
+            self.api(&["repos", owner, name], &[]),
+            Some(body),
+        )
+        .await
+    }
+
     /// `GET /api/repos/{owner}/{name}/secrets` (names only; Drone never returns values).
     pub async fn list_secrets(
         &self,

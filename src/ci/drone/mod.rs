@@ -13,10 +13,16 @@
 //! 3. **Login**: the stored API token is tried; without a working one the tool logs in through
 //!    Gitea (see [`login`]) and stores the token Drone hands out.
 //! 4. **Activation** of `lab/nyan-cat` (after a repository sync when Drone does not know it).
-//! 5. **Secrets** of the pipeline, from two Gitea tokens kept in the lab state: PATCH when the
+//! 5. **Trust**: the pipeline mounts the lab CA from a ConfigMap, which drone-runner-kube's
+//!    linter refuses for an untrusted repository (the build ends in `error` before any step).
+//!    Only a Drone administrator may set `trusted` — Drone silently ignores it from anyone
+//!    else — so the admin's token PATCHes it when it is not set, and the answer is checked.
+//! 6. **Secrets** of the pipeline, from two Gitea tokens kept in the lab state: PATCH when the
 //!    secret exists and its value changed, POST when it is missing (a duplicate POST is a 500).
-//! 6. **First build** when the repository never built: the GitOps repository starts with an
-//!    image tag that only the first build creates.
+//! 7. **Build** of the branch head unless one of it succeeded or is still queued or running:
+//!    the GitOps repository starts with an image tag that only a successful build creates, so
+//!    a lab whose build failed (say, before the repository was trusted) is healed by the next
+//!    `up` instead of staying on the never-built `:bootstrap` image.
 //!
 //! Architecture invariant: the decisions ([`oauth_app::plan`], [`secrets::plan`]) are pure
 //! functions of what was read; the effects go through the Drone client, the Gitea client and the
@@ -102,9 +108,25 @@ fn info(client: &DroneClient, repo: &RepoRef, b: &types::Build) -> BuildInfo {
         state: state_of(&b.status),
         commit: b.after.clone(),
         event: b.event.clone(),
-        error: b.error.clone(),
+        error: build_error(b),
         link: client.build_link(&repo.owner, &repo.name, b.number),
     }
+}
+
+/// Why a build could not run: the server's own error (a pipeline file it could not find, parse
+/// or lint), else the first stage's (the runner refused the pipeline — drone-runner-kube's
+/// linter sets the stage error and runs no step). Empty when neither says.
+pub fn build_error(b: &types::Build) -> String {
+    if !b.error.is_empty() {
+        return b.error.clone();
+    }
+    let mut stages: Vec<&types::Stage> = b.stages.iter().collect();
+    stages.sort_by_key(|s| s.number);
+    stages
+        .into_iter()
+        .map(|s| s.error.clone())
+        .find(|e| !e.is_empty())
+        .unwrap_or_default()
 }
 
 pub(crate) async fn recent_builds(

@@ -69,6 +69,21 @@ pub struct Repo {
     /// Number of the last build (0 = never built).
     #[serde(default)]
     pub counter: i64,
+    /// Trusted: the runners allow its pipelines what they refuse other repositories (volumes
+    /// from ConfigMaps, Secrets or host paths, privileged steps). Only a Drone administrator can
+    /// set it.
+    #[serde(default)]
+    pub trusted: bool,
+}
+
+/// Body of `PATCH /api/repos/{owner}/{name}`: pointer fields in Drone, so an omitted field is
+/// left unchanged (handler/api/repos/update.go, `repositoryInput`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepoPatch {
+    /// Trust the repository. Drone applies it only for an administrator and silently keeps
+    /// the old value for anyone else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted: Option<bool>,
 }
 
 /// Body of `POST /api/repos/{owner}/{name}/secrets`.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::login::{self, DroneLoginError, LoginRequest};
 use super::oauth_app::{self, Plan};
 use super::secrets::{self, Action, fingerprint};
-use super::types::{SecretCreate, SecretUpdate};
+use super::types::{Repo, RepoPatch, SecretCreate, SecretUpdate};
 use super::*;
 use crate::ci::oauth_login::{Consent, SignIn};
 use crate::ci::{CiKind, CiReport, CiWiring, WorkloadError, Workloads};
@@ -100,6 +100,27 @@ pub enum DroneWireError {
         /// Who Drone says.
         got: String,
     },
+    /// Drone kept the repository untrusted after the PATCH: the caller is no Drone admin.
+    #[error(
+        "Drone kept `{repo}` untrusted: it applies `trusted` only for a Drone administrator, and `{user}` is {}",
+        if *.admin { "one, yet the answer still says `trusted: false`" } else { "not one" }
+    )]
+    NotTrusted {
+        /// owner/name.
+        repo: String,
+        /// Who the API token belongs to.
+        user: String,
+        /// Whether Drone says that user is an administrator.
+        admin: bool,
+    },
+    /// The branch to build does not exist in Gitea.
+    #[error("`{repo}` has no branch `{branch}` in Gitea, so Drone has nothing to build")]
+    NoBranch {
+        /// owner/name.
+        repo: String,
+        /// Branch.
+        branch: String,
+    },
     /// Drone created no build.
     #[error(
         "Drone started no build of `{repo}` on `{branch}`: no pipeline in its `.drone.yml` accepts the `custom` event of a build started through the API"
@@ -139,6 +160,16 @@ impl Diagnostic for DroneWireError {
             ],
             DroneWireError::NotSynced { .. } => vec![
                 "Drone lists the repositories its Gitea OAuth token can see: check that the Gitea admin owns the `lab` organisation's repositories".into(),
+            ],
+            DroneWireError::NotTrusted { user, admin: false, .. } => vec![
+                format!("Drone makes `{user}` an administrator from `DRONE_USER_CREATE` (`admin:true`) in `Deployment/drone`: check it with `kubectl -n drone get deploy drone -o yaml`, then run `homelab up` again"),
+                "without trust, drone-runner-kube refuses the pipeline's ConfigMap volume (the lab CA) and every build ends in `error`".into(),
+            ],
+            DroneWireError::NotTrusted { .. } => vec![
+                "look at Drone's log: `kubectl -n drone logs deploy/drone`".into(),
+            ],
+            DroneWireError::NoBranch { .. } => vec![
+                "`homelab up` seeds the branch when it wires Gitea: run it again, or push the branch yourself".into(),
             ],
             DroneWireError::FirstBuildSkipped { .. } => vec![
                 "add `custom` to `trigger.event` in the pipeline file (it stays loop-safe: only `homelab up` and Drone's \"New build\" button make such events)".into(),
@@ -204,7 +235,12 @@ pub async fn wire<W: Workloads>(
     let step = "drone activate";
     let t = steps.start(step, &format!("`{repo}`"));
     let r = ensure_active(w, &anon, &drone, &redirect_uri, &repo, logged_in_now).await;
-    let drone = steps.end(step, t, r)?;
+    let (drone, found) = steps.end(step, t, r)?;
+
+    let step = "drone trust";
+    let t = steps.start(step, &format!("`{repo}`"));
+    let r = ensure_trusted(&drone, &repo, &found).await;
+    steps.end(step, t, r)?;
 
     let version = gitea.version().await?.version;
     let scopes = |fine: &[&str]| -> Option<Vec<String>> {
@@ -239,9 +275,9 @@ pub async fn wire<W: Workloads>(
     let r = ensure_secrets(w, &drone, &repo, &desired).await;
     steps.end(step, t, r)?;
 
-    let step = "drone first build";
+    let step = "drone build";
     let t = steps.start(step, &format!("`{repo}` on `{}`", w.branch));
-    let r = ensure_built(w, &drone, &repo).await;
+    let r = ensure_built(w, &drone, &api, &repo).await;
     steps.end(step, t, r)?;
 
     Ok(CiReport {
@@ -506,7 +542,7 @@ async fn ensure_active(
     redirect_uri: &str,
     repo: &RepoRef,
     logged_in_now: bool,
-) -> Result<(Outcome, String, DroneClient), DroneWireError> {
+) -> Result<(Outcome, String, (DroneClient, Repo)), DroneWireError> {
     let mut drone = drone.clone();
     let mut notes = Vec::new();
     let found = match drone.repo(&repo.owner, &repo.name).await? {
@@ -543,7 +579,7 @@ async fn ensure_active(
         } else {
             Outcome::Skipped
         };
-        return Ok((outcome, notes.join("; "), drone));
+        return Ok((outcome, notes.join("; "), (drone, found)));
     }
     let r = drone.activate_repo(&repo.owner, &repo.name).await?;
     notes.push(format!(
@@ -554,7 +590,39 @@ async fn ensure_active(
             &r.config_path
         }
     ));
-    Ok((Outcome::Done, notes.join("; "), drone))
+    Ok((Outcome::Done, notes.join("; "), (drone, r)))
+}
+
+/// Trust the repository when Drone does not yet (look first: a trusted one sees no PATCH).
+async fn ensure_trusted(
+    drone: &DroneClient,
+    repo: &RepoRef,
+    found: &Repo,
+) -> Result<(Outcome, String, ()), DroneWireError> {
+    if found.trusted {
+        return Ok((Outcome::Skipped, format!("`{repo}` is trusted"), ()));
+    }
+    let patch = RepoPatch {
+        trusted: Some(true),
+    };
+    let after = drone.update_repo(&repo.owner, &repo.name, &patch).await?;
+    if !after.trusted {
+        // Drone answers 200 either way (handler/api/repos/update.go applies `trusted` for
+        // administrators only): the answer is the only place the refusal shows.
+        let me = drone.current_user().await?;
+        return Err(DroneWireError::NotTrusted {
+            repo: repo.to_string(),
+            user: me.as_ref().map(|u| u.login.clone()).unwrap_or_default(),
+            admin: me.is_some_and(|u| u.admin),
+        });
+    }
+    Ok((
+        Outcome::Done,
+        format!(
+            "marked `{repo}` trusted: its pipeline mounts the lab CA from a ConfigMap, which drone-runner-kube allows trusted repositories only"
+        ),
+        (),
+    ))
 }
 
 async fn ensure_token(
@@ -718,19 +786,61 @@ async fn ensure_secrets(
 async fn ensure_built(
     w: &CiWiring<'_>,
     drone: &DroneClient,
+    gitea: &GiteaClient,
     repo: &RepoRef,
 ) -> Result<(Outcome, String, ()), DroneWireError> {
+    let head = gitea
+        .get_branch(&repo.owner, &repo.name, &w.branch)
+        .await?
+        .and_then(|b| b.commit)
+        .map(|c| c.id)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| DroneWireError::NoBranch {
+            repo: repo.to_string(),
+            branch: w.branch.clone(),
+        })?;
+    let short = &head[..head.len().min(7)];
     let builds = drone.list_builds(&repo.owner, &repo.name).await?;
-    if let Some(last) = builds.iter().max_by_key(|b| b.number) {
-        return Ok((
-            Outcome::Skipped,
-            format!(
-                "`{repo}` has built before (last build #{}, {})",
-                last.number, last.status
-            ),
-            (),
-        ));
-    }
+    let why = match build_plan(&builds, &head) {
+        BuildPlan::Built(n) => {
+            return Ok((
+                Outcome::Skipped,
+                format!("build #{n} of `{short}` (the head of `{}`) succeeded", w.branch),
+                (),
+            ));
+        }
+        // One that is queued or running will tell; a second would race it to bump the tag.
+        BuildPlan::Underway(n, status) => {
+            return Ok((
+                Outcome::Skipped,
+                format!("build #{n} of `{short}` is {status}; no second build started"),
+                (),
+            ));
+        }
+        BuildPlan::Start(Why::NeverBuilt) => format!("`{repo}` never built"),
+        BuildPlan::Start(Why::HeadNotBuilt) => format!(
+            "no build of `{short}`, the head of `{}`, yet",
+            w.branch
+        ),
+        BuildPlan::Start(Why::HeadFailed(n)) => {
+            // The list does not carry the stages; the build itself says why it failed.
+            let reason = match drone.build(&repo.owner, &repo.name, n).await {
+                Ok(b) => {
+                    let error = build_error(&b);
+                    if error.is_empty() {
+                        format!("`{}`", b.status)
+                    } else {
+                        format!("`{}`: {error}", b.status)
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("read build #{n}: {e}");
+                    "failed".into()
+                }
+            };
+            format!("build #{n} of `{short}` ended {reason}")
+        }
+    };
     match drone
         .create_build(&repo.owner, &repo.name, &w.branch)
         .await?
@@ -738,7 +848,7 @@ async fn ensure_built(
         Some(b) => Ok((
             Outcome::Done,
             format!(
-                "started build #{} of `{}` ({})",
+                "{why}: started build #{} of `{}` ({})",
                 b.number,
                 w.branch,
                 drone.build_link(&repo.owner, &repo.name, b.number)
@@ -749,5 +859,98 @@ async fn ensure_built(
             repo: repo.to_string(),
             branch: w.branch.clone(),
         }),
+    }
+}
+
+/// Why a build is started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The repository has no build at all.
+    NeverBuilt,
+    /// Builds exist, none of the head (a push Drone never saw).
+    HeadNotBuilt,
+    /// Every build of the head failed; the newest is this one.
+    HeadFailed(i64),
+}
+
+/// What to do about building the head, from the builds Drone lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildPlan {
+    /// This build of the head succeeded: nothing to do.
+    Built(i64),
+    /// This build of the head is queued or running (status word): leave it be.
+    Underway(i64, String),
+    /// Start a build.
+    Start(Why),
+}
+
+/// Decide whether to build `head`, from Drone's recent builds (any order). Pure.
+pub fn build_plan(builds: &[types::Build], head: &str) -> BuildPlan {
+    if builds.is_empty() {
+        return BuildPlan::Start(Why::NeverBuilt);
+    }
+    let mut of_head: Vec<&types::Build> = builds.iter().filter(|b| b.after == head).collect();
+    of_head.sort_by_key(|b| std::cmp::Reverse(b.number));
+    if let Some(b) = of_head
+        .iter()
+        .find(|b| state_of(&b.status) == crate::ci::BuildState::Succeeded)
+    {
+        return BuildPlan::Built(b.number);
+    }
+    if let Some(b) = of_head.iter().find(|b| !state_of(&b.status).is_done()) {
+        let status = if b.status.is_empty() {
+            "pending".to_string()
+        } else {
+            b.status.clone()
+        };
+        return BuildPlan::Underway(b.number, status);
+    }
+    match of_head.first() {
+        Some(b) => BuildPlan::Start(Why::HeadFailed(b.number)),
+        None => BuildPlan::Start(Why::HeadNotBuilt),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(number: i64, after: &str, status: &str) -> types::Build {
+        types::Build {
+            number,
+            after: after.into(),
+            status: status.into(),
+            ..types::Build::default()
+        }
+    }
+
+    #[test]
+    fn the_head_is_built_once_unless_every_build_of_it_failed() {
+        assert_eq!(build_plan(&[], "h"), BuildPlan::Start(Why::NeverBuilt));
+        assert_eq!(
+            build_plan(&[b(1, "old", "success")], "h"),
+            BuildPlan::Start(Why::HeadNotBuilt)
+        );
+        assert_eq!(
+            build_plan(&[b(2, "h", "error"), b(1, "h", "failure")], "h"),
+            BuildPlan::Start(Why::HeadFailed(2))
+        );
+        assert_eq!(
+            build_plan(&[b(3, "h", "failure"), b(2, "h", "success")], "h"),
+            BuildPlan::Built(2)
+        );
+        assert_eq!(
+            build_plan(&[b(2, "h", "running"), b(1, "h", "error")], "h"),
+            BuildPlan::Underway(2, "running".into())
+        );
+        assert_eq!(
+            build_plan(&[b(1, "h", "pending")], "h"),
+            BuildPlan::Underway(1, "pending".into())
+        );
+        // A success of an older commit does not count for the head.
+        assert_eq!(
+            build_plan(&[b(2, "h", "killed"), b(1, "old", "success")], "h"),
+            BuildPlan::Start(Why::HeadFailed(2))
+        );
     }
 }
