@@ -48,6 +48,41 @@ impl Endpoint {
     }
 }
 
+/// How long to keep calling a server that does not answer yet, and how often: the first pause,
+/// doubled after each try up to `max_pause`, until `limit` has passed. HTTP has no watch, so a
+/// bounded retry is the wait.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Patience {
+    /// Give up once this much time has passed.
+    pub limit: Duration,
+    /// The first pause between two tries.
+    pub first_pause: Duration,
+    /// The longest pause between two tries.
+    pub max_pause: Duration,
+}
+
+impl Default for Patience {
+    /// Five minutes: the ingress serves a lab name over TLS only once cert-manager has issued
+    /// its certificate, which takes seconds with the lab CA but longer on a slow VM.
+    fn default() -> Self {
+        Patience {
+            limit: Duration::from_secs(300),
+            first_pause: Duration::from_millis(500),
+            max_pause: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Patience {
+    /// The pause after try number `attempt` (1-based).
+    pub fn pause(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+        self.first_pause
+            .saturating_mul(factor)
+            .min(self.max_pause.max(self.first_pause))
+    }
+}
+
 /// The rustls configuration that trusts exactly `ca_pem` (nothing when `None`).
 pub fn rustls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
@@ -150,4 +185,21 @@ pub fn body_excerpt(body: &[u8]) -> String {
         short.push('…');
     }
     redact_url(&short)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patience_doubles_its_pause_up_to_the_maximum() {
+        let p = Patience {
+            limit: Duration::from_secs(60),
+            first_pause: Duration::from_millis(100),
+            max_pause: Duration::from_millis(350),
+        };
+        let pauses: Vec<u128> = (1..=5).map(|a| p.pause(a).as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 350, 350, 350]);
+        assert_eq!(p.pause(u32::MAX).as_millis(), 350);
+    }
 }

@@ -11,11 +11,13 @@ mod fake_gitea;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use fake_gitea::front::{Door, FrontDoor};
 use fake_gitea::pod::FakePodExec;
 use fake_gitea::swagger::Swagger;
 use fake_gitea::{FakeGitea, Options};
 use homelab::git::{Git, GitAuth, GitRemote, Identity, ObjectFormat, PushRequest, tree_id};
 use homelab::gitea::{Credentials, Endpoint, GiteaClient};
+use homelab::http::Patience;
 use homelab::output::Silent;
 use homelab::redact::Secret;
 use homelab::render::{Domain, RenderInput, render};
@@ -37,6 +39,7 @@ struct Lab {
     admin: AdminLogin,
     webhook_secret: Secret,
     seeds: Vec<RepoSeed>,
+    patience: Patience,
 }
 
 /// The repositories as `up` gets them: rendered from the default stack's templates.
@@ -69,8 +72,11 @@ fn rendered_seeds() -> Vec<RepoSeed> {
 
 impl Lab {
     async fn new(options: Options) -> Lab {
+        Lab::around(FakeGitea::start(options).await)
+    }
+
+    fn around(fake: FakeGitea) -> Lab {
         logs();
-        let fake = FakeGitea::start(options).await;
         let pod = FakePodExec::new(&fake);
         let dir = tempfile::tempdir().unwrap();
         let state = LabState::at("t", dir.path().join("t"));
@@ -87,6 +93,7 @@ impl Lab {
             _dir: dir,
             state,
             seeds: rendered_seeds(),
+            patience: Patience::default(),
         }
     }
 
@@ -110,6 +117,7 @@ impl Lab {
                 name: "homelab".into(),
                 email: "homelab@gitea.127.0.0.1.sslip.io".into(),
             },
+            patience: self.patience.clone(),
         }
     }
 
@@ -185,6 +193,164 @@ impl homelab::output::Progress for Recorder {
 
 fn outcome(report: &GiteaReport, step: &str) -> String {
     format!("{:?}", Lab::step(report, step).outcome)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The first call after deploy (issue 12): the ingress may refuse connections or serve a
+// certificate the lab does not know until cert-manager has issued Gitea's.
+
+/// Progress that keeps every `update` line, for a test to wait on.
+struct Updates(tokio::sync::watch::Sender<Vec<String>>);
+
+impl Updates {
+    fn new() -> Updates {
+        Updates(tokio::sync::watch::channel(Vec::new()).0)
+    }
+
+    /// Until a line contains `text` (case-insensitive).
+    async fn saw(&self, text: &str) {
+        let text = text.to_lowercase();
+        self.0
+            .subscribe()
+            .wait_for(|lines| lines.iter().any(|l| l.to_lowercase().contains(&text)))
+            .await
+            .unwrap();
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.0.borrow().clone()
+    }
+}
+
+impl homelab::output::Progress for Updates {
+    fn start(&self, _: &str, _: &str) {}
+    fn update(&self, step: &str, detail: &str) {
+        self.0.send_modify(|l| l.push(format!("{step}: {detail}")));
+    }
+    fn finish(&self, _: &str, _: homelab::output::Outcome, _: std::time::Duration, _: &str) {}
+}
+
+/// A fake Gitea reached only through a [`FrontDoor`] that starts closed.
+async fn behind_a_door() -> (Lab, FrontDoor) {
+    let ca = homelab::tls::generate(
+        "fake",
+        &homelab::tls::permitted_domains(None),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let door = FrontDoor::closed(&ca).await;
+    let root = format!("https://{}:{}", fake_gitea::HOST, door.addr.port());
+    let fake = FakeGitea::start_behind(Options::default(), ca, &root).await;
+    let door = door.backend(fake.listen);
+    (Lab::around(fake), door)
+}
+
+/// Run `wire` while `drive` plays the ingress; `drive` is dropped once wiring ends, so a wiring
+/// that gives up early fails the test instead of leaving it waiting.
+async fn wire_while(
+    lab: &Lab,
+    progress: &Updates,
+    drive: impl std::future::Future<Output = ()>,
+) -> Result<GiteaReport, homelab::wire::gitea::GiteaWireError> {
+    let wiring = lab.wiring();
+    let run = wire(&wiring, progress);
+    tokio::pin!(run);
+    tokio::pin!(drive);
+    let mut driven = false;
+    loop {
+        tokio::select! {
+            r = &mut run => return r,
+            _ = &mut drive, if !driven => driven = true,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_first_call_waits_through_a_refused_port_and_a_wrong_certificate() {
+    let (mut lab, door) = behind_a_door().await;
+    lab.patience = Patience {
+        limit: std::time::Duration::from_secs(120),
+        first_pause: std::time::Duration::from_millis(5),
+        max_pause: std::time::Duration::from_millis(20),
+    };
+    let progress = Updates::new();
+    let report = wire_while(&lab, &progress, async {
+        // Nothing listens yet: the controller is starting.
+        progress.saw("connection refused").await;
+        // It listens, but has no certificate for Gitea's name yet.
+        door.set(Door::WrongCert).await;
+        progress.saw("certificate").await;
+        // cert-manager issued it.
+        door.set(Door::Open).await;
+    })
+    .await;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => panic!("{}\n{:#?}", homelab::error::Error::from(e).render(), progress.lines()),
+    };
+    lab.fake.assert_no_violations();
+    let gitea = Lab::step(&report, "gitea");
+    assert!(gitea.detail.starts_with("Gitea 1.26.1 (answered after "), "{}", gitea.detail);
+    let lines = progress.lines();
+    assert!(
+        lines.iter().all(|l| l.starts_with("gitea: waiting for Gitea to answer over HTTPS (try ")),
+        "{lines:#?}"
+    );
+    // Then the whole wiring went on through the now open door.
+    assert!(Lab::step(&report, "gitea admin").outcome == homelab::output::Outcome::Done);
+    let accepted = door.accepted.lock().unwrap().clone();
+    assert!(accepted.contains(&Door::WrongCert) && accepted.contains(&Door::Open));
+}
+
+#[tokio::test]
+async fn a_gitea_never_reachable_over_https_fails_within_the_bound_saying_what_was_tried() {
+    let (mut lab, door) = behind_a_door().await;
+    door.set(Door::WrongCert).await;
+    lab.patience = Patience {
+        limit: std::time::Duration::from_millis(200),
+        first_pause: std::time::Duration::from_millis(5),
+        max_pause: std::time::Duration::from_millis(20),
+    };
+    let progress = Updates::new();
+    let err = wire(&lab.wiring(), &progress).await.unwrap_err();
+    let text = homelab::error::Error::from(err).render();
+    let url = format!("https://{}:{}", fake_gitea::HOST, door.addr.port());
+    assert!(
+        text.starts_with(&format!(
+            "error: Gitea at {url} did not answer over HTTPS within 0.2s ("
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(", each a connection or TLS error); the last: "),
+        "{text}"
+    );
+    assert!(text.contains("certificate"), "{text}");
+    assert!(
+        text.contains("hint: the ingress serves Gitea's name with the lab CA's certificate only once cert-manager has issued it"),
+        "{text}"
+    );
+    assert!(door.accepted.lock().unwrap().len() > 1, "it tried again");
+    assert!(!progress.lines().is_empty(), "it said it was waiting");
+    assert!(lab.fake.log().is_empty(), "Gitea itself was never reached");
+}
+
+#[tokio::test]
+async fn an_http_error_answer_on_the_first_call_is_not_retried() {
+    let (mut lab, door) = behind_a_door().await;
+    // The ingress answers, with the right certificate, but has no ready backend.
+    door.set(Door::Status(502)).await;
+    lab.patience = Patience {
+        limit: std::time::Duration::from_secs(120),
+        first_pause: std::time::Duration::from_millis(5),
+        max_pause: std::time::Duration::from_millis(20),
+    };
+    let progress = Updates::new();
+    let err = wire(&lab.wiring(), &progress).await.unwrap_err();
+    let text = homelab::error::Error::from(err).render();
+    assert!(text.starts_with("error: read Gitea's version: Gitea answered 502"), "{text}");
+    assert_eq!(door.accepted.lock().unwrap().len(), 1, "one call, no retry");
+    assert!(progress.lines().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1266,6 +1432,7 @@ async fn opt_in_real_gitea_token_org_repos_webhook_and_registry() {
             name: "homelab".into(),
             email: format!("homelab@{host}"),
         },
+        patience: Patience::default(),
     };
     let first = wire(&w, &Silent)
         .await

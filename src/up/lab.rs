@@ -17,7 +17,7 @@ use crate::ci::{self, CiKind, CiWiring, WireTimeouts};
 use crate::deploy::{self, DeployOptions, DeployReport};
 use crate::error::{Error, Result};
 use crate::git::{Git, Identity};
-use crate::http::Endpoint;
+use crate::http::{Endpoint, Patience};
 use crate::provider::Cluster;
 use crate::provider::multipass::sideload::EngineImage;
 use crate::reissue;
@@ -316,6 +316,12 @@ impl Step for WireGiteaStep {
                     author: Identity {
                         name: "homelab".into(),
                         email: format!("homelab@{host}"),
+                    },
+                    // Bounded by the lab's waits (`HOMELAB_TEST_WAITS` shortens them).
+                    patience: Patience {
+                        limit: cx.waits().ready.min(Patience::default().limit),
+                        first_pause: cx.waits().poll,
+                        max_pause: cx.waits().poll_max,
                     },
                 },
                 cx.progress(),

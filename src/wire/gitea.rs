@@ -6,6 +6,11 @@
 //! invariant: every step looks before it writes (user, token, organisation, repository, branch
 //! head, webhook), so a second run on a wired lab performs only reads; the decisions are pure
 //! functions ([`seed_action`], [`token_scopes`], [`plan_hook`]) tested without a server.
+//!
+//! The first call waits: Gitea's Deployment may be Ready while the ingress still has no
+//! certificate for its name (cert-manager is issuing it) or is not listening yet, so connection
+//! and TLS errors are retried within [`GiteaWiring::patience`], with progress, before wiring
+//! fails with what it tried and where to look. HTTP error answers are never retried.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +23,7 @@ use crate::error::Diagnostic;
 use crate::git::{self, Git, GitAuth, GitError, GitRemote, Identity, ObjectFormat, PushRequest};
 use crate::gitea::types::*;
 use crate::gitea::{Created, Credentials, Endpoint, GiteaClient, GiteaError};
+use crate::http::Patience;
 use crate::output::{Outcome, Progress};
 use crate::redact::Secret;
 use crate::render::Manifests;
@@ -158,6 +164,9 @@ pub struct GiteaWiring<'a> {
     pub git: Git,
     /// Author of seed commits.
     pub author: Identity,
+    /// How long the first call waits for Gitea to answer over HTTPS (right after deploy the
+    /// ingress may still lack the certificate cert-manager is issuing).
+    pub patience: Patience,
 }
 
 /// What [`wire`] did.
@@ -228,6 +237,22 @@ pub enum GiteaWireError {
         /// The token name.
         name: String,
     },
+    /// Gitea never answered over HTTPS: every try ended in a connection or TLS error.
+    #[error(
+        "Gitea at {url} did not answer over HTTPS within {} ({attempts} {}, each a connection or TLS error); the last: {last}",
+        crate::output::human_duration(*.after),
+        if *.attempts == 1 { "try" } else { "tries" }
+    )]
+    NeverReachable {
+        /// The base URL, redacted.
+        url: String,
+        /// The bound.
+        after: std::time::Duration,
+        /// How many calls were made.
+        attempts: u32,
+        /// The transport error of the last one.
+        last: String,
+    },
 }
 
 fn stderr_block(s: &str) -> String {
@@ -262,6 +287,87 @@ impl Diagnostic for GiteaWireError {
                 "check Gitea's `[service]` settings: a sign-in source or two-factor rule may refuse password logins to the API".into(),
             ],
             GiteaWireError::TokenMissing { .. } => Vec::new(),
+            GiteaWireError::NeverReachable { last, .. } => unreachable_hints(last),
+        }
+    }
+}
+
+/// What to look at when Gitea never answered, from the last transport error.
+fn unreachable_hints(last: &str) -> Vec<String> {
+    let lower = last.to_lowercase();
+    let tls = ["certificate", "tls", "handshake", "unknownissuer", "alert"]
+        .iter()
+        .any(|w| lower.contains(w));
+    let mut hints = Vec::new();
+    if tls {
+        hints.push(
+            "the ingress serves Gitea's name with the lab CA's certificate only once cert-manager has issued it: see whether it has with `kubectl -n gitea get certificate,secret` and why not with `kubectl -n cert-manager logs deploy/cert-manager`".into(),
+        );
+    } else {
+        hints.push(
+            "nothing answered on the node's port 443: check the ingress controller with `kubectl -n nginx-ingress get pods` and `homelab status`".into(),
+        );
+        hints.push(
+            "a router that drops DNS answers with private addresses breaks `*.sslip.io` names; `--domain` avoids it".into(),
+        );
+    }
+    hints.push("`homelab up` waits again where it stopped: run it once the cause is fixed".into());
+    hints
+}
+
+/// Call Gitea's `/version` until it answers. Connection and TLS errors are retried within
+/// `patience` (the ingress answers the name only once its certificate exists, and may still be
+/// starting); an HTTP error answer is Gitea's own and is not retried.
+async fn wait_for_gitea(
+    anon: &GiteaClient,
+    patience: &Patience,
+    steps: &Steps<'_>,
+    step: &str,
+) -> Result<(Outcome, String, String), GiteaWireError> {
+    let started = std::time::Instant::now();
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        match anon.version().await {
+            Ok(v) => {
+                let waited = if attempt > 1 {
+                    format!(
+                        " (answered after {} tries in {})",
+                        attempt,
+                        crate::output::human_duration(started.elapsed())
+                    )
+                } else {
+                    String::new()
+                };
+                return Ok((
+                    Outcome::Skipped,
+                    format!("Gitea {}{waited}", v.version),
+                    v.version,
+                ));
+            }
+            Err(GiteaError::Unreachable { detail, .. }) => {
+                let pause = patience.pause(attempt);
+                if started.elapsed() + pause > patience.limit {
+                    return Err(GiteaWireError::NeverReachable {
+                        url: crate::redact::redact_url(
+                            anon.base_url().as_str().trim_end_matches('/'),
+                        ),
+                        after: patience.limit,
+                        attempts: attempt,
+                        last: detail,
+                    });
+                }
+                steps.update(
+                    step,
+                    &format!(
+                        "waiting for Gitea to answer over HTTPS (try {attempt}, {} of {}): {detail}",
+                        crate::output::human_duration(started.elapsed()),
+                        crate::output::human_duration(patience.limit)
+                    ),
+                );
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -535,12 +641,8 @@ pub async fn wire(
     record.url = w.endpoint.base_url.trim_end_matches('/').to_string();
 
     let t = steps.start("gitea", "read Gitea's version");
-    let version = anon.version().await.map_err(GiteaWireError::from);
-    let version = steps.end(
-        "gitea",
-        t,
-        version.map(|v| (Outcome::Skipped, format!("Gitea {}", v.version), v.version)),
-    )?;
+    let r = wait_for_gitea(&anon, &w.patience, &steps, "gitea").await;
+    let version = steps.end("gitea", t, r)?;
 
     let t = steps.start("gitea admin", &w.admin.user);
     let r = ensure_admin(w, &anon).await;

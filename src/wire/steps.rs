@@ -51,6 +51,11 @@ impl<'p> Steps<'p> {
         Instant::now()
     }
 
+    /// A line about a running step (what it waits for).
+    pub fn update(&self, step: &str, detail: &str) {
+        self.progress.update(step, detail);
+    }
+
     /// A step ended with `result` (its outcome, a line for people, and a value to pass on).
     pub fn end<T, E: std::fmt::Display>(
         &mut self,

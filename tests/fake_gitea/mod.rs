@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 pub mod contents;
+pub mod front;
 pub mod git_http;
 pub mod oauth;
 pub mod pod;
@@ -171,7 +172,10 @@ pub struct Shared {
 #[derive(Clone)]
 pub struct FakeGitea {
     pub shared: Arc<Shared>,
+    /// Where clients connect (what [`FakeGitea::endpoint`] pins).
     pub addr: SocketAddr,
+    /// Where the fake itself listens: `addr`, except behind a [`front::FrontDoor`].
+    pub listen: SocketAddr,
     pub ca: LabCa,
     _dir: Arc<tempfile::TempDir>,
 }
@@ -273,6 +277,27 @@ impl FakeGitea {
         Self::serve(options, ca, listener, addr, root_url)
     }
 
+    /// Start a fake (HTTPS, certificate from `ca`) that calls itself `root_url`: reached through
+    /// something in front of it on another port, as a [`front::FrontDoor`] is.
+    pub async fn start_behind(options: Options, ca: LabCa, root_url: &str) -> FakeGitea {
+        let (cert, key) = tls::issue_leaf(&ca, HOST);
+        let listener = tls::TlsListener::bind(&cert, &key).await;
+        let listen = axum::serve::Listener::local_addr(&listener).unwrap();
+        let port = reqwest::Url::parse(root_url)
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+            .expect("a root URL with a port");
+        let mut fake = Self::serve(
+            options,
+            ca,
+            listener,
+            listen,
+            root_url.trim_end_matches('/').to_string(),
+        );
+        fake.addr = SocketAddr::from(([127, 0, 0, 1], port));
+        fake
+    }
+
     /// Start a fake the way Gitea's pod serves: plain HTTP (`[server] PROTOCOL=http`) on
     /// 127.0.0.1, with `root_url` (`ROOT_URL`, e.g. `https://gitea.<domain>/`) as the address in
     /// its answers; an ingress in front terminates TLS. `ca` is the lab CA the pod trusts.
@@ -327,6 +352,7 @@ impl FakeGitea {
         FakeGitea {
             shared,
             addr,
+            listen: addr,
             ca,
             _dir: Arc::new(dir),
         }

@@ -222,7 +222,7 @@ pub async fn wire<W: Workloads>(
 
     let step = "drone ready";
     let t = steps.start(step, drone_url.as_str());
-    let r = wait_ready(&anon, w.timeouts.ready).await;
+    let r = wait_ready(&anon, w.timeouts.ready, &steps, step).await;
     steps.end(step, t, r)?;
 
     let step = "drone login";
@@ -446,6 +446,8 @@ async fn ensure_config<W: Workloads>(
 async fn wait_ready(
     drone: &DroneClient,
     timeout: Duration,
+    steps: &Steps<'_>,
+    step: &str,
 ) -> Result<(Outcome, String, ()), DroneWireError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(250);
@@ -466,7 +468,14 @@ async fn wait_ready(
                     last: e.to_string(),
                 });
             }
-            Err(e) => tracing::debug!("Drone not ready yet: {e}"),
+            Err(e) => steps.update(
+                step,
+                &format!(
+                    "waiting for Drone ({} of {}): {e}",
+                    crate::output::human_duration(started.elapsed()),
+                    crate::output::human_duration(timeout)
+                ),
+            ),
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
