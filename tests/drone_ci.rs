@@ -1090,7 +1090,10 @@ async fn an_untrusted_repositorys_build_fails_with_the_runner_linters_message() 
     assert_eq!(b.status, "error");
     assert_eq!(b.stage_error, LINT_CONFIG_MAP);
     assert!(b.steps.is_empty(), "no step ran: {:?}", b.steps);
-    assert!(b.error.is_empty(), "the server's linter does not know ConfigMaps");
+    assert!(
+        b.error.is_empty(),
+        "the server's linter does not know ConfigMaps"
+    );
     // What homelab reads of it (verify, the healing build) carries the linter's text.
     let info = lab
         .target()
@@ -1122,7 +1125,10 @@ fn the_fake_linters_refuse_what_drone_refuses_of_an_untrusted_repository() {
         .unwrap()
     };
     let cases = [
-        ("volumes:\n  - name: v\n    config_map: {name: c}\n", LINT_CONFIG_MAP),
+        (
+            "volumes:\n  - name: v\n    config_map: {name: c}\n",
+            LINT_CONFIG_MAP,
+        ),
         (
             "volumes:\n  - name: v\n    secret: {name: s}\n",
             "linter: untrusted repositories cannot mount secret volumes",
@@ -1145,14 +1151,21 @@ fn the_fake_linters_refuse_what_drone_refuses_of_an_untrusted_repository() {
         ),
     ];
     for (extra, message) in cases {
-        assert_eq!(lint::runner(&doc(extra), false), Err(message.to_string()), "{extra}");
+        assert_eq!(
+            lint::runner(&doc(extra), false),
+            Err(message.to_string()),
+            "{extra}"
+        );
         assert_eq!(lint::runner(&doc(extra), true), Ok(()), "{extra}");
     }
     // The server (drone-yaml) knows host volumes and privileged steps, not ConfigMaps.
     let cm = doc("volumes:\n  - name: v\n    config_map: {name: c}\n");
     assert_eq!(lint::server(&cm, false), Ok(()));
     assert_eq!(
-        lint::server(&doc("volumes:\n  - name: v\n    host: {path: /etc}\n"), false),
+        lint::server(
+            &doc("volumes:\n  - name: v\n    host: {path: /etc}\n"),
+            false
+        ),
         Err("linter: untrusted repositories cannot mount host volumes".into())
     );
     // Rules that hold whatever the trust.
@@ -1180,7 +1193,11 @@ async fn wiring_trusts_the_repository_so_its_first_build_runs() {
     let report = lab.wire().await;
     let trust = Lab::step(&report, "drone trust");
     assert_eq!(trust.outcome, Outcome::Done);
-    assert!(trust.detail.starts_with("marked `lab/nyan-cat` trusted"), "{}", trust.detail);
+    assert!(
+        trust.detail.starts_with("marked `lab/nyan-cat` trusted"),
+        "{}",
+        trust.detail
+    );
     assert!(lab.drone.repo("lab/nyan-cat").unwrap().trusted);
     let patches: Vec<String> = lab
         .drone_writes()
@@ -1216,7 +1233,12 @@ async fn a_token_of_no_drone_admin_cannot_trust_and_wiring_says_so() {
         text.contains("error: Drone kept `lab/nyan-cat` untrusted: it applies `trusted` only for a Drone administrator, and `lab-admin` is not one"),
         "{text}"
     );
-    assert!(text.contains("hint: Drone makes `lab-admin` an administrator from `DRONE_USER_CREATE` (`admin:true`)"), "{text}");
+    assert!(
+        text.contains(
+            "hint: Drone makes `lab-admin` an administrator from `DRONE_USER_CREATE` (`admin:true`)"
+        ),
+        "{text}"
+    );
     assert!(!lab.drone.repo("lab/nyan-cat").unwrap().trusted);
     assert!(
         lab.drone_writes()
@@ -1224,7 +1246,10 @@ async fn a_token_of_no_drone_admin_cannot_trust_and_wiring_says_so() {
         "{:?}",
         lab.drone_writes()
     );
-    assert!(lab.drone.builds("lab/nyan-cat").is_empty(), "no build was started");
+    assert!(
+        lab.drone.builds("lab/nyan-cat").is_empty(),
+        "no build was started"
+    );
 
     // The same call from a Drone admin changes it.
     lab.drone.set_admin(true);
@@ -1249,16 +1274,14 @@ async fn a_token_of_no_drone_admin_cannot_trust_and_wiring_says_so() {
 async fn a_rerun_heals_a_lab_whose_last_build_failed() {
     let lab = wired(LabOptions::default()).await;
     lab.set_trusted(false);
-    lab.gitea.commit_file(
-        "lab",
-        "nyan-cat",
-        "index.html",
-        &page("v2"),
-        "v2",
-    );
+    lab.gitea
+        .commit_file("lab", "nyan-cat", "index.html", &page("v2"), "v2");
     let head = lab.gitea.head("lab", "nyan-cat");
     let failed = lab.wait_build(2).await;
-    assert_eq!((failed.status.as_str(), failed.after.as_str()), ("error", head.as_str()));
+    assert_eq!(
+        (failed.status.as_str(), failed.after.as_str()),
+        ("error", head.as_str())
+    );
 
     let report = lab.wire().await;
     assert_eq!(Lab::step(&report, "drone trust").outcome, Outcome::Done);
@@ -1273,7 +1296,10 @@ async fn a_rerun_heals_a_lab_whose_last_build_failed() {
         build.detail
     );
     let healed = lab.wait_build(3).await;
-    assert_eq!((healed.status.as_str(), healed.after.as_str()), ("success", head.as_str()));
+    assert_eq!(
+        (healed.status.as_str(), healed.after.as_str()),
+        ("success", head.as_str())
+    );
 
     // Healthy now: the next run starts nothing.
     lab.drone.clear_log();
@@ -1281,7 +1307,10 @@ async fn a_rerun_heals_a_lab_whose_last_build_failed() {
     assert_eq!(report.writes(), 0, "{:#?}", report.steps);
     assert_eq!(
         Lab::step(&report, "drone build").detail,
-        format!("build #3 of `{}` (the head of `main`) succeeded", &head[..7])
+        format!(
+            "build #3 of `{}` (the head of `main`) succeeded",
+            &head[..7]
+        )
     );
     assert!(lab.drone_writes().is_empty(), "{:?}", lab.drone_writes());
 }
@@ -1297,7 +1326,10 @@ async fn a_build_of_the_head_under_way_is_not_duplicated() {
     let build = Lab::step(&report, "drone build");
     assert_eq!(build.outcome, Outcome::Skipped);
     assert!(
-        build.detail.starts_with("build #1 of `") && build.detail.ends_with("` is pending; no second build started"),
+        build.detail.starts_with("build #1 of `")
+            && build
+                .detail
+                .ends_with("` is pending; no second build started"),
         "{}",
         build.detail
     );

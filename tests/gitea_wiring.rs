@@ -286,14 +286,24 @@ async fn the_first_call_waits_through_a_refused_port_and_a_wrong_certificate() {
     .await;
     let report = match report {
         Ok(r) => r,
-        Err(e) => panic!("{}\n{:#?}", homelab::error::Error::from(e).render(), progress.lines()),
+        Err(e) => panic!(
+            "{}\n{:#?}",
+            homelab::error::Error::from(e).render(),
+            progress.lines()
+        ),
     };
     lab.fake.assert_no_violations();
     let gitea = Lab::step(&report, "gitea");
-    assert!(gitea.detail.starts_with("Gitea 1.26.1 (answered after "), "{}", gitea.detail);
+    assert!(
+        gitea.detail.starts_with("Gitea 1.26.1 (answered after "),
+        "{}",
+        gitea.detail
+    );
     let lines = progress.lines();
     assert!(
-        lines.iter().all(|l| l.starts_with("gitea: waiting for Gitea to answer over HTTPS (try ")),
+        lines
+            .iter()
+            .all(|l| l.starts_with("gitea: waiting for Gitea to answer over HTTPS (try ")),
         "{lines:#?}"
     );
     // Then the whole wiring went on through the now open door.
@@ -348,7 +358,10 @@ async fn an_http_error_answer_on_the_first_call_is_not_retried() {
     let progress = Updates::new();
     let err = wire(&lab.wiring(), &progress).await.unwrap_err();
     let text = homelab::error::Error::from(err).render();
-    assert!(text.starts_with("error: read Gitea's version: Gitea answered 502"), "{text}");
+    assert!(
+        text.starts_with("error: read Gitea's version: Gitea answered 502"),
+        "{text}"
+    );
     assert_eq!(door.accepted.lock().unwrap().len(), 1, "one call, no retry");
     assert!(progress.lines().is_empty());
 }

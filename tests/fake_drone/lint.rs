@@ -22,7 +22,9 @@
 use serde_yaml::Value;
 
 fn seq(v: &Value) -> Vec<&Value> {
-    v.as_sequence().map(|s| s.iter().collect()).unwrap_or_default()
+    v.as_sequence()
+        .map(|s| s.iter().collect())
+        .unwrap_or_default()
 }
 
 fn text<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -98,7 +100,10 @@ pub fn runner(pipeline: &Value, trusted: bool) -> Result<(), String> {
         }
         for mount in seq(&step["volumes"]) {
             let vname = text(mount, "name");
-            if matches!(vname, "workspace" | "_workspace" | "_docker_socket" | "_status") {
+            if matches!(
+                vname,
+                "workspace" | "_workspace" | "_docker_socket" | "_status"
+            ) {
                 return Err(format!("linter: invalid volume name: {vname}"));
             }
             // filepath.Clean, then a prefix test (so `/run/droneX` is refused too).

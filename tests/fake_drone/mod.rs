@@ -1249,7 +1249,11 @@ async fn hook(shared: &Arc<Shared>, bytes: &[u8], headers: &HeaderMap) -> Respon
     // holding a Gitea token here).
     let user = {
         let d = shared.data.lock().unwrap();
-        let admins = d.repos.get(&key).map(|r| r.admins.clone()).unwrap_or_default();
+        let admins = d
+            .repos
+            .get(&key)
+            .map(|r| r.admins.clone())
+            .unwrap_or_default();
         d.users
             .iter()
             .find(|u| admins.contains(&u.login) && u.oauth_token.is_some())
@@ -1308,10 +1312,7 @@ async fn pipeline_file(
         return Err(r.status().canonical_reason().unwrap_or("error").to_string());
     }
     let v: Value = r.json().await.map_err(|e| e.to_string())?;
-    let content = v["content"]
-        .as_str()
-        .unwrap_or_default()
-        .replace('\n', "");
+    let content = v["content"].as_str().unwrap_or_default().replace('\n', "");
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(content)

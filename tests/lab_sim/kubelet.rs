@@ -429,6 +429,8 @@ impl World {
                     get("DRONE_SERVER_HOST")
                 );
                 let d = FakeDrone::start_plain(options, &self.lab_ca(), &server).await;
+                // Only `admin:true` makes a Drone administrator, who alone can trust a repository.
+                d.set_admin(create.get("admin").map(String::as_str) == Some("true"));
                 d.runner(super::runner::runner(self.me()));
                 *self.drone.lock().unwrap() = Some(d.clone());
                 d

@@ -814,7 +814,10 @@ async fn ensure_built(
         BuildPlan::Built(n) => {
             return Ok((
                 Outcome::Skipped,
-                format!("build #{n} of `{short}` (the head of `{}`) succeeded", w.branch),
+                format!(
+                    "build #{n} of `{short}` (the head of `{}`) succeeded",
+                    w.branch
+                ),
                 (),
             ));
         }
@@ -827,10 +830,9 @@ async fn ensure_built(
             ));
         }
         BuildPlan::Start(Why::NeverBuilt) => format!("`{repo}` never built"),
-        BuildPlan::Start(Why::HeadNotBuilt) => format!(
-            "no build of `{short}`, the head of `{}`, yet",
-            w.branch
-        ),
+        BuildPlan::Start(Why::HeadNotBuilt) => {
+            format!("no build of `{short}`, the head of `{}`, yet", w.branch)
+        }
         BuildPlan::Start(Why::HeadFailed(n)) => {
             // The list does not carry the stages; the build itself says why it failed.
             let reason = match drone.build(&repo.owner, &repo.name, n).await {
