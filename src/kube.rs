@@ -8,13 +8,18 @@
 //! 5 requests/s is what makes peer tools slow); concurrency is bounded instead (a tower
 //! concurrency limit under the client), and transient failures are retried with backoff:
 //! 429/503/504 by kube-rs's server-aware layer (which honours `Retry-After`), connection resets,
-//! 500/502 and anything that layer gave up on by [`retry`].
+//! 500/502 and anything that layer gave up on by [`retry`]. Every request says who sends it
+//! ([`USER_AGENT`]).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::Diagnostic;
+
+/// The `User-Agent` of every request homelab sends to an API server: its audit log records
+/// the client by it (kube-rs sends none by default).
+pub const USER_AGENT: &str = concat!("homelab/", env!("CARGO_PKG_VERSION"));
 
 /// Which cluster to talk to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,16 +146,26 @@ pub async fn connect(target: &KubeTarget, opts: &ClientOptions) -> Result<kube::
         context: target.context.clone(),
         ..Default::default()
     };
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(|source| KubeError::Context {
             path: path.clone(),
             context: target.context.clone().unwrap_or_else(|| "current".into()),
             source,
         })?;
+    build(config, opts)
+}
+
+/// The client for a resolved configuration: connect timeout, no read timeout, our user agent,
+/// and the concurrency bound.
+fn build(mut config: kube::Config, opts: &ClientOptions) -> Result<kube::Client, KubeError> {
     config.connect_timeout = Some(opts.connect_timeout);
     // Watches are long requests; a read timeout would cut them. Waits are bounded by deadlines.
     config.read_timeout = None;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
     let server = crate::redact::redact_url(&config.cluster_url.to_string());
     let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(|source| KubeError::Client { server, source })?;
@@ -162,14 +177,8 @@ pub async fn connect(target: &KubeTarget, opts: &ClientOptions) -> Result<kube::
 /// concurrency bound and timeouts as [`connect`].
 pub async fn connect_in_cluster(opts: &ClientOptions) -> Result<kube::Client, KubeError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config = kube::Config::incluster().map_err(|source| KubeError::InCluster { source })?;
-    config.connect_timeout = Some(opts.connect_timeout);
-    config.read_timeout = None;
-    let server = crate::redact::redact_url(&config.cluster_url.to_string());
-    let builder = kube::client::ClientBuilder::try_from(config)
-        .map_err(|source| KubeError::Client { server, source })?;
-    let limit = tower::limit::ConcurrencyLimitLayer::new(opts.max_in_flight.max(1));
-    Ok(builder.with_layer(&limit).build())
+    let config = kube::Config::incluster().map_err(|source| KubeError::InCluster { source })?;
+    build(config, opts)
 }
 
 /// Whether an error is worth another try: connection-level failures, 429 and 5xx (except 501).

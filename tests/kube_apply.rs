@@ -806,3 +806,56 @@ async fn watches_survive_410_gone_and_dropped_streams() {
     assert_eq!(report.components[0].outcome, ComponentOutcome::Ready);
     assert_eq!(fake.pending_faults(), 0);
 }
+
+/// Every request homelab's Kubernetes client sends says who it is (a real API server's audit
+/// log showed an empty User-Agent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_carries_homelabs_user_agent() {
+    let tc = TestCluster::new().await;
+    let Some(fake) = tc.fake_only(
+        "every_request_carries_homelabs_user_agent",
+        "reads the fake's request log",
+    ) else {
+        return;
+    };
+    fake.controllers(Controllers {
+        ready_after: Duration::from_millis(20),
+        ..Default::default()
+    });
+    let ns = tc.ns("ua");
+    let (stack, m) = stack_of(
+        &[(
+            "ua",
+            &[],
+            Some(ns.as_str()),
+            vec![
+                namespace(&ns),
+                deployment(&ns, "web", "nginx:1.29.3"),
+                service(&ns, "web"),
+            ],
+        )],
+        &tc.lab,
+    );
+    deploy::deploy(
+        &tc.client,
+        &m,
+        &stack,
+        &DeployOptions::new(&tc.lab),
+        &Silent,
+    )
+    .await
+    .unwrap();
+    let requests = fake.requests();
+    let verbs: std::collections::BTreeSet<&str> =
+        requests.iter().map(|r| r.verb.as_str()).collect();
+    for v in ["discovery", "list", "watch", "patch"] {
+        assert!(verbs.contains(v), "no {v} request: {verbs:?}");
+    }
+    let expected = format!("homelab/{}", env!("CARGO_PKG_VERSION"));
+    let others: Vec<(String, String)> = requests
+        .iter()
+        .filter(|r| r.user_agent != expected)
+        .map(|r| (r.path.clone(), r.user_agent.clone()))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+}

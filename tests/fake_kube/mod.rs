@@ -105,6 +105,7 @@ pub struct RequestRecord {
     /// A server-side apply patch.
     pub apply: bool,
     pub field_manager: Option<String>,
+    /// The `User-Agent` header, "" when the client sent none (as a real audit log shows it).
     pub user_agent: String,
     /// Who asked: the client certificate's common name (HTTPS), `token:<value>` for a bearer
     /// token, else `anonymous`.

@@ -267,7 +267,7 @@ pub async fn handle(
         .headers()
         .get("user-agent")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown")
+        .unwrap_or("")
         .to_string();
     let body = req
         .into_body()
