@@ -2,14 +2,18 @@
 //! independent components at the same time; then prune what the lab no longer renders.
 //!
 //! Data flow: `Manifests` (render) + `Stack` + a `kube::Client` (provider) → per component:
-//! wait for its needs → apply (the `apply` engine) → wait for readiness by watches (bounded by
-//! the component's timeout) → [`DeployReport`]. [`health`] is the one-shot view `status` shows.
+//! wait for its needs → apply (the `apply` engine; a write an admission webhook cannot take yet
+//! is tried again) → wait for readiness by watches, both within the component's timeout →
+//! [`DeployReport`]. [`health`] is the one-shot view `status` shows.
 //!
 //! Architecture invariant: a component starts only when everything it needs is ready, and a
 //! failure stops only the components that depend on it. Prune touches only objects labelled with
 //! this lab and a component that either left the stack or was deployed successfully in this run.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::kube::api::{Api, ListParams, LogParams};
@@ -19,13 +23,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::apply::readiness::Readiness;
-use crate::apply::wait::{self, Waiting};
+use crate::apply::wait::{self, AdmissionWait, Waiting};
 use crate::apply::{
     Applied, Applier, ApplyError, ApplyOptions, Change, Manifest, PruneReport, PruneScope,
 };
 use crate::error::Diagnostic;
 use crate::kinds::ObjectRef;
-use crate::kube::describe;
+use crate::kube::{WebhookUnreachable, describe};
 use crate::output::{Outcome, Progress, human_duration};
 use crate::render::{LABEL_COMPONENT, LABEL_LAB, Manifests};
 use crate::stack::Stack;
@@ -394,6 +398,15 @@ async fn run_component(
             object: o.clone(),
         })
         .collect();
+    // One budget per component: the apply (which may wait for an admission webhook) and the
+    // readiness wait share the component's timeout.
+    let timeout = match component.and_then(|c| c.timeout) {
+        Some(t) if t > 0 => Duration::from_secs(t),
+        _ => opts.default_timeout,
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let waiting = Arc::new(Waiting::default());
+    let mut notices = waiting.subscribe();
     let apply_opts = ApplyOptions {
         default_namespace: component.and_then(|c| c.namespace.clone()),
         concurrency: opts.concurrency,
@@ -402,14 +415,40 @@ async fn run_component(
             (LABEL_COMPONENT.to_string(), name.to_string()),
         ]),
         live_selector: Some(format!("{LABEL_LAB}={}", opts.lab)),
+        admission: Some(AdmissionWait {
+            deadline,
+            waiting: waiting.clone(),
+        }),
         ..ApplyOptions::default()
     };
-    let applied = match applier.apply(&manifests, &apply_opts).await {
+    let applied = match reporting(
+        name,
+        progress,
+        &mut notices,
+        applier.apply(&manifests, &apply_opts),
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => {
-            report.outcome = ComponentOutcome::Failed(e.to_string());
+            let mut msg = e.to_string();
+            if let ApplyError::Object {
+                code: Some(500),
+                message,
+                ..
+            } = &e
+                && let Some(w) = WebhookUnreachable::from_message(message)
+            {
+                msg.push_str(&format!(
+                    "\n  the admission webhook `{}` could not be called for {}s: {}",
+                    w.webhook,
+                    timeout.as_secs(),
+                    w.advice()
+                ));
+            }
+            report.outcome = ComponentOutcome::Failed(msg.clone());
             report.elapsed = started.elapsed();
-            progress.finish(name, Outcome::Failed, report.elapsed, &e.to_string());
+            progress.finish(name, Outcome::Failed, report.elapsed, &msg);
             return (report, Vec::new());
         }
     };
@@ -427,20 +466,22 @@ async fn run_component(
             report.unchanged
         ),
     );
-    let timeout = Duration::from_secs(component.and_then(|c| c.timeout).unwrap_or(0))
-        .max(Duration::from_secs(0));
-    let timeout = if timeout.is_zero() {
-        opts.default_timeout
-    } else {
-        timeout
-    };
-    let waiting = Waiting::default();
-    let all = futures::future::try_join_all(applied.objects.iter().map(|a| async {
-        wait::until_ready(applier, a, &waiting)
-            .await
-            .map_err(|why| format!("{}: {why}", a.object))
+    let all = futures::future::try_join_all(applied.objects.iter().map(|a| {
+        let waiting = &waiting;
+        async move {
+            wait::until_ready(applier, a, waiting)
+                .await
+                .map_err(|why| format!("{}: {why}", a.object))
+        }
     }));
-    match tokio::time::timeout(timeout, all).await {
+    let waited = reporting(
+        name,
+        progress,
+        &mut notices,
+        tokio::time::timeout_at(deadline, all),
+    )
+    .await;
+    match waited {
         Ok(Ok(_)) => {
             report.elapsed = started.elapsed();
             report.ready = Some(Instant::now());
@@ -470,6 +511,30 @@ async fn run_component(
         }
     }
     (report, refs)
+}
+
+/// Run `work`, showing each notice (an admission webhook waited for) as a progress line of `step`.
+async fn reporting<F: Future>(
+    step: &str,
+    progress: &dyn Progress,
+    notices: &mut tokio::sync::watch::Receiver<String>,
+    work: F,
+) -> F::Output {
+    let mut work = pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            changed = notices.changed() => {
+                if changed.is_err() {
+                    return work.await;
+                }
+                let text = notices.borrow_and_update().clone();
+                if !text.is_empty() {
+                    progress.update(step, &text);
+                }
+            }
+        }
+    }
 }
 
 /// Why objects are not ready: their own reason, their pods' troubles (image pulls with the image,

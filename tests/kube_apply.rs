@@ -7,8 +7,11 @@ mod fake_kube;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
+use fake_kube::controllers::CaInjection;
 use fake_kube::test_cluster::TestCluster;
-use fake_kube::{Controllers, Fault, FaultAction};
+use fake_kube::{Controllers, FakeKube, Fault, FaultAction};
 use homelab::apply::{Applier, ApplyOptions, Change, Manifest, parse_documents};
 use homelab::deploy::{self, ComponentOutcome, DeployOptions};
 use homelab::output::Silent;
@@ -805,4 +808,583 @@ async fn watches_survive_410_gone_and_dropped_streams() {
     .unwrap();
     assert_eq!(report.components[0].outcome, ComponentOutcome::Ready);
     assert_eq!(fake.pending_faults(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admission webhooks (issue 12, finding 2) and the client's User-Agent
+
+/// Progress that keeps every update line, to see what a user would have been told.
+#[derive(Default)]
+struct Recorded(Mutex<Vec<(String, String)>>);
+
+impl homelab::output::Progress for Recorded {
+    fn start(&self, _: &str, _: &str) {}
+    fn update(&self, step: &str, detail: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((step.to_string(), detail.to_string()));
+    }
+    fn finish(&self, _: &str, _: homelab::output::Outcome, _: Duration, _: &str) {}
+}
+
+impl Recorded {
+    fn updates(&self, step: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| s == step)
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+}
+
+/// The default stack's `cert-manager` (the fake's stand-in for its release manifest) and
+/// `lab-ca` (the lab CA Secret and the ClusterIssuer `homelab-ca`), rendered for `lab`.
+fn cert_manager_and_lab_ca(lab: &str, cert_manager_timeout: Option<u64>) -> (Stack, Manifests) {
+    let mut stack = homelab::stack::load("default", std::path::Path::new(".")).unwrap();
+    stack
+        .components
+        .retain(|c| matches!(c.name.as_str(), "dns" | "cert-manager" | "lab-ca"));
+    let cm = stack
+        .components
+        .iter_mut()
+        .find(|c| c.name == "cert-manager")
+        .unwrap();
+    if cert_manager_timeout.is_some() {
+        cm.timeout = cert_manager_timeout;
+    }
+    let url = cm.source.upstream.clone().unwrap().url;
+    let upstream = BTreeMap::from([(url, fake_kube::controllers::cert_manager_stand_in())]);
+    let ca = homelab::tls::generate(
+        lab,
+        &homelab::tls::permitted_domains(Some("lab.test")),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let manifests = homelab::render::render(
+        &homelab::templates::Templates::embedded().unwrap(),
+        &homelab::render::RenderInput {
+            lab,
+            stack: &stack,
+            domain: &homelab::render::Domain::resolve(Some("lab.test"), None),
+            secrets: &homelab::state::Secrets::placeholders(),
+            ca: &ca,
+            gitea_admin_user: "lab-admin",
+            channel: "1.36/stable".into(),
+            node_ip: None,
+            upstream: &upstream,
+        },
+    )
+    .unwrap();
+    (stack, manifests)
+}
+
+/// Writes of `ClusterIssuer/homelab-ca` the fake answered, as (status code, dry run).
+fn issuer_writes(fake: &FakeKube) -> Vec<(u16, bool)> {
+    fake.requests()
+        .iter()
+        .filter(|r| r.kind == "ClusterIssuer" && r.verb == "patch" && !r.fault)
+        .map(|r| (r.code, r.dry_run))
+        .collect()
+}
+
+/// Issue 12: cert-manager's Deployments are Available before cainjector has put the webhook's CA
+/// into its webhook configurations; until then kube-apiserver refuses the ClusterIssuer ("x509:
+/// certificate signed by unknown authority"). cert-manager is ready only once its webhook can be
+/// called, so `lab-ca` applies the ClusterIssuer after that, and it is never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_waits_for_cert_managers_webhook_then_applies_the_cluster_issuer() {
+    let tc = TestCluster::new().await;
+    let Some(fake) = tc.fake_only(
+        "deploy_waits_for_cert_managers_webhook…",
+        "cert-manager's namespace is fixed and cainjector's timing is the fake's",
+    ) else {
+        return;
+    };
+    // cainjector injects 3 s after it could: longer than the few quick retries of a write last.
+    fake.controllers(Controllers {
+        ready_after: Duration::from_millis(20),
+        ca_injection: CaInjection::After(Duration::from_secs(3)),
+        ..Default::default()
+    });
+    let (stack, manifests) = cert_manager_and_lab_ca(&tc.lab, None);
+    let progress = Recorded::default();
+    let report = deploy::deploy(
+        &tc.client,
+        &manifests,
+        &stack,
+        &DeployOptions::new(&tc.lab),
+        &progress,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    for c in &report.components {
+        assert!(
+            matches!(c.outcome, ComponentOutcome::Ready | ComponentOutcome::Addon),
+            "{c:?}"
+        );
+    }
+    let injected = fake
+        .ready_events()
+        .into_iter()
+        .find(|e| e.kind == "ValidatingWebhookConfiguration")
+        .expect("cainjector injected the CA")
+        .at;
+    let first_issuer_write = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == "ClusterIssuer" && r.verb == "patch")
+        .map(|r| r.at)
+        .min()
+        .expect("the ClusterIssuer was applied");
+    assert!(
+        first_issuer_write > injected,
+        "the ClusterIssuer was sent before the webhook could take it"
+    );
+    assert_eq!(issuer_writes(fake), vec![(201, false)]);
+    assert!(
+        progress.updates("cert-manager").iter().any(|u| u.contains(
+            "`ValidatingWebhookConfiguration/cert-manager-webhook`: webhook `webhook.cert-manager.io` has no CA bundle yet"
+        )),
+        "{:?}",
+        progress.updates("cert-manager")
+    );
+    let live = fake
+        .get("cert-manager.io/v1", "ClusterIssuer", "", "homelab-ca")
+        .unwrap();
+    assert_eq!(
+        live.pointer("/status/conditions/0/status"),
+        Some(&json!("True"))
+    );
+}
+
+/// Issue 12: a webhook whose CA is never injected fails cert-manager at its timeout, naming the
+/// webhook and where to look; what needs cert-manager is not started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_only_a_webhook_never_ready_fails_cert_manager_at_its_timeout_naming_it() {
+    let tc = TestCluster::new().await;
+    let Some(fake) = tc.fake_only(
+        "fake_only_a_webhook_never_ready…",
+        "needs a cainjector that never injects",
+    ) else {
+        return;
+    };
+    fake.controllers(Controllers {
+        ready_after: Duration::from_millis(20),
+        ca_injection: CaInjection::Never,
+        ..Default::default()
+    });
+    let (stack, manifests) = cert_manager_and_lab_ca(&tc.lab, Some(2));
+    let err = deploy::deploy(
+        &tc.client,
+        &manifests,
+        &stack,
+        &DeployOptions::new(&tc.lab),
+        &Silent,
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    for e in [
+        "component `cert-manager`: not ready after 2s",
+        "`ValidatingWebhookConfiguration/cert-manager-webhook`: webhook `webhook.cert-manager.io` has no CA bundle yet: cert-manager's cainjector injects it from Secret `cert-manager/cert-manager-webhook-ca` (look at `kubectl -n cert-manager logs -l app.kubernetes.io/component=cainjector`)",
+        "not started because of that: `lab-ca`",
+    ] {
+        assert!(msg.contains(e), "missing {e:?} in:\n{msg}");
+    }
+    assert!(issuer_writes(fake).is_empty(), "{:?}", issuer_writes(fake));
+}
+
+/// A webhook of someone else's that refuses ConfigMaps labelled `guarded: "yes"` (cluster-wide)
+/// until its Service `guard` in `ns` has a ready endpoint; its CA bundle is there.
+fn guard_webhook(fake: &FakeKube, ns: &str) {
+    fake.insert(namespace(ns));
+    fake.insert(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "guard", "namespace": ns},
+        "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 9443}]}}));
+    fake.insert(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": format!("{ns}-guard")},
+        "webhooks": [{"name": "guard.homelab.test", "failurePolicy": "Fail", "sideEffects": "None",
+            "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
+            "objectSelector": {"matchLabels": {"guarded": "yes"}},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["configmaps"]}],
+            "clientConfig": {"caBundle": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==", "service": {"name": "guard", "namespace": ns, "path": "/validate"}}}],
+    }));
+}
+
+fn guard_ready(fake: &FakeKube, ns: &str) {
+    fake.insert(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "guard-1", "namespace": ns, "labels": {"kubernetes.io/service-name": "guard"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.1.0.20"], "conditions": {"ready": true}}],
+    }));
+}
+
+fn guarded_config_map(ns: &str, name: &str) -> Value {
+    let mut cm = config_map(ns, name, json!({"k": "v"}));
+    cm["metadata"]["labels"] = json!({"guarded": "yes"});
+    cm
+}
+
+/// Issue 12: a write refused because an admission webhook cannot be called yet is tried again
+/// until the component's timeout (not for a second and a half), and the user is told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_only_a_write_a_webhook_cannot_take_yet_waits_for_the_webhook() {
+    let tc = TestCluster::new().await;
+    let Some(fake) = tc.fake_only(
+        "fake_only_a_write_a_webhook_cannot_take_yet…",
+        "needs a webhook whose endpoints the test controls",
+    ) else {
+        return;
+    };
+    let (guard_ns, ns) = (tc.ns("guard"), tc.ns("app"));
+    guard_webhook(fake, &guard_ns);
+    fake.insert(namespace(&ns));
+    let (stack, m) = stack_of(
+        &[(
+            "app",
+            &[],
+            Some(ns.as_str()),
+            vec![guarded_config_map(&ns, "settings")],
+        )],
+        &tc.lab,
+    );
+    let progress = Recorded::default();
+    let endpoints_later = async {
+        // The webhook's pod turns Ready once the apply has been refused a few times.
+        loop {
+            let refused = fake
+                .requests()
+                .iter()
+                .filter(|r| r.kind == "ConfigMap" && r.code == 500)
+                .count();
+            if refused >= 8 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        guard_ready(fake, &guard_ns);
+    };
+    let dopts = DeployOptions::new(&tc.lab);
+    let deployed = deploy::deploy(&tc.client, &m, &stack, &dopts, &progress);
+    let mut deployed = std::pin::pin!(deployed);
+    // Whichever ends first: a deploy that gave up early must not leave the test waiting.
+    let result = tokio::select! {
+        r = &mut deployed => r,
+        _ = endpoints_later => deployed.await,
+    };
+    let report = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.components[0].outcome, ComponentOutcome::Ready);
+    assert!(fake.get("v1", "ConfigMap", &ns, "settings").is_some());
+    let updates = progress.updates("app");
+    assert!(
+        updates.iter().any(|u| u.contains(&format!(
+            "`ConfigMap/settings` in `{ns}`: waiting for the admission webhook `guard.homelab.test` (Service `guard` in `{guard_ns}`) to answer: dial tcp "
+        )) && u.ends_with(":443: connect: connection refused")),
+        "{updates:?}"
+    );
+}
+
+/// Issue 12: a webhook that never answers fails the component at its timeout, with the API
+/// server's words and what to look at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_only_a_write_a_webhook_never_takes_fails_at_the_components_timeout() {
+    let tc = TestCluster::new().await;
+    let Some(fake) = tc.fake_only(
+        "fake_only_a_write_a_webhook_never_takes…",
+        "needs a webhook that never answers",
+    ) else {
+        return;
+    };
+    let (guard_ns, ns) = (tc.ns("guard"), tc.ns("app"));
+    guard_webhook(fake, &guard_ns);
+    fake.insert(namespace(&ns));
+    let (mut stack, m) = stack_of(
+        &[(
+            "app",
+            &[],
+            Some(ns.as_str()),
+            vec![guarded_config_map(&ns, "settings")],
+        )],
+        &tc.lab,
+    );
+    stack.components[0].timeout = Some(3);
+    let err = deploy::deploy(
+        &tc.client,
+        &m,
+        &stack,
+        &DeployOptions::new(&tc.lab),
+        &Silent,
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    for e in [
+        format!(
+            "component `app`: apply `ConfigMap/settings` in `{ns}`: Internal error occurred: failed calling webhook \"guard.homelab.test\": failed to call webhook: Post \"https://guard.{guard_ns}.svc:443/validate?timeout=10s\": dial tcp "
+        ),
+        format!(
+            "the admission webhook `guard.homelab.test` could not be called for 3s: its pods must be Ready and its Service `guard` must have endpoints (`kubectl -n {guard_ns} get pods,endpointslices`)"
+        ),
+    ] {
+        assert!(msg.contains(&e), "missing {e:?} in:\n{msg}");
+    }
+    // Refused many times over the 3 s, where a short retry gives up after 6 attempts.
+    let refused = fake
+        .requests()
+        .iter()
+        .filter(|r| r.kind == "ConfigMap" && r.code == 500)
+        .count();
+    assert!(refused > 6, "refused only {refused} times");
+}
+
+/// Issue 12: only a webhook that cannot be called is waited for; any other refusal fails at once
+/// (an invalid object: one write), and other server errors after the usual short retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrelated_apply_error_still_fails_at_once() {
+    let tc = TestCluster::new().await;
+    let ns = tc.ns("invalid");
+    // A Deployment whose selector does not match its template's labels: 422 from any server.
+    let mut broken = deployment(&ns, "web", "nginx:1.29.3");
+    broken["spec"]["selector"]["matchLabels"] = json!({"app": "other"});
+    let (mut stack, m) = stack_of(
+        &[("web", &[], Some(ns.as_str()), vec![namespace(&ns), broken])],
+        &tc.lab,
+    );
+    stack.components[0].timeout = Some(600);
+    let err = deploy::deploy(
+        &tc.client,
+        &m,
+        &stack,
+        &DeployOptions::new(&tc.lab),
+        &Silent,
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "component `web`: apply `Deployment/web` in `{ns}`: "
+        )),
+        "{msg}"
+    );
+    let Some(fake) = tc.fake() else {
+        return;
+    };
+    let writes = |kind: &str| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.kind == kind && r.verb == "patch")
+            .count()
+    };
+    assert_eq!(writes("Deployment"), 1, "an invalid object is sent once");
+
+    // A server error that is not about a webhook: the usual 6 attempts, then the error.
+    let ns2 = tc.ns("flaky");
+    fake.inject(
+        Fault::new(
+            FaultAction::Status {
+                code: 500,
+                retry_after: None,
+            },
+            100,
+        )
+        .verb("patch")
+        .path("/configmaps/"),
+    );
+    let (mut stack, m) = stack_of(
+        &[(
+            "flaky",
+            &[],
+            Some(ns2.as_str()),
+            vec![namespace(&ns2), config_map(&ns2, "c", json!({}))],
+        )],
+        &tc.lab,
+    );
+    stack.components[0].timeout = Some(600);
+    deploy::deploy(
+        &tc.client,
+        &m,
+        &stack,
+        &DeployOptions::new(&tc.lab),
+        &Silent,
+    )
+    .await
+    .unwrap_err();
+    let faulted = fake
+        .requests()
+        .iter()
+        .filter(|r| r.fault && r.kind == "ConfigMap")
+        .count();
+    assert_eq!(faulted, 6);
+}
+
+/// The fake refuses what kube-apiserver refuses while a webhook cannot be called, with its status
+/// and words (kubernetes `apiserver/pkg/admission/plugin/webhook/validating/dispatcher.go`,
+/// `util/webhook/error.go`, apimachinery `NewInternalError`), and only the writes the webhook's
+/// rules match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_only_the_fake_refuses_writes_a_webhook_cannot_take_as_kube_apiserver_does() {
+    let tc = TestCluster::new().await;
+    let Some(fake) = tc.fake_only(
+        "fake_only_the_fake_refuses_writes…",
+        "checks the fake against kube-apiserver's answers",
+    ) else {
+        return;
+    };
+    let (guard_ns, ns) = (tc.ns("guard"), tc.ns("app"));
+    guard_webhook(fake, &guard_ns);
+    fake.insert(namespace(&ns));
+    let cms: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        tc.client.clone(),
+        &ns,
+        &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+    );
+    let apply = |obj: Value, dry_run: bool| {
+        let cms = cms.clone();
+        async move {
+            let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+            let o: kube::api::DynamicObject = serde_json::from_value(obj).unwrap();
+            let mut pp = kube::api::PatchParams::apply("test");
+            pp.dry_run = dry_run;
+            cms.patch(&name, &pp, &kube::api::Patch::Apply(&o)).await
+        }
+    };
+    let status = |r: Result<kube::api::DynamicObject, kube::Error>| match r {
+        Err(kube::Error::Api(s)) => (s.code, s.reason.clone(), s.message.clone()),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let ip = fake.get("v1", "Service", &guard_ns, "guard").unwrap()["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let prefix = format!(
+        "Internal error occurred: failed calling webhook \"guard.homelab.test\": failed to call webhook: Post \"https://guard.{guard_ns}.svc:443/validate?timeout=10s\": "
+    );
+    // No ready endpoint: kube-proxy refuses the connection to the ClusterIP. Dry runs too.
+    let refused = (
+        500,
+        "InternalError".to_string(),
+        format!("{prefix}dial tcp {ip}:443: connect: connection refused"),
+    );
+    assert_eq!(
+        status(apply(guarded_config_map(&ns, "a"), false).await),
+        refused
+    );
+    assert_eq!(
+        status(apply(guarded_config_map(&ns, "a"), true).await),
+        refused
+    );
+    // Not matched by the webhook's objectSelector: admitted.
+    apply(config_map(&ns, "plain", json!({})), false)
+        .await
+        .unwrap();
+    // The object's own checks come first: a namespace that does not exist is a 404.
+    let elsewhere = guarded_config_map(&tc.ns("missing"), "a");
+    let missing: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        tc.client.clone(),
+        &tc.ns("missing"),
+        &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+    );
+    let o: kube::api::DynamicObject = serde_json::from_value(elsewhere).unwrap();
+    let r = missing
+        .patch(
+            "a",
+            &kube::api::PatchParams::apply("test"),
+            &kube::api::Patch::Apply(&o),
+        )
+        .await;
+    assert_eq!(status(r).0, 404);
+    // Endpoints but no CA bundle: the serving certificate cannot be verified.
+    guard_ready(fake, &guard_ns);
+    let mut vwc = fake
+        .get(
+            "admissionregistration.k8s.io/v1",
+            "ValidatingWebhookConfiguration",
+            "",
+            &format!("{guard_ns}-guard"),
+        )
+        .unwrap();
+    vwc["webhooks"][0]["clientConfig"]
+        .as_object_mut()
+        .unwrap()
+        .remove("caBundle");
+    vwc["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("managedFields");
+    fake.insert(vwc.clone());
+    assert_eq!(
+        status(apply(guarded_config_map(&ns, "a"), false).await),
+        (
+            500,
+            "InternalError".to_string(),
+            format!(
+                "{prefix}tls: failed to verify certificate: x509: certificate signed by unknown authority"
+            )
+        )
+    );
+    // `failurePolicy: Ignore` lets the request through.
+    vwc["webhooks"][0]["failurePolicy"] = json!("Ignore");
+    fake.insert(vwc);
+    apply(guarded_config_map(&ns, "b"), false).await.unwrap();
+    // With its bundle back, the webhook is called and (in the fake) admits.
+    guard_webhook(fake, &guard_ns);
+    apply(guarded_config_map(&ns, "a"), false).await.unwrap();
+}
+
+/// Every request homelab's Kubernetes client sends says who it is (a real API server's audit
+/// log showed an empty User-Agent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_carries_homelabs_user_agent() {
+    let tc = TestCluster::new().await;
+    let Some(fake) = tc.fake_only(
+        "every_request_carries_homelabs_user_agent",
+        "reads the fake's request log",
+    ) else {
+        return;
+    };
+    fake.controllers(Controllers {
+        ready_after: Duration::from_millis(20),
+        ..Default::default()
+    });
+    let ns = tc.ns("ua");
+    let (stack, m) = stack_of(
+        &[(
+            "ua",
+            &[],
+            Some(ns.as_str()),
+            vec![
+                namespace(&ns),
+                deployment(&ns, "web", "nginx:1.29.3"),
+                service(&ns, "web"),
+            ],
+        )],
+        &tc.lab,
+    );
+    deploy::deploy(
+        &tc.client,
+        &m,
+        &stack,
+        &DeployOptions::new(&tc.lab),
+        &Silent,
+    )
+    .await
+    .unwrap();
+    let requests = fake.requests();
+    let verbs: std::collections::BTreeSet<&str> =
+        requests.iter().map(|r| r.verb.as_str()).collect();
+    for v in ["discovery", "list", "watch", "patch"] {
+        assert!(verbs.contains(v), "no {v} request: {verbs:?}");
+    }
+    let expected = format!("homelab/{}", env!("CARGO_PKG_VERSION"));
+    let others: Vec<(String, String)> = requests
+        .iter()
+        .filter(|r| r.user_agent != expected)
+        .map(|r| (r.path.clone(), r.user_agent.clone()))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
 }

@@ -90,6 +90,10 @@ pub struct ApplyOptions {
     /// Take back fields another manager changed, whatever the object's labels: for callers that
     /// establish ownership by their own rule first (the sync engine, by Argo's tracking id).
     pub force_conflicts: bool,
+    /// Until when a write refused because an admission webhook cannot be called yet is tried
+    /// again (cert-manager's webhook before its CA is injected), and where that wait is noticed.
+    /// `None`: such a refusal fails after the usual short retry.
+    pub admission: Option<wait::AdmissionWait>,
 }
 
 impl Default for ApplyOptions {
@@ -102,6 +106,7 @@ impl Default for ApplyOptions {
             live_selector: None,
             crd_timeout: Duration::from_secs(60),
             force_conflicts: false,
+            admission: None,
         }
     }
 }
@@ -537,6 +542,39 @@ impl Applier {
         }
     }
 
+    /// Send a write for `oref`, retried as [`ApplyOptions::admission`] says.
+    async fn write<T, F, Fut>(
+        &self,
+        opts: &ApplyOptions,
+        oref: &ObjectRef,
+        op: F,
+    ) -> Result<T, ::kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ::kube::Error>>,
+    {
+        let Some(a) = &opts.admission else {
+            return retry(&self.backoff, op).await;
+        };
+        let mut waited = false;
+        let out = crate::kube::retry_until(
+            &self.backoff,
+            a.deadline,
+            |w| {
+                waited = true;
+                let text = w.waiting_text();
+                a.waiting.set(oref, &text);
+                a.waiting.notice(&format!("{oref}: {text}"));
+            },
+            op,
+        )
+        .await;
+        if waited && out.is_ok() {
+            a.waiting.done(oref);
+        }
+        out
+    }
+
     /// Apply one object unless it already matches.
     async fn apply_one(
         &self,
@@ -564,7 +602,9 @@ impl Applier {
             // The server may normalise values (quantities, defaults inside lists): ask it what
             // an apply would produce before writing.
             let params = PatchParams::apply(&opts.field_manager).dry_run();
-            let preview = retry(&self.backoff, || api.patch(&p.oref.name, &params, &patch)).await;
+            let preview = self
+                .write(opts, &p.oref, || api.patch(&p.oref.name, &params, &patch))
+                .await;
             if let Ok(preview) = preview {
                 let preview = to_value(&preview, &p.resolved);
                 if diff::comparable(&preview) == diff::comparable(live) {
@@ -573,7 +613,9 @@ impl Applier {
             }
         }
         let params = PatchParams::apply(&opts.field_manager);
-        let result = retry(&self.backoff, || api.patch(&p.oref.name, &params, &patch)).await;
+        let result = self
+            .write(opts, &p.oref, || api.patch(&p.oref.name, &params, &patch))
+            .await;
         let change = if live.is_some() {
             Change::Configured
         } else {
@@ -595,7 +637,8 @@ impl Applier {
                 // The object is ours: someone changed fields homelab sets (e.g. `kubectl edit`).
                 tracing::debug!(object = %p.oref, "taking back fields changed by another manager");
                 let forced = PatchParams::apply(&opts.field_manager).force();
-                let out = retry(&self.backoff, || api.patch(&p.oref.name, &forced, &patch))
+                let out = self
+                    .write(opts, &p.oref, || api.patch(&p.oref.name, &forced, &patch))
                     .await
                     .map_err(|e| object_error(&p, &e))?;
                 Ok(applied(p.clone(), change, to_value(&out, &p.resolved)))

@@ -27,6 +27,12 @@ pub enum Rule {
     ServiceEndpoints,
     /// An Ingress with TLS: ready when each TLS Secret exists with a certificate.
     IngressCertificates(Vec<String>),
+    /// A Validating/MutatingWebhookConfiguration: ready when every webhook served by a Service
+    /// carries a CA bundle ([`webhook_ca`]) and each of these Services (namespace, name) has a
+    /// ready endpoint. Until then the API server refuses every write the webhook matches
+    /// (`failurePolicy: Fail`): cert-manager's Deployments are Available before its cainjector
+    /// has put the webhook's CA into `caBundle` (cert-manager issue 7625).
+    Webhooks(Vec<(String, String)>),
 }
 
 /// The rule for an object (group, kind, and for Services/Ingresses, its spec).
@@ -68,8 +74,79 @@ pub fn rule(group: &str, kind: &str, obj: &Value) -> Rule {
                 Rule::IngressCertificates(secrets)
             }
         }
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration",
+        ) => {
+            let mut services: Vec<(String, String)> = webhooks(obj)
+                .filter_map(|w| {
+                    let svc = w.pointer("/clientConfig/service")?;
+                    Some((
+                        svc.get("namespace")?.as_str()?.to_string(),
+                        svc.get("name")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect();
+            services.sort();
+            services.dedup();
+            Rule::Webhooks(services)
+        }
         _ => Rule::Applied,
     }
+}
+
+fn webhooks(obj: &Value) -> impl Iterator<Item = &Value> {
+    obj.get("webhooks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// Whether every webhook of a webhook configuration that is served by a Service has a CA bundle
+/// to verify it with. Without one the API server checks the webhook's serving certificate
+/// against the system roots, which never signed an in-cluster CA, and fails closed with
+/// "x509: certificate signed by unknown authority". A webhook called by URL is left alone (a
+/// public certificate needs no bundle).
+pub fn webhook_ca(obj: &Value) -> Readiness {
+    let missing: Vec<&str> = webhooks(obj)
+        .filter(|w| w.pointer("/clientConfig/service").is_some())
+        .filter(|w| {
+            w.pointer("/clientConfig/caBundle")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        })
+        .map(|w| w.get("name").and_then(Value::as_str).unwrap_or("?"))
+        .collect();
+    if missing.is_empty() {
+        return Readiness::Ready;
+    }
+    let names = missing
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let annotation = |k: &str| {
+        obj.pointer(&format!("/metadata/annotations/{}", k.replace('/', "~1")))
+            .and_then(Value::as_str)
+    };
+    // cert-manager's cainjector fills `caBundle` in from what these annotations name
+    // (cert-manager `pkg/apis/certmanager/v1/types.go`: WantInjectFromSecretAnnotation,
+    // WantInjectAnnotation).
+    let source = annotation("cert-manager.io/inject-ca-from-secret")
+        .map(|s| ("Secret", s))
+        .or_else(|| annotation("cert-manager.io/inject-ca-from").map(|c| ("Certificate", c)));
+    let why = match source {
+        Some((kind, from)) => {
+            let ns = from.split('/').next().unwrap_or("cert-manager");
+            format!(
+                "webhook {names} has no CA bundle yet: cert-manager's cainjector injects it from {kind} `{from}` (look at `kubectl -n {ns} logs -l app.kubernetes.io/component=cainjector`)"
+            )
+        }
+        None => format!(
+            "webhook {names} has no CA bundle (`clientConfig.caBundle`), and nothing is named to inject one"
+        ),
+    };
+    Readiness::Waiting(why)
 }
 
 fn int(obj: &Value, ptr: &str) -> i64 {
@@ -298,6 +375,44 @@ mod tests {
                 &json!({"spec": {"tls": [{"secretName": "t"}]}})
             ),
             Rule::IngressCertificates(vec!["t".into()])
+        );
+    }
+
+    /// cert-manager v1.21.1's ValidatingWebhookConfiguration as its release manifest renders it
+    /// (`deploy/charts/cert-manager/templates/webhook-validating-webhook.yaml`), before and after
+    /// cainjector has injected the CA.
+    #[test]
+    fn a_webhook_configuration_waits_for_its_ca_bundle_and_its_service() {
+        let mut vwc = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "cert-manager-webhook", "annotations": {"cert-manager.io/inject-ca-from-secret": "cert-manager/cert-manager-webhook-ca"}},
+            "webhooks": [{"name": "webhook.cert-manager.io", "failurePolicy": "Fail", "sideEffects": "None",
+                "clientConfig": {"service": {"name": "cert-manager-webhook", "namespace": "cert-manager", "path": "/validate"}}}],
+        });
+        assert_eq!(
+            rule(
+                "admissionregistration.k8s.io",
+                "ValidatingWebhookConfiguration",
+                &vwc
+            ),
+            Rule::Webhooks(vec![("cert-manager".into(), "cert-manager-webhook".into())])
+        );
+        assert_eq!(
+            webhook_ca(&vwc),
+            Readiness::Waiting("webhook `webhook.cert-manager.io` has no CA bundle yet: cert-manager's cainjector injects it from Secret `cert-manager/cert-manager-webhook-ca` (look at `kubectl -n cert-manager logs -l app.kubernetes.io/component=cainjector`)".into())
+        );
+        vwc["webhooks"][0]["clientConfig"]["caBundle"] = json!("LS0tLS1CRUdJTi");
+        assert_eq!(webhook_ca(&vwc), Readiness::Ready);
+        // A webhook called by URL needs no bundle, and names no Service to wait for.
+        let url = json!({"webhooks": [{"name": "w", "clientConfig": {"url": "https://example.com/validate"}}]});
+        assert_eq!(webhook_ca(&url), Readiness::Ready);
+        assert_eq!(
+            rule(
+                "admissionregistration.k8s.io",
+                "MutatingWebhookConfiguration",
+                &url
+            ),
+            Rule::Webhooks(Vec::new())
         );
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! Architecture invariant: every wait is a watch (kube-runtime's watcher, which lists then
 //! watches from the list's resourceVersion and re-lists on 410 Gone); the rules themselves live
-//! in `readiness.rs`. Waits have no deadline of their own: callers bound them.
+//! in `readiness.rs`. Waits have no deadline of their own: callers bound them. What is worth
+//! telling the user while waiting (an admission webhook that cannot be called yet) is a notice on
+//! [`Waiting`], which the caller forwards to its progress.
 
 use std::collections::BTreeMap;
 use std::pin::pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::kube::api::{Api, DynamicObject, ListParams};
@@ -22,12 +24,48 @@ use crate::kube::describe;
 
 /// What each object being waited on is waiting for, shared with whoever reports progress or a
 /// timeout.
-#[derive(Default)]
+#[derive(Debug)]
 pub struct Waiting {
     reasons: Mutex<BTreeMap<ObjectRef, String>>,
+    notices: tokio::sync::watch::Sender<String>,
+}
+
+impl Default for Waiting {
+    fn default() -> Self {
+        Waiting {
+            reasons: Mutex::new(BTreeMap::new()),
+            notices: tokio::sync::watch::Sender::new(String::new()),
+        }
+    }
+}
+
+/// How long, and on whose behalf, a write refused because an admission webhook cannot be called
+/// yet is tried again (see [`crate::kube::retry_until`]).
+#[derive(Clone, Debug)]
+pub struct AdmissionWait {
+    /// Give up at this instant (the component's timeout).
+    pub deadline: tokio::time::Instant,
+    /// Where the wait is recorded and noticed.
+    pub waiting: Arc<Waiting>,
 }
 
 impl Waiting {
+    /// Notices worth a progress line (one at a time; the latest wins).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<String> {
+        self.notices.subscribe()
+    }
+
+    /// Tell whoever shows progress, unless it is what they were told last.
+    pub fn notice(&self, text: &str) {
+        self.notices.send_if_modified(|last| {
+            if last == text {
+                return false;
+            }
+            *last = text.to_string();
+            true
+        });
+    }
+
     /// Objects not ready yet, with why.
     pub fn snapshot(&self) -> Vec<(ObjectRef, String)> {
         self.reasons
@@ -38,14 +76,16 @@ impl Waiting {
             .collect()
     }
 
-    fn set(&self, o: &ObjectRef, why: &str) {
+    /// `o` waits for `why`.
+    pub fn set(&self, o: &ObjectRef, why: &str) {
         self.reasons
             .lock()
             .unwrap()
             .insert(o.clone(), why.to_string());
     }
 
-    fn done(&self, o: &ObjectRef) {
+    /// `o` waits no more.
+    pub fn done(&self, o: &ObjectRef) {
         self.reasons.lock().unwrap().remove(o);
     }
 }
@@ -141,6 +181,70 @@ async fn wait_for_first_consumer(applier: &Applier, pvc: &Value) -> bool {
     })
 }
 
+/// Wait until a Service has a ready endpoint (an EndpointSlice labelled with its name has one).
+async fn ready_endpoints(applier: &Applier, namespace: &str, service: &str) -> Result<(), String> {
+    let slices = resolve(applier, "discovery.k8s.io/v1", "EndpointSlice").await?;
+    let api: Api<DynamicObject> = applier.api(&slices, namespace);
+    let selector = format!("kubernetes.io/service-name={service}");
+    let mut stream = pin!(watcher::watcher(
+        api,
+        watcher::Config::default().labels(&selector)
+    ));
+    let mut backoff = ErrorBackoff::new();
+    let mut known: BTreeMap<String, Value> = BTreeMap::new();
+    let mut init: BTreeMap<String, Value> = BTreeMap::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => init.clear(),
+            Ok(Event::InitApply(s)) => {
+                init.insert(
+                    s.metadata.name.clone().unwrap_or_default(),
+                    to_value(&s, &slices),
+                );
+            }
+            Ok(Event::InitDone) => known = std::mem::take(&mut init),
+            Ok(Event::Apply(s)) => {
+                known.insert(
+                    s.metadata.name.clone().unwrap_or_default(),
+                    to_value(&s, &slices),
+                );
+            }
+            Ok(Event::Delete(s)) => {
+                known.remove(&s.metadata.name.clone().unwrap_or_default());
+            }
+            Err(e) => {
+                backoff.wait(&e).await;
+                continue;
+            }
+        }
+        let all: Vec<Value> = known.values().cloned().collect();
+        if readiness::slices_ready(&all) {
+            return Ok(());
+        }
+    }
+    Err("the watch ended".to_string())
+}
+
+/// Whether a Service has a ready endpoint now (one LIST).
+async fn has_ready_endpoints(applier: &Applier, namespace: &str, service: &str) -> Readiness {
+    let Ok(slices) = resolve(applier, "discovery.k8s.io/v1", "EndpointSlice").await else {
+        return Readiness::Waiting("endpoints unknown".into());
+    };
+    let api = applier.api(&slices, namespace);
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    match api.list(&lp).await {
+        Ok(l) => {
+            let all: Vec<Value> = l.items.iter().map(|s| to_value(s, &slices)).collect();
+            if readiness::slices_ready(&all) {
+                Readiness::Ready
+            } else {
+                Readiness::Waiting("no ready endpoints".into())
+            }
+        }
+        Err(e) => Readiness::Waiting(describe(&e)),
+    }
+}
+
 /// Wait until one applied object is ready. `Err` carries why it will not become ready.
 pub async fn until_ready(
     applier: &Applier,
@@ -187,47 +291,41 @@ pub async fn until_ready(
             outcome
         }
         Rule::ServiceEndpoints => {
-            let slices = resolve(applier, "discovery.k8s.io/v1", "EndpointSlice").await?;
-            let api: Api<DynamicObject> = applier.api(&slices, &o.namespace);
-            let selector = format!("kubernetes.io/service-name={}", o.name);
-            let mut stream = pin!(watcher::watcher(
-                api,
-                watcher::Config::default().labels(&selector)
-            ));
-            let mut backoff = ErrorBackoff::new();
-            let mut known: BTreeMap<String, Value> = BTreeMap::new();
-            let mut init: BTreeMap<String, Value> = BTreeMap::new();
             waiting.set(o, "no ready endpoints");
+            ready_endpoints(applier, &o.namespace, &o.name).await
+        }
+        Rule::Webhooks(services) => {
+            let api = applier.api(r, "");
+            let mut stream = pin!(watch_object(api, &o.name));
+            let mut backoff = ErrorBackoff::new();
             let mut outcome = Err("the watch ended".to_string());
+            waiting.set(o, "waiting for its CA bundle");
             while let Some(ev) = stream.next().await {
                 match ev {
-                    Ok(Event::Init) => init.clear(),
-                    Ok(Event::InitApply(s)) => {
-                        init.insert(
-                            s.metadata.name.clone().unwrap_or_default(),
-                            to_value(&s, &slices),
-                        );
-                    }
-                    Ok(Event::InitDone) => known = std::mem::take(&mut init),
-                    Ok(Event::Apply(s)) => {
-                        known.insert(
-                            s.metadata.name.clone().unwrap_or_default(),
-                            to_value(&s, &slices),
-                        );
-                    }
-                    Ok(Event::Delete(s)) => {
-                        known.remove(&s.metadata.name.clone().unwrap_or_default());
-                    }
-                    Err(e) => {
-                        backoff.wait(&e).await;
-                        continue;
-                    }
+                    Ok(Some(obj)) => match readiness::webhook_ca(&to_value(&obj, r)) {
+                        Readiness::Ready => {
+                            outcome = Ok(());
+                            break;
+                        }
+                        Readiness::Waiting(why) | Readiness::Failed(why) => {
+                            waiting.set(o, &why);
+                            waiting.notice(&format!("{o}: {why}"));
+                        }
+                    },
+                    Ok(None) => waiting.set(o, "the object does not exist"),
+                    Err(e) => backoff.wait(&e).await,
                 }
-                let all: Vec<Value> = known.values().cloned().collect();
-                if readiness::slices_ready(&all) {
-                    outcome = Ok(());
+            }
+            for (ns, name) in services {
+                if outcome.is_err() {
                     break;
                 }
+                let why = format!(
+                    "Service `{name}` in `{ns}` that serves the webhook has no ready endpoints (look at `kubectl -n {ns} get pods,endpointslices`)"
+                );
+                waiting.set(o, &why);
+                waiting.notice(&format!("{o}: {why}"));
+                outcome = ready_endpoints(applier, &ns, &name).await;
             }
             outcome
         }
@@ -281,24 +379,20 @@ pub async fn check(applier: &Applier, r: &Resolved, live: &Value) -> Readiness {
                 kind == "PersistentVolumeClaim" && wait_for_first_consumer(applier, live).await;
             readiness::own_status(group, kind, live, wffc)
         }
-        Rule::ServiceEndpoints => {
-            let Ok(slices) = resolve(applier, "discovery.k8s.io/v1", "EndpointSlice").await else {
-                return Readiness::Waiting("endpoints unknown".into());
-            };
-            let api = applier.api(&slices, &o.namespace);
-            let lp =
-                ListParams::default().labels(&format!("kubernetes.io/service-name={}", o.name));
-            match api.list(&lp).await {
-                Ok(l) => {
-                    let all: Vec<Value> = l.items.iter().map(|s| to_value(s, &slices)).collect();
-                    if readiness::slices_ready(&all) {
-                        Readiness::Ready
-                    } else {
-                        Readiness::Waiting("no ready endpoints".into())
-                    }
-                }
-                Err(e) => Readiness::Waiting(describe(&e)),
+        Rule::ServiceEndpoints => has_ready_endpoints(applier, &o.namespace, &o.name).await,
+        Rule::Webhooks(services) => {
+            let ca = readiness::webhook_ca(live);
+            if ca != Readiness::Ready {
+                return ca;
             }
+            for (ns, name) in services {
+                if has_ready_endpoints(applier, &ns, &name).await != Readiness::Ready {
+                    return Readiness::Waiting(format!(
+                        "Service `{name}` in `{ns}` that serves the webhook has no ready endpoints"
+                    ));
+                }
+            }
+            Readiness::Ready
         }
         Rule::IngressCertificates(secrets) => {
             let Ok(secret) = resolve(applier, "v1", "Secret").await else {

@@ -15,6 +15,16 @@
 //!   Secret; ingress-shim turns an Ingress annotated `cert-manager.io/cluster-issuer` (or
 //!   `issuer`) into a Certificate per `spec.tls` entry, named after its `secretName`; deleting a
 //!   Certificate's Secret issues it again.
+//! - cert-manager's webhook and cainjector: a webhook Deployment started with
+//!   `--dynamic-serving-ca-secret-name` writes its serving CA into that Secret before it turns
+//!   Available (cert-manager v1.21.1 `pkg/server/tls/authority/authority.go` writes `ca.crt`,
+//!   `tls.crt`, `tls.key`; `pkg/webhook/server/server.go` `handleHealthz` fails until the
+//!   certificate is there); cainjector, once its own Deployment is Available, copies that `ca.crt`
+//!   into `clientConfig.caBundle` of every webhook of the Validating/MutatingWebhookConfigurations
+//!   annotated `cert-manager.io/inject-ca-from-secret: <ns>/<name>`
+//!   (`pkg/controller/cainjector/sources.go`) — [`Controllers::ca_injection`] later, so that a
+//!   client that takes Available Deployments for a working webhook meets the API server's
+//!   refusal (cert-manager issue 7625).
 //! - NGINX Ingress Controller (F5's `nginx/nginx-ingress`): for an IngressClass whose controller
 //!   is `nginx.org/ingress-controller`, a ready workload started with `-ingress-class=<class>` and
 //!   `-report-ingress-status` writes `status.loadBalancer.ingress` of that class's Ingresses from
@@ -67,6 +77,26 @@ pub struct Controllers {
     pub pods: bool,
     /// Asked before a workload's pods run.
     pub kubelet: Option<Kubelet>,
+    /// When cert-manager's cainjector injects its webhook's CA.
+    pub ca_injection: CaInjection,
+}
+
+/// When the simulated cainjector puts the webhook's CA into the webhook configurations, counted
+/// from when it could first (the CA Secret exists and cainjector is Available).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaInjection {
+    /// After this long.
+    After(Duration),
+    /// Never (a broken cainjector).
+    Never,
+}
+
+impl Default for CaInjection {
+    /// 3 s: longer than a client's few quick retries of a refused write last, as a cainjector that
+    /// starts after the webhook (or waits for its leader-election Lease) takes on a real lab.
+    fn default() -> Self {
+        CaInjection::After(Duration::from_secs(3))
+    }
 }
 
 pub(super) fn mark_ready(inner: &Inner, kind: &str, ns: &str, name: &str) {
@@ -136,9 +166,13 @@ pub(super) fn react(inner: &Arc<Inner>, e: WatchEvent) {
                 .pointer("/status/observedGeneration")
                 .and_then(Value::as_i64);
             if observed != Some(generation) {
-                tokio::spawn(roll_out(inner.clone(), cfg, obj, generation, delay));
+                tokio::spawn(roll_out(inner.clone(), cfg.clone(), obj, generation, delay));
             }
             nic_reconcile(inner);
+            cainjector_reconcile(inner, &cfg);
+        }
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
+            cainjector_reconcile(inner, &cfg);
         }
         "Job" if !condition_true(&obj, "Complete") => later(inner, delay, obj, |_, _| {
             Some(json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}))
@@ -166,6 +200,7 @@ pub(super) fn react(inner: &Arc<Inner>, e: WatchEvent) {
         }
         "Certificate" if !condition_true(&obj, "Ready") => issue_later(inner, delay, obj),
         "Secret" => {
+            cainjector_reconcile(inner, &cfg);
             // A CA Secret that appears late makes its issuers Ready.
             let issuers: Vec<Value> = {
                 let store = inner.store.lock().unwrap();
@@ -372,6 +407,7 @@ async fn roll_out(
             };
             match &verdict {
                 Ok(()) => {
+                    webhook_serving_ca(&mut store, &live);
                     store.set_status(&k, ready_status(&kind, &name, generation, replicas));
                     if cfg.pods {
                         replace_pods(&mut store, &live, None);
@@ -734,8 +770,156 @@ fn ingress_shim(inner: &Arc<Inner>, ingress: &Value) {
     inner.publish();
 }
 
-/// A stand-in for cert-manager's release manifest (what `upstream.url` names): its CRDs,
-/// namespace and controller Deployment, for which the controllers above play cert-manager.
+/// The value of a container argument `--<flag>=<value>` of a workload.
+fn container_arg(workload: &Value, flag: &str) -> Option<String> {
+    container_args(workload)
+        .into_iter()
+        .find_map(|a| a.strip_prefix(&format!("--{flag}=")).map(str::to_string))
+}
+
+/// cert-manager's webhook: before it reports healthy it has a serving CA in the Secret its
+/// `--dynamic-serving-ca-secret-*` flags name (generated once, kept after).
+fn webhook_serving_ca(store: &mut Store, workload: &Value) {
+    let Some(secret) = container_arg(workload, "dynamic-serving-ca-secret-name") else {
+        return;
+    };
+    let ns = container_arg(workload, "dynamic-serving-ca-secret-namespace")
+        .unwrap_or_default()
+        .replace("$(POD_NAMESPACE)", s(workload, "/metadata/namespace"));
+    if store
+        .objects
+        .contains_key(&key("", "secrets", &ns, &secret))
+    {
+        return;
+    }
+    let ca = homelab::tls::generate(
+        "cert-manager-webhook-ca",
+        &homelab::tls::permitted_domains(None),
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect("a CA");
+    use base64::Engine as _;
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    let _ = store.put(
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": secret, "namespace": ns, "annotations": {"cert-manager.io/allow-direct-injection": "true"}},
+            "data": {"ca.crt": b64(&ca.cert_pem), "tls.crt": b64(&ca.cert_pem), "tls.key": b64(ca.key_pem.expose())},
+        }),
+        "cert-manager-webhook",
+    );
+}
+
+/// Webhook configurations whose `caBundle` cainjector would change now: (kind, name, bundle).
+fn injections_due(store: &Store) -> Vec<(String, String, String)> {
+    let cainjector_ready = of_type(store, "apps", "deployments").iter().any(|(_, d)| {
+        d.pointer("/metadata/labels/app.kubernetes.io~1component") == Some(&json!("cainjector"))
+            && workload_ready(d)
+    });
+    if !cainjector_ready {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (plural, kind) in [
+        (
+            "validatingwebhookconfigurations",
+            "ValidatingWebhookConfiguration",
+        ),
+        (
+            "mutatingwebhookconfigurations",
+            "MutatingWebhookConfiguration",
+        ),
+    ] {
+        for (k, config) in of_type(store, "admissionregistration.k8s.io", plural) {
+            let from = s(
+                &config,
+                "/metadata/annotations/cert-manager.io~1inject-ca-from-secret",
+            );
+            let Some((ns, name)) = from.split_once('/') else {
+                continue;
+            };
+            let Some(bundle) = store.render(&key("", "secrets", ns, name)).and_then(|sec| {
+                sec.pointer("/data/ca.crt")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            }) else {
+                continue;
+            };
+            let stale = config
+                .get("webhooks")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|w| {
+                    w.pointer("/clientConfig/caBundle").and_then(Value::as_str) != Some(&bundle)
+                });
+            if stale {
+                out.push((kind.to_string(), k.3.clone(), bundle));
+            }
+        }
+    }
+    out
+}
+
+/// cainjector: inject what is due, after [`Controllers::ca_injection`].
+fn cainjector_reconcile(inner: &Arc<Inner>, cfg: &Controllers) {
+    let CaInjection::After(delay) = cfg.ca_injection else {
+        return;
+    };
+    if injections_due(&inner.store.lock().unwrap()).is_empty() {
+        return;
+    }
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut injected = Vec::new();
+        {
+            let mut store = inner.store.lock().unwrap();
+            for (kind, name, bundle) in injections_due(&store) {
+                let Some(rt) = store.type_for("admissionregistration.k8s.io/v1", &kind) else {
+                    continue;
+                };
+                let Some(live) =
+                    store.render(&key("admissionregistration.k8s.io", &rt.plural, "", &name))
+                else {
+                    continue;
+                };
+                let hooks: Vec<Value> = live["webhooks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|w| json!({"name": w["name"], "clientConfig": {"caBundle": bundle}}))
+                    .collect();
+                let patch = json!({
+                    "apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+                    "metadata": {"name": name}, "webhooks": hooks,
+                });
+                let opts = super::store::WriteOptions {
+                    manager: "cert-manager-cainjector",
+                    force: true,
+                    dry_run: false,
+                    subresource_status: false,
+                };
+                if store.apply(&rt, "", &name, patch, &opts).is_ok() {
+                    injected.push((kind, name));
+                }
+            }
+        }
+        for (kind, name) in injected {
+            mark_ready(&inner, &kind, "", &name);
+        }
+        inner.publish();
+    });
+}
+
+/// A stand-in for cert-manager's release manifest (what `upstream.url` names), for which the
+/// controllers above play cert-manager: its namespace, two of its CRDs, the controller,
+/// cainjector and webhook Deployments, the webhook's Service, and its Validating and Mutating
+/// WebhookConfigurations as v1.21.1's static manifest renders them (`make/manifests.mk`: `helm
+/// template … --namespace=cert-manager --set=startupapicheck.enabled=false`; chart templates
+/// `deploy/charts/cert-manager/templates/webhook-{validating,mutating}-webhook.yaml`,
+/// `webhook-service.yaml`, `webhook-deployment.yaml`, values `webhook.timeoutSeconds: 30` and
+/// the validating webhook's `namespaceSelector`): no `caBundle`, which cainjector injects.
 pub fn cert_manager_stand_in() -> String {
     r#"apiVersion: v1
 kind: Namespace
@@ -785,6 +969,116 @@ spec:
       containers:
         - name: cert-manager-controller
           image: quay.io/jetstack/cert-manager-controller:v1.21.1
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: cert-manager-cainjector
+  namespace: cert-manager
+  labels: {app: cainjector, app.kubernetes.io/name: cainjector, app.kubernetes.io/instance: cert-manager, app.kubernetes.io/component: cainjector}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app.kubernetes.io/name: cainjector, app.kubernetes.io/instance: cert-manager, app.kubernetes.io/component: cainjector}
+  template:
+    metadata:
+      labels: {app: cainjector, app.kubernetes.io/name: cainjector, app.kubernetes.io/instance: cert-manager, app.kubernetes.io/component: cainjector}
+    spec:
+      containers:
+        - name: cert-manager-cainjector
+          image: quay.io/jetstack/cert-manager-cainjector:v1.21.1
+          args: [--v=2, --leader-election-namespace=kube-system]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: cert-manager-webhook
+  namespace: cert-manager
+  labels: {app: webhook, app.kubernetes.io/name: webhook, app.kubernetes.io/instance: cert-manager, app.kubernetes.io/component: webhook}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app.kubernetes.io/name: webhook, app.kubernetes.io/instance: cert-manager, app.kubernetes.io/component: webhook}
+  template:
+    metadata:
+      labels: {app: webhook, app.kubernetes.io/name: webhook, app.kubernetes.io/instance: cert-manager, app.kubernetes.io/component: webhook}
+    spec:
+      containers:
+        - name: cert-manager-webhook
+          image: quay.io/jetstack/cert-manager-webhook:v1.21.1
+          args:
+            - --v=2
+            - --secure-port=10250
+            - --dynamic-serving-ca-secret-namespace=$(POD_NAMESPACE)
+            - --dynamic-serving-ca-secret-name=cert-manager-webhook-ca
+            - --dynamic-serving-dns-names=cert-manager-webhook
+            - --dynamic-serving-dns-names=cert-manager-webhook.$(POD_NAMESPACE)
+            - --dynamic-serving-dns-names=cert-manager-webhook.$(POD_NAMESPACE).svc
+          ports:
+            - {name: https, protocol: TCP, containerPort: 10250}
+            - {name: healthcheck, protocol: TCP, containerPort: 6080}
+          env:
+            - name: POD_NAMESPACE
+              valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: cert-manager-webhook
+  namespace: cert-manager
+  labels: {app: webhook, app.kubernetes.io/name: webhook, app.kubernetes.io/instance: cert-manager, app.kubernetes.io/component: webhook}
+spec:
+  type: ClusterIP
+  ports:
+    - {name: https, port: 443, protocol: TCP, targetPort: https}
+  selector: {app.kubernetes.io/name: webhook, app.kubernetes.io/instance: cert-manager, app.kubernetes.io/component: webhook}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: cert-manager-webhook
+  labels: {app: webhook, app.kubernetes.io/name: webhook, app.kubernetes.io/instance: cert-manager, app.kubernetes.io/component: webhook}
+  annotations:
+    cert-manager.io/inject-ca-from-secret: "cert-manager/cert-manager-webhook-ca"
+webhooks:
+  - name: webhook.cert-manager.io
+    rules:
+      - apiGroups: ["cert-manager.io"]
+        apiVersions: ["v1"]
+        operations: [CREATE]
+        resources: ["certificaterequests"]
+    admissionReviewVersions: ["v1"]
+    matchPolicy: Equivalent
+    timeoutSeconds: 30
+    failurePolicy: Fail
+    sideEffects: None
+    clientConfig:
+      service: {name: cert-manager-webhook, namespace: cert-manager, path: /mutate}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: cert-manager-webhook
+  labels: {app: webhook, app.kubernetes.io/name: webhook, app.kubernetes.io/instance: cert-manager, app.kubernetes.io/component: webhook}
+  annotations:
+    cert-manager.io/inject-ca-from-secret: "cert-manager/cert-manager-webhook-ca"
+webhooks:
+  - name: webhook.cert-manager.io
+    namespaceSelector:
+      matchExpressions:
+        - {key: cert-manager.io/disable-validation, operator: NotIn, values: ["true"]}
+    rules:
+      - apiGroups: ["cert-manager.io", "acme.cert-manager.io"]
+        apiVersions: ["v1"]
+        operations: [CREATE, UPDATE]
+        resources: ["*/*"]
+    admissionReviewVersions: ["v1"]
+    matchPolicy: Equivalent
+    timeoutSeconds: 30
+    failurePolicy: Fail
+    sideEffects: None
+    clientConfig:
+      service: {name: cert-manager-webhook, namespace: cert-manager, path: /validate}
 "#
     .to_string()
 }

@@ -39,6 +39,12 @@
 //!   `spec.template`, immutable Secret/ConfigMap data; workloads without a selector, with a
 //!   selector that does not match the template labels, or without containers (422).
 //! - Defaults: Service `type` and `clusterIP`, Namespace `status.phase`, PVC `Pending`.
+//! - Admission webhooks ([`admission`]): a write a Validating/MutatingWebhookConfiguration
+//!   matches is refused with kube-apiserver's `500 InternalError` "failed calling webhook …"
+//!   while the webhook cannot be called (its Service missing or without ready endpoints:
+//!   "connection refused"; its `caBundle` empty: "x509: certificate signed by unknown
+//!   authority"); mutating webhooks before the object's own checks, validating ones after; dry
+//!   runs too. A webhook that can be called admits.
 //! - Pod logs (`pods/{name}/log` with `container`, `previous`, `tailLines`) from test hooks.
 //! - Pod exec (`pods/{name}/exec`, websocket `v5`/`v4.channel.k8s.io`, see [`exec`]), the command
 //!   played by a test handler ([`FakeKube::on_exec`]).
@@ -50,11 +56,14 @@
 //!   roll out (optionally with their ReplicaSets and Pods, gated by a test kubelet), Jobs
 //!   complete, PVCs bind (a WaitForFirstConsumer claim once a pod uses it), Services get a ready
 //!   EndpointSlice, cert-manager issues real certificates from a CA issuer's key pair (and
-//!   ingress-shim turns annotated Ingresses into Certificates), NIC publishes Ingress status —
+//!   ingress-shim turns annotated Ingresses into Certificates; its webhook writes its serving CA
+//!   and cainjector injects it into the webhook configurations, later), NIC publishes Ingress
+//!   status —
 //!   after a delay per object, so readiness tests are deterministic.
 //!
 //! # Not implemented
-//! Authentication/authorization (any client is admin), admission webhooks, OpenAPI schema
+//! Authentication/authorization (any client is admin), webhooks that answer and deny (see
+//! [`admission`] for what else of admission is left out), OpenAPI schema
 //! validation of fields, defaulting beyond the list above, JSON patch, strategic-merge
 //! semantics, aggregated discovery, protobuf, table output, `sendInitialEvents`/bookmarks,
 //! namespace `Terminating` phase (content is deleted at once), foreground deletion ordering,
@@ -64,6 +73,7 @@
 
 #![allow(dead_code)]
 
+pub mod admission;
 pub mod controllers;
 pub mod exec;
 pub mod server;
@@ -105,6 +115,7 @@ pub struct RequestRecord {
     /// A server-side apply patch.
     pub apply: bool,
     pub field_manager: Option<String>,
+    /// The `User-Agent` header, "" when the client sent none (as a real audit log shows it).
     pub user_agent: String,
     /// Who asked: the client certificate's common name (HTTPS), `token:<value>` for a bearer
     /// token, else `anonymous`.

@@ -11,6 +11,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::admission::{Attributes, Phase, admit};
 use super::store::{
     ApiError, FieldSelector, ResourceType, Selector, Store, WatchEvent, WriteOptions,
 };
@@ -267,7 +268,7 @@ pub async fn handle(
         .headers()
         .get("user-agent")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown")
+        .unwrap_or("")
         .to_string();
     let body = req
         .into_body()
@@ -545,7 +546,6 @@ fn resource(
             ));
         }
     };
-    let manager = q("fieldManager");
     let mut store = inner.store.lock().unwrap();
     let result = match (method.clone(), &t.name) {
         (Method::GET, None) => {
@@ -595,89 +595,53 @@ fn resource(
                 .map(|o| (200, o))
                 .ok_or_else(|| ApiError::not_found(&t.rt, name))
         }
-        (Method::POST, None) => {
-            let obj = parse_body(body)?;
-            let manager = manager.unwrap_or_else(|| "unknown".into());
-            store
-                .create(&t.rt, &ns, obj, &manager, dry_run)
-                .map(|o| (201, o))
-        }
-        (Method::PATCH, Some(name)) => {
-            let patch = parse_body(body)?;
-            if content_type.starts_with("application/apply-patch") {
-                let Some(manager) = manager.filter(|m| !m.is_empty()) else {
-                    return Err(ApiError::new(
-                        400,
-                        "BadRequest",
-                        "PATCH, apply: fieldManager is required for apply requests",
-                    ));
-                };
-                let force = q("force").is_some_and(|f| f == "true");
-                let opts = WriteOptions {
-                    manager: &manager,
-                    force,
-                    dry_run,
-                    subresource_status: status_sub,
-                };
-                let existed = store.objects.contains_key(&(
-                    t.rt.group.clone(),
-                    t.rt.plural.clone(),
-                    if t.rt.namespaced {
-                        ns.clone()
-                    } else {
-                        String::new()
-                    },
-                    name.clone(),
-                ));
-                store
-                    .apply(&t.rt, &ns, name, patch, &opts)
-                    .map(|o| (if existed { 200 } else { 201 }, o))
-            } else if content_type.starts_with("application/merge-patch+json")
-                || content_type.starts_with("application/strategic-merge-patch+json")
-            {
-                let manager = manager.unwrap_or_else(|| "unknown".into());
-                let opts = WriteOptions {
-                    manager: &manager,
-                    force: false,
-                    dry_run,
-                    subresource_status: status_sub,
-                };
-                store
-                    .merge_patch(&t.rt, &ns, name, &patch, &opts)
-                    .map(|o| (200, o))
-            } else {
-                Err(ApiError::new(
-                    415,
-                    "UnsupportedMediaType",
-                    format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml, application/merge-patch+json (fake: {content_type} is not implemented)"
-                    ),
-                ))
-            }
-        }
-        (Method::PUT, Some(name)) => {
-            let obj = parse_body(body)?;
-            let manager = manager.unwrap_or_else(|| "unknown".into());
-            let opts = WriteOptions {
-                manager: &manager,
-                force: false,
-                dry_run,
-                subresource_status: status_sub,
+        (Method::POST, None)
+        | (Method::PATCH, Some(_))
+        | (Method::PUT, Some(_))
+        | (Method::DELETE, Some(_)) => {
+            let w = Write {
+                t,
+                method,
+                q,
+                content_type,
+                body,
+                status_sub,
             };
-            store
-                .replace(&t.rt, &ns, name, obj, &opts)
-                .map(|o| (200, o))
-        }
-        (Method::DELETE, Some(name)) => {
-            let opts = parse_body(body).unwrap_or(Value::Null);
-            let propagation = opts["propagationPolicy"]
-                .as_str()
-                .map(String::from)
-                .or_else(|| q("propagationPolicy"))
-                .unwrap_or_else(|| "Background".into());
-            store
-                .delete(&t.rt, &ns, name, &propagation, dry_run)
-                .map(|o| (200, o))
+            // Admission as kube-apiserver orders it: mutating webhooks, then the object's own
+            // checks (tried here as a dry run), then validating webhooks, then the write.
+            if let Some(op) = w.operation(&store).filter(|_| has_webhooks(&store)) {
+                let object = parse_body(body).ok().filter(Value::is_object);
+                let old = t.name.as_ref().and_then(|n| {
+                    store.render(&(
+                        t.rt.group.clone(),
+                        t.rt.plural.clone(),
+                        if t.rt.namespaced {
+                            ns.clone()
+                        } else {
+                            String::new()
+                        },
+                        n.clone(),
+                    ))
+                });
+                let attr_ns = if t.rt.group.is_empty() && t.rt.plural == "namespaces" {
+                    t.name.clone().unwrap_or_default()
+                } else {
+                    ns.clone()
+                };
+                let attr = Attributes {
+                    rt: &t.rt,
+                    namespace: &attr_ns,
+                    subresource: t.sub.as_deref(),
+                    operation: op,
+                    object: object.as_ref(),
+                    old: old.as_ref(),
+                    dry_run,
+                };
+                admit(&store, Phase::Mutating, &attr)?;
+                w.run(&mut store, true)?;
+                admit(&store, Phase::Validating, &attr)?;
+            }
+            w.run(&mut store, dry_run)
         }
         (Method::DELETE, None) => {
             let labels = Selector::parse(&q("labelSelector").unwrap_or_default())
@@ -707,6 +671,166 @@ fn resource(
     drop(store);
     inner.publish();
     result.map(|(c, v)| (c, Reply::Json(v)))
+}
+
+/// Whether any admission webhook is configured (else admission has nothing to ask).
+fn has_webhooks(store: &Store) -> bool {
+    store.objects.keys().any(|k| {
+        k.0 == "admissionregistration.k8s.io"
+            && matches!(
+                k.1.as_str(),
+                "validatingwebhookconfigurations" | "mutatingwebhookconfigurations"
+            )
+    })
+}
+
+/// One write request (POST, PATCH, PUT, DELETE of a named object), to run as a dry run first
+/// (the object's own checks, before validating admission) and then for real.
+struct Write<'a> {
+    t: &'a Target,
+    method: &'a Method,
+    q: &'a dyn Fn(&str) -> Option<String>,
+    content_type: &'a str,
+    body: &'a [u8],
+    status_sub: bool,
+}
+
+impl Write<'_> {
+    fn q(&self, k: &str) -> Option<String> {
+        (self.q)(k)
+    }
+
+    /// The admission operation, or `None` when the request never reaches admission (an update
+    /// or delete of a missing object is answered 404 first; a namespaced write into a missing
+    /// namespace is refused by the NamespaceLifecycle plugin, which runs before the webhooks).
+    fn operation(&self, store: &Store) -> Option<&'static str> {
+        let ns = self.t.namespace.clone().unwrap_or_default();
+        if self.t.rt.namespaced && !store.namespace_active(&ns) {
+            return None;
+        }
+        let exists = self.t.name.as_ref().is_some_and(|n| {
+            store.objects.contains_key(&(
+                self.t.rt.group.clone(),
+                self.t.rt.plural.clone(),
+                if self.t.rt.namespaced {
+                    ns.clone()
+                } else {
+                    String::new()
+                },
+                n.clone(),
+            ))
+        });
+        match *self.method {
+            Method::POST => Some("CREATE"),
+            Method::PATCH if self.content_type.starts_with("application/apply-patch") => {
+                Some(if exists { "UPDATE" } else { "CREATE" })
+            }
+            Method::PATCH | Method::PUT if exists => Some("UPDATE"),
+            Method::DELETE if exists => Some("DELETE"),
+            _ => None,
+        }
+    }
+
+    fn run(&self, store: &mut Store, dry_run: bool) -> Result<(u16, Value), ApiError> {
+        let t = self.t;
+        let ns = t.namespace.clone().unwrap_or_default();
+        match (self.method.clone(), &t.name) {
+            (Method::POST, None) => {
+                let obj = parse_body(self.body)?;
+                let manager = self.q("fieldManager").unwrap_or_else(|| "unknown".into());
+                store
+                    .create(&t.rt, &ns, obj, &manager, dry_run)
+                    .map(|o| (201, o))
+            }
+            (Method::PATCH, Some(name)) => {
+                let patch = parse_body(self.body)?;
+                if self.content_type.starts_with("application/apply-patch") {
+                    let Some(manager) = self.q("fieldManager").filter(|m| !m.is_empty()) else {
+                        return Err(ApiError::new(
+                            400,
+                            "BadRequest",
+                            "PATCH, apply: fieldManager is required for apply requests",
+                        ));
+                    };
+                    let force = self.q("force").is_some_and(|f| f == "true");
+                    let opts = WriteOptions {
+                        manager: &manager,
+                        force,
+                        dry_run,
+                        subresource_status: self.status_sub,
+                    };
+                    let existed = store.objects.contains_key(&(
+                        t.rt.group.clone(),
+                        t.rt.plural.clone(),
+                        if t.rt.namespaced {
+                            ns.clone()
+                        } else {
+                            String::new()
+                        },
+                        name.clone(),
+                    ));
+                    store
+                        .apply(&t.rt, &ns, name, patch, &opts)
+                        .map(|o| (if existed { 200 } else { 201 }, o))
+                } else if self
+                    .content_type
+                    .starts_with("application/merge-patch+json")
+                    || self
+                        .content_type
+                        .starts_with("application/strategic-merge-patch+json")
+                {
+                    let manager = self.q("fieldManager").unwrap_or_else(|| "unknown".into());
+                    let opts = WriteOptions {
+                        manager: &manager,
+                        force: false,
+                        dry_run,
+                        subresource_status: self.status_sub,
+                    };
+                    store
+                        .merge_patch(&t.rt, &ns, name, &patch, &opts)
+                        .map(|o| (200, o))
+                } else {
+                    Err(ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml, application/merge-patch+json (fake: {} is not implemented)",
+                            self.content_type
+                        ),
+                    ))
+                }
+            }
+            (Method::PUT, Some(name)) => {
+                let obj = parse_body(self.body)?;
+                let manager = self.q("fieldManager").unwrap_or_else(|| "unknown".into());
+                let opts = WriteOptions {
+                    manager: &manager,
+                    force: false,
+                    dry_run,
+                    subresource_status: self.status_sub,
+                };
+                store
+                    .replace(&t.rt, &ns, name, obj, &opts)
+                    .map(|o| (200, o))
+            }
+            (Method::DELETE, Some(name)) => {
+                let opts = parse_body(self.body).unwrap_or(Value::Null);
+                let propagation = opts["propagationPolicy"]
+                    .as_str()
+                    .map(String::from)
+                    .or_else(|| self.q("propagationPolicy"))
+                    .unwrap_or_else(|| "Background".into());
+                store
+                    .delete(&t.rt, &ns, name, &propagation, dry_run)
+                    .map(|o| (200, o))
+            }
+            _ => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{} is not supported here", self.method),
+            )),
+        }
+    }
 }
 
 /// A watch: replay history after `resourceVersion` (410 Gone when it is older than the kept
