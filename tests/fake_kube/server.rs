@@ -674,7 +674,8 @@ fn resource(
                 .as_str()
                 .map(String::from)
                 .or_else(|| q("propagationPolicy"))
-                .unwrap_or_else(|| "Background".into());
+                // None named: the store keeps the object's own GC finalizer (store.go).
+                .unwrap_or_default();
             store
                 .delete(&t.rt, &ns, name, &propagation, dry_run)
                 .map(|o| (200, o))
