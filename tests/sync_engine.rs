@@ -102,7 +102,9 @@ impl Lab {
                     .any(|c| c.type_ == "Ready" && c.status == "True")
             });
         if !ready {
-            eprintln!("SKIPPED in `{test}`: waiting for workloads to be ready needs running pods, and this cluster has no Ready node");
+            eprintln!(
+                "SKIPPED in `{test}`: waiting for workloads to be ready needs running pods, and this cluster has no Ready node"
+            );
         }
         ready
     }
@@ -356,17 +358,19 @@ async fn create_change_drift_and_delete_are_kept_in_line_with_git() {
 
     // Health reaches Healthy once the workload is ready (watch-driven; bounded here).
     let deadline = Instant::now() + Duration::from_secs(if lab.tc.is_real() { 120 } else { 10 });
-    let runs_pods = lab
+    if lab
         .runs_pods("create_change_drift_and_delete_are_kept_in_line_with_git")
-        .await;
-    while runs_pods {
-        let o = lab.reconcile(&engine, "nyan").await;
-        if o.health.status == HealthCode::Healthy {
-            break;
+        .await
+    {
+        loop {
+            let o = lab.reconcile(&engine, "nyan").await;
+            if o.health.status == HealthCode::Healthy {
+                break;
+            }
+            assert_ne!(o.health.status, HealthCode::Degraded, "{:?}", o.health);
+            assert!(Instant::now() < deadline, "never Healthy: {:?}", o.health);
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_ne!(o.health.status, HealthCode::Degraded, "{:?}", o.health);
-        assert!(Instant::now() < deadline, "never Healthy: {:?}", o.health);
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Change in git.
@@ -730,21 +734,34 @@ const HOLD: &str = "homelab.test/hold";
 impl Lab {
     /// Hold `name` with the test's finalizer, as another controller would.
     async fn hold(&self, name: &str) {
-        self.meddle("v1", "ConfigMap", name, json!({"metadata": {"finalizers": [HOLD]}}))
-            .await;
+        self.meddle(
+            "v1",
+            "ConfigMap",
+            name,
+            json!({"metadata": {"finalizers": [HOLD]}}),
+        )
+        .await;
     }
 
     /// Let it go (the other controller is done).
     async fn release(&self, name: &str) {
-        self.meddle("v1", "ConfigMap", name, json!({"metadata": {"finalizers": null}}))
-            .await;
+        self.meddle(
+            "v1",
+            "ConfigMap",
+            name,
+            json!({"metadata": {"finalizers": null}}),
+        )
+        .await;
     }
 
     /// Wait until `name` is gone, as a user polling `kubectl get` would (bounded).
     async fn wait_gone(&self, name: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.live("v1", "ConfigMap", name).await.is_some() {
-            assert!(Instant::now() < deadline, "ConfigMap/{name} was never deleted");
+            assert!(
+                Instant::now() < deadline,
+                "ConfigMap/{name} was never deleted"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -781,7 +798,12 @@ async fn a_prune_is_done_when_the_object_is_gone_not_when_the_delete_was_accepte
     lab.repo.remove("app/b.json");
     lab.repo.commit("drop b");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!((o.pruned, o.sync), (1, SyncCode::Synced), "{}", cond_text(&o));
+    assert_eq!(
+        (o.pruned, o.sync),
+        (1, SyncCode::Synced),
+        "{}",
+        cond_text(&o)
+    );
     assert!(
         lab.live("v1", "ConfigMap", "b").await.is_none(),
         "the reconcile ended while `b` was still being deleted"
@@ -840,8 +862,18 @@ async fn a_pruned_object_a_finalizer_holds_is_waited_for_and_never_deleted_twice
     let app = lab.app("nyan").await;
     let r = resource(&app, "b").unwrap();
     assert_eq!(
-        (&r["requiresPruning"], &r["status"], &r["health"]["status"], &r["health"]["message"]),
-        (&json!(true), &json!("OutOfSync"), &json!("Progressing"), &json!("Pending deletion")),
+        (
+            &r["requiresPruning"],
+            &r["status"],
+            &r["health"]["status"],
+            &r["health"]["message"]
+        ),
+        (
+            &json!(true),
+            &json!("OutOfSync"),
+            &json!("Progressing"),
+            &json!("Pending deletion")
+        ),
         "{app:#}"
     );
     assert_eq!(app["status"]["health"]["status"], "Progressing");
@@ -947,7 +979,12 @@ async fn an_object_in_git_whose_copy_is_being_deleted_is_recreated_once_it_is_go
         .reconcile(&lab.app("nyan").await, Mode::Manual { prune: true })
         .await
         .unwrap();
-    assert_eq!((o.applied, o.sync), (1, SyncCode::Synced), "{}", cond_text(&o));
+    assert_eq!(
+        (o.applied, o.sync),
+        (1, SyncCode::Synced),
+        "{}",
+        cond_text(&o)
+    );
     let again = lab.live("v1", "ConfigMap", "a").await.unwrap();
     assert_ne!(again["metadata"]["uid"], first["metadata"]["uid"]);
     assert!(again["metadata"]["deletionTimestamp"].is_null());
@@ -1020,7 +1057,12 @@ async fn engines_with_their_own_installation_ids_never_take_each_others_objects(
         .write("app/b.json", &config_map("b", json!({"k": "v"})));
     lab.repo.commit("swap");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!((o.applied, o.pruned, o.sync), (1, 1, SyncCode::Synced), "{}", cond_text(&o));
+    assert_eq!(
+        (o.applied, o.pruned, o.sync),
+        (1, 1, SyncCode::Synced),
+        "{}",
+        cond_text(&o)
+    );
     let r = lab
         .applier
         .discovery()
@@ -1034,7 +1076,12 @@ async fn engines_with_their_own_installation_ids_never_take_each_others_objects(
         "the other installation's `a` was pruned"
     );
     let o = other_reconcile().await;
-    assert_eq!((o.applied, o.pruned, o.sync), (1, 1, SyncCode::Synced), "{}", cond_text(&o));
+    assert_eq!(
+        (o.applied, o.pruned, o.sync),
+        (1, 1, SyncCode::Synced),
+        "{}",
+        cond_text(&o)
+    );
     assert!(lab.live("v1", "ConfigMap", "b").await.is_some());
 }
 
@@ -1061,14 +1108,22 @@ async fn fake_only_a_first_sync_sends_no_get_before_each_apply() {
     let (engine, _t) = lab.engine();
     fake.clear_requests();
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!((o.applied, o.sync), (n, SyncCode::Synced), "{}", cond_text(&o));
+    assert_eq!(
+        (o.applied, o.sync),
+        (n, SyncCode::Synced),
+        "{}",
+        cond_text(&o)
+    );
     let reqs = fake.requests();
     let object_gets: Vec<&String> = reqs
         .iter()
         .filter(|r| r.verb == "get" && r.path.contains("/configmaps/cm-"))
         .map(|r| &r.path)
         .collect();
-    assert!(object_gets.is_empty(), "a GET before each apply: {object_gets:?}");
+    assert!(
+        object_gets.is_empty(),
+        "a GET before each apply: {object_gets:?}"
+    );
     let total = reqs.iter().filter(|r| !r.fault).count();
     assert!(
         total as f64 <= 1.1 * n as f64,

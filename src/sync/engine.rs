@@ -406,7 +406,12 @@ impl Engine {
                     .finish(
                         app,
                         mode,
-                        Finish::stopped(SyncCode::Unknown, previous_health(&prev), None, conditions),
+                        Finish::stopped(
+                            SyncCode::Unknown,
+                            previous_health(&prev),
+                            None,
+                            conditions,
+                        ),
                     )
                     .await;
             }
@@ -635,8 +640,10 @@ impl Engine {
             any_out |= cmp.status != SyncCode::Synced;
             if mode == Mode::Preview && cmp.status != SyncCode::Synced {
                 let live_view = match &live {
+                    // A copy being deleted is as good as gone: the sync would create git's anew.
+                    Some(l) if is_deleting(l) => None,
                     Some(l) => Some(l.as_ref().clone()),
-                    None => self.get_untracked(item).await,
+                    None => self.get_untracked(item).await.filter(|v| !is_deleting(v)),
                 };
                 diffs.push(ObjectDiff {
                     key: item.key.clone(),
@@ -1361,7 +1368,10 @@ impl Engine {
             let going = Going {
                 resolved: r.clone(),
                 key: t.key.clone(),
-                uid: live["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+                uid: live["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             };
             if let Err(e) = self.wait_deleted(&[going], deadline).await {
                 return result(&t.key, &version, ResultCode::SyncFailed, &e);
@@ -1404,7 +1414,10 @@ impl Engine {
         if let Ok(report) = &attempt
             && let Some(a) = report.objects.iter().find(|a| is_deleting(&a.live))
         {
-            let uid = a.live["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+            let uid = a.live["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let api = self.applier.api(&a.resolved, &t.key.namespace);
             let gone = kube::runtime::wait::await_condition(
                 api,
@@ -1571,7 +1584,10 @@ impl Engine {
         let going = Going {
             resolved: r.clone(),
             key: p.key.clone(),
-            uid: live["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+            uid: live["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         };
         if is_deleting(live) {
             // gitops-engine `pruneObject`: an object already being deleted is not deleted again
@@ -1697,7 +1713,10 @@ impl Engine {
             let g = Going {
                 resolved: r.clone(),
                 key: k.clone(),
-                uid: v["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+                uid: v["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             };
             if is_deleting(v) {
                 going.push(g);

@@ -451,9 +451,9 @@ fn hpa(obj: &Value, api_version: &str) -> Health {
     const WAITING: &str = "Waiting to Autoscale";
     let conditions: Vec<HpaCondition> = match api_version {
         "autoscaling/v1" => {
-            let Some(text) = obj["metadata"]["annotations"]
-                ["autoscaling.alpha.kubernetes.io/conditions"]
-                .as_str()
+            let Some(text) =
+                obj["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/conditions"]
+                    .as_str()
             else {
                 return progressing(WAITING);
             };
