@@ -990,6 +990,132 @@ async fn an_object_in_git_whose_copy_is_being_deleted_is_recreated_once_it_is_go
     assert!(again["metadata"]["deletionTimestamp"].is_null());
 }
 
+/// Issue 12: the prune propagation policies do what they do on a real cluster, and the engine
+/// waits for the whole of it: in the foreground (Argo's default) a pruned Deployment is gone
+/// together with its ReplicaSets when the sync ends; with `PrunePropagationPolicy=orphan` its
+/// ReplicaSets stay, no longer owned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_propagation_foreground_takes_dependents_along_and_orphan_leaves_them() {
+    let lab = Lab::new().await;
+    if let Some(fake) = lab.tc.fake() {
+        fake.controllers(Controllers {
+            enabled: true,
+            ready_after: Duration::from_millis(20),
+            pods: true,
+            ..Default::default()
+        });
+    }
+    let rs = lab
+        .applier
+        .discovery()
+        .resolve("apps/v1", "ReplicaSet")
+        .await
+        .unwrap()
+        .unwrap();
+    let rs_api = lab.applier.api(&rs, &lab.dest_ns);
+    // The ReplicaSets a Deployment's uid owns (the deployment controller creates them).
+    let owned_by = |uid: Value| {
+        let rs_api = rs_api.clone();
+        async move {
+            rs_api
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|o| serde_json::to_value(o).unwrap())
+                .filter(|o| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r["uid"] == uid))
+                })
+                .collect::<Vec<Value>>()
+        }
+    };
+    let wait_for_rs = |name: &'static str| {
+        let lab = &lab;
+        let owned_by = &owned_by;
+        async move {
+            let d = lab.live("apps/v1", "Deployment", name).await.unwrap();
+            let uid = d["metadata"]["uid"].clone();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while owned_by(uid.clone()).await.is_empty() {
+                assert!(Instant::now() < deadline, "no ReplicaSet for {name}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            uid
+        }
+    };
+    let mut spec = lab.app_spec("app");
+    lab.repo.write(
+        "app/web.yaml",
+        &deployment("web", "registry.k8s.io/pause:3.10", "web"),
+    );
+    lab.repo
+        .write("app/keep.json", &config_map("keep", json!({"k": "v"})));
+    lab.repo.commit("web");
+    lab.create_app("nyan", spec.clone()).await;
+    let (engine, _t) = lab.engine();
+    assert_eq!(lab.reconcile(&engine, "nyan").await.applied, 2);
+    let web = wait_for_rs("web").await;
+
+    lab.repo.remove("app/web.yaml");
+    lab.repo.commit("drop web");
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert_eq!(
+        (o.pruned, o.sync),
+        (1, SyncCode::Synced),
+        "{}",
+        cond_text(&o)
+    );
+    assert!(lab.live("apps/v1", "Deployment", "web").await.is_none());
+    assert!(
+        owned_by(web).await.is_empty(),
+        "a ReplicaSet outlived its Deployment's foreground deletion"
+    );
+
+    spec["syncPolicy"]["syncOptions"] = json!(["PrunePropagationPolicy=orphan"]);
+    lab.apps_api()
+        .patch(
+            "nyan",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": spec})),
+        )
+        .await
+        .unwrap();
+    lab.repo.write(
+        "app/worker.yaml",
+        &deployment("worker", "registry.k8s.io/pause:3.10", "worker"),
+    );
+    lab.repo.commit("worker");
+    assert_eq!(lab.reconcile(&engine, "nyan").await.applied, 1);
+    let worker = wait_for_rs("worker").await;
+    let before: Vec<String> = owned_by(worker.clone())
+        .await
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    lab.repo.remove("app/worker.yaml");
+    lab.repo.commit("drop worker");
+    let o = lab.reconcile(&engine, "nyan").await;
+    assert_eq!(
+        (o.pruned, o.sync),
+        (1, SyncCode::Synced),
+        "{}",
+        cond_text(&o)
+    );
+    assert!(lab.live("apps/v1", "Deployment", "worker").await.is_none());
+    for name in before {
+        let left = rs_api.get(&name).await.unwrap();
+        let refs = serde_json::to_value(&left).unwrap()["metadata"]["ownerReferences"].clone();
+        assert!(
+            refs.as_array()
+                .is_none_or(|r| r.iter().all(|r| r["uid"] != worker)),
+            "ReplicaSet/{name} still names its deleted owner: {refs}"
+        );
+    }
+}
+
 /// Issue 12: on a real cluster tests run side by side, each with its own engine and an
 /// Application called `nyan`, and each engine pruned the others' objects (their tracking ids
 /// name `nyan` too). Like several Argo CD instances on one cluster, engines with their own
