@@ -7,9 +7,10 @@
 //!
 //! Architecture invariant: nothing is written to a managed object unless the comparison says it
 //! is out of sync, and nothing is deleted unless the plan (which only holds objects tracked to
-//! this Application) says so; every failure becomes a condition on the Application and leaves
-//! the cluster as it was, so a reconcile can be interrupted anywhere and the next one converges
-//! without repeating finished work.
+//! this Application, within this engine's installation id) says so; an object being deleted is
+//! never written nor deleted again, only waited for (by watch, bounded); every failure becomes a
+//! condition on the Application and leaves the cluster as it was, so a reconcile can be
+//! interrupted anywhere and the next one converges without repeating finished work.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
