@@ -5,7 +5,7 @@
 //! `HOMELAB_BENCH_KUBECONFIG=<file>` the same scenario runs against that cluster (requests are
 //! then not counted; namespaces `hl-bench-*` are created and deleted).
 //!
-//! Measures: the first sync of 1,000 objects; a no-op reconcile (cold: a new engine, so one LIST
+//! Measures: the first sync of 1,000 objects (with its requests per verb); a no-op reconcile (cold: a new engine, so one LIST
 //! per kind; warm: the watch cache) with its requests and writes; the pure diff of 1,000 objects;
 //! webhook-to-applied for a one-object change (signed POST → the object changed in the API); and
 //! the peak memory (VmHWM) of the `homelab sync --watch` process reconciling those 1,000 objects.
@@ -216,16 +216,26 @@ async fn bench() {
     // First sync.
     let (tx, _rx) = mpsc::unbounded_channel();
     let engine = Engine::new(t.client.clone(), cfg(), tx);
+    let app = get_app().await;
+    if let Some(f) = &t.fake {
+        f.clear_requests();
+    }
     let started = Instant::now();
-    let o = engine
-        .reconcile(&get_app().await, Mode::Auto)
-        .await
-        .unwrap();
+    let o = engine.reconcile(&app, Mode::Auto).await.unwrap();
+    let per_object = match &t.fake {
+        Some(f) => format!(
+            "{} requests, {:.3} per object",
+            f.requests().iter().filter(|r| !r.fault).count(),
+            f.requests().iter().filter(|r| !r.fault).count() as f64 / OBJECTS as f64
+        ),
+        None => String::new(),
+    };
     println!(
-        "first sync: {:.0} ms, {} applied, {}",
+        "first sync: {:.0} ms, {} applied, {}; {per_object}; {}",
         started.elapsed().as_secs_f64() * 1000.0,
         o.applied,
-        o.sync.as_str()
+        o.sync.as_str(),
+        counts(&t.fake)
     );
     assert_eq!(o.applied, OBJECTS, "{:?}", o.conditions);
     drop(engine);

@@ -459,6 +459,34 @@ impl Applier {
         Ok(report)
     }
 
+    /// Apply one object whose live state the caller already knows from a watch — `Some(None)`:
+    /// there is no such object; `Some(Some(v))`: it is `v` — so no GET precedes the write (the
+    /// sync engine's first sync of 1,000 objects is then 1,000 requests, not 2,000). `None`
+    /// reads it as [`Applier::apply`] does. Namespaces and CRDs go through [`Applier::apply`]
+    /// (a CRD must be Established before anything uses it).
+    pub async fn apply_known(
+        &self,
+        m: &Manifest,
+        live: Option<Option<Value>>,
+        opts: &ApplyOptions,
+    ) -> Result<ApplyReport, ApplyError> {
+        let early = matches!(
+            m.object["kind"].as_str(),
+            Some("Namespace" | "CustomResourceDefinition")
+        );
+        if early {
+            return self.apply(std::slice::from_ref(m), opts).await;
+        }
+        let Some(p) = self.plan_one(m, opts).await? else {
+            // Not served: `apply` explains why, or applies it after its CRD.
+            return self.apply(std::slice::from_ref(m), opts).await;
+        };
+        let applied = self.apply_one(p, live, opts).await?;
+        Ok(ApplyReport {
+            objects: vec![applied],
+        })
+    }
+
     /// Live objects of the planned kinds: one LIST per kind with the live selector, else nothing
     /// (each object is then read with a GET).
     async fn live_index<'a>(

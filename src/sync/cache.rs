@@ -7,7 +7,8 @@
 //!
 //! Architecture invariant: a reconcile never LISTs or GETs managed objects itself; it reads this
 //! cache, so a no-op reconcile of 1,000 objects costs no API request beyond the first LIST per
-//! kind. After a re-list (a watch that ended with 410 Gone) the kind's contents are replaced as a
+//! kind. Objects without a tracking id are kept by name only (not their content), so the cache
+//! also knows which names are free: creating 1,000 new objects costs no GET either. After a re-list (a watch that ended with 410 Gone) the kind's contents are replaced as a
 //! whole and every Application with an object in the old or new contents is triggered, so a change
 //! made while the watch was down is never missed.
 
@@ -33,9 +34,24 @@ pub struct Touched {
     pub app_key: String,
 }
 
+/// What the cache knows of one object.
+#[derive(Clone, Debug)]
+pub enum Known {
+    /// It exists and carries a tracking id: here it is, as last seen.
+    Tracked(Arc<Value>),
+    /// It exists without a tracking id (its content is not kept).
+    Untracked,
+    /// No such object (as of the watch's last event).
+    Absent,
+    /// Its kind is not watched (or not listed yet): the cache cannot tell.
+    Unknown,
+}
+
 /// Objects of one kind.
 struct KindStore {
     objects: Arc<RwLock<HashMap<ObjectRef, Arc<Value>>>>,
+    /// Names of the objects without a tracking id.
+    others: Arc<RwLock<HashSet<ObjectRef>>>,
     synced: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -189,6 +205,8 @@ impl Cache {
         let (tx, rx) = watch::channel(false);
         let objects: Arc<RwLock<HashMap<ObjectRef, Arc<Value>>>> = Arc::default();
         let store_objects = objects.clone();
+        let others: Arc<RwLock<HashSet<ObjectRef>>> = Arc::default();
+        let store_others = others.clone();
         let api: Api<DynamicObject> = if namespace.is_empty() {
             Api::all_with(self.client.clone(), &r.resource)
         } else {
@@ -205,6 +223,7 @@ impl Cache {
         let task = tokio::spawn(async move {
             let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
             let mut buffer: HashMap<ObjectRef, Arc<Value>> = HashMap::new();
+            let mut buffer_others: HashSet<ObjectRef> = HashSet::new();
             while let Some(ev) = stream.next().await {
                 let ev = match ev {
                     Ok(ev) => ev,
@@ -214,12 +233,16 @@ impl Cache {
                     }
                 };
                 match ev {
-                    Event::Init => buffer.clear(),
-                    Event::InitApply(o) => {
-                        if let Some((k, v)) = keep(&o, &resolved) {
+                    Event::Init => {
+                        buffer.clear();
+                        buffer_others.clear();
+                    }
+                    Event::InitApply(o) => match keep(&o, &resolved) {
+                        Some((k, v)) => {
                             buffer.insert(k, Arc::new(v));
                         }
-                    }
+                        None => buffer_others.extend(name_of(&o, &resolved)),
+                    },
                     Event::InitDone => {
                         let fresh = std::mem::take(&mut buffer);
                         let mut apps: HashSet<String> = HashSet::new();
@@ -238,6 +261,8 @@ impl Cache {
                             }
                             *objs = fresh;
                         }
+                        *store_others.write().expect("cache names") =
+                            std::mem::take(&mut buffer_others);
                         let _ = tx.send(true);
                         for app_key in apps {
                             let _ = touched.send(Touched { app_key });
@@ -250,8 +275,10 @@ impl Cache {
                         let mut apps = Vec::new();
                         {
                             let mut objs = store_objects.write().expect("cache objects");
+                            let mut names = store_others.write().expect("cache names");
                             match (kept, oref) {
                                 (Some((k, v)), _) => {
+                                    names.remove(&k);
                                     apps.extend(app_of(&v));
                                     if let Some(old) = objs.insert(k, Arc::new(v)) {
                                         apps.extend(app_of(&old));
@@ -262,6 +289,7 @@ impl Cache {
                                     if let Some(old) = objs.remove(&k) {
                                         apps.extend(app_of(&old));
                                     }
+                                    names.insert(k);
                                 }
                                 (None, None) => {}
                             }
@@ -274,6 +302,7 @@ impl Cache {
                     Event::Delete(o) => {
                         let v = to_value(&o, &resolved);
                         if let Some(k) = ObjectRef::of(&v) {
+                            store_others.write().expect("cache names").remove(&k);
                             let old = store_objects.write().expect("cache objects").remove(&k);
                             if let Some(app_key) = old.and_then(|o| app_of(&o)) {
                                 let _ = touched.send(Touched { app_key });
@@ -286,6 +315,7 @@ impl Cache {
         });
         KindStore {
             objects,
+            others,
             synced: rx,
             task,
         }
@@ -297,6 +327,24 @@ impl Cache {
         let store = kinds.get(&self.key_of(r, oref))?;
         let objs = store.objects.read().expect("cache objects");
         objs.get(oref).cloned()
+    }
+
+    /// What the cache knows of `oref` (of kind `r`): enough to skip the GET before an apply.
+    pub fn knows(&self, r: &Resolved, oref: &ObjectRef) -> Known {
+        let kinds = self.kinds.lock().expect("cache kinds");
+        let Some(store) = kinds.get(&self.key_of(r, oref)) else {
+            return Known::Unknown;
+        };
+        if !*store.synced.borrow() {
+            return Known::Unknown;
+        }
+        if let Some(v) = store.objects.read().expect("cache objects").get(oref) {
+            return Known::Tracked(v.clone());
+        }
+        if store.others.read().expect("cache names").contains(oref) {
+            return Known::Untracked;
+        }
+        Known::Absent
     }
 
     /// Every cached object whose tracking id names `app_key`, of the kinds in `kinds`.
@@ -331,6 +379,7 @@ impl Cache {
         };
         let mut objs = store.objects.write().expect("cache objects");
         if obj["metadata"]["annotations"][TRACKING_ID].is_string() {
+            store.others.write().expect("cache names").remove(&oref);
             // Never go back in time: keep the newer of what we have and what we wrote.
             let newer = objs.get(&oref).is_none_or(|old| rv(old) <= rv(&obj));
             if newer {
@@ -372,6 +421,20 @@ fn keep(o: &DynamicObject, r: &Resolved) -> Option<(ObjectRef, Value)> {
         m.remove("selfLink");
     }
     Some((ObjectRef::of(&v)?, v))
+}
+
+/// The identity of an object kept by name only.
+fn name_of(o: &DynamicObject, r: &Resolved) -> Option<ObjectRef> {
+    Some(ObjectRef {
+        group: r.resource.group.clone(),
+        kind: r.resource.kind.clone(),
+        namespace: if r.namespaced {
+            o.metadata.namespace.clone().unwrap_or_default()
+        } else {
+            String::new()
+        },
+        name: o.metadata.name.clone()?,
+    })
 }
 
 fn app_of(v: &Value) -> Option<String> {

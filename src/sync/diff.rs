@@ -107,6 +107,14 @@ pub fn compare(desired: &Value, live: Option<&Value>, cfg: CompareConfig<'_>) ->
             first_difference: Some("(missing)".into()),
         };
     };
+    if live["metadata"]["deletionTimestamp"].is_string() {
+        // It is going (finalizers hold it): git wants an object that will not be there, so it is
+        // not in sync however well its fields match.
+        return Comparison {
+            status: SyncCode::OutOfSync,
+            first_difference: Some("(being deleted)".into()),
+        };
+    }
     let pointers = ignored_pointers(desired, cfg.ignore);
     let (d, l);
     let (stripped_desired, stripped_live) = if pointers.is_empty() {
@@ -691,6 +699,18 @@ mod tests {
             render(&desired(), Some(&live()), MGR, RenderConfig { context: 3 }),
             ""
         );
+    }
+
+    /// Issue 12: a copy that is being deleted (foreground propagation keeps it a moment, any
+    /// finalizer longer) is not the object git wants, however well its fields match.
+    #[test]
+    fn an_object_being_deleted_is_never_in_sync() {
+        let mut l = live();
+        l["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:05Z");
+        l["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+        let c = compare(&desired(), Some(&l), cfg());
+        assert_eq!(c.status, SyncCode::OutOfSync);
+        assert_eq!(c.first_difference.as_deref(), Some("(being deleted)"));
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //!
 //! Architecture invariant: nothing is written to a managed object unless the comparison says it
 //! is out of sync, and nothing is deleted unless the plan (which only holds objects tracked to
-//! this Application) says so; every failure becomes a condition on the Application and leaves
-//! the cluster as it was, so a reconcile can be interrupted anywhere and the next one converges
-//! without repeating finished work.
+//! this Application, within this engine's installation id) says so; an object being deleted is
+//! never written nor deleted again, only waited for (by watch, bounded); every failure becomes a
+//! condition on the Application and leaves the cluster as it was, so a reconcile can be
+//! interrupted anywhere and the next one converges without repeating finished work.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ use time::OffsetDateTime;
 
 use super::app::{self, AppSpec, Propagation};
 use super::backoff::{self, SelfHealBackoff};
-use super::cache::Cache;
+use super::cache::{Cache, Known};
 use super::diff::{self, CompareConfig, Comparison, RenderConfig};
 use super::health;
 use super::manifests::{self, Manifest, ManifestError};
@@ -225,6 +226,9 @@ type Creds = (Instant, Arc<Vec<Value>>, Arc<Value>);
 /// Manifests as read at a commit.
 type ReadAt = (String, Arc<Vec<Manifest>>);
 
+/// The engine's installation id (argocd-cm `installationID`), with when it was read.
+type InstallationRead = (Instant, Option<String>);
+
 /// repoURL, targetRevision, path, recurse, include, exclude.
 type ManifestKey = (String, String, String, bool, Option<String>, Option<String>);
 
@@ -240,6 +244,7 @@ pub struct Engine {
     /// Parsed manifests of the last commit read per source, with that commit.
     manifests: Mutex<HashMap<ManifestKey, ReadAt>>,
     creds: Mutex<Option<Creds>>,
+    installation: Mutex<Option<InstallationRead>>,
     /// Counters.
     pub stats: Stats,
 }
@@ -255,6 +260,20 @@ struct Item {
     live: Option<Arc<Value>>,
     owner: Owner,
     comparison: Comparison,
+}
+
+/// Whose objects are this Application's: its tracking-id key, within this engine's installation.
+struct Ident {
+    /// The `<app>` part of tracking ids.
+    key: String,
+    /// argocd-cm `installationID` of the Applications namespace, if set.
+    installation: Option<String>,
+}
+
+impl Ident {
+    fn owner(&self, live: &Value) -> Owner {
+        tracking::owner_in(&self.key, self.installation.as_deref(), live)
+    }
 }
 
 /// The comparison of one Application.
@@ -295,6 +314,7 @@ impl Engine {
             runtime: Mutex::default(),
             manifests: Mutex::default(),
             creds: Mutex::default(),
+            installation: Mutex::default(),
             stats: Stats::default(),
         }
     }
@@ -379,7 +399,29 @@ impl Engine {
                     .await;
             }
         };
-        let key = app_key(&spec.name, &spec.namespace, &self.cfg.app_namespace);
+        let installation = match self.installation_id().await {
+            Ok(i) => i,
+            Err(message) => {
+                conditions.push(Condition::new(ConditionType::ComparisonError, message));
+                return self
+                    .finish(
+                        app,
+                        mode,
+                        Finish::stopped(
+                            SyncCode::Unknown,
+                            previous_health(&prev),
+                            None,
+                            conditions,
+                        ),
+                    )
+                    .await;
+            }
+        };
+        let id = Ident {
+            key: app_key(&spec.name, &spec.namespace, &self.cfg.app_namespace),
+            installation,
+        };
+        let key = id.key.clone();
 
         if spec.deleting {
             if mode == Mode::Preview {
@@ -397,10 +439,10 @@ impl Engine {
                     )
                     .await;
             }
-            return self.finalize(app, &spec, &key).await;
+            return self.finalize(app, &spec, &id).await;
         }
 
-        let compared = match self.compare(&spec, &key, &prev, fetch).await {
+        let compared = match self.compare(&spec, &id, &prev, fetch).await {
             Ok(c) => {
                 conditions.extend(c.warnings.iter().cloned());
                 c
@@ -409,7 +451,7 @@ impl Engine {
                 conditions.push(stop.condition);
                 let health = match stop.health {
                     Some(h) => h,
-                    None => self.tracked_health(&key, &prev).await,
+                    None => self.tracked_health(&id, &prev).await,
                 };
                 return self
                     .finish(
@@ -599,8 +641,10 @@ impl Engine {
             any_out |= cmp.status != SyncCode::Synced;
             if mode == Mode::Preview && cmp.status != SyncCode::Synced {
                 let live_view = match &live {
+                    // A copy being deleted is as good as gone: the sync would create git's anew.
+                    Some(l) if is_deleting(l) => None,
                     Some(l) => Some(l.as_ref().clone()),
-                    None => self.get_untracked(item).await,
+                    None => self.get_untracked(item).await.filter(|v| !is_deleting(v)),
                 };
                 diffs.push(ObjectDiff {
                     key: item.key.clone(),
@@ -632,7 +676,7 @@ impl Engine {
         let desired_keys: HashSet<&ObjectRef> = compared.items.iter().map(|i| &i.key).collect();
         for (r, v) in self.cache.tracked_by(&key, &compared.kinds) {
             let Some(k) = ObjectRef::of(&v) else { continue };
-            if desired_keys.contains(&k) || tracking::owner(&key, &v) != Owner::This {
+            if desired_keys.contains(&k) || id.owner(&v) != Owner::This {
                 continue;
             }
             any_out = true;
@@ -643,6 +687,10 @@ impl Engine {
                     text: String::new(),
                 });
             }
+            // As in Argo (argo-cd `setApplicationHealth` walks every managed resource, those
+            // that require pruning too): one still being deleted keeps the app Progressing.
+            let h = health::assess(&v);
+            healths.extend(h.clone());
             resources.push(ResourceStatus {
                 group: k.group.clone(),
                 version: r.resource.version.clone(),
@@ -650,7 +698,7 @@ impl Engine {
                 namespace: k.namespace.clone(),
                 name: k.name.clone(),
                 status: SyncCode::OutOfSync,
-                health: health::assess(&v),
+                health: h,
                 requires_pruning: true,
                 sync_wave: sync_wave(&v).unwrap_or(0),
             });
@@ -725,7 +773,7 @@ impl Engine {
     async fn compare(
         &self,
         spec: &AppSpec,
-        key: &str,
+        id: &Ident,
         prev: &Value,
         fetch: Fetch,
     ) -> Result<Compared, Stop> {
@@ -848,10 +896,11 @@ impl Engine {
                 .unwrap_or_else(|| crd_scope(&manifests, &obj).unwrap_or(true));
             diff::normalize(
                 &mut obj,
-                key,
+                &id.key,
                 spec.destination_namespace.as_deref(),
                 namespaced,
             );
+            tracking::stamp_installation(&mut obj, id.installation.as_deref());
             let obj = apply::diff::prepare(&obj);
             let oref = ObjectRef::of(&obj).expect("manifests have identity");
             if !self.cache.allows(&oref.namespace) {
@@ -952,7 +1001,7 @@ impl Engine {
             item.owner = item
                 .live
                 .as_ref()
-                .map(|l| tracking::owner(key, l))
+                .map(|l| id.owner(l))
                 .unwrap_or(Owner::Untracked);
             item.comparison = diff::compare(&item.object, item.live.as_deref(), cfg);
             if let Some(d) = &item.comparison.first_difference {
@@ -961,9 +1010,9 @@ impl Engine {
         }
         let tracked = self
             .cache
-            .tracked_by(key, &kinds)
+            .tracked_by(&id.key, &kinds)
             .into_iter()
-            .filter(|(_, v)| tracking::owner(key, v) == Owner::This)
+            .filter(|(_, v)| id.owner(v) == Owner::This)
             .collect();
         Ok(Compared {
             revision,
@@ -1001,15 +1050,16 @@ impl Engine {
     }
 
     /// Health from the objects the app tracks, when git could not be read.
-    async fn tracked_health(&self, key: &str, prev: &Value) -> Health {
+    async fn tracked_health(&self, id: &Ident, prev: &Value) -> Health {
         let kinds = self.previous_kinds(prev).await;
         for r in &kinds {
             let _ = self.cache.ensure(r).await;
         }
         let hs: Vec<Health> = self
             .cache
-            .tracked_by(key, &kinds)
+            .tracked_by(&id.key, &kinds)
             .iter()
+            .filter(|(_, v)| id.owner(v) == Owner::This)
             .filter_map(|(_, v)| health::assess(v))
             .collect();
         if hs.is_empty() {
@@ -1221,17 +1271,37 @@ impl Engine {
         self.stats
             .applied
             .fetch_add(out.applied as u64, std::sync::atomic::Ordering::Relaxed);
-        for p in &plan.prunes {
-            let r = self.prune(spec, compared, p).await;
-            match r.status {
-                ResultCode::Pruned => out.pruned += 1,
-                _ => {
-                    if out.error.is_none() {
-                        out.error = Some(r.message.clone());
+        // Like Argo's sync context: a group of prunes (one wave; PruneLast ones last) is done
+        // when its objects are gone, not when the API server accepted the DELETE — with
+        // foreground propagation they stay, with a deletionTimestamp, until the garbage collector
+        // has removed their dependents.
+        let deadline = tokio::time::Instant::now() + self.cfg.wave_timeout;
+        let mut i = 0;
+        while i < plan.prunes.len() {
+            let group = (plan.prunes[i].last, plan.prunes[i].wave);
+            let mut going = Vec::new();
+            while i < plan.prunes.len() && (plan.prunes[i].last, plan.prunes[i].wave) == group {
+                let (r, pending) = self.prune(spec, compared, &plan.prunes[i]).await;
+                match r.status {
+                    ResultCode::Pruned => out.pruned += 1,
+                    _ => {
+                        if out.error.is_none() {
+                            out.error = Some(r.message.clone());
+                        }
                     }
                 }
+                going.extend(pending);
+                out.results.push(r);
+                i += 1;
             }
-            out.results.push(r);
+            if out.error.is_none()
+                && let Err(e) = self.wait_deleted(&going, deadline).await
+            {
+                out.error = Some(e);
+            }
+            if out.error.is_some() {
+                break;
+            }
         }
         self.stats
             .pruned
@@ -1288,7 +1358,33 @@ impl Engine {
             origin: origin.clone(),
             object: t.object.clone(),
         };
-        let mut attempt = self.applier.apply(std::slice::from_ref(&m), &opts).await;
+        let resolved = item.and_then(|i| i.resolved.as_ref());
+        let deadline = tokio::time::Instant::now() + self.cfg.wave_timeout;
+        // The copy in the cluster is being deleted: an apply would change an object that is
+        // about to go. Wait for it to go, then create the object anew.
+        if let Some(r) = resolved
+            && let Known::Tracked(live) = self.cache.knows(r, &t.key)
+            && is_deleting(&live)
+        {
+            let going = Going {
+                resolved: r.clone(),
+                key: t.key.clone(),
+                uid: live["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            if let Err(e) = self.wait_deleted(&[going], deadline).await {
+                return result(&t.key, &version, ResultCode::SyncFailed, &e);
+            }
+        }
+        // What the watch cache knows saves the GET before the apply.
+        let known = || match resolved.map(|r| self.cache.knows(r, &t.key)) {
+            Some(Known::Tracked(v)) => Some(Some(v.as_ref().clone())),
+            Some(Known::Absent) => Some(None),
+            _ => None,
+        };
+        let mut attempt = self.applier.apply_known(&m, known(), &opts).await;
         if let Err(ApplyError::Object {
             code: Some(422),
             message,
@@ -1301,7 +1397,7 @@ impl Engine {
                 if let Err(e) = self.delete_and_wait(item, &t.key, &t.object).await {
                     return result(&t.key, &version, ResultCode::SyncFailed, &e);
                 }
-                attempt = self.applier.apply(std::slice::from_ref(&m), &opts).await;
+                attempt = self.applier.apply_known(&m, None, &opts).await;
             } else {
                 return result(
                     &t.key,
@@ -1312,6 +1408,41 @@ impl Engine {
                         t.key
                     ),
                 );
+            }
+        }
+        // The apply landed on an object being deleted that the cache did not know of (it was
+        // not ours yet): wait for it to go, then create ours.
+        if let Ok(report) = &attempt
+            && let Some(a) = report.objects.iter().find(|a| is_deleting(&a.live))
+        {
+            let uid = a.live["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let api = self.applier.api(&a.resolved, &t.key.namespace);
+            let gone = kube::runtime::wait::await_condition(
+                api,
+                &t.key.name,
+                kube::runtime::wait::conditions::is_deleted(&uid),
+            );
+            match tokio::time::timeout_at(deadline, gone).await {
+                Ok(Ok(_)) => attempt = self.applier.apply_known(&m, None, &opts).await,
+                Ok(Err(e)) => {
+                    return result(
+                        &t.key,
+                        &version,
+                        ResultCode::SyncFailed,
+                        &format!("{}: wait for its deletion: {e}", t.key),
+                    );
+                }
+                Err(_) => {
+                    return result(
+                        &t.key,
+                        &version,
+                        ResultCode::SyncFailed,
+                        &still_deleting(&t.key, &a.live, self.cfg.wave_timeout),
+                    );
+                }
             }
         }
         match attempt {
@@ -1427,25 +1558,46 @@ impl Engine {
         }
     }
 
+    /// Delete one object git dropped. Returns the result and, when the object is still there
+    /// being deleted (finalizers), what to wait for.
     async fn prune(
         &self,
         spec: &AppSpec,
         compared: &Compared,
         p: &plan::PruneTask,
-    ) -> ResourceResult {
+    ) -> (ResourceResult, Option<Going>) {
         let version = crate::kinds::group_version(&p.api_version).1.to_string();
-        let Some((r, _)) = compared
+        let Some((r, live)) = compared
             .tracked
             .iter()
             .find(|(_, v)| ObjectRef::of(v).as_ref() == Some(&p.key))
         else {
-            return result(
-                &p.key,
-                &version,
-                ResultCode::SyncFailed,
-                "vanished before pruning",
+            return (
+                result(
+                    &p.key,
+                    &version,
+                    ResultCode::SyncFailed,
+                    "vanished before pruning",
+                ),
+                None,
             );
         };
+        let going = Going {
+            resolved: r.clone(),
+            key: p.key.clone(),
+            uid: live["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        if is_deleting(live) {
+            // gitops-engine `pruneObject`: an object already being deleted is not deleted again
+            // (that would only bump it and wake every watcher); its deletion is waited for.
+            return (
+                result(&p.key, &version, ResultCode::Pruned, "pruned"),
+                Some(going),
+            );
+        }
         let api = self.applier.api(r, &p.key.namespace);
         let dp = match spec.options.propagation {
             Propagation::Foreground => DeleteParams::foreground(),
@@ -1453,35 +1605,73 @@ impl Engine {
             Propagation::Orphan => DeleteParams::orphan(),
         };
         match crate::kube::retry(&Default::default(), || api.delete(&p.key.name, &dp)).await {
+            // The server answers with the object while finalizers hold it (foreground and orphan
+            // propagation add one), with a Status once it is gone.
+            Ok(answer) if answer.is_left() => (
+                result(&p.key, &version, ResultCode::Pruned, "pruned"),
+                Some(going),
+            ),
             Ok(_) => {
                 self.cache.forget(r, &p.key);
-                result(&p.key, &version, ResultCode::Pruned, "pruned")
+                (result(&p.key, &version, ResultCode::Pruned, "pruned"), None)
             }
             Err(e) if status_code(&e) == Some(404) => {
                 self.cache.forget(r, &p.key);
+                (
+                    result(
+                        &p.key,
+                        &version,
+                        ResultCode::Pruned,
+                        "pruned (already gone)",
+                    ),
+                    None,
+                )
+            }
+            Err(e) => (
                 result(
                     &p.key,
                     &version,
-                    ResultCode::Pruned,
-                    "pruned (already gone)",
-                )
-            }
-            Err(e) => result(
-                &p.key,
-                &version,
-                ResultCode::SyncFailed,
-                &format!("prune {}: {}", p.key, describe(&e)),
+                    ResultCode::SyncFailed,
+                    &format!("prune {}: {}", p.key, describe(&e)),
+                ),
+                None,
             ),
         }
     }
 
-    /// Cascading delete of an Application with Argo's resources finalizer: prune everything it
-    /// tracks, then drop the finalizer.
+    /// Wait, by the watch cache, until every object in `going` has left it (by uid: a new
+    /// object of the same name is another object), or `deadline`.
+    async fn wait_deleted(
+        &self,
+        going: &[Going],
+        deadline: tokio::time::Instant,
+    ) -> Result<(), String> {
+        let changed = self.cache.changed();
+        loop {
+            let notified = changed.notified();
+            let left = going.iter().find_map(|g| {
+                self.cache
+                    .get(&g.resolved, &g.key)
+                    .filter(|v| v["metadata"]["uid"] == g.uid.as_str())
+                    .map(|v| (g, v))
+            });
+            let Some((g, live)) = left else {
+                return Ok(());
+            };
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(still_deleting(&g.key, &live, self.cfg.wave_timeout));
+            }
+        }
+    }
+
+    /// Cascading delete of an Application with Argo's resources finalizer: delete everything it
+    /// tracks, wait until it is gone (argo-cd `finalizeApplicationDeletion` keeps the finalizer
+    /// while objects remain), then drop the finalizer.
     async fn finalize(
         &self,
         app: &Value,
         spec: &AppSpec,
-        key: &str,
+        id: &Ident,
     ) -> Result<Outcome, EngineError> {
         let name = spec.name.clone();
         let mut outcome = Outcome {
@@ -1505,8 +1695,8 @@ impl Engine {
         for r in &kinds {
             let _ = self.cache.ensure(r).await;
         }
-        let mut tracked = self.cache.tracked_by(key, &kinds);
-        tracked.retain(|(_, v)| tracking::owner(key, v) == Owner::This);
+        let mut tracked = self.cache.tracked_by(&id.key, &kinds);
+        tracked.retain(|(_, v)| id.owner(v) == Owner::This);
         tracked.sort_by_key(|(_, v)| {
             std::cmp::Reverse((
                 sync_wave(v).unwrap_or(0),
@@ -1518,11 +1708,30 @@ impl Engine {
         } else {
             DeleteParams::foreground()
         };
+        let mut going = Vec::new();
         for (r, v) in &tracked {
             let Some(k) = ObjectRef::of(v) else { continue };
+            let g = Going {
+                resolved: r.clone(),
+                key: k.clone(),
+                uid: v["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            if is_deleting(v) {
+                going.push(g);
+                continue;
+            }
             let api = self.applier.api(r, &k.namespace);
             match api.delete(&k.name, &dp).await {
-                Ok(_) => outcome.pruned += 1,
+                Ok(answer) => {
+                    outcome.pruned += 1;
+                    if answer.is_left() {
+                        going.push(g);
+                        continue;
+                    }
+                }
                 Err(e) if status_code(&e) == Some(404) => {}
                 Err(e) => {
                     return Err(EngineError::App {
@@ -1534,6 +1743,14 @@ impl Engine {
                 }
             }
             self.cache.forget(r, &k);
+        }
+        let deadline = tokio::time::Instant::now() + self.cfg.wave_timeout;
+        if let Err(e) = self.wait_deleted(&going, deadline).await {
+            // The finalizer stays until the resources are gone; the next reconcile looks again.
+            tracing::warn!(app = %name, "deleting the Application's resources: {e}");
+            outcome.wake_in = Some(backoff::poll_interval(self.cfg.poll, random()));
+            outcome.wake_is_poll = true;
+            return Ok(outcome);
         }
         let remaining: Vec<Value> = app["metadata"]["finalizers"]
             .as_array()
@@ -1696,6 +1913,45 @@ impl Engine {
         auth
     }
 
+    /// The engine's installation id: `installationID` of the ConfigMap `argocd-cm` in the
+    /// Applications namespace, where Argo CD reads it (none without the ConfigMap or the key).
+    /// Read at most every 30 s. A failed read keeps the last value; with none known it stops the
+    /// reconcile (guessing could take another installation's objects for ours, or ours for
+    /// another's).
+    async fn installation_id(&self) -> Result<Option<String>, String> {
+        let last = self.installation.lock().expect("installation").clone();
+        if let Some((at, id)) = &last
+            && at.elapsed() < Duration::from_secs(30)
+        {
+            return Ok(id.clone());
+        }
+        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(self.client.clone(), &self.cfg.app_namespace);
+        let read = crate::kube::retry(&Default::default(), || {
+            cms.get_opt(tracking::SETTINGS_CONFIG_MAP)
+        })
+        .await;
+        let id = match read {
+            Ok(cm) => cm
+                .and_then(|cm| cm.data)
+                .and_then(|d| d.get("installationID").cloned())
+                .filter(|id| !id.is_empty()),
+            Err(e) => {
+                return match last {
+                    Some((_, id)) => Ok(id),
+                    None => Err(format!(
+                        "read the installation id (`{}` in `{}`): {}",
+                        tracking::SETTINGS_CONFIG_MAP,
+                        self.cfg.app_namespace,
+                        describe(&e)
+                    )),
+                };
+            }
+        };
+        *self.installation.lock().expect("installation") = Some((Instant::now(), id.clone()));
+        Ok(id)
+    }
+
     async fn creds(&self) -> (Arc<Vec<Value>>, Arc<Value>) {
         if let Some((at, s, t)) = self.creds.lock().expect("creds").as_ref()
             && at.elapsed() < Duration::from_secs(30)
@@ -1727,6 +1983,37 @@ impl Engine {
         *self.creds.lock().expect("creds") = Some((Instant::now(), s.clone(), t.clone()));
         (s, t)
     }
+}
+
+/// An object whose deletion is under way.
+struct Going {
+    resolved: Resolved,
+    key: ObjectRef,
+    uid: String,
+}
+
+/// The object is being deleted (it has a `deletionTimestamp`; finalizers hold it).
+fn is_deleting(v: &Value) -> bool {
+    v["metadata"]["deletionTimestamp"].is_string()
+}
+
+/// Why an object is still there after `waited`: its finalizers, and what to do.
+fn still_deleting(key: &ObjectRef, live: &Value, waited: Duration) -> String {
+    let finalizers: Vec<String> = live["metadata"]["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(|f| format!("`{f}`")))
+        .collect();
+    let held = if finalizers.is_empty() {
+        String::new()
+    } else {
+        format!(" (finalizers {})", finalizers.join(", "))
+    };
+    format!(
+        "{key} is still being deleted after {} s{held}: the controller that owns a finalizer removes it when its work is done (`foregroundDeletion` waits for the object's dependents); the next sync waits again",
+        waited.as_secs()
+    )
 }
 
 #[derive(Default)]

@@ -1,6 +1,7 @@
-//! Health of live objects, per kind, with Argo CD's rules (gitops-engine `pkg/health` plus Argo
-//! CD's built-in resource customizations for CronJob, cert-manager Certificate and nested
-//! Applications), and an app's health as the worst of its resources.
+//! Health of live objects, per kind, with Argo CD's rules (gitops-engine `pkg/health`, including
+//! HorizontalPodAutoscaler and APIService, plus Argo CD's built-in resource customizations for
+//! CronJob, cert-manager Certificate and nested Applications), and an app's health as the worst
+//! of its resources.
 //!
 //! Place in the data flow: live objects (from the watch cache) → [`assess`] → per-resource
 //! health → [`aggregate`] → `.status.health`.
@@ -33,6 +34,8 @@ pub fn assess(obj: &Value) -> Option<Health> {
         ("batch", "CronJob") => cron_job(obj),
         ("cert-manager.io", "Certificate") => certificate(obj),
         ("argoproj.io", "Application") => application(obj),
+        ("autoscaling", "HorizontalPodAutoscaler") => hpa(obj, api_version),
+        ("apiregistration.k8s.io", "APIService") => api_service(obj, api_version),
         _ => return None,
     };
     Some(h)
@@ -410,6 +413,126 @@ fn certificate(obj: &Value) -> Health {
     progressing("Waiting for certificate")
 }
 
+/// One HPA condition, as gitops-engine reads it (`pkg/health/health_hpa.go`, `hpaCondition`):
+/// the typed `status.conditions` of autoscaling v2, v2beta2 and v2beta1, or the JSON list in the
+/// `autoscaling.alpha.kubernetes.io/conditions` annotation of autoscaling v1 (Go's JSON decoder
+/// matches the keys without regard to case).
+struct HpaCondition {
+    kind: String,
+    reason: String,
+    message: String,
+    status: String,
+}
+
+impl HpaCondition {
+    fn of(v: &Value) -> HpaCondition {
+        let field = |name: &str| {
+            v.as_object()
+                .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        HpaCondition {
+            kind: field("type"),
+            reason: field("reason"),
+            message: field("message"),
+            status: field("status"),
+        }
+    }
+}
+
+/// HorizontalPodAutoscaler health as gitops-engine `pkg/health/health_hpa.go` decides it: the
+/// first condition that is a known failure (by type and reason, whatever its status) makes it
+/// Degraded, the first `AbleToScale` or `ScalingLimited` condition that is `True` makes it
+/// Healthy (its message kept), anything else is "Waiting to Autoscale". Versions other than v1,
+/// v2beta1, v2beta2 and v2 are not understood (Unknown, as Argo's error becomes).
+fn hpa(obj: &Value, api_version: &str) -> Health {
+    const WAITING: &str = "Waiting to Autoscale";
+    let conditions: Vec<HpaCondition> = match api_version {
+        "autoscaling/v1" => {
+            let Some(text) =
+                obj["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/conditions"]
+                    .as_str()
+            else {
+                return progressing(WAITING);
+            };
+            match serde_json::from_str::<Vec<Value>>(text) {
+                Ok(list) => list.iter().map(HpaCondition::of).collect(),
+                Err(e) => {
+                    return Health::new(
+                        HealthCode::Unknown,
+                        format!("failed to convert conditions annotation to typed: {e}"),
+                    );
+                }
+            }
+        }
+        "autoscaling/v2" | "autoscaling/v2beta2" | "autoscaling/v2beta1" => {
+            match &obj["status"]["conditions"] {
+                Value::Null => Vec::new(),
+                Value::Array(list) => list.iter().map(HpaCondition::of).collect(),
+                _ => {
+                    return Health::new(
+                        HealthCode::Unknown,
+                        "failed to convert unstructured HPA to typed: status.conditions is not a list",
+                    );
+                }
+            }
+        }
+        other => {
+            return Health::new(
+                HealthCode::Unknown,
+                format!("unsupported HPA GVK: {other}, Kind=HorizontalPodAutoscaler"),
+            );
+        }
+    };
+    const DEGRADED: &[(&str, &str)] = &[
+        ("AbleToScale", "FailedGetScale"),
+        ("AbleToScale", "FailedUpdateScale"),
+        ("ScalingActive", "FailedGetResourceMetric"),
+        ("ScalingActive", "InvalidSelector"),
+    ];
+    for c in &conditions {
+        if DEGRADED.contains(&(c.kind.as_str(), c.reason.as_str())) {
+            return Health::new(HealthCode::Degraded, c.message.clone());
+        }
+        if matches!(c.kind.as_str(), "AbleToScale" | "ScalingLimited") && c.status == "True" {
+            return healthy(c.message.clone());
+        }
+    }
+    progressing(WAITING)
+}
+
+/// APIService health as gitops-engine `pkg/health/health_apiservice.go` decides it
+/// (apiregistration v1 and v1beta1): the `Available` condition — `True` is Healthy, anything
+/// else Progressing, both with "<reason>: <message>"; without it, "Waiting to be processed".
+fn api_service(obj: &Value, api_version: &str) -> Health {
+    if !matches!(
+        api_version,
+        "apiregistration.k8s.io/v1" | "apiregistration.k8s.io/v1beta1"
+    ) {
+        return Health::new(
+            HealthCode::Unknown,
+            format!("unsupported APIService GVK: {api_version}, Kind=APIService"),
+        );
+    }
+    match condition(obj, "Available") {
+        Some(c) => {
+            let text = format!(
+                "{}: {}",
+                c["reason"].as_str().unwrap_or_default(),
+                message(c)
+            );
+            if c["status"] == "True" {
+                healthy(text)
+            } else {
+                progressing(text)
+            }
+        }
+        None => progressing("Waiting to be processed"),
+    }
+}
+
 fn application(obj: &Value) -> Health {
     let h = &obj["status"]["health"];
     let code = match h["status"].as_str() {
@@ -527,6 +650,12 @@ mod tests {
             "application-suspended",
             "application-missing",
             "application-unknown",
+            "hpa-healthy",
+            "hpa-progressing",
+            "hpa-degraded",
+            "hpa-unknown",
+            "apiservice-healthy",
+            "apiservice-progressing",
         ];
         let missing: Vec<_> = want.iter().filter(|w| !have.contains(**w)).collect();
         assert!(missing.is_empty(), "no fixture for {missing:?}");
@@ -547,6 +676,22 @@ mod tests {
             assess(&cm),
             Some(Health::new(HealthCode::Progressing, "Pending deletion"))
         );
+    }
+
+    #[test]
+    fn an_hpa_or_apiservice_of_a_version_argo_does_not_know_is_unknown() {
+        let hpa = serde_json::json!({"apiVersion": "autoscaling/v3", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "x"}, "status": {"conditions": [{"type": "AbleToScale", "status": "True"}]}});
+        assert_eq!(
+            assess(&hpa),
+            Some(Health::new(
+                HealthCode::Unknown,
+                "unsupported HPA GVK: autoscaling/v3, Kind=HorizontalPodAutoscaler"
+            ))
+        );
+        let svc = serde_json::json!({"apiVersion": "apiregistration.k8s.io/v2", "kind": "APIService",
+            "metadata": {"name": "x"}});
+        assert_eq!(assess(&svc).map(|h| h.status), Some(HealthCode::Unknown));
     }
 
     #[test]

@@ -16,6 +16,11 @@ use crate::kinds::{ObjectRef, group_version};
 
 /// The tracking annotation.
 pub const TRACKING_ID: &str = "argocd.argoproj.io/tracking-id";
+/// The installation id an Argo CD instance stamps on what it applies (argocd-cm `installationID`),
+/// so that several instances managing one cluster never take each other's objects.
+pub const INSTALLATION_ID: &str = "argocd.argoproj.io/installation-id";
+/// The settings ConfigMap (in the Applications namespace) Argo CD reads `installationID` from.
+pub const SETTINGS_CONFIG_MAP: &str = "argocd-cm";
 /// Per-resource sync options, comma-joined.
 pub const SYNC_OPTIONS: &str = "argocd.argoproj.io/sync-options";
 /// Sync wave (an integer, default 0).
@@ -85,8 +90,20 @@ pub enum Owner {
     Untracked,
 }
 
-/// Classify `live` for `app_key`.
+/// Classify `live` for `app_key`, for an engine without an installation id.
 pub fn owner(app_key: &str, live: &Value) -> Owner {
+    owner_in(app_key, None, live)
+}
+
+/// Classify `live` for `app_key` of the engine installation `installation`: as Argo CD 3.x
+/// (argo-cd `util/argo/resource_tracking.go`, `getAppInstanceValue`), an object is tracked at
+/// all only when its `argocd.argoproj.io/installation-id` annotation equals the engine's
+/// installation id (absent on both sides when the engine has none). Several engines, or an
+/// engine and an Argo CD, can then manage one cluster with Applications of the same name.
+pub fn owner_in(app_key: &str, installation: Option<&str>, live: &Value) -> Owner {
+    if annotation(live, INSTALLATION_ID).unwrap_or_default() != installation.unwrap_or_default() {
+        return Owner::Untracked;
+    }
     let Some(id) = annotation(live, TRACKING_ID).and_then(parse_tracking_id) else {
         return Owner::Untracked;
     };
@@ -107,6 +124,19 @@ pub fn owner(app_key: &str, live: &Value) -> Owner {
 /// An annotation's value.
 pub fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
     obj["metadata"]["annotations"][key].as_str()
+}
+
+/// Stamp a desired object with the engine's installation id, or remove one git carries when the
+/// engine has none (argo-cd `SetAppInstance`).
+pub fn stamp_installation(obj: &mut Value, installation: Option<&str>) {
+    match installation {
+        Some(id) if !id.is_empty() => set_annotation(obj, INSTALLATION_ID, id),
+        _ => {
+            if let Some(a) = obj["metadata"]["annotations"].as_object_mut() {
+                a.remove(INSTALLATION_ID);
+            }
+        }
+    }
 }
 
 /// Set an annotation.
@@ -224,6 +254,24 @@ mod tests {
             owner("nyan", &svc(json!({TRACKING_ID: "garbage"}))),
             Owner::Untracked
         );
+    }
+
+    #[test]
+    fn another_installations_objects_are_never_ours() {
+        let ours = svc(json!({TRACKING_ID: "nyan:/Service:nyan/web", INSTALLATION_ID: "lab-a"}));
+        assert_eq!(owner_in("nyan", Some("lab-a"), &ours), Owner::This);
+        assert_eq!(owner_in("nyan", Some("lab-b"), &ours), Owner::Untracked);
+        // An engine without an id leaves stamped objects alone, and one with an id leaves
+        // unstamped ones alone.
+        assert_eq!(owner_in("nyan", None, &ours), Owner::Untracked);
+        let plain = svc(json!({TRACKING_ID: "nyan:/Service:nyan/web"}));
+        assert_eq!(owner_in("nyan", Some("lab-a"), &plain), Owner::Untracked);
+        assert_eq!(owner_in("nyan", None, &plain), Owner::This);
+        let mut d = svc(json!({INSTALLATION_ID: "from-git"}));
+        stamp_installation(&mut d, None);
+        assert!(annotation(&d, INSTALLATION_ID).is_none());
+        stamp_installation(&mut d, Some("lab-a"));
+        assert_eq!(annotation(&d, INSTALLATION_ID), Some("lab-a"));
     }
 
     #[test]

@@ -157,6 +157,11 @@ pub(super) fn react(inner: &Arc<Inner>, e: WatchEvent) {
     }
     let delay = cfg.per_name.get(&name).copied().unwrap_or(cfg.ready_after);
     match kind.as_str() {
+        // A workload being deleted gets no new rollout (its deletion mark bumps generation):
+        // kubernetes pkg/controller/deployment/deployment_controller.go `syncDeployment` only
+        // syncs status then, and the StatefulSet and DaemonSet controllers skip it likewise.
+        "Deployment" | "StatefulSet" | "DaemonSet"
+            if obj.pointer("/metadata/deletionTimestamp").is_some() => {}
         "Deployment" | "StatefulSet" | "DaemonSet" => {
             let generation = obj
                 .pointer("/metadata/generation")

@@ -24,10 +24,16 @@
 //!   Lists whose elements all have `name` are merged by name (containers, env, ports, volumes);
 //!   other lists are atomic.
 //! - create (POST, 409 AlreadyExists), replace (PUT), JSON merge patch (and strategic merge patch
-//!   treated as a JSON merge patch), delete (finalizers keep the object with a deletionTimestamp;
-//!   dependents by ownerReference are deleted, or orphaned with `propagationPolicy: Orphan`;
-//!   deleting a namespace deletes its content at once; deleting a CRD removes its objects and
-//!   its type), deletecollection.
+//!   treated as a JSON merge patch), delete as kube-apiserver's registry does it
+//!   ([`store::Store::delete`]: `propagationPolicy: Foreground`/`Orphan` become the
+//!   `foregroundDeletion`/`orphan` finalizers; any finalizer keeps the object, answered as itself,
+//!   with `deletionTimestamp` and `deletionGracePeriodSeconds: 0` until the last one is removed;
+//!   no new finalizer and no `deletionTimestamp` change by update; deleting a namespace deletes
+//!   its content at once; deleting a CRD removes its objects and its type), deletecollection.
+//! - The garbage collector ([`gc`], always on, [`FakeKube::set_gc_delay`] after each event):
+//!   finishes foreground deletions once no blocking dependent remains, orphans dependents, and
+//!   deletes dependents whose owners are gone (background cascading happens after the DELETE,
+//!   never within it).
 //! - Status subresources: `status` is ignored on the main endpoint of types that have one, and
 //!   `/status` writes only status. `generation` bumps when anything but metadata/status changes.
 //! - CRDs: applying one serves its types; they appear in discovery once the CRD is Established,
@@ -66,16 +72,16 @@
 //! [`admission`] for what else of admission is left out), OpenAPI schema
 //! validation of fields, defaulting beyond the list above, JSON patch, strategic-merge
 //! semantics, aggregated discovery, protobuf, table output, `sendInitialEvents`/bookmarks,
-//! namespace `Terminating` phase (content is deleted at once), foreground deletion ordering,
-//! label-selector transitions reported as DELETED to watchers, field ownership of list items by
-//! keys other than `name`, pods/attach/port-forward, server-side garbage collection of
-//! objects whose owner never existed.
+//! namespace `Terminating` phase (content is deleted at once), pods' graceful deletion (no
+//! kubelet: a pod goes like any object), label-selector transitions reported as DELETED to
+//! watchers, field ownership of list items by keys other than `name`, pods/attach/port-forward.
 
 #![allow(dead_code)]
 
 pub mod admission;
 pub mod controllers;
 pub mod exec;
+pub mod gc;
 pub mod server;
 pub mod store;
 pub mod test_cluster;
@@ -202,6 +208,10 @@ pub struct Inner {
     pub shutdown: Arc<Notify>,
     pub(crate) controllers: Mutex<Controllers>,
     pub(crate) crd_delay: Mutex<Duration>,
+    /// How long the garbage collector ([`gc`]) takes to react to an event.
+    pub(crate) gc_delay: Mutex<Duration>,
+    /// A garbage-collector pass is scheduled and has not started.
+    pub(crate) gc_pending: std::sync::atomic::AtomicBool,
     pub(crate) ready: Mutex<Vec<ReadyEvent>>,
     exec: Mutex<Option<exec::ExecHandler>>,
 }
@@ -309,6 +319,8 @@ impl FakeKube {
             shutdown: Arc::new(Notify::new()),
             controllers: Mutex::new(Controllers::default()),
             crd_delay: Mutex::new(Duration::from_millis(30)),
+            gc_delay: Mutex::new(Duration::from_millis(30)),
+            gc_pending: std::sync::atomic::AtomicBool::new(false),
             ready: Mutex::new(Vec::new()),
             exec: Mutex::new(None),
         });
@@ -350,8 +362,12 @@ impl FakeKube {
                 tokio::select! {
                     _ = ctl.shutdown.notified() => return,
                     ev = rx.recv() => match ev {
-                        Ok(e) => react(&ctl, e),
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Ok(e) => {
+                            gc::observe(&ctl, &e);
+                            react(&ctl, e);
+                        }
+                        // Missed events: the garbage collector looks at everything again.
+                        Err(broadcast::error::RecvError::Lagged(_)) => gc::schedule(&ctl),
                         Err(_) => return,
                     }
                 }
@@ -501,6 +517,12 @@ impl FakeKube {
     /// How long the fake takes to establish a CRD.
     pub fn set_crd_delay(&self, d: Duration) {
         *self.inner.crd_delay.lock().unwrap() = d;
+    }
+
+    /// How long the garbage collector takes to react (default 30 ms): foreground and orphaning
+    /// deletions finish, and dependents of removed owners go, that long after the event.
+    pub fn set_gc_delay(&self, d: Duration) {
+        *self.inner.gc_delay.lock().unwrap() = d;
     }
 
     /// Turn on simulated controllers.

@@ -819,7 +819,8 @@ impl Write<'_> {
                     .as_str()
                     .map(String::from)
                     .or_else(|| self.q("propagationPolicy"))
-                    .unwrap_or_else(|| "Background".into());
+                    // None named: the store keeps the object's own GC finalizer (store.go).
+                    .unwrap_or_default();
                 store
                     .delete(&t.rt, &ns, name, &propagation, dry_run)
                     .map(|o| (200, o))

@@ -215,6 +215,11 @@ pub fn builtin_types() -> Vec<ResourceType> {
 /// Object identity in the store: group, plural, namespace ("" when cluster-scoped), name.
 pub type Key = (String, String, String, String);
 
+/// The finalizer of a foreground deletion (`metav1.FinalizerDeleteDependents`).
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// The finalizer of an orphaning deletion (`metav1.FinalizerOrphanDependents`).
+pub const ORPHAN_FINALIZER: &str = "orphan";
+
 /// An API error as the real server would send it.
 #[derive(Clone, Debug)]
 pub struct ApiError {
@@ -998,8 +1003,24 @@ impl Store {
         self.commit_update(rt, key, live, new)
     }
 
-    /// DELETE, honouring finalizers and cascading to dependents (Background/Foreground alike) or
-    /// orphaning them.
+    /// DELETE, as kube-apiserver's generic registry does it (kubernetes
+    /// `staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go`, `Delete`,
+    /// `deletionFinalizersForGarbageCollection`, `updateForGracefulDeletionAndFinalizers`,
+    /// `markAsDeleting`; Kubernetes 1.27–1.36):
+    /// - the propagation policy becomes a finalizer the garbage collector owns: `Foreground` →
+    ///   `foregroundDeletion`, `Orphan` → `orphan`, `Background` → neither (both are removed);
+    ///   without a policy the object's own GC finalizer is kept, else background (the default of
+    ///   every type served here);
+    /// - an object left with any finalizer is only marked: `deletionTimestamp` (kept when already
+    ///   set), `deletionGracePeriodSeconds: 0`, `generation` + 1 on the first mark, and the
+    ///   answer is the object itself; it goes when its last finalizer is removed (see
+    ///   [`Store::commit_update`]), which for the GC's finalizers is the garbage collector's work
+    ///   ([`super::gc`]);
+    /// - an object without finalizers goes now and the answer is a `Status`; its dependents are
+    ///   left to the garbage collector, never deleted in the same request.
+    ///
+    /// `propagation` is `""` when the request named none. Pods' graceful deletion is not modelled
+    /// (the fake runs no kubelet): they go like any other object.
     pub fn delete(
         &mut self,
         rt: &ResourceType,
@@ -1014,30 +1035,88 @@ impl Store {
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
-        if dry_run {
-            return Ok(live);
+        if !matches!(propagation, "" | "Foreground" | "Background" | "Orphan") {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                format!(
+                    "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{propagation}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                ),
+            ));
         }
-        let finalizers = live
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        if finalizers {
-            if live.pointer("/metadata/deletionTimestamp").is_none() {
-                let mut new = live.clone();
-                new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-                return self.commit_update(rt, key, live, new);
+        let existing = finalizers(&live);
+        // The first GC finalizer on the object decides when the request names no policy.
+        let own_policy = existing.iter().find_map(|f| match f.as_str() {
+            ORPHAN_FINALIZER => Some("Orphan"),
+            FOREGROUND_FINALIZER => Some("Foreground"),
+            _ => None,
+        });
+        let policy = match propagation {
+            "" => own_policy.unwrap_or("Background"),
+            p => p,
+        };
+        let mut wanted: Vec<String> = existing
+            .iter()
+            .filter(|f| !matches!(f.as_str(), ORPHAN_FINALIZER | FOREGROUND_FINALIZER))
+            .cloned()
+            .collect();
+        match policy {
+            "Orphan" => wanted.push(ORPHAN_FINALIZER.into()),
+            "Foreground" => wanted.push(FOREGROUND_FINALIZER.into()),
+            _ => {}
+        }
+        if wanted.is_empty() {
+            if dry_run {
+                return Ok(self.render(&key).expect("exists"));
             }
-            return Ok(self.render(&key).expect("exists"));
+            self.remove(&key, policy);
+            return Ok(
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "group": rt.group, "kind": rt.plural, "uid": live["metadata"]["uid"]}}),
+            );
         }
-        self.remove(&key, propagation);
-        Ok(
-            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "group": rt.group, "kind": rt.plural, "uid": live["metadata"]["uid"]}}),
-        )
+        let mut marked = live.clone();
+        marked["metadata"]["finalizers"] = json!(wanted);
+        if live.pointer("/metadata/deletionTimestamp").is_none() {
+            marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            if let Some(g) = live.pointer("/metadata/generation").and_then(Value::as_i64)
+                && g > 0
+            {
+                marked["metadata"]["generation"] = json!(g + 1);
+            }
+        }
+        marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        if dry_run {
+            return Ok(marked);
+        }
+        self.commit_marked(rt, key, live, marked)
     }
 
-    /// Remove an object now, with its dependents (or orphaning them), a namespace's content, a
-    /// CRD's objects and served types.
-    pub fn remove(&mut self, key: &Key, propagation: &str) {
+    /// Store an object as the deletion path marked it (its generation as given).
+    fn commit_marked(
+        &mut self,
+        rt: &ResourceType,
+        key: Key,
+        live: Value,
+        mut new: Value,
+    ) -> Result<Value, ApiError> {
+        if new == live {
+            return Ok(self.render(&key).expect("exists"));
+        }
+        let rv = self.next_rv();
+        new["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.objects.insert(key.clone(), new);
+        let rendered = self.render(&key).expect("exists");
+        self.record("MODIFIED", key, rendered.clone());
+        self.after_write(rt, &rendered);
+        Ok(rendered)
+    }
+
+    /// Remove an object now (its last finalizer is gone, or it had none), with a namespace's
+    /// content and a CRD's objects and served types. Its dependents by ownerReference are not
+    /// touched here: as on a real cluster, the garbage collector ([`super::gc`]) deletes or
+    /// orphans them a moment later. `_propagation` is what the deletion asked for; the GC reads
+    /// what it needs from the objects themselves.
+    pub fn remove(&mut self, key: &Key, _propagation: &str) {
         let Some(obj) = self.render(key) else { return };
         self.objects.remove(key);
         self.owners.remove(key);
@@ -1045,37 +1124,6 @@ impl Store {
         let mut gone = obj.clone();
         gone["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.record("DELETED", key.clone(), gone);
-        let uid = obj
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let dependents: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|(_, o)| {
-                o.pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()))
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for d in dependents {
-            if propagation == "Orphan" {
-                if let Some(mut o) = self.objects.get(&d).cloned() {
-                    let live = o.clone();
-                    if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
-                        refs.retain(|r| r["uid"] != uid.as_str());
-                    }
-                    let rt = self.find_type_by_key(&d);
-                    if let Some(rt) = rt {
-                        let _ = self.commit_update(&rt, d, live, o);
-                    }
-                }
-            } else {
-                self.remove(&d, propagation);
-            }
-        }
         if key.1 == "namespaces" && key.0.is_empty() {
             let inside: Vec<Key> = self
                 .objects
@@ -1112,7 +1160,8 @@ impl Store {
         }
     }
 
-    fn find_type_by_key(&self, key: &Key) -> Option<ResourceType> {
+    /// The served type of a stored object's key.
+    pub fn find_type_by_key(&self, key: &Key) -> Option<ResourceType> {
         self.types
             .iter()
             .find(|t| t.group == key.0 && t.plural == key.1)
@@ -1129,6 +1178,14 @@ impl Store {
         let name = obj.pointer("/metadata/name").and_then(Value::as_str)?;
         let key = Self::key_of(&rt, ns, name);
         Some((rt, key))
+    }
+
+    /// Write an object as a controller's update does (the garbage collector's metadata changes):
+    /// it goes when that leaves it deleting without finalizers.
+    pub fn gc_write(&mut self, key: &Key, new: Value) -> Option<Value> {
+        let live = self.objects.get(key)?.clone();
+        let rt = self.find_type_by_key(key)?;
+        self.commit_update(&rt, key.clone(), live, new).ok()
     }
 
     /// Set `status` directly (test hooks and simulated controllers); emits MODIFIED.
@@ -1195,6 +1252,62 @@ fn check_identity(rt: &ResourceType, ns: &str, name: &str, obj: &Value) -> Resul
     Ok(())
 }
 
+/// What an update may not do to an object's deletion state, as kubernetes/apimachinery
+/// `pkg/api/validation/objectmeta.go` (`ValidateObjectMetaUpdate`, `ValidateNoNewFinalizers`;
+/// Kubernetes 1.27–1.36) checks it: `deletionTimestamp` changes only through DELETE, and once it
+/// is set no new finalizer may be added (removing them is how deletion completes).
+fn validate_deletion_fields(
+    rt: &ResourceType,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    let was = old.pointer("/metadata/deletionTimestamp");
+    if new.pointer("/metadata/deletionTimestamp") != was {
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            "metadata.deletionTimestamp",
+            "Invalid value: field is immutable; may only be changed via deletion",
+        ));
+    }
+    if was.is_some() {
+        let before = finalizers(old);
+        let added: Vec<String> = finalizers(new)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        if !added.is_empty() {
+            let mut e = ApiError::invalid(
+                rt,
+                name,
+                "metadata.finalizers",
+                &format!(
+                    "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                    added
+                        .iter()
+                        .map(|f| format!("{f:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            e.causes[0]["reason"] = json!("FieldValueForbidden");
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// An object's `metadata.finalizers`.
+pub fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect()
+}
+
 fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
@@ -1227,6 +1340,9 @@ fn validate(
     } else {
         is_dns1123_subdomain(name)
     };
+    if let Some(old) = old {
+        validate_deletion_fields(rt, name, old, new)?;
+    }
     if !name_ok {
         return Err(ApiError::invalid(
             rt,
