@@ -385,6 +385,23 @@ fn fake_multipass_rejects_what_multipass_rejects() {
             2,
             "launch failed: Invalid disk size value supplied: lots.",
         ),
+        // canonical/multipass v1.16.3 src/utils/memory_size.cpp: no T, no decimals without a
+        // unit, `iB` only after K, M or G.
+        (
+            &["launch", "--name", "b", "--disk", "1T"],
+            2,
+            "launch failed: Invalid disk size value supplied: 1T.",
+        ),
+        (
+            &["launch", "--name", "b", "--memory", "1536.5"],
+            2,
+            "launch failed: Invalid memory size value supplied: 1536.5.",
+        ),
+        (
+            &["launch", "--name", "b", "--disk", "40iB"],
+            2,
+            "launch failed: Invalid disk size value supplied: 40iB.",
+        ),
         (
             &["launch", "--name", "-b-"],
             2,
@@ -456,6 +473,20 @@ fn fake_multipass_rejects_what_multipass_rejects() {
             "multipass {}",
             args.join(" ")
         );
+    }
+
+    // What the same parser accepts.
+    for (i, (memory, disk)) in [("4gib", "20GB"), ("1.5G", " 40g "), ("4294967296", "21474836480B")]
+        .iter()
+        .enumerate()
+    {
+        let name = format!("ok{i}");
+        let (c, _, e) = run_fake(
+            &lab,
+            &["launch", "--name", &name, "--memory", memory, "--disk", disk],
+        );
+        assert_eq!(c, Some(0), "--memory {memory} --disk {disk}: {e}");
+        assert_eq!(run_fake(&lab, &["delete", "--purge", &name]).0, Some(0));
     }
 
     // Deleted but not purged: the name is still taken; starting it is refused.
@@ -1109,6 +1140,24 @@ fn vm_sizes_below_the_minimum_are_refused() {
     assert!(
         lab.argv().is_empty(),
         "refused before Multipass is asked anything"
+    );
+}
+
+/// Issue 12: Multipass reads sizes in K, M or G only (`src/utils/memory_size.cpp`); `--disk 1T`
+/// reaches it as `1024G`.
+#[test]
+fn a_disk_in_tib_reaches_multipass_in_a_unit_it_reads() {
+    let lab = Lab::new();
+    lab.homelab(&["up", "--disk", "1T"]).success();
+    let launch = lab
+        .argv()
+        .into_iter()
+        .find(|a| a.starts_with("launch "))
+        .unwrap();
+    assert!(launch.contains(" --disk 1024G "), "{launch}");
+    assert_eq!(
+        lab.instance(VM)["disks"]["sda1"]["total"],
+        json!(((1u64 << 40) * 96 / 100).to_string())
     );
 }
 
