@@ -219,6 +219,9 @@ const LAUNCH: &str = "launch 24.04 --name homelab-t-1 --cpus 4 --memory 8G --dis
 const INFO: &str = "info --format json";
 const MARKER: &str = "exec homelab-t-1 -- test -f /var/lib/homelab/provisioned";
 const FAILED: &str = "exec homelab-t-1 -- cat /var/lib/homelab/failed";
+const CLOUD_INIT: &str = "exec homelab-t-1 -- cloud-init status --format json";
+/// `up`'s preflight asks whether the daemon answers (issue 12).
+const VERSION: &str = "version --format json";
 const CONFIG: &str = "exec homelab-t-1 -- sudo microk8s config";
 const NODES: &str = "exec homelab-t-1 -- sudo microk8s kubectl get nodes -o json";
 
@@ -760,10 +763,10 @@ fn a_launch_that_multipass_gives_up_on_is_waited_for() {
     assert_eq!(
         lab.argv(),
         [
-            INFO, LAUNCH, INFO, INFO, MARKER, FAILED, MARKER, FAILED, MARKER, FAILED, MARKER,
-            CONFIG, NODES
+            VERSION, INFO, LAUNCH, INFO, INFO, MARKER, FAILED, CLOUD_INIT, MARKER, FAILED,
+            CLOUD_INIT, MARKER, FAILED, CLOUD_INIT, MARKER, CONFIG, NODES
         ],
-        "launch exits 2, `info` shows the VM alive, the marker appears on the 4th look; each miss also looks for the failure marker"
+        "launch exits 2, `info` shows the VM alive, the marker appears on the 4th look; each miss also looks for the failure marker and asks cloud-init, which is still running"
     );
     assert!(
         run.stderr.contains("vms              homelab-t-1: Multipass stopped waiting (`launch failed: The following errors occurred: timed out waiting for initialization to complete`); the VM goes on initialising\n"),
@@ -831,6 +834,112 @@ fn failed_provisioning_is_reported_at_once_with_the_failing_step() {
         run.stdout
     );
     assert_eq!(lab.argv().last().map(String::as_str), Some(FAILED));
+}
+
+/// Issue 12: cloud-init failing before the provisioning script runs stops `up` as soon as
+/// cloud-init says it is done, with cloud-init's own error text, not after the whole wait.
+#[test]
+fn a_cloud_init_failure_stops_up_at_once_with_its_error() {
+    let mut lab = Lab::new();
+    // A wait far longer than the test: only cloud-init's status can end it.
+    let run = lab.failing_up(
+        "provisioned_ms=600000",
+        "cloud_init_errors",
+        json!(["('write_files', PermissionError(13, 'Permission denied'))"]),
+    );
+    assert!(
+        run.stderr.ends_with("error: cloud-init on VM `homelab-t-1` ended (error - done) before homelab's provisioning finished: ('write_files', PermissionError(13, 'Permission denied'))\nhint: cloud-init's own account: `multipass exec homelab-t-1 -- cloud-init status --long`, and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init.log`\nhint: cloud-init runs once per VM: after fixing the cause, `homelab up --recreate` builds the lab's VMs again\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .starts_with("Lab `t` stopped at step `provisioned` after "),
+        "{}",
+        run.stdout
+    );
+    // One look, cloud-init's answer, and one more look for a marker written meanwhile.
+    assert_eq!(
+        lab.argv()[4..],
+        [MARKER, FAILED, CLOUD_INIT, MARKER, FAILED]
+    );
+}
+
+/// cloud-init that reports only recoverable errors (degraded) while the script runs is not a
+/// failure: `up` goes on waiting and finishes.
+#[test]
+fn a_degraded_cloud_init_that_provisions_is_fine() {
+    let lab = Lab::new();
+    lab.knob("launch_times_out", json!(1));
+    lab.knob("provision_checks", json!(2));
+    lab.knob(
+        "cloud_init_recoverable",
+        json!({"DEPRECATED": ["Key 'ssh_authorized_keys' is deprecated"]}),
+    );
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert!(
+        run.stderr.contains("; it is degraded running: DEPRECATED: Key 'ssh_authorized_keys' is deprecated"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The fake answers `cloud-init status` as cloud-init's `cloudinit/cmd/status.py` does:
+/// sorted JSON, `status`/`extended_status`, exit 0 running or done, 1 with errors, 2 degraded.
+#[test]
+fn fake_cloud_init_status_answers_as_cloud_init_does() {
+    let lab = Lab::new();
+    lab.knob("provision_checks", json!(1));
+    let ci = lab.ctx.write(
+        "ci.yaml",
+        "#cloud-config\nruncmd: [[touch, /var/lib/homelab/provisioned]]\n",
+    );
+    let launch = |name: &str| {
+        run_fake(
+            &lab,
+            &["launch", "--name", name, "--cloud-init", ci.to_str().unwrap()],
+        )
+    };
+    let status = |name: &str| {
+        let (code, out, _) = run_fake(
+            &lab,
+            &["exec", name, "--", "cloud-init", "status", "--format", "json"],
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        (
+            code,
+            v["status"].as_str().unwrap().to_string(),
+            v["extended_status"].as_str().unwrap().to_string(),
+            v,
+        )
+    };
+    assert_eq!(launch("a").0, Some(0));
+    let (code, st, ext, v) = status("a");
+    assert_eq!((code, st.as_str(), ext.as_str()), (Some(0), "running", "running"));
+    assert_eq!(v["stage"], "modules-final");
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "printed with sort_keys");
+    run_fake(&lab, &["exec", "a", "--", "test", "-f", "/var/lib/homelab/provisioned"]);
+    let (code, st, ..) = status("a");
+    assert_eq!((code, st.as_str()), (Some(0), "done"));
+
+    lab.knob("cloud_init_recoverable", json!({"WARNING": ["w"]}));
+    let (code, st, ext, _) = status("a");
+    assert_eq!((code, st.as_str(), ext.as_str()), (Some(2), "done", "degraded done"));
+
+    lab.knob("cloud_init_errors", json!(["('write_files', OSError())"]));
+    assert_eq!(launch("b").0, Some(0));
+    let (code, st, ext, v) = status("b");
+    assert_eq!((code, st.as_str(), ext.as_str()), (Some(1), "error", "error - done"));
+    assert_eq!(v["errors"], json!(["('write_files', OSError())"]));
+    assert_eq!(v["init"]["errors"], v["errors"]);
+    let (code, out, _) = run_fake(&lab, &["exec", "b", "--", "cloud-init", "status"]);
+    assert_eq!((code, out.as_str()), (Some(1), "status: error\n"));
+    let (code, ..) = run_fake(&lab, &["exec", "b", "--", "cloud-init", "status", "--bogus"]);
+    assert_eq!(code, Some(2), "argparse refuses unknown options");
 }
 
 #[test]
