@@ -140,6 +140,7 @@ const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_LOG",
     "HOMELAB_TEST_WAITS",
     "HOMELAB_TEST_INGRESS_PORT",
+    "HOMELAB_TEST_HOST",
     // Runtime parameters of the in-cluster sync engine, set by its Deployment.
     "HOMELAB_SYNC_APPLICATION_NAMESPACE",
     "HOMELAB_SYNC_LEASE_NAMESPACE",
@@ -244,11 +245,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         // No `T`: see the type's doc (Multipass refuses it).
-        for (suffix, unit) in [
-            ("G", 1u64 << 30),
-            ("M", 1 << 20),
-            ("K", 1 << 10),
-        ] {
+        for (suffix, unit) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
             if b >= unit && b.is_multiple_of(unit) {
                 return write!(f, "{}{suffix}", b / unit);
             }
@@ -350,6 +347,11 @@ pub struct Settings {
     /// `HOMELAB_TEST_WAITS`: shorter waits and polls for tests (see `up::Waits::from_env`).
     #[serde(skip)]
     pub test_waits: Option<String>,
+    /// `HOMELAB_TEST_HOST`: what `doctor` and `up`'s preflight take as this computer's memory,
+    /// free disk and virtualisation instead of measuring them (see `doctor::HostOverride`).
+    /// Only for tests, whose verdicts must not depend on the machine running them.
+    #[serde(skip)]
+    pub test_host: Option<String>,
     /// `HOMELAB_TEST_INGRESS_PORT`: the port the lab's `https://<name>.<domain>` URLs connect
     /// to on the first node instead of 443. Only for tests that cannot listen on a privileged
     /// port; see [`Settings::ingress_port`].
@@ -651,6 +653,7 @@ impl Settings {
             config_file,
             origins,
             test_waits: inputs.env.get("HOMELAB_TEST_WAITS").cloned(),
+            test_host: inputs.env.get("HOMELAB_TEST_HOST").cloned(),
             test_ingress_port: match inputs.env.get("HOMELAB_TEST_INGRESS_PORT") {
                 None => None,
                 Some(v) => Some(v.trim().parse().map_err(|_| ConfigError::BadEnv {

@@ -190,7 +190,9 @@ mod tests {
             detail: "Cloud-init disabled by /etc/cloud/cloud-init.disabled".into(),
             ..CloudInitStatus::default()
         };
-        assert!(matches!(verdict(&disabled), Verdict::Finished(t) if t.starts_with("cloud-init is disabled")));
+        assert!(
+            matches!(verdict(&disabled), Verdict::Finished(t) if t.starts_with("cloud-init is disabled"))
+        );
     }
 
     #[test]

@@ -83,7 +83,9 @@ pub enum ProvisionError {
     },
     /// cloud-init ended without homelab's provisioning finishing (it failed before the script
     /// ran, or is disabled): the completion marker will never come.
-    #[error("cloud-init on VM `{name}` ended ({status}) before homelab's provisioning finished: {said}")]
+    #[error(
+        "cloud-init on VM `{name}` ended ({status}) before homelab's provisioning finished: {said}"
+    )]
     CloudInitEnded {
         /// VM.
         name: String,

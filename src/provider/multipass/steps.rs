@@ -10,11 +10,11 @@ use std::time::Instant;
 use futures::future::{BoxFuture, join_all};
 
 use super::cli::{LaunchSpec, Launched, Multipass, MultipassError};
+use super::cloud_init::{self, Verdict};
 use super::decide::{
     LabSpec, NodeRecord, VmAction, VmSpec, decide, effective_spec, ip_changes, lab_instances,
     readiness, size_drift, to_join, vm_name,
 };
-use super::cloud_init::{self, Verdict};
 use super::json::{self, Instance, NodeView, VmState};
 use super::{FAILED_MARKER, PROVISIONED_MARKER, ProvisionError, limit};
 use crate::error::{Error, Result};
