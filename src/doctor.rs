@@ -1,14 +1,18 @@
-//! `homelab doctor`: are the prerequisites in place, and if not, what to do.
+//! `homelab doctor`: are the prerequisites in place, and if not, what to do. The same checks are
+//! `up`'s preflight ([`preflight`]): a blocker stops `up` before it writes anything (issue 12).
 //!
 //! Architecture invariant: [`gather`] is the only effectful part (it runs `multipass version`,
 //! `git --version`, `df`, reads `/proc/meminfo`); [`evaluate`] turns those facts into checks and
-//! is pure, so every verdict and hint is tested without the tools.
+//! is pure, so every verdict and hint is tested without the tools. `HOMELAB_TEST_HOST`
+//! ([`HostOverride`]) replaces the machine's measurements in tests.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::error::{Diagnostic, Error, Result};
 use crate::process::Cmd;
+use crate::provider::multipass::cli::daemon_hint;
 use crate::settings::{ByteSize, ProviderKind, Settings, gib};
 use crate::tools::{Os, Tool};
 
@@ -64,8 +68,57 @@ pub struct Facts {
 /// Oldest Multipass release tested against (the contracts are from 1.16.3).
 pub const MIN_MULTIPASS: (u64, u64) = (1, 14);
 
-/// Probe this machine.
-pub fn gather(settings: &Settings) -> Facts {
+/// What `HOMELAB_TEST_HOST` says about this computer (`memory=24G,disk_free=100G,
+/// memory_available=20G,virtualisation=yes`): each key given replaces that measurement, so a
+/// test's verdict does not depend on the machine running it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostOverride {
+    /// Total memory, bytes.
+    pub memory: Option<u64>,
+    /// Available memory, bytes.
+    pub memory_available: Option<u64>,
+    /// Free disk where VM disks live, bytes.
+    pub disk_free: Option<u64>,
+    /// Hardware virtualisation usable.
+    pub virtualisation: Option<bool>,
+}
+
+impl HostOverride {
+    /// Parse the variable's value; `None` or blank means "measure everything".
+    pub fn parse(value: Option<&str>) -> Result<HostOverride> {
+        let mut o = HostOverride::default();
+        let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+            return Ok(o);
+        };
+        for pair in value.split(',') {
+            let bad = || {
+                Error::msg(format!("invalid `HOMELAB_TEST_HOST` entry `{pair}`")).hint(
+                    "write `key=value` pairs separated by commas: `memory=24G`, `memory_available=20G`, `disk_free=100G`, `virtualisation=yes`",
+                )
+            };
+            let (k, v) = pair.trim().split_once('=').ok_or_else(bad)?;
+            let size = || v.trim().parse::<ByteSize>().map(|b| b.0).map_err(|_| bad());
+            match k.trim() {
+                "memory" => o.memory = Some(size()?),
+                "memory_available" => o.memory_available = Some(size()?),
+                "disk_free" => o.disk_free = Some(size()?),
+                "virtualisation" => {
+                    o.virtualisation = Some(match v.trim() {
+                        "yes" => true,
+                        "no" => false,
+                        _ => return Err(bad()),
+                    })
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// Probe this machine (the measurements `HOMELAB_TEST_HOST` names are taken from it instead).
+pub fn gather(settings: &Settings) -> Result<Facts> {
+    let host = HostOverride::parse(settings.test_host.as_deref())?;
     let os = Os::current();
     let mut facts = Facts {
         os: Some(os),
@@ -89,10 +142,13 @@ pub fn gather(settings: &Settings) -> Facts {
         facts.git_version = Some(out.map(|o| o.stdout).map_err(|e| e.to_string()));
         facts.git = Some(path);
     }
-    facts.disk_free = disk_free(os);
-    facts.memory = memory(os);
-    facts.virtualisation = virtualisation(os);
-    facts
+    facts.disk_free = host.disk_free.or_else(|| disk_free(os));
+    facts.memory = match host.memory {
+        Some(total) => Some((total, host.memory_available)),
+        None => memory(os).map(|(total, avail)| (total, host.memory_available.or(avail))),
+    };
+    facts.virtualisation = host.virtualisation.or_else(|| virtualisation(os));
+    Ok(facts)
 }
 
 fn disk_free(os: Os) -> Option<u64> {
@@ -177,8 +233,41 @@ fn major_minor(v: &str) -> Option<(u64, u64)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
-/// Turn facts into checks.
+/// What a run asks of this computer: the lab's VMs, and how many of them it creates. The disk
+/// check counts only new VMs (one that exists already holds its disk, and `df` cannot say how
+/// much more it will take); the memory check compares every node with the total memory, which
+/// running VMs do not change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Demand {
+    /// VMs in the lab.
+    pub nodes: u32,
+    /// Memory of each.
+    pub memory: ByteSize,
+    /// Disk of each.
+    pub disk: ByteSize,
+    /// VMs to launch.
+    pub new_vms: u32,
+}
+
+impl Demand {
+    /// Every node of the lab as the settings ask (what `doctor` checks: a lab built from nothing).
+    pub fn whole_lab(settings: &Settings) -> Demand {
+        Demand {
+            nodes: settings.vm.nodes,
+            memory: settings.vm.memory,
+            disk: settings.vm.disk,
+            new_vms: settings.vm.nodes,
+        }
+    }
+}
+
+/// Turn facts into checks, for a lab built from nothing.
 pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
+    evaluate_for(facts, settings, Demand::whole_lab(settings))
+}
+
+/// Turn facts into checks, for a run that creates `demand.new_vms` VMs.
+pub fn evaluate_for(facts: &Facts, settings: &Settings, demand: Demand) -> Vec<Check> {
     let os = facts.os.unwrap_or(Os::Other);
     let mut checks = Vec::new();
 
@@ -200,7 +289,7 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
                     None => checks.push(check(
                         "multipass",
                         Status::Fail,
-                        format!("client {client}, but the multipass daemon does not answer"),
+                        format!("multipass {client} is installed, but its daemon does not answer"),
                         Some(daemon_hint(os)),
                     )),
                     Some(daemon) => {
@@ -263,10 +352,16 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
         (Some(_), None) => checks.push(check("git", Status::Skip, "not run", None)),
     }
 
-    let nodes = u64::from(settings.vm.nodes);
+    let nodes = u64::from(demand.nodes);
     if settings.provider == ProviderKind::Multipass {
-        let need_disk = settings.vm.disk.0.saturating_mul(nodes);
+        let need_disk = demand.disk.0.saturating_mul(u64::from(demand.new_vms));
         match facts.disk_free {
+            _ if demand.new_vms == 0 => checks.push(check(
+                "disk",
+                Status::Skip,
+                "the lab's VMs exist; no new VM disk",
+                None,
+            )),
             None => checks.push(check(
                 "disk",
                 Status::Skip,
@@ -277,7 +372,7 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
                 "disk",
                 Status::Fail,
                 format!(
-                    "{} free, the lab's VMs may use {}",
+                    "{} of disk free; the lab's new VMs may use {}",
                     gib(free),
                     ByteSize(need_disk)
                 ),
@@ -292,7 +387,7 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
                 None,
             )),
         }
-        let need_mem = settings.vm.memory.0.saturating_mul(nodes);
+        let need_mem = demand.memory.0.saturating_mul(nodes);
         match facts.memory {
             None => checks.push(check(
                 "memory",
@@ -304,7 +399,7 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
                 "memory",
                 Status::Fail,
                 format!(
-                    "{} in total, the lab's VMs ask for {}",
+                    "{} of memory in total; the lab's VMs ask for {}",
                     gib(total),
                     ByteSize(need_mem)
                 ),
@@ -367,18 +462,61 @@ pub fn evaluate(facts: &Facts, settings: &Settings) -> Vec<Check> {
     checks
 }
 
-fn daemon_hint(os: Os) -> String {
-    match os {
-        Os::Linux => "start the daemon with `sudo snap start multipass` (check `snap services multipass`)".into(),
-        Os::Macos => "start Multipass from Applications, or `sudo launchctl kickstart -k system/com.canonical.multipassd`".into(),
-        Os::Windows => "start the Multipass service from Services, or reinstall Multipass".into(),
-        Os::Other => "start the Multipass daemon".into(),
-    }
-}
-
 /// True when a check blocks `up`.
 pub fn has_blocker(checks: &[Check]) -> bool {
     checks.iter().any(|c| c.status == Status::Fail)
+}
+
+/// `doctor` found something that blocks `up`; `up` stopped before writing anything.
+#[derive(Debug, thiserror::Error)]
+#[error("this computer is not ready for lab `{lab}`: {}", .failed.iter().map(|c| c.detail.as_str()).collect::<Vec<_>>().join("; "))]
+pub struct PreflightError {
+    /// The lab `up` was asked to build.
+    pub lab: String,
+    /// The provider it was asked to use.
+    pub provider: ProviderKind,
+    /// The failed checks, in `doctor`'s order.
+    pub failed: Vec<Check>,
+}
+
+impl Diagnostic for PreflightError {
+    fn hints(&self) -> Vec<String> {
+        let mut hints: Vec<String> = Vec::new();
+        for h in self.failed.iter().filter_map(|c| c.hint.clone()) {
+            if !hints.contains(&h) {
+                hints.push(h);
+            }
+        }
+        if self.provider == ProviderKind::Multipass
+            && !hints.iter().any(|h| h.contains("--provider existing"))
+        {
+            hints.push(
+                "or run the lab in a cluster you already have: `homelab up --provider existing`"
+                    .into(),
+            );
+        }
+        hints
+    }
+}
+
+/// `up`'s preflight: the blocking checks of `doctor` for this run (issue 12). Runs before `up`
+/// creates the lab directory, secrets, CA or downloads, so a computer without Multipass (or
+/// with its daemon down, too little memory or disk) is told so first and left untouched.
+pub fn preflight(settings: &Settings, demand: Demand) -> Result<()> {
+    let facts = gather(settings)?;
+    let failed: Vec<Check> = evaluate_for(&facts, settings, demand)
+        .into_iter()
+        .filter(|c| c.status == Status::Fail)
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(PreflightError {
+        lab: settings.lab.clone(),
+        provider: settings.provider,
+        failed,
+    }
+    .into())
 }
 
 #[cfg(test)]
@@ -456,6 +594,63 @@ mod tests {
         let by = |n: &str| checks.iter().find(|c| c.name == n).unwrap().status;
         assert_eq!(by("disk"), Status::Fail);
         assert_eq!(by("memory"), Status::Fail);
+    }
+
+    #[test]
+    fn existing_vms_need_no_new_disk_but_memory_still_counts() {
+        let facts = Facts {
+            disk_free: Some(ByteSize::gib(10).0),
+            memory: Some((ByteSize::gib(8).0, Some(ByteSize::gib(6).0))),
+            ..healthy()
+        };
+        let s = settings();
+        let demand = Demand {
+            new_vms: 0,
+            ..Demand::whole_lab(&s)
+        };
+        let checks = evaluate_for(&facts, &s, demand);
+        let by = |n: &str| checks.iter().find(|c| c.name == n).unwrap().status;
+        assert_eq!(by("disk"), Status::Skip);
+        assert_eq!(by("memory"), Status::Fail);
+    }
+
+    #[test]
+    fn preflight_names_every_blocker_with_its_hints() {
+        let facts = Facts {
+            multipass: None,
+            multipass_version: None,
+            disk_free: Some(ByteSize::gib(10).0),
+            ..healthy()
+        };
+        let s = settings();
+        let failed: Vec<Check> = evaluate(&facts, &s)
+            .into_iter()
+            .filter(|c| c.status == Status::Fail)
+            .collect();
+        let e = Error::from(PreflightError {
+            lab: "t".into(),
+            provider: s.provider,
+            failed,
+        });
+        assert_eq!(
+            e.render(),
+            "error: this computer is not ready for lab `t`: `multipass` was not found on PATH; 10.0G of disk free; the lab's new VMs may use 40G\n\
+             hint: install Multipass with `sudo snap install multipass`, then run `homelab doctor` again\n\
+             hint: free some disk space, or lower `vm.disk` (at least 20G) or `vm.nodes`\n\
+             hint: or run the lab in a cluster you already have: `homelab up --provider existing`"
+        );
+    }
+
+    #[test]
+    fn the_test_seam_replaces_measurements() {
+        let o = HostOverride::parse(Some("memory=16G, disk_free=1T,virtualisation=no")).unwrap();
+        assert_eq!(o.memory, Some(ByteSize::gib(16).0));
+        assert_eq!(o.disk_free, Some(ByteSize::gib(1024).0));
+        assert_eq!(o.virtualisation, Some(false));
+        assert_eq!(o.memory_available, None);
+        assert_eq!(HostOverride::parse(None).unwrap(), HostOverride::default());
+        let e = HostOverride::parse(Some("ram=3G")).unwrap_err();
+        assert_eq!(e.message(), "invalid `HOMELAB_TEST_HOST` entry `ram=3G`");
     }
 
     #[test]

@@ -140,6 +140,7 @@ const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_LOG",
     "HOMELAB_TEST_WAITS",
     "HOMELAB_TEST_INGRESS_PORT",
+    "HOMELAB_TEST_HOST",
     // Runtime parameters of the in-cluster sync engine, set by its Deployment.
     "HOMELAB_SYNC_APPLICATION_NAMESPACE",
     "HOMELAB_SYNC_LEASE_NAMESPACE",
@@ -189,7 +190,15 @@ impl fmt::Display for ProviderKind {
     }
 }
 
-/// A size in bytes written with an optional K/M/G/T suffix (powers of 1024, as Multipass reads them).
+/// A size in bytes, read with an optional K/M/G/T suffix (powers of 1024, as Multipass counts).
+///
+/// It prints with K, M or G only, never T: the same text is handed to `multipass launch
+/// --memory/--disk`, and Multipass's parser knows no other unit. canonical/multipass v1.16.3
+/// `src/utils/memory_size.cpp` (`mp::in_bytes`, used by `validate_create_arguments` in
+/// `src/daemon/daemon.cpp`) accepts `\s*(\d+)(?:\.(\d+)(?=[KMG]))?(?:([KMG])(?:i?B)?|B)?\s*`,
+/// case-insensitive: an integer, a decimal part only before a unit, units K, M, G (optionally
+/// followed by `B` or `iB`) or a bare `B`; anything else (`1T`, `1.5`) is "Invalid disk size
+/// value supplied" (issue 12). So `1T` is read here and printed as `1024G`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
@@ -235,12 +244,8 @@ impl std::str::FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        for (suffix, unit) in [
-            ("T", 1u64 << 40),
-            ("G", 1 << 30),
-            ("M", 1 << 20),
-            ("K", 1 << 10),
-        ] {
+        // No `T`: see the type's doc (Multipass refuses it).
+        for (suffix, unit) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
             if b >= unit && b.is_multiple_of(unit) {
                 return write!(f, "{}{suffix}", b / unit);
             }
@@ -342,6 +347,11 @@ pub struct Settings {
     /// `HOMELAB_TEST_WAITS`: shorter waits and polls for tests (see `up::Waits::from_env`).
     #[serde(skip)]
     pub test_waits: Option<String>,
+    /// `HOMELAB_TEST_HOST`: what `doctor` and `up`'s preflight take as this computer's memory,
+    /// free disk and virtualisation instead of measuring them (see `doctor::HostOverride`).
+    /// Only for tests, whose verdicts must not depend on the machine running them.
+    #[serde(skip)]
+    pub test_host: Option<String>,
     /// `HOMELAB_TEST_INGRESS_PORT`: the port the lab's `https://<name>.<domain>` URLs connect
     /// to on the first node instead of 443. Only for tests that cannot listen on a privileged
     /// port; see [`Settings::ingress_port`].
@@ -643,6 +653,7 @@ impl Settings {
             config_file,
             origins,
             test_waits: inputs.env.get("HOMELAB_TEST_WAITS").cloned(),
+            test_host: inputs.env.get("HOMELAB_TEST_HOST").cloned(),
             test_ingress_port: match inputs.env.get("HOMELAB_TEST_INGRESS_PORT") {
                 None => None,
                 Some(v) => Some(v.trim().parse().map_err(|_| ConfigError::BadEnv {
@@ -993,5 +1004,22 @@ mod tests {
         assert_eq!("1.5G".parse::<ByteSize>().unwrap().to_string(), "1536M");
         assert_eq!("4GiB".parse::<ByteSize>().unwrap(), ByteSize::gib(4));
         assert!("lots".parse::<ByteSize>().is_err());
+    }
+
+    /// Issue 12: Multipass reads K, M and G only (`src/utils/memory_size.cpp`), so whole TiB
+    /// values print as G and every printed size is an integer with one of those units.
+    #[test]
+    fn byte_sizes_print_only_units_multipass_reads() {
+        assert_eq!("1T".parse::<ByteSize>().unwrap().to_string(), "1024G");
+        assert_eq!("2TiB".parse::<ByteSize>().unwrap().to_string(), "2048G");
+        assert_eq!("1.5T".parse::<ByteSize>().unwrap().to_string(), "1536G");
+        for text in ["1T", "1.25T", "40G", "1.5G", "0.3G", "512M", "1000", "7K"] {
+            let printed = text.parse::<ByteSize>().unwrap().to_string();
+            let (digits, unit) = printed.split_at(printed.trim_end_matches(['K', 'M', 'G']).len());
+            assert!(
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && unit.len() <= 1,
+                "`{text}` printed as `{printed}`, which Multipass does not read"
+            );
+        }
     }
 }

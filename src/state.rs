@@ -41,6 +41,30 @@ pub enum StateError {
     /// The OS random generator failed.
     #[error("the operating system's random generator failed: {0}")]
     Random(String),
+    /// Another command holds the lab's command lock and did not let go in time.
+    #[error(transparent)]
+    Busy(Box<LabBusy>),
+}
+
+/// Another command holds a lab's command lock and did not let go in time.
+#[derive(Debug, thiserror::Error)]
+#[error("lab `{lab}` is busy: {} has been changing it{}", holder_text(.holder.as_ref()), .holder.as_ref().map(|h| format!(" since {}", h.since)).unwrap_or_default())]
+pub struct LabBusy {
+    /// The lab.
+    pub lab: String,
+    /// The command that wanted it (`up`).
+    pub command: String,
+    /// Who holds it, as the lock file says (`None` when it cannot be read).
+    pub holder: Option<LockHolder>,
+    /// How long this command waited.
+    pub waited: String,
+}
+
+fn holder_text(holder: Option<&LockHolder>) -> String {
+    match holder {
+        Some(h) => format!("`homelab {}` (process {})", h.command, h.pid),
+        None => "another homelab command".into(),
+    }
 }
 
 impl Diagnostic for StateError {
@@ -55,8 +79,52 @@ impl Diagnostic for StateError {
                 path.display()
             )],
             StateError::Random(_) => Vec::new(),
+            StateError::Busy(busy) => {
+                let LabBusy {
+                    command,
+                    holder,
+                    waited,
+                    ..
+                } = busy.as_ref();
+                let mut h = vec![format!(
+                    "waited {waited}; one command changes a lab at a time: let {} finish, then run `homelab {command}` again",
+                    holder
+                        .as_ref()
+                        .map_or("it".to_string(), |h| format!("process {}", h.pid))
+                )];
+                if let Some(holder) = holder {
+                    h.push(format!(
+                        "to stop it instead, press Ctrl-C where it runs (or `kill {}`); the next run resumes where it stopped",
+                        holder.pid
+                    ));
+                }
+                h
+            }
         }
     }
+}
+
+/// The lab's command lock file. Every command that changes a lab holds an advisory OS lock on it
+/// for as long as it runs (issue 12); its body names the holder, for messages only.
+pub const COMMAND_LOCK_FILE: &str = "command.lock";
+
+/// Who holds (or last held) a lab's command lock, as its body says. Only ever shown to people:
+/// whether the lock is held is the OS's answer, never this body's (a killed holder leaves its
+/// body behind, and the OS releases its lock at once).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// The command (`up`, `down`, `ca regenerate`, …).
+    pub command: String,
+    /// Its process id.
+    pub pid: u32,
+    /// When it took the lock, RFC 3339 UTC.
+    pub since: String,
+}
+
+/// A held command lock; released when dropped (and by the OS when the process dies).
+#[derive(Debug)]
+pub struct LabLock {
+    _file: std::fs::File,
 }
 
 /// Root directory holding every lab's state (`$XDG_DATA_HOME/homelab`).
@@ -98,6 +166,23 @@ impl LabState {
     /// Whether anything has been stored for this lab.
     pub fn exists(&self) -> bool {
         self.dir.exists()
+    }
+
+    /// Whether the directory exists and holds nothing but the command lock (a command took the
+    /// lock on a lab that has no state).
+    pub fn holds_only_the_lock(&self) -> Result<bool, StateError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("read directory", &self.dir)(e).into()),
+        };
+        for e in entries {
+            let e = e.map_err(io_err("read directory", &self.dir))?;
+            if e.file_name() != COMMAND_LOCK_FILE {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Path of a file in the state directory.
@@ -191,6 +276,74 @@ impl LabState {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("remove directory", &self.dir)(e).into()),
+        }
+    }
+
+    /// Take the lab's command lock for `command`, creating the directory if needed. While another
+    /// process holds it, `waiting` is told who (once), and this retries with a bounded backoff for
+    /// up to `wait`; then [`StateError::Busy`] names the holder. Only the OS lock decides: a body
+    /// left by a killed process never blocks.
+    pub fn lock(
+        &self,
+        command: &str,
+        wait: std::time::Duration,
+        waiting: &dyn Fn(Option<&LockHolder>),
+    ) -> Result<LabLock, StateError> {
+        use std::time::{Duration, Instant};
+        let path = self.path(COMMAND_LOCK_FILE);
+        let started = Instant::now();
+        let mut told = false;
+        let mut attempt = 0u32;
+        loop {
+            self.ensure_dir(None)?;
+            let mut file = open_lock(&path).map_err(io_err("open", &path))?;
+            match file.try_lock() {
+                Ok(()) => {
+                    // `down --purge` may have removed the file between our open and our lock:
+                    // a lock on a removed file excludes nobody, so open the path again.
+                    if !same_file(&file, &path) {
+                        continue;
+                    }
+                    let holder = LockHolder {
+                        command: command.to_string(),
+                        pid: std::process::id(),
+                        since: now_rfc3339(),
+                    };
+                    let mut body = serde_json::to_vec(&holder).expect("lock holders serialize");
+                    body.push(b'\n');
+                    // Written in place: replacing the file would give later commands another
+                    // inode to lock. A reader may see it half-written; it is only for messages.
+                    file.set_len(0)
+                        .and_then(|()| file.write_all(&body))
+                        .map_err(io_err("write", &path))?;
+                    return Ok(LabLock { _file: file });
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = std::fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<LockHolder>(&b).ok());
+                    if started.elapsed() >= wait {
+                        return Err(StateError::Busy(Box::new(LabBusy {
+                            lab: self.lab.clone(),
+                            command: command.to_string(),
+                            holder,
+                            waited: crate::output::human_duration(started.elapsed()),
+                        })));
+                    }
+                    if !told {
+                        waiting(holder.as_ref());
+                        told = true;
+                    }
+                    let pause = Duration::from_millis(50)
+                        .saturating_mul(1 << attempt.min(4))
+                        .min(wait.saturating_sub(started.elapsed()));
+                    std::thread::sleep(pause);
+                    attempt += 1;
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(io_err("lock", &path)(e).into());
+                }
+            }
         }
     }
 
@@ -408,6 +561,52 @@ pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> Result<(), StateE
     Ok(())
 }
 
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("UTC times format")
+}
+
+#[cfg(unix)]
+fn open_lock(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_lock(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
+/// Whether `file` is still what `path` names.
+#[cfg(unix)]
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &std::fs::File, path: &Path) -> bool {
+    // Windows does not remove a file another process holds open.
+    path.exists()
+}
+
 #[cfg(unix)]
 fn open_private(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -506,6 +705,64 @@ mod tests {
         assert_eq!(names.len(), 1);
         #[cfg(unix)]
         assert_eq!(mode(&state.path("ca")), 0o700);
+    }
+
+    /// Issue 12: one command changes a lab at a time; the second is told who holds it.
+    #[test]
+    fn a_held_lock_names_its_holder_and_is_free_once_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = LabState::at("t", tmp.path().join("t"));
+        let first = state
+            .lock("up", std::time::Duration::ZERO, &|_| panic!("free"))
+            .unwrap();
+        let told = std::sync::Mutex::new(Vec::new());
+        let err = state
+            .lock("down", std::time::Duration::from_millis(120), &|h| {
+                told.lock().unwrap().push(h.cloned())
+            })
+            .unwrap_err();
+        let told = told.into_inner().unwrap();
+        assert_eq!(told.len(), 1, "told once while waiting");
+        let holder = told[0].clone().expect("the body names the holder");
+        assert_eq!(
+            (holder.command.as_str(), holder.pid),
+            ("up", std::process::id())
+        );
+        let StateError::Busy(busy) = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(busy.holder.as_ref(), Some(&holder));
+        assert!(
+            err.to_string().starts_with(&format!(
+                "lab `t` is busy: `homelab up` (process {}) has been changing it since ",
+                std::process::id()
+            )),
+            "{err}"
+        );
+        drop(first);
+        state
+            .lock("down", std::time::Duration::ZERO, &|_| panic!("free"))
+            .unwrap();
+    }
+
+    /// Issue 12: the body of a lock nobody holds (its process was killed) is not a lock.
+    #[test]
+    fn a_lock_file_nobody_holds_never_blocks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = LabState::at("t", tmp.path().join("t"));
+        state
+            .write(
+                COMMAND_LOCK_FILE,
+                br#"{"command":"up","pid":4194999,"since":"2026-01-01T00:00:00Z"}"#,
+            )
+            .unwrap();
+        let _held = state
+            .lock("up", std::time::Duration::ZERO, &|_| panic!("not held"))
+            .unwrap();
+        let body: LockHolder =
+            serde_json::from_slice(&state.read(COMMAND_LOCK_FILE).unwrap().unwrap()).unwrap();
+        assert_eq!(body.pid, std::process::id());
+        assert!(state.holds_only_the_lock().unwrap());
     }
 
     #[test]

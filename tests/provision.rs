@@ -15,6 +15,8 @@ use common::{Run, TestContext, contracts_dir};
 use serde_json::{Value, json};
 
 const FAKE: &str = include_str!("fakes/multipass");
+/// A computer with room for any lab these tests build (`HOMELAB_TEST_HOST`).
+const ROOMY_HOST: &str = "memory=64G,disk_free=2T,virtualisation=yes";
 const VM: &str = "homelab-t-1";
 
 /// The Python interpreter behind `python3` (its shim may not work in the sandboxed PATH).
@@ -65,6 +67,9 @@ impl Lab {
             "HOMELAB_TEST_WAITS".into(),
             "poll_ms=5,poll_max_ms=20,ready_ms=5000,provisioned_ms=5000,vm_running_ms=5000".into(),
         );
+        // `up`'s preflight measures this computer; the tests' verdicts must not depend on it.
+        ctx.env
+            .insert("HOMELAB_TEST_HOST".into(), ROOMY_HOST.into());
         Lab { ctx, fake_dir }
     }
 
@@ -219,6 +224,9 @@ const LAUNCH: &str = "launch 24.04 --name homelab-t-1 --cpus 4 --memory 8G --dis
 const INFO: &str = "info --format json";
 const MARKER: &str = "exec homelab-t-1 -- test -f /var/lib/homelab/provisioned";
 const FAILED: &str = "exec homelab-t-1 -- cat /var/lib/homelab/failed";
+const CLOUD_INIT: &str = "exec homelab-t-1 -- cloud-init status --format json";
+/// `up`'s preflight asks whether the daemon answers (issue 12).
+const VERSION: &str = "version --format json";
 const CONFIG: &str = "exec homelab-t-1 -- sudo microk8s config";
 const NODES: &str = "exec homelab-t-1 -- sudo microk8s kubectl get nodes -o json";
 
@@ -385,6 +393,23 @@ fn fake_multipass_rejects_what_multipass_rejects() {
             2,
             "launch failed: Invalid disk size value supplied: lots.",
         ),
+        // canonical/multipass v1.16.3 src/utils/memory_size.cpp: no T, no decimals without a
+        // unit, `iB` only after K, M or G.
+        (
+            &["launch", "--name", "b", "--disk", "1T"],
+            2,
+            "launch failed: Invalid disk size value supplied: 1T.",
+        ),
+        (
+            &["launch", "--name", "b", "--memory", "1536.5"],
+            2,
+            "launch failed: Invalid memory size value supplied: 1536.5.",
+        ),
+        (
+            &["launch", "--name", "b", "--disk", "40iB"],
+            2,
+            "launch failed: Invalid disk size value supplied: 40iB.",
+        ),
         (
             &["launch", "--name", "-b-"],
             2,
@@ -458,6 +483,26 @@ fn fake_multipass_rejects_what_multipass_rejects() {
         );
     }
 
+    // What the same parser accepts.
+    for (i, (memory, disk)) in [
+        ("4gib", "20GB"),
+        ("1.5G", " 40g "),
+        ("4294967296", "21474836480B"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("ok{i}");
+        let (c, _, e) = run_fake(
+            &lab,
+            &[
+                "launch", "--name", &name, "--memory", memory, "--disk", disk,
+            ],
+        );
+        assert_eq!(c, Some(0), "--memory {memory} --disk {disk}: {e}");
+        assert_eq!(run_fake(&lab, &["delete", "--purge", &name]).0, Some(0));
+    }
+
     // Deleted but not purged: the name is still taken; starting it is refused.
     assert_eq!(run_fake(&lab, &["delete", "a"]).0, Some(0));
     assert_eq!(lab.instance("a")["state"], "Deleted");
@@ -521,7 +566,10 @@ fn fresh_up_launches_waits_and_writes_the_kube_context() {
     );
     let run = lab.homelab(&["up"]);
     run.success();
-    assert_eq!(lab.argv(), [INFO, LAUNCH, INFO, MARKER, CONFIG, NODES]);
+    assert_eq!(
+        lab.argv(),
+        [VERSION, INFO, LAUNCH, INFO, MARKER, CONFIG, NODES]
+    );
 
     let launched = lab.instance(VM);
     let cloud_init = launched["_cloud_init"].as_str().unwrap();
@@ -633,12 +681,19 @@ fn second_up_on_a_healthy_lab_only_looks() {
 
     let run = lab.homelab(&["up"]);
     run.success();
-    // One `info` and three read-only looks inside the VM: no launch, start, join or write.
-    assert_eq!(lab.argv(), [INFO, MARKER, CONFIG, NODES]);
+    // The preflight's `version`, one `info` and three read-only looks inside the VM: no
+    // launch, start, join or write.
+    assert_eq!(lab.argv(), [VERSION, INFO, MARKER, CONFIG, NODES]);
+    // The command lock names each run that holds it (issue 12); nothing else is written.
+    let lock = lab.state_dir().join("command.lock");
+    let without_lock = |mut files: BTreeMap<PathBuf, (Vec<u8>, SystemTime)>| {
+        assert!(files.remove(&lock).is_some(), "`up` holds the lab's lock");
+        files
+    };
     assert_eq!(
-        snapshot(&dirs),
-        before,
-        "no file written, not even a lock or a timestamp"
+        without_lock(snapshot(&dirs)),
+        without_lock(before),
+        "no file written besides the lock, not even a timestamp"
     );
     assert!(
         run.stdout
@@ -659,7 +714,15 @@ fn a_stopped_vm_is_started_not_relaunched() {
     run.success();
     assert_eq!(
         lab.argv(),
-        [INFO, "start homelab-t-1", INFO, MARKER, CONFIG, NODES]
+        [
+            VERSION,
+            INFO,
+            "start homelab-t-1",
+            INFO,
+            MARKER,
+            CONFIG,
+            NODES
+        ]
     );
     assert!(
         run.stdout
@@ -680,6 +743,7 @@ fn a_deleted_vm_is_recovered_and_recreate_rebuilds_it() {
     assert_eq!(
         lab.argv(),
         [
+            VERSION,
             INFO,
             "recover homelab-t-1",
             "start homelab-t-1",
@@ -701,6 +765,7 @@ fn a_deleted_vm_is_recovered_and_recreate_rebuilds_it() {
     assert_eq!(
         lab.argv(),
         [
+            VERSION,
             INFO,
             "delete --purge homelab-t-1",
             LAUNCH,
@@ -729,10 +794,10 @@ fn a_launch_that_multipass_gives_up_on_is_waited_for() {
     assert_eq!(
         lab.argv(),
         [
-            INFO, LAUNCH, INFO, INFO, MARKER, FAILED, MARKER, FAILED, MARKER, FAILED, MARKER,
-            CONFIG, NODES
+            VERSION, INFO, LAUNCH, INFO, INFO, MARKER, FAILED, CLOUD_INIT, MARKER, FAILED,
+            CLOUD_INIT, MARKER, FAILED, CLOUD_INIT, MARKER, CONFIG, NODES
         ],
-        "launch exits 2, `info` shows the VM alive, the marker appears on the 4th look; each miss also looks for the failure marker"
+        "launch exits 2, `info` shows the VM alive, the marker appears on the 4th look; each miss also looks for the failure marker and asks cloud-init, which is still running"
     );
     assert!(
         run.stderr.contains("vms              homelab-t-1: Multipass stopped waiting (`launch failed: The following errors occurred: timed out waiting for initialization to complete`); the VM goes on initialising\n"),
@@ -802,6 +867,150 @@ fn failed_provisioning_is_reported_at_once_with_the_failing_step() {
     assert_eq!(lab.argv().last().map(String::as_str), Some(FAILED));
 }
 
+/// Issue 12: cloud-init failing before the provisioning script runs stops `up` as soon as
+/// cloud-init says it is done, with cloud-init's own error text, not after the whole wait.
+#[test]
+fn a_cloud_init_failure_stops_up_at_once_with_its_error() {
+    let mut lab = Lab::new();
+    // A wait far longer than the test: only cloud-init's status can end it.
+    let run = lab.failing_up(
+        "provisioned_ms=600000",
+        "cloud_init_errors",
+        json!(["('write_files', PermissionError(13, 'Permission denied'))"]),
+    );
+    assert!(
+        run.stderr.ends_with("error: cloud-init on VM `homelab-t-1` ended (error - done) before homelab's provisioning finished: ('write_files', PermissionError(13, 'Permission denied'))\nhint: cloud-init's own account: `multipass exec homelab-t-1 -- cloud-init status --long`, and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init.log`\nhint: cloud-init runs once per VM: after fixing the cause, `homelab up --recreate` builds the lab's VMs again\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .starts_with("Lab `t` stopped at step `provisioned` after "),
+        "{}",
+        run.stdout
+    );
+    // One look, cloud-init's answer, and one more look for a marker written meanwhile.
+    assert_eq!(
+        lab.argv()[4..],
+        [MARKER, FAILED, CLOUD_INIT, MARKER, FAILED]
+    );
+}
+
+/// cloud-init that reports only recoverable errors (degraded) while the script runs is not a
+/// failure: `up` goes on waiting and finishes.
+#[test]
+fn a_degraded_cloud_init_that_provisions_is_fine() {
+    let lab = Lab::new();
+    lab.knob("launch_times_out", json!(1));
+    lab.knob("provision_checks", json!(2));
+    lab.knob(
+        "cloud_init_recoverable",
+        json!({"DEPRECATED": ["Key 'ssh_authorized_keys' is deprecated"]}),
+    );
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert!(
+        run.stderr.contains(
+            "; it is degraded running: DEPRECATED: Key 'ssh_authorized_keys' is deprecated"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The fake answers `cloud-init status` as cloud-init's `cloudinit/cmd/status.py` does:
+/// sorted JSON, `status`/`extended_status`, exit 0 running or done, 1 with errors, 2 degraded.
+#[test]
+fn fake_cloud_init_status_answers_as_cloud_init_does() {
+    let lab = Lab::new();
+    lab.knob("provision_checks", json!(1));
+    let ci = lab.ctx.write(
+        "ci.yaml",
+        "#cloud-config\nruncmd: [[touch, /var/lib/homelab/provisioned]]\n",
+    );
+    let launch = |name: &str| {
+        run_fake(
+            &lab,
+            &[
+                "launch",
+                "--name",
+                name,
+                "--cloud-init",
+                ci.to_str().unwrap(),
+            ],
+        )
+    };
+    let status = |name: &str| {
+        let (code, out, _) = run_fake(
+            &lab,
+            &[
+                "exec",
+                name,
+                "--",
+                "cloud-init",
+                "status",
+                "--format",
+                "json",
+            ],
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        (
+            code,
+            v["status"].as_str().unwrap().to_string(),
+            v["extended_status"].as_str().unwrap().to_string(),
+            v,
+        )
+    };
+    assert_eq!(launch("a").0, Some(0));
+    let (code, st, ext, v) = status("a");
+    assert_eq!(
+        (code, st.as_str(), ext.as_str()),
+        (Some(0), "running", "running")
+    );
+    assert_eq!(v["stage"], "modules-final");
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "printed with sort_keys");
+    run_fake(
+        &lab,
+        &[
+            "exec",
+            "a",
+            "--",
+            "test",
+            "-f",
+            "/var/lib/homelab/provisioned",
+        ],
+    );
+    let (code, st, ..) = status("a");
+    assert_eq!((code, st.as_str()), (Some(0), "done"));
+
+    lab.knob("cloud_init_recoverable", json!({"WARNING": ["w"]}));
+    let (code, st, ext, _) = status("a");
+    assert_eq!(
+        (code, st.as_str(), ext.as_str()),
+        (Some(2), "done", "degraded done")
+    );
+
+    lab.knob("cloud_init_errors", json!(["('write_files', OSError())"]));
+    assert_eq!(launch("b").0, Some(0));
+    let (code, st, ext, v) = status("b");
+    assert_eq!(
+        (code, st.as_str(), ext.as_str()),
+        (Some(1), "error", "error - done")
+    );
+    assert_eq!(v["errors"], json!(["('write_files', OSError())"]));
+    assert_eq!(v["init"]["errors"], v["errors"]);
+    let (code, out, _) = run_fake(&lab, &["exec", "b", "--", "cloud-init", "status"]);
+    assert_eq!((code, out.as_str()), (Some(1), "status: error\n"));
+    let (code, ..) = run_fake(
+        &lab,
+        &["exec", "b", "--", "cloud-init", "status", "--bogus"],
+    );
+    assert_eq!(code, Some(2), "argparse refuses unknown options");
+}
+
 #[test]
 fn readiness_is_bounded_and_says_what_it_saw() {
     let mut lab = Lab::new();
@@ -828,17 +1037,39 @@ fn readiness_is_bounded_and_says_what_it_saw() {
     lab.knob("api_down_checks", json!(2));
     lab.clear_argv();
     lab.homelab(&["up"]).success();
-    assert_eq!(lab.argv(), [INFO, MARKER, CONFIG, NODES, NODES, NODES]);
+    assert_eq!(
+        lab.argv(),
+        [VERSION, INFO, MARKER, CONFIG, NODES, NODES, NODES]
+    );
 }
 
+/// Issue 12: `up` runs `doctor`'s blocking checks first; with the daemon down it says so and
+/// writes nothing (it used to generate secrets and the CA first).
 #[test]
-fn daemon_unreachable_has_its_own_message() {
+fn daemon_unreachable_stops_up_before_it_writes_anything() {
     let lab = Lab::new();
     lab.knob("daemon_down", json!(true));
     let run = lab.homelab(&["up"]);
     run.failure(1);
+    assert_eq!(
+        run.stderr,
+        "error: this computer is not ready for lab `t`: multipass 1.16.3 is installed, but its daemon does not answer\nhint: start it with `sudo snap start multipass` (see `snap services multipass`), then run the command again\nhint: or run the lab in a cluster you already have: `homelab up --provider existing`\n"
+    );
+    assert_eq!(
+        lab.argv(),
+        [VERSION],
+        "nothing but the preflight's question"
+    );
+    assert!(!lab.state_dir().exists(), "no lab directory, secrets or CA");
+
+    // A built lab whose daemon went down: `up` stops the same way; `status` says it too.
+    lab.knob("daemon_down", json!(false));
+    lab.homelab(&["up"]).success();
+    lab.knob("daemon_down", json!(true));
+    let run = lab.homelab(&["up"]);
+    run.failure(1);
     assert!(
-        run.stderr.ends_with("error: the Multipass daemon is not reachable (`multipass info --format json` exited with 3)\nhint: start it with `sudo snap start multipass` (see `snap services multipass`), then run the command again\n"),
+        run.stderr.starts_with("error: this computer is not ready for lab `t`: multipass 1.16.3 is installed, but its daemon does not answer\n"),
         "{}",
         run.stderr
     );
@@ -853,18 +1084,60 @@ fn daemon_unreachable_has_its_own_message() {
     );
 }
 
+/// Issue 12: without Multipass, `up` names it with the install hint and creates nothing: no lab
+/// directory, no secrets, no CA, no download.
 #[test]
-fn multipass_missing_has_its_own_message() {
+fn multipass_missing_stops_up_before_it_writes_anything() {
     let lab = Lab::without_multipass();
     let run = lab.homelab(&["up"]);
     run.failure(1);
+    assert_eq!(
+        run.stderr,
+        "error: this computer is not ready for lab `t`: `multipass` was not found on PATH\nhint: install Multipass with `sudo snap install multipass`, then run `homelab doctor` again\nhint: or run the lab in a cluster you already have: `homelab up --provider existing`\n"
+    );
+    assert!(!lab.state_dir().exists(), "no lab directory, secrets or CA");
+    assert!(!lab.ctx.cache_dir().exists(), "no download");
+    // `down` of a lab that never had VMs needs no Multipass, and leaves no directory behind.
+    lab.homelab(&["down"]).success();
+    assert!(!lab.state_dir().exists());
+}
+
+/// Issue 12: too little memory or disk for the lab's VMs is refused before anything is
+/// written; VMs that exist already count for memory only.
+#[test]
+fn too_little_memory_or_disk_stops_up_before_it_writes_anything() {
+    let mut lab = Lab::new();
+    lab.ctx.env.insert(
+        "HOMELAB_TEST_HOST".into(),
+        "memory=6G,disk_free=30G,virtualisation=yes".into(),
+    );
+    let run = lab.homelab(&["up"]);
+    run.failure(1);
+    assert_eq!(
+        run.stderr,
+        "error: this computer is not ready for lab `t`: 30.0G of disk free; the lab's new VMs may use 40G; 6.0G of memory in total; the lab's VMs ask for 8G\nhint: free some disk space, or lower `vm.disk` (at least 20G) or `vm.nodes`\nhint: lower `vm.memory` (at least 4G) or `vm.nodes`, or use `--provider existing`\n"
+    );
+    assert!(lab.argv().iter().all(|a| a == VERSION), "{:?}", lab.argv());
+    assert!(!lab.state_dir().exists(), "no lab directory, secrets or CA");
+
+    // A built lab needs no new disk: the same free space is enough to run `up` again.
+    lab.ctx
+        .env
+        .insert("HOMELAB_TEST_HOST".into(), ROOMY_HOST.into());
+    lab.homelab(&["up"]).success();
+    lab.ctx.env.insert(
+        "HOMELAB_TEST_HOST".into(),
+        "memory=16G,disk_free=30G,virtualisation=yes".into(),
+    );
+    lab.homelab(&["up"]).success();
+    // Growing it to three nodes asks for two more disks and 24G of memory.
+    let run = lab.homelab(&["up", "--nodes", "3"]);
+    run.failure(1);
     assert!(
-        run.stderr.ends_with("error: `multipass` was not found on PATH\nhint: install Multipass with `sudo snap install multipass`, then run `homelab doctor` again\nhint: or run the lab in a cluster you already have: `homelab up --provider existing`\n"),
+        run.stderr.starts_with("error: this computer is not ready for lab `t`: 30.0G of disk free; the lab's new VMs may use 80G; 16.0G of memory in total; the lab's VMs ask for 24G\n"),
         "{}",
         run.stderr
     );
-    // `down` of a lab that never had VMs needs no Multipass.
-    lab.homelab(&["down"]).success();
 }
 
 #[test]
@@ -993,9 +1266,10 @@ fn three_nodes_launch_together_and_join_one_by_one() {
     lab.clear_argv();
     lab.homelab(&["up"]).success();
     let argv = lab.argv();
-    assert_eq!(argv[0], INFO);
+    assert_eq!(argv[..2], [VERSION, INFO]);
     assert!(
-        argv.iter().all(|a| a == INFO
+        argv.iter().all(|a| a == VERSION
+            || a == INFO
             || a.contains(" -- test -f ")
             || a.ends_with("microk8s config")
             || a.ends_with("get nodes -o json")),
@@ -1039,7 +1313,7 @@ fn killed_between_steps_the_next_up_resumes() {
     run.success();
     assert_eq!(
         lab.argv(),
-        [INFO, MARKER, CONFIG, NODES],
+        [VERSION, INFO, MARKER, CONFIG, NODES],
         "no second launch"
     );
     assert!(run.stdout.contains("  ✓ kubeconfig  "), "{}", run.stdout);
@@ -1084,6 +1358,138 @@ fn interrupted_during_launch_the_next_up_does_not_launch_again() {
     );
 }
 
+/// Issue 12: one command changes a lab at a time. A second `up` while the first holds the lab
+/// says which command and process hold it, waits (bounded), then gives up with a hint, having
+/// written nothing of its own.
+#[test]
+fn a_second_up_waits_for_the_first_and_names_it() {
+    let mut lab = Lab::new();
+    lab.knob("block", json!([{"id": "launch", "argv": ["launch"]}]));
+    let first = lab.spawn(&["up"]);
+    lab.wait_for_file("blocked-launch");
+    let secrets = std::fs::read(lab.state_dir().join("secrets.json")).unwrap();
+    let ca = std::fs::read(lab.state_dir().join("ca/ca.crt")).unwrap();
+
+    lab.ctx.env.insert(
+        "HOMELAB_TEST_WAITS".into(),
+        "poll_ms=5,poll_max_ms=20,lock_ms=300".into(),
+    );
+    let second = lab.homelab(&["up"]);
+    second.failure(1);
+    let pid = first.id();
+    assert!(
+        second.stderr.contains(&format!(
+            "lab `t` is busy: `homelab up` (process {pid}, since "
+        )),
+        "told while waiting: {}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(&format!(
+            "error: lab `t` is busy: `homelab up` (process {pid}) has been changing it since "
+        )),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(&format!("\nhint: waited 0.3s; one command changes a lab at a time: let process {pid} finish, then run `homelab up` again\nhint: to stop it instead, press Ctrl-C where it runs (or `kill {pid}`); the next run resumes where it stopped\n")),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(second.stdout, "", "no step ran");
+
+    lab.release("launch");
+    finish(&lab, first).success();
+    assert_eq!(
+        std::fs::read(lab.state_dir().join("secrets.json")).unwrap(),
+        secrets
+    );
+    assert_eq!(
+        std::fs::read(lab.state_dir().join("ca/ca.crt")).unwrap(),
+        ca
+    );
+    assert_eq!(
+        lab.argv()
+            .iter()
+            .filter(|a| a.starts_with("launch "))
+            .count(),
+        1
+    );
+}
+
+/// Issue 12: two `up` runs started together end with one set of secrets and one CA: the
+/// second waited for the first (and then found everything done) or refused naming it.
+#[test]
+fn two_ups_started_together_make_one_set_of_secrets_and_one_ca() {
+    let lab = Lab::new();
+    let a = lab.spawn(&["up"]);
+    let b = lab.spawn(&["up"]);
+    let (pid_a, pid_b) = (a.id(), b.id());
+    let runs = [(finish(&lab, a), pid_b), (finish(&lab, b), pid_a)];
+    let generated = |r: &Run, what: &str| r.stdout.contains(&format!("  ✓ {what} "));
+    for what in ["secrets", "ca"] {
+        assert_eq!(
+            runs.iter().filter(|(r, _)| generated(r, what)).count(),
+            1,
+            "exactly one run made the lab's {what}: {:#?}",
+            runs.iter().map(|(r, _)| &r.stdout).collect::<Vec<_>>()
+        );
+    }
+    for (run, other) in &runs {
+        if run.code != Some(0) {
+            assert!(
+                run.stderr.contains(&format!(
+                    "error: lab `t` is busy: `homelab up` (process {other})"
+                )),
+                "{}",
+                run.stderr
+            );
+        }
+    }
+    assert_eq!(
+        lab.argv()
+            .iter()
+            .filter(|a| a.starts_with("launch "))
+            .count(),
+        1,
+        "one VM launched"
+    );
+}
+
+/// Issue 12: the OS releases the lock when its holder dies; the body a killed `up` left behind
+/// (naming it) never blocks the next command.
+#[test]
+fn a_lock_left_by_a_killed_up_does_not_block() {
+    let mut lab = Lab::new();
+    lab.knob("block", json!([{"id": "launch", "argv": ["launch"]}]));
+    let mut child = lab.spawn(&["up"]);
+    lab.wait_for_file("blocked-launch");
+    let killed = child.id();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let body: Value = serde_json::from_str(
+        &std::fs::read_to_string(lab.state_dir().join("command.lock")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(body["command"], "up");
+    assert_eq!(body["pid"], killed);
+    // The daemon finishes the launch on its own.
+    lab.release("launch");
+    let start = Instant::now();
+    while lab.instance(VM)["state"] != "Running" {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    lab.ctx.env.insert(
+        "HOMELAB_TEST_WAITS".into(),
+        "poll_ms=5,poll_max_ms=20,lock_ms=0".into(),
+    );
+    let run = lab.homelab(&["up"]);
+    run.success();
+    assert!(!run.stderr.contains("busy"), "{}", run.stderr);
+}
+
 #[test]
 fn vm_sizes_below_the_minimum_are_refused() {
     let lab = Lab::new();
@@ -1112,6 +1518,24 @@ fn vm_sizes_below_the_minimum_are_refused() {
     );
 }
 
+/// Issue 12: Multipass reads sizes in K, M or G only (`src/utils/memory_size.cpp`); `--disk 1T`
+/// reaches it as `1024G`.
+#[test]
+fn a_disk_in_tib_reaches_multipass_in_a_unit_it_reads() {
+    let lab = Lab::new();
+    lab.homelab(&["up", "--disk", "1T"]).success();
+    let launch = lab
+        .argv()
+        .into_iter()
+        .find(|a| a.starts_with("launch "))
+        .unwrap();
+    assert!(launch.contains(" --disk 1024G "), "{launch}");
+    assert_eq!(
+        lab.instance(VM)["disks"]["sda1"]["total"],
+        json!(((1u64 << 40) * 96 / 100).to_string())
+    );
+}
+
 #[test]
 fn a_vm_of_another_size_is_kept_with_a_warning() {
     let lab = Lab::new();
@@ -1124,7 +1548,7 @@ fn a_vm_of_another_size_is_kept_with_a_warning() {
         "{}",
         run.stderr
     );
-    assert_eq!(lab.argv(), [INFO, MARKER, CONFIG, NODES]);
+    assert_eq!(lab.argv(), [VERSION, INFO, MARKER, CONFIG, NODES]);
 }
 
 #[test]
@@ -1134,7 +1558,7 @@ fn multipass_17_dev_output_works_too() {
     lab.homelab(&["up"]).success();
     lab.clear_argv();
     lab.homelab(&["up"]).success();
-    assert_eq!(lab.argv(), [INFO, MARKER, CONFIG, NODES]);
+    assert_eq!(lab.argv(), [VERSION, INFO, MARKER, CONFIG, NODES]);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1215,12 +1639,16 @@ fn down_keeps_ca_and_secrets_and_up_reuses_them() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, ["ca", "secrets.json"]);
+    assert_eq!(
+        left,
+        ["ca", "command.lock", "secrets.json"],
+        "the lock of the last command stays; it locks nothing by itself"
+    );
 
     lab.clear_argv();
     let run = lab.homelab(&["up"]);
     run.success();
-    assert_eq!(lab.argv()[1], LAUNCH);
+    assert_eq!(lab.argv()[2], LAUNCH);
     assert_eq!(
         std::fs::read(lab.state_dir().join("ca/ca.crt")).unwrap(),
         ca

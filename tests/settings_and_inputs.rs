@@ -363,7 +363,7 @@ fn doctor_reads_multipass_and_its_daemon_from_version_json() {
     assert_eq!(v["checks"][0]["status"], "fail");
     assert_eq!(
         v["checks"][0]["detail"],
-        "client 1.16.3, but the multipass daemon does not answer"
+        "multipass 1.16.3 is installed, but its daemon does not answer"
     );
 }
 

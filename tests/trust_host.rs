@@ -385,6 +385,72 @@ fn error_part(stderr: &str) -> &str {
 const CA: &str = "[HOME]/.local/share/homelab/homelab/ca/ca.crt";
 const PROFILE: &str = "[HOME]/.mozilla/firefox/abcd.default-release";
 
+/// Issue 12: `trust --apply`, `untrust` and `ca regenerate` change the lab, so each takes its
+/// command lock; while another command holds it they say which, wait (bounded) and change
+/// nothing. Printing the plan for an existing CA only reads and does not wait.
+#[test]
+fn commands_that_change_the_lab_wait_for_its_lock() {
+    let mut host = Host::new();
+    host.apply().success();
+    host.clear_log();
+    // Another `homelab up` holds the lab: this test process takes the OS lock itself.
+    let lock_path = host.ctx.state_dir("homelab").join("command.lock");
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .unwrap();
+    held.lock().unwrap();
+    let pid = std::process::id();
+    std::fs::write(
+        &lock_path,
+        format!(r#"{{"command":"up","pid":{pid},"since":"2026-01-01T00:00:00Z"}}"#),
+    )
+    .unwrap();
+    host.ctx
+        .env
+        .insert("HOMELAB_TEST_WAITS".into(), "lock_ms=100".into());
+    let busy = format!(
+        "error: lab `homelab` is busy: `homelab up` (process {pid}) has been changing it since 2026-01-01T00:00:00Z\nhint: waited 0.1s; one command changes a lab at a time: let process {pid} finish, then run `homelab "
+    );
+    for (args, command) in [
+        (vec!["untrust"], "untrust"),
+        (vec!["ca", "regenerate"], "ca regenerate"),
+    ] {
+        let run = host.ctx.homelab(&args);
+        run.failure(1);
+        assert!(
+            error_part(&run.stderr).starts_with(&format!("{busy}{command}` again\n")),
+            "{}",
+            run.stderr
+        );
+    }
+    let run = host.apply();
+    run.failure(1);
+    assert!(
+        error_part(&run.stderr).starts_with(&format!("{busy}trust --apply` again\n")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(host.log(), "", "nothing ran while the lab was busy");
+    assert_eq!(host.ledger_ids().len(), 3, "the ledger is untouched");
+    host.ctx
+        .homelab(&[
+            "trust",
+            "--domain",
+            DOMAIN,
+            "--os-release",
+            &host.os_release(),
+        ])
+        .success();
+
+    drop(held);
+    host.ctx.homelab(&["untrust"]).success();
+    assert!(host.ledger_ids().is_empty());
+}
+
 #[test]
 fn apply_then_untrust_round_trips_through_the_ledger() {
     let host = Host::new();

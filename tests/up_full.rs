@@ -293,7 +293,8 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
     assert!(!argv.is_empty(), "the second up looked at the VMs");
     for argv in argv {
         let read = match argv.first().map(String::as_str) {
-            Some("info") => true,
+            // `version` is the preflight's question (issue 12).
+            Some("info" | "version") => true,
             Some("exec") => {
                 let inner: Vec<&str> = argv
                     .iter()

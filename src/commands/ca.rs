@@ -100,6 +100,7 @@ pub(super) fn show(ctx: &Ctx) -> Result<ExitStatus> {
 
 pub(super) fn regenerate(ctx: &Ctx) -> Result<ExitStatus> {
     let state = LabState::locate(&ctx.settings.lab)?;
+    let _lock = super::lock_lab(ctx, &state, "ca regenerate")?;
     // Replacing a CA this computer trusts would leave the old one trusted with no record of
     // how to remove it once the ledger's fingerprints stop matching.
     let ledger = Ledger::load(&state)?;

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::output::OutputFormat;
 
 pub(super) fn run(ctx: &Ctx) -> Result<ExitStatus> {
-    let facts = gather(&ctx.settings);
+    let facts = gather(&ctx.settings)?;
     let checks = evaluate(&facts, &ctx.settings);
     let blocked = has_blocker(&checks);
     match ctx.printer.ui().format {

@@ -29,6 +29,11 @@ pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;
     let lab = settings.lab.as_str();
     let state = LabState::locate(lab)?;
+    let _lock = super::lock_lab(
+        ctx,
+        &state,
+        if args.purge { "down --purge" } else { "down" },
+    )?;
     // Purging deletes the trust ledger, the only record of how to undo what `trust --apply`
     // changed on this computer: undo it first (`--untrust`) or refuse, before anything is gone.
     if args.purge
@@ -99,7 +104,7 @@ pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
 
     let ca_existed = state.path(CA_CERT_FILE).exists();
     if args.purge {
-        let existed = state.exists();
+        let existed = state.exists() && !state.holds_only_the_lock()?;
         state.purge()?;
         if existed {
             lines.push(format!(
@@ -115,6 +120,10 @@ pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
     } else {
         for f in CLUSTER_FILES {
             state.remove(f)?;
+        }
+        // A lab that never had state got its directory only for the lock: leave nothing.
+        if state.holds_only_the_lock()? {
+            state.purge()?;
         }
         if state.exists() {
             lines.push(format!(

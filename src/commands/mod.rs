@@ -7,9 +7,11 @@ use std::path::PathBuf;
 
 use crate::cli::{CaCommand, Cli, Command, ConfigCommand};
 use crate::error::Result;
-use crate::output::Printer;
+use crate::output::{Printer, human_duration};
 use crate::settings::{Inputs, Settings};
 use crate::stack::{self, Stack};
+use crate::state::{LabLock, LabState, LockHolder};
+use crate::up::Waits;
 
 mod apps;
 mod ca;
@@ -67,6 +69,27 @@ impl Ctx {
         }
         Ok(stack)
     }
+}
+
+/// Take the lab's command lock for `command` (issue 12): one command changes a lab at a time.
+/// While another holds it, say which and wait (30 s, `lock_ms` in `HOMELAB_TEST_WAITS`), then
+/// give up naming it. Every command that writes the lab state holds it until it returns.
+fn lock_lab(ctx: &Ctx, state: &LabState, command: &str) -> Result<LabLock> {
+    let wait = Waits::from_env(ctx.settings.test_waits.as_deref())?.lock;
+    let tell = |holder: Option<&LockHolder>| {
+        let who = holder.map_or("another homelab command".to_string(), |h| {
+            format!(
+                "`homelab {}` (process {}, since {})",
+                h.command, h.pid, h.since
+            )
+        });
+        ctx.printer.info(&format!(
+            "lab `{}` is busy: {who} is changing it; waiting up to {} for it to finish",
+            state.lab(),
+            human_duration(wait)
+        ));
+    };
+    Ok(state.lock(command, wait, &tell)?)
 }
 
 /// Run the parsed command line.

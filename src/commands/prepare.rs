@@ -15,6 +15,8 @@ use crate::upstream;
 pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
     let stack = ctx.stack()?;
     let lab = LabState::locate(&ctx.settings.lab)?;
+    // It records pins in the lab's `lock.json`, which `up` reads and writes too.
+    let _lock = super::lock_lab(ctx, &lab, "prepare")?;
     let mut lock = upstream::read_lock(&lab)?;
     let before = lock.clone();
     let mirror = ctx

@@ -5,7 +5,7 @@ use crate::cli::RenderArgs;
 use crate::error::Result;
 use crate::output::OutputFormat;
 use crate::render::{Domain, RenderInput, render};
-use crate::state::{self, LabState, Secrets};
+use crate::state::{self, LabState, SECRETS_FILE, Secrets};
 use crate::templates::Templates;
 use crate::{tls, upstream};
 
@@ -14,6 +14,14 @@ pub(super) fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitStatus> {
     let stack = ctx.stack()?;
     let state = LabState::locate(&settings.lab)?;
     let domain = Domain::resolve(settings.domain.as_deref(), None);
+    // A lab without secrets or a CA gets them here, as `up` would: that writes, under the lock.
+    let _lock = if !args.placeholder_secrets
+        && (!state.path(SECRETS_FILE).exists() || !matches!(tls::load(&state), Ok(Some(_))))
+    {
+        Some(super::lock_lab(ctx, &state, "render")?)
+    } else {
+        None
+    };
     let (secrets, ca) = if args.placeholder_secrets {
         (Secrets::placeholders(), tls::placeholder())
     } else {

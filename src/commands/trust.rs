@@ -12,6 +12,14 @@ use crate::trust::{self, DetectConfig, LEDGER_FILE, Runner, TrustTarget};
 pub(super) fn trust(ctx: &Ctx, args: &TrustArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;
     let state = LabState::locate(&settings.lab)?;
+    // Applying writes the ledger, and a lab without a CA gets one: both hold the lab's lock.
+    // Printing the plan for an existing CA only reads.
+    let _lock = if args.apply || !matches!(tls::load(&state), Ok(Some(_))) {
+        let what = if args.apply { "trust --apply" } else { "trust" };
+        Some(super::lock_lab(ctx, &state, what)?)
+    } else {
+        None
+    };
     let ca = tls::load_or_create(&state, settings.domain.as_deref())?;
     let info = tls::inspect(&ca.cert_pem).map_err(|message| TlsError::Parse {
         path: state.path(CA_CERT_FILE).display().to_string(),
@@ -78,6 +86,7 @@ pub(super) fn trust(ctx: &Ctx, args: &TrustArgs) -> Result<ExitStatus> {
 
 pub(super) fn untrust(ctx: &Ctx) -> Result<ExitStatus> {
     let state = LabState::locate(&ctx.settings.lab)?;
+    let _lock = super::lock_lab(ctx, &state, "untrust")?;
     let report = trust::untrust_all(&state, &Runner::for_this_host(), &ctx.printer)?;
     match ctx.printer.ui().format {
         OutputFormat::Json => ctx.printer.json(&report),

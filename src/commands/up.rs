@@ -3,9 +3,11 @@
 use super::{Ctx, ExitStatus};
 use crate::cli::UpArgs;
 use crate::deploy::DeployReport;
+use crate::doctor;
 use crate::error::{Error, Result};
 use crate::output::{OutputFormat, human_duration};
 use crate::plan::{self, Known};
+use crate::provider::multipass::decide::preflight_demand;
 use crate::provider::{self, Cluster, LabRecord};
 use crate::render::Domain;
 use crate::stack::Stack;
@@ -18,7 +20,12 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;
     let stack = ctx.stack()?;
     let state = LabState::locate(&settings.lab)?;
-    provider::check_provider_switch(settings, LabRecord::load(&state)?.as_ref())?;
+    let record = LabRecord::load(&state)?;
+    provider::check_provider_switch(settings, record.as_ref())?;
+    // Preflight, then the lock: a computer that cannot run the lab is told so before anything
+    // is written, not even the lab directory the lock lives in (issue 12).
+    doctor::preflight(settings, preflight_demand(settings, record.as_ref()))?;
+    let _lock = super::lock_lab(ctx, &state, "up")?;
     let known = Known {
         ca: state.path(CA_CERT_FILE).exists(),
         secrets: state.path(SECRETS_FILE).exists(),

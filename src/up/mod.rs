@@ -136,6 +136,8 @@ pub struct Waits {
     pub ready: Duration,
     /// One `multipass exec` may take this long.
     pub exec: Duration,
+    /// How long a command waits for another that holds the lab's command lock.
+    pub lock: Duration,
 }
 
 impl Default for Waits {
@@ -149,13 +151,17 @@ impl Default for Waits {
             provisioned: Duration::from_secs(30 * 60),
             ready: Duration::from_secs(10 * 60),
             exec: Duration::from_secs(120),
+            // Long enough for a short command (`trust --apply`, `ca regenerate`) to finish;
+            // an `up` takes minutes, and the message says to run again once it is done.
+            lock: Duration::from_secs(30),
         }
     }
 }
 
 impl Waits {
     /// The defaults, overridden by `HOMELAB_TEST_WAITS` (`poll_ms=5,ready_ms=300,…`; keys
-    /// `poll_ms`, `poll_max_ms`, `vm_running_ms`, `provisioned_ms`, `ready_ms`, `exec_ms`).
+    /// `poll_ms`, `poll_max_ms`, `vm_running_ms`, `provisioned_ms`, `ready_ms`, `exec_ms`,
+    /// `lock_ms`).
     /// Meant for tests and very slow networks.
     pub fn from_env(value: Option<&str>) -> Result<Waits> {
         let mut w = Waits::default();
@@ -178,6 +184,7 @@ impl Waits {
                 "provisioned_ms" => w.provisioned = d,
                 "ready_ms" => w.ready = d,
                 "exec_ms" => w.exec = d,
+                "lock_ms" => w.lock = d,
                 _ => return Err(bad()),
             }
         }

@@ -346,6 +346,12 @@ impl Sim {
             "HOMELAB_TEST_WAITS".into(),
             "poll_ms=10,poll_max_ms=100,ready_ms=30000,provisioned_ms=30000,vm_running_ms=30000,exec_ms=30000".into(),
         );
+        // `up`'s preflight measures the computer (issue 12); the simulation must not depend on
+        // how much memory and disk the machine running it has.
+        ctx.env.insert(
+            "HOMELAB_TEST_HOST".into(),
+            "memory=64G,disk_free=2T,virtualisation=yes".into(),
+        );
         if ingress_port != 443 {
             ctx.env
                 .insert("HOMELAB_TEST_INGRESS_PORT".into(), ingress_port.to_string());

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::json::{Instance, NodeView, VmState};
-use crate::settings::{ByteSize, Origin, Settings};
+use crate::doctor::Demand;
+use crate::provider::LabRecord;
+use crate::settings::{ByteSize, Origin, ProviderKind, Settings};
 
 /// The name of node `index` (1-based) of `lab`: `homelab-<lab>-<index>`.
 ///
@@ -113,6 +115,32 @@ pub fn effective_spec(settings: &Settings, image: &str, recorded: Option<&LabSpe
                 rec.vm.image.clone()
             },
         },
+    }
+}
+
+/// What `up`'s preflight checks for this lab (issue 12): the shape `up` aims for, and how many
+/// of its VMs the last run did not leave behind (only those need new disk; a VM rebuilt with
+/// `--recreate` gives its old disk back first).
+pub fn preflight_demand(settings: &Settings, record: Option<&LabRecord>) -> Demand {
+    let recorded = record.filter(|r| r.provider == ProviderKind::Multipass);
+    let spec = effective_spec(
+        settings,
+        &settings.vm.image,
+        recorded.and_then(|r| r.spec.as_ref()),
+    );
+    let built = recorded.map_or(0, |r| {
+        r.nodes
+            .iter()
+            .filter(|n| vm_index(&settings.lab, &n.name).is_some_and(|i| i <= spec.nodes))
+            .count()
+    });
+    Demand {
+        nodes: spec.nodes,
+        memory: spec.vm.memory,
+        disk: spec.vm.disk,
+        new_vms: spec
+            .nodes
+            .saturating_sub(u32::try_from(built).unwrap_or(u32::MAX)),
     }
 }
 
@@ -364,6 +392,40 @@ mod tests {
         let s = Settings::resolve(&inputs).unwrap();
         let e = effective_spec(&s, "24.04", Some(&recorded));
         assert_eq!((e.nodes, e.vm.cpus), (1, 6));
+    }
+
+    #[test]
+    fn preflight_counts_only_vms_the_last_run_did_not_leave() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut inputs = Inputs {
+            cwd: tmp.path().into(),
+            ..Inputs::default()
+        };
+        inputs.flags.lab = Some("t".into());
+        let s = Settings::resolve(&inputs).unwrap();
+        let fresh = preflight_demand(&s, None);
+        assert_eq!((fresh.nodes, fresh.new_vms), (1, 1));
+        let record = LabRecord {
+            provider: ProviderKind::Multipass,
+            context: "homelab-t".into(),
+            spec: Some(LabSpec {
+                nodes: 2,
+                vm: VmSpec {
+                    memory: ByteSize::gib(12),
+                    ..spec()
+                },
+            }),
+            nodes: vec![NodeRecord {
+                name: "homelab-t-1".into(),
+                ip: "10.0.0.2".into(),
+            }],
+        };
+        let d = preflight_demand(&s, Some(&record));
+        assert_eq!(
+            (d.nodes, d.new_vms, d.memory),
+            (2, 1, ByteSize::gib(12)),
+            "the recorded shape, one VM still to launch"
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! cloud-init from a pinned channel, joined into one cluster, with a kubeconfig for the host.
 //!
 //! Data flow: `cloud-init` (rendered by `up`) → [`steps::VmsStep`] (launch/start/recover/reuse)
-//! → `provisioned` (cloud-init's completion marker) → `join` → `kubeconfig` → `ready`, then
+//! → `provisioned` (cloud-init's completion marker, or [`cloud_init`]'s verdict that it will never
+//! come) → `join` → `kubeconfig` → `ready`, then
 //! `down` ([`teardown`]) and `status` ([`observe_vms`], [`observe_cluster`]).
 //!
 //! Architecture invariant: a pure core and one effectful shell. [`json`] reads what Multipass
@@ -17,6 +18,7 @@ use crate::output::human_duration;
 use crate::up::Pipeline;
 
 pub mod cli;
+pub mod cloud_init;
 pub mod decide;
 pub mod json;
 pub mod sideload;
@@ -79,6 +81,19 @@ pub enum ProvisionError {
         /// What the script wrote into its failure marker.
         step: String,
     },
+    /// cloud-init ended without homelab's provisioning finishing (it failed before the script
+    /// ran, or is disabled): the completion marker will never come.
+    #[error(
+        "cloud-init on VM `{name}` ended ({status}) before homelab's provisioning finished: {said}"
+    )]
+    CloudInitEnded {
+        /// VM.
+        name: String,
+        /// cloud-init's `extended_status` (`error - done`, `degraded done`, `disabled`).
+        status: String,
+        /// Its errors, or what else it said.
+        said: String,
+    },
     /// The API never answered.
     #[error("the Kubernetes API on `{node}` did not answer within {limit}: {last}")]
     ApiNotAnswering {
@@ -124,6 +139,12 @@ impl Diagnostic for ProvisionError {
                     "its log says why: `multipass exec {name} -- sudo tail -n 50 /var/log/cloud-init-output.log`"
                 ),
                 "cloud-init runs once per VM: after fixing the cause (often the network during `snap install`), `homelab up --recreate` builds the lab's VMs again".into(),
+            ],
+            ProvisionError::CloudInitEnded { name, .. } => vec![
+                format!(
+                    "cloud-init's own account: `multipass exec {name} -- cloud-init status --long`, and its log: `multipass exec {name} -- sudo tail -n 50 /var/log/cloud-init.log`"
+                ),
+                "cloud-init runs once per VM: after fixing the cause, `homelab up --recreate` builds the lab's VMs again".into(),
             ],
             ProvisionError::ApiNotAnswering { node, .. }
             | ProvisionError::NotReady { node, .. } => {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use futures::future::{BoxFuture, join_all};
 
 use super::cli::{LaunchSpec, Launched, Multipass, MultipassError};
+use super::cloud_init::{self, Verdict};
 use super::decide::{
     LabSpec, NodeRecord, VmAction, VmSpec, decide, effective_spec, ip_changes, lab_instances,
     readiness, size_drift, to_join, vm_name,
@@ -411,36 +412,81 @@ impl Step for ProvisionedStep {
     }
 }
 
+/// What one look at a VM's provisioning found.
+enum Look {
+    /// The completion marker is there.
+    Provisioned,
+    /// Not yet.
+    Pending,
+}
+
+/// Look for the completion marker, then for the failure marker the script writes instead.
+async fn look(mp: &Multipass, name: &str) -> Result<Look> {
+    let out = mp
+        .exec(
+            name,
+            &["test", "-f", PROVISIONED_MARKER],
+            format!("check whether cloud-init finished on `{name}`"),
+        )
+        .await?;
+    if out.success() {
+        return Ok(Look::Provisioned);
+    }
+    // A failed script says so at once; without this, `up` would wait out the whole limit.
+    let failed = mp
+        .exec(
+            name,
+            &["cat", FAILED_MARKER],
+            format!("check whether provisioning failed on `{name}`"),
+        )
+        .await?;
+    let step = failed.stdout.trim();
+    if failed.success() && !step.is_empty() {
+        return Err(ProvisionError::ProvisioningFailed {
+            name: name.to_string(),
+            step: step.to_string(),
+        }
+        .into());
+    }
+    Ok(Look::Pending)
+}
+
 /// Wait for the marker on one VM; true when it was not there at first.
 async fn wait_marker(cx: &StepCx<'_>, mp: &Multipass, name: &str) -> Result<bool> {
     let started = Instant::now();
     let mut attempt = 0;
     loop {
+        if let Look::Provisioned = look(mp, name).await? {
+            return Ok(attempt > 0);
+        }
+        // cloud-init itself may have failed before the script ran (issue 12): once it says it
+        // is done, the marker will never come. It exits 1 or 2 with errors; the JSON is what
+        // counts (`cloud_init` module doc).
         let out = mp
             .exec(
                 name,
-                &["test", "-f", PROVISIONED_MARKER],
-                format!("check whether cloud-init finished on `{name}`"),
+                &["cloud-init", "status", "--format", "json"],
+                format!("ask cloud-init how it is doing on `{name}`"),
             )
             .await?;
-        if out.success() {
-            return Ok(attempt > 0);
-        }
-        // A failed script says so at once; without this, `up` would wait out the whole limit.
-        let failed = mp
-            .exec(
-                name,
-                &["cat", FAILED_MARKER],
-                format!("check whether provisioning failed on `{name}`"),
-            )
-            .await?;
-        let step = failed.stdout.trim();
-        if failed.success() && !step.is_empty() {
-            return Err(ProvisionError::ProvisioningFailed {
-                name: name.to_string(),
-                step: step.to_string(),
+        let status = cloud_init::parse_status(&out.stdout);
+        let mut reported = None;
+        if let Some(status) = &status {
+            match cloud_init::verdict(status) {
+                Verdict::Finished(said) => {
+                    // The script may have finished between the two looks.
+                    if let Look::Provisioned = look(mp, name).await? {
+                        return Ok(true);
+                    }
+                    return Err(ProvisionError::CloudInitEnded {
+                        name: name.to_string(),
+                        status: status.extended_status.clone(),
+                        said,
+                    }
+                    .into());
+                }
+                Verdict::Waiting(said) => reported = said,
             }
-            .into());
         }
         if started.elapsed() >= cx.waits().provisioned {
             return Err(ProvisionError::NotProvisioned {
@@ -449,10 +495,14 @@ async fn wait_marker(cx: &StepCx<'_>, mp: &Multipass, name: &str) -> Result<bool
             }
             .into());
         }
-        cx.update(&format!(
+        let mut line = format!(
             "waiting for cloud-init on {name} ({})",
             human_duration(started.elapsed())
-        ));
+        );
+        if let (Some(status), Some(said)) = (&status, reported) {
+            line.push_str(&format!("; it is {}: {said}", status.extended_status));
+        }
+        cx.update(&line);
         tokio::time::sleep(cx.waits().pause(attempt)).await;
         attempt += 1;
     }
