@@ -18,8 +18,9 @@ use crate::templates::Templates;
 use crate::up::{self, UpRecord, Waits};
 use crate::{tls, upstream};
 
+/// What `status` reports; `export logs` writes it into its archive as JSON.
 #[derive(Serialize)]
-struct Status {
+pub(super) struct Status {
     lab: String,
     exists: bool,
     provider: ProviderKind,
@@ -49,6 +50,16 @@ struct StepView {
 }
 
 pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
+    let status = gather(ctx).await?;
+    match ctx.printer.ui().format {
+        OutputFormat::Json => ctx.printer.json(&status),
+        OutputFormat::Text => ctx.printer.data(&text(&status)),
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Look at the lab (read-only): what `status` prints.
+pub(super) async fn gather(ctx: &Ctx) -> Result<Status> {
     let settings = &ctx.settings;
     let lab = settings.lab.clone();
     let state = LabState::locate(&lab)?;
@@ -132,11 +143,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
         components,
         components_note,
     };
-    match ctx.printer.ui().format {
-        OutputFormat::Json => ctx.printer.json(&status),
-        OutputFormat::Text => ctx.printer.data(&text(&status)),
-    }
-    Ok(ExitStatus::Success)
+    Ok(status)
 }
 
 /// Health of every component, from the cluster (reads only; nothing is generated or written).
