@@ -276,7 +276,10 @@ mod tests {
         assert!(!out.contains("aHVudGVyMmh1bnRlcjI="), "{out}");
         assert!(!out.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"), "{out}");
         assert!(!out.contains("BKcwggSjAgEAAoIBAQC7"), "{out}");
-        assert!(out.starts_with("pw=<redacted> b64=<redacted> line: <redacted>\n"), "{out}");
+        assert!(
+            out.starts_with("pw=<redacted> b64=<redacted> line: <redacted>\n"),
+            "{out}"
+        );
         assert!(out.ends_with("abc"), "too short to scrub: {out}");
         let (bytes, n) = s.scrub_bytes(b"\x00\xffhunter2hunter2\x00");
         assert_eq!((bytes, n), (b"\x00\xff<redacted>\x00".to_vec(), 1));

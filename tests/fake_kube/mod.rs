@@ -39,7 +39,8 @@
 //!   `spec.template`, immutable Secret/ConfigMap data; workloads without a selector, with a
 //!   selector that does not match the template labels, or without containers (422).
 //! - Defaults: Service `type` and `clusterIP`, Namespace `status.phase`, PVC `Pending`.
-//! - Pod logs (`pods/{name}/log` with `container`, `previous`, `tailLines`) from test hooks.
+//! - Pod logs (`pods/{name}/log` with `container`, `previous`, `tailLines`) from test hooks; the
+//!   container is chosen or refused as the API server does ([`pod_log`]).
 //! - Pod exec (`pods/{name}/exec`, websocket `v5`/`v4.channel.k8s.io`, see [`exec`]), the command
 //!   played by a test handler ([`FakeKube::on_exec`]).
 //! - HTTPS with x509 client certificates as microk8s serves its API ([`tls`], [`Listen`]); the
@@ -66,6 +67,7 @@
 
 pub mod controllers;
 pub mod exec;
+pub mod pod_log;
 pub mod server;
 pub mod store;
 pub mod test_cluster;

@@ -18,6 +18,7 @@ use crate::up::Pipeline;
 
 pub mod cli;
 pub mod decide;
+pub mod diagnose;
 pub mod json;
 pub mod sideload;
 pub mod steps;
