@@ -102,11 +102,13 @@ pub const MIN_SCRUBBED_LEN: usize = 6;
 ///
 /// Besides each value as given it knows the forms a value takes where Kubernetes and HTTP put it:
 /// standard base64 (Secret `data`, `Authorization: Basic`), and for PEM blocks (private keys)
-/// every base64 line of the body, so a key that reaches a log line by line is caught too.
+/// every base64 line of the body, so a key that reaches a log line by line is caught too. One
+/// pass over the bytes finds every value at once, the longest where two overlap.
 #[derive(Clone, Default)]
 pub struct Scrubber {
-    /// Longest first, so a value that contains another is replaced whole.
     needles: Vec<Vec<u8>>,
+    /// Built from `needles` whenever one is added.
+    automaton: Option<aho_corasick::AhoCorasick>,
     /// Values left out as too short to scrub safely.
     too_short: usize,
 }
@@ -138,9 +140,9 @@ impl Scrubber {
             self.too_short += 1;
             return;
         }
-        self.push(value.as_bytes().to_vec());
+        let mut forms = vec![value.as_bytes().to_vec()];
         use base64::Engine as _;
-        self.push(
+        forms.push(
             base64::engine::general_purpose::STANDARD
                 .encode(value)
                 .into_bytes(),
@@ -148,23 +150,29 @@ impl Scrubber {
         if value.starts_with("-----BEGIN") {
             for line in value.lines().map(str::trim) {
                 if line.len() >= 16 && !line.starts_with("-----") {
-                    self.push(line.as_bytes().to_vec());
+                    forms.push(line.as_bytes().to_vec());
                 }
             }
+        }
+        let before = self.needles.len();
+        for f in forms {
+            if !self.needles.contains(&f) {
+                self.needles.push(f);
+            }
+        }
+        if self.needles.len() != before {
+            self.automaton = Some(
+                aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .build(&self.needles)
+                    .expect("a few hundred literal patterns always build"),
+            );
         }
     }
 
     /// Learn a [`Secret`].
     pub fn add_secret(&mut self, secret: &Secret) {
         self.add(secret.expose());
-    }
-
-    fn push(&mut self, needle: Vec<u8>) {
-        if !self.needles.contains(&needle) {
-            self.needles.push(needle);
-            self.needles
-                .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        }
     }
 
     /// How many distinct byte strings it replaces.
@@ -184,15 +192,19 @@ impl Scrubber {
 
     /// `bytes` with every known value replaced; also how many replacements were made.
     pub fn scrub_bytes(&self, bytes: &[u8]) -> (Vec<u8>, usize) {
-        let mut out = bytes.to_vec();
+        let Some(ac) = &self.automaton else {
+            return (bytes.to_vec(), 0);
+        };
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut last = 0;
         let mut count = 0;
-        for needle in &self.needles {
-            let (next, n) = replace_all(&out, needle, REDACTED.as_bytes());
-            if n > 0 {
-                out = next;
-                count += n;
-            }
+        for m in ac.find_iter(bytes) {
+            out.extend_from_slice(&bytes[last..m.start()]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            last = m.end();
+            count += 1;
         }
+        out.extend_from_slice(&bytes[last..]);
         (out, count)
     }
 
@@ -202,31 +214,6 @@ impl Scrubber {
         // Needles and the replacement are whole UTF-8 strings, so the result still is one.
         String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into())
     }
-}
-
-fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> (Vec<u8>, usize) {
-    if needle.is_empty() || haystack.len() < needle.len() {
-        return (Vec::new(), 0);
-    }
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut count = 0;
-    let mut i = 0;
-    let first = needle[0];
-    while i + needle.len() <= haystack.len() {
-        if haystack[i] == first && haystack[i..].starts_with(needle) {
-            out.extend_from_slice(with);
-            i += needle.len();
-            count += 1;
-        } else {
-            out.push(haystack[i]);
-            i += 1;
-        }
-    }
-    if count == 0 {
-        return (Vec::new(), 0);
-    }
-    out.extend_from_slice(&haystack[i..]);
-    (out, count)
 }
 
 #[cfg(test)]
@@ -284,5 +271,13 @@ mod tests {
         let (bytes, n) = s.scrub_bytes(b"\x00\xffhunter2hunter2\x00");
         assert_eq!((bytes, n), (b"\x00\xff<redacted>\x00".to_vec(), 1));
         assert_eq!(s.scrub("nothing here"), "nothing here");
+        // A value that contains another is replaced whole, not around the shorter one.
+        let mut t = Scrubber::new();
+        t.add("secret-value");
+        t.add("my-secret-value-long");
+        assert_eq!(
+            t.scrub("x my-secret-value-long y secret-value"),
+            "x <redacted> y <redacted>"
+        );
     }
 }
