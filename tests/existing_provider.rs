@@ -273,7 +273,10 @@ async fn a_lab_is_never_switched_to_another_provider() {
     run.failure(1);
     assert_eq!(
         run.stderr,
-        "error: lab `x` runs on provider `multipass`, not `existing`\nhint: remove it first with `homelab down --lab x`, or pick another lab name with `--lab`\n"
+        format!(
+            "error: lab `x` runs on provider `multipass`, not `existing`\nhint: remove it first with `homelab down --lab x`, or pick another lab name with `--lab`\n{}",
+            common::export_hint("x")
+        )
     );
     if let Some(fake) = &t.fake {
         assert!(
