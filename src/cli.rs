@@ -149,6 +149,10 @@ pub enum Command {
     /// Exits 1 when there are differences, 0 when the cluster matches git.
     Diff(DiffArgs),
 
+    /// Write everything needed to learn why a lab failed into one archive
+    #[command(subcommand)]
+    Export(ExportCommand),
+
     /// Print a shell completion script
     ///
     /// e.g. `homelab completions bash > ~/.local/share/bash-completion/completions/homelab`
@@ -307,6 +311,33 @@ pub struct TrustArgs {
     /// os-release file to detect the Linux family from [default: /etc/os-release] (tests)
     #[arg(long, value_name = "FILE", hide = true)]
     pub os_release: Option<PathBuf>,
+}
+
+/// `export` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Write the lab's logs and diagnostics into one `.tar.gz` in DIR and print its path
+    ///
+    /// Like `kind export logs`: `status`, `up.json`, the upstream lock, the settings and the
+    /// rendered manifests; `multipass version` and `info`, and from each VM cloud-init's status
+    /// and logs, the provisioning markers and `microk8s inspect`'s report; from the cluster the
+    /// lab namespaces' events, pods, workloads and container logs, the Applications and the
+    /// nodes. A `README.txt` inside lists what was collected and what failed and why; nothing
+    /// that fails stops the export. Secret objects are never read, and every secret value of
+    /// the lab is replaced by `<redacted>` in every file, so the archive can be shared.
+    Logs(ExportLogsArgs),
+}
+
+/// Arguments of `export logs`.
+#[derive(Debug, Args)]
+pub struct ExportLogsArgs {
+    /// Directory to write the archive into (created if missing) [default: the current directory]
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Log lines kept per container and per VM log file
+    #[arg(long, value_name = "N", default_value_t = crate::export::DEFAULT_TAIL_LINES)]
+    pub tail: usize,
 }
 
 /// `ca` subcommands.
@@ -541,7 +572,7 @@ impl Cli {
             Command::Sync(a) => layer.context = a.kube.context.clone(),
             Command::Apps(a) => layer.context = a.kube.context.clone(),
             Command::Diff(a) => layer.context = a.kube.context.clone(),
-            Command::Completions { .. } => {}
+            Command::Export(_) | Command::Completions { .. } => {}
         }
         layer
     }

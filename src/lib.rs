@@ -13,6 +13,7 @@ pub mod commands;
 pub mod deploy;
 pub mod doctor;
 pub mod error;
+pub mod export;
 pub mod git;
 pub mod gitea;
 pub mod http;

@@ -4,6 +4,10 @@
 //! generated; its `Debug`, `Display` and `Serialize` print `<redacted>`. The one way out is
 //! [`Secret::expose`], used where the value is written (state files, templates, HTTP auth) and by
 //! `homelab credentials`, the command that exists to show them.
+//!
+//! [`Scrubber`] is the last line of defence for text that did not come from homelab's own types
+//! (pod logs, VM logs, reports other tools wrote): it replaces every known secret value, byte for
+//! byte, wherever it appears. `homelab export logs` runs every file of its archive through one.
 
 use std::fmt;
 
@@ -90,6 +94,128 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// Values shorter than this are not scrubbed: replacing every `abc` in a log would destroy it
+/// and protect nothing. Generated secrets are 24 characters or more.
+pub const MIN_SCRUBBED_LEN: usize = 6;
+
+/// Replaces every known secret value in text (and bytes) with [`REDACTED`].
+///
+/// Besides each value as given it knows the forms a value takes where Kubernetes and HTTP put it:
+/// standard base64 (Secret `data`, `Authorization: Basic`), and for PEM blocks (private keys)
+/// every base64 line of the body, so a key that reaches a log line by line is caught too. One
+/// pass over the bytes finds every value at once, the longest where two overlap.
+#[derive(Clone, Default)]
+pub struct Scrubber {
+    needles: Vec<Vec<u8>>,
+    /// Built from `needles` whenever one is added.
+    automaton: Option<aho_corasick::AhoCorasick>,
+    /// Values left out as too short to scrub safely.
+    too_short: usize,
+}
+
+impl fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Scrubber({} needles, {} too short)",
+            self.needles.len(),
+            self.too_short
+        )
+    }
+}
+
+impl Scrubber {
+    /// One that knows nothing yet.
+    pub fn new() -> Scrubber {
+        Scrubber::default()
+    }
+
+    /// Learn a secret value (and its base64 form; for PEM, each body line).
+    pub fn add(&mut self, value: &str) {
+        let value = value.trim_matches(|c: char| c == '\n' || c == '\r');
+        if value.is_empty() {
+            return;
+        }
+        if value.len() < MIN_SCRUBBED_LEN {
+            self.too_short += 1;
+            return;
+        }
+        let mut forms = vec![value.as_bytes().to_vec()];
+        use base64::Engine as _;
+        forms.push(
+            base64::engine::general_purpose::STANDARD
+                .encode(value)
+                .into_bytes(),
+        );
+        if value.starts_with("-----BEGIN") {
+            for line in value.lines().map(str::trim) {
+                if line.len() >= 16 && !line.starts_with("-----") {
+                    forms.push(line.as_bytes().to_vec());
+                }
+            }
+        }
+        let before = self.needles.len();
+        for f in forms {
+            if !self.needles.contains(&f) {
+                self.needles.push(f);
+            }
+        }
+        if self.needles.len() != before {
+            self.automaton = Some(
+                aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .build(&self.needles)
+                    .expect("a few hundred literal patterns always build"),
+            );
+        }
+    }
+
+    /// Learn a [`Secret`].
+    pub fn add_secret(&mut self, secret: &Secret) {
+        self.add(secret.expose());
+    }
+
+    /// How many distinct byte strings it replaces.
+    pub fn len(&self) -> usize {
+        self.needles.len()
+    }
+
+    /// True when it knows no value.
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// How many values were left out as shorter than [`MIN_SCRUBBED_LEN`].
+    pub fn too_short(&self) -> usize {
+        self.too_short
+    }
+
+    /// `bytes` with every known value replaced; also how many replacements were made.
+    pub fn scrub_bytes(&self, bytes: &[u8]) -> (Vec<u8>, usize) {
+        let Some(ac) = &self.automaton else {
+            return (bytes.to_vec(), 0);
+        };
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut last = 0;
+        let mut count = 0;
+        for m in ac.find_iter(bytes) {
+            out.extend_from_slice(&bytes[last..m.start()]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            last = m.end();
+            count += 1;
+        }
+        out.extend_from_slice(&bytes[last..]);
+        (out, count)
+    }
+
+    /// `text` with every known value replaced.
+    pub fn scrub(&self, text: &str) -> String {
+        let (bytes, _) = self.scrub_bytes(text.as_bytes());
+        // Needles and the replacement are whole UTF-8 strings, so the result still is one.
+        String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +243,41 @@ mod tests {
             "https://a.b/path?mytoken=keep"
         );
         assert_eq!(redact_url("https://a.b/p"), "https://a.b/p");
+    }
+
+    #[test]
+    fn scrubber_replaces_values_their_base64_and_key_lines() {
+        let mut s = Scrubber::new();
+        s.add("hunter2hunter2");
+        s.add("abc");
+        s.add("");
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n";
+        s.add(key);
+        assert_eq!(s.too_short(), 1);
+        let text = format!(
+            "pw=hunter2hunter2 b64={} line: MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n{key}abc",
+            "aHVudGVyMmh1bnRlcjI="
+        );
+        let out = s.scrub(&text);
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(!out.contains("aHVudGVyMmh1bnRlcjI="), "{out}");
+        assert!(!out.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"), "{out}");
+        assert!(!out.contains("BKcwggSjAgEAAoIBAQC7"), "{out}");
+        assert!(
+            out.starts_with("pw=<redacted> b64=<redacted> line: <redacted>\n"),
+            "{out}"
+        );
+        assert!(out.ends_with("abc"), "too short to scrub: {out}");
+        let (bytes, n) = s.scrub_bytes(b"\x00\xffhunter2hunter2\x00");
+        assert_eq!((bytes, n), (b"\x00\xff<redacted>\x00".to_vec(), 1));
+        assert_eq!(s.scrub("nothing here"), "nothing here");
+        // A value that contains another is replaced whole, not around the shorter one.
+        let mut t = Scrubber::new();
+        t.add("secret-value");
+        t.add("my-secret-value-long");
+        assert_eq!(
+            t.scrub("x my-secret-value-long y secret-value"),
+            "x <redacted> y <redacted>"
+        );
     }
 }

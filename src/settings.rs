@@ -136,6 +136,10 @@ const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_TEST_GITEA_URL",
     "HOMELAB_TEST_GITEA_ADMIN",
     "HOMELAB_E2E",
+    // scripts/e2e's own knobs: the lab, extra `up` arguments, where a failure's logs go.
+    "HOMELAB_E2E_LAB",
+    "HOMELAB_E2E_ARGS",
+    "HOMELAB_E2E_LOGS",
     "HOMELAB_VALIDATOR",
     "HOMELAB_LOG",
     "HOMELAB_TEST_WAITS",

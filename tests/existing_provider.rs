@@ -203,7 +203,7 @@ async fn a_cluster_without_a_default_storage_class_is_refused() {
     let run = homelab(&ctx, &["up", "--provider", "existing", "--until", "ready"]).await;
     run.failure(1);
     assert!(
-        run.stderr.ends_with("error: the cluster of context `fake` has no default StorageClass (it has `standard`)\nhint: the lab's volumes need one; mark a class as default: `kubectl patch storageclass standard -p '{\"metadata\":{\"annotations\":{\"storageclass.kubernetes.io/is-default-class\":\"true\"}}}'`\n"),
+        run.stderr.ends_with(&format!("{}{}", "error: the cluster of context `fake` has no default StorageClass (it has `standard`)\nhint: the lab's volumes need one; mark a class as default: `kubectl patch storageclass standard -p '{\"metadata\":{\"annotations\":{\"storageclass.kubernetes.io/is-default-class\":\"true\"}}}'`\n", common::export_hint("x"))),
         "{}",
         run.stderr
     );
@@ -228,7 +228,7 @@ async fn unknown_contexts_and_unreachable_clusters_say_which() {
     .await;
     run.failure(1);
     assert!(
-        run.stderr.ends_with("error: cannot use kube context `no-such-context`: your kubeconfig has no such context\nhint: list the contexts you have with `kubectl config get-contexts`, and pass one with `--context`\n"),
+        run.stderr.ends_with(&format!("{}{}", "error: cannot use kube context `no-such-context`: your kubeconfig has no such context\nhint: list the contexts you have with `kubectl config get-contexts`, and pass one with `--context`\n", common::export_hint("x"))),
         "{}",
         run.stderr
     );
@@ -248,9 +248,10 @@ async fn unknown_contexts_and_unreachable_clusters_say_which() {
     let prefix = format!("error: the cluster of context `fake` ({url}) is not reachable: ");
     assert!(run.stderr.contains(&prefix), "{}", run.stderr);
     assert!(
-        run.stderr.ends_with(
-            "hint: check that `kubectl --context fake version` works from this machine\n"
-        ),
+        run.stderr.ends_with(&format!(
+            "hint: check that `kubectl --context fake version` works from this machine\n{}",
+            common::export_hint("x")
+        )),
         "{}",
         run.stderr
     );
@@ -272,7 +273,10 @@ async fn a_lab_is_never_switched_to_another_provider() {
     run.failure(1);
     assert_eq!(
         run.stderr,
-        "error: lab `x` runs on provider `multipass`, not `existing`\nhint: remove it first with `homelab down --lab x`, or pick another lab name with `--lab`\n"
+        format!(
+            "error: lab `x` runs on provider `multipass`, not `existing`\nhint: remove it first with `homelab down --lab x`, or pick another lab name with `--lab`\n{}",
+            common::export_hint("x")
+        )
     );
     if let Some(fake) = &t.fake {
         assert!(

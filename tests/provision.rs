@@ -825,7 +825,7 @@ fn cloud_init_that_never_finishes_times_out_with_hints() {
     let mut lab = Lab::new();
     let run = lab.failing_up("provisioned_ms=100", "never_provisioned", json!(true));
     assert!(
-        run.stderr.ends_with("error: cloud-init did not finish on VM `homelab-t-1` within 0.1s\nhint: see what cloud-init is doing: `multipass exec homelab-t-1 -- cloud-init status --long`\nhint: and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: run `homelab up` again to keep waiting\n"),
+        run.stderr.ends_with(&format!("{}{}", "error: cloud-init did not finish on VM `homelab-t-1` within 0.1s\nhint: see what cloud-init is doing: `multipass exec homelab-t-1 -- cloud-init status --long`\nhint: and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: run `homelab up` again to keep waiting\n", common::export_hint("t"))),
         "{}",
         run.stderr
     );
@@ -854,7 +854,7 @@ fn failed_provisioning_is_reported_at_once_with_the_failing_step() {
         json!("snap install microk8s --channel=1.36/stable"),
     );
     assert!(
-        run.stderr.ends_with("error: provisioning VM `homelab-t-1` failed: snap install microk8s --channel=1.36/stable\nhint: its log says why: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: cloud-init runs once per VM: after fixing the cause (often the network during `snap install`), `homelab up --recreate` builds the lab's VMs again\n"),
+        run.stderr.ends_with(&format!("{}{}", "error: provisioning VM `homelab-t-1` failed: snap install microk8s --channel=1.36/stable\nhint: its log says why: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: cloud-init runs once per VM: after fixing the cause (often the network during `snap install`), `homelab up --recreate` builds the lab's VMs again\n", common::export_hint("t"))),
         "{}",
         run.stderr
     );
@@ -1016,7 +1016,7 @@ fn readiness_is_bounded_and_says_what_it_saw() {
     let mut lab = Lab::new();
     let run = lab.failing_up("ready_ms=100", "never_ready", json!(true));
     assert!(
-        run.stderr.ends_with("error: the cluster was not ready within 0.1s: 0 of 1 node Ready; homelab-t-1: Ready=False (KubeletNotReady: container runtime network not ready: cni plugin not initialized)\nhint: look deeper with `multipass exec homelab-t-1 -- sudo microk8s inspect`\nhint: run `homelab up` again to keep waiting\n"),
+        run.stderr.ends_with(&format!("{}{}", "error: the cluster was not ready within 0.1s: 0 of 1 node Ready; homelab-t-1: Ready=False (KubeletNotReady: container runtime network not ready: cni plugin not initialized)\nhint: look deeper with `multipass exec homelab-t-1 -- sudo microk8s inspect`\nhint: run `homelab up` again to keep waiting\n", common::export_hint("t"))),
         "{}",
         run.stderr
     );
@@ -1151,7 +1151,7 @@ fn a_vm_that_vanishes_midway_does_not_exist() {
     let run = lab.homelab(&["up"]);
     run.failure(1);
     assert!(
-        run.stderr.ends_with("error: VM `homelab-t-1` does not exist\nhint: it was deleted outside homelab; run `homelab up` again to create it (`multipass list` shows what exists)\n"),
+        run.stderr.ends_with(&format!("{}{}", "error: VM `homelab-t-1` does not exist\nhint: it was deleted outside homelab; run `homelab up` again to create it (`multipass list` shows what exists)\n", common::export_hint("t"))),
         "{}",
         run.stderr
     );
@@ -1337,7 +1337,7 @@ fn interrupted_during_launch_the_next_up_does_not_launch_again() {
     let run = finish(&lab, child);
     run.failure(1);
     assert!(
-        run.stderr.ends_with("error: `homelab up` for lab `t` was interrupted\nhint: run `homelab up` again: it looks at what exists and resumes where it stopped\n"),
+        run.stderr.ends_with(&format!("{}{}", "error: `homelab up` for lab `t` was interrupted\nhint: run `homelab up` again: it looks at what exists and resumes where it stopped\n", common::export_hint("t"))),
         "{}",
         run.stderr
     );
@@ -1790,5 +1790,115 @@ fn a_vm_of_another_architecture_pulls_the_pinned_engine_image() {
         )),
         "{}",
         run.stdout
+    );
+}
+
+/// `homelab export logs out` must succeed; the archive it wrote, by path below its top folder.
+fn export_logs(lab: &Lab) -> BTreeMap<String, Vec<u8>> {
+    let run = lab.homelab(&["export", "logs", "out"]);
+    run.success();
+    let dir = lab.ctx.cwd.join("out");
+    let archives: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    assert!(
+        run.stdout.trim_end().ends_with(".tar.gz"),
+        "the path is printed: {}",
+        run.stdout
+    );
+    common::read_archive(&archives[0])
+        .into_iter()
+        .map(|(p, b)| (p.split_once('/').unwrap().1.to_string(), b))
+        .collect()
+}
+
+fn readme_section<'a>(readme: &'a str, title: &str) -> &'a str {
+    let start = readme
+        .find(&format!("\n{title} ("))
+        .unwrap_or_else(|| panic!("no `{title}` section in:\n{readme}"));
+    let rest = &readme[start + 1..];
+    let end = rest[1..].find("\n\n").map(|i| i + 1).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// Issue 12, finding 9: after cloud-init's script failed, the archive names the failed step, has
+/// cloud-init's verdict and log, and records what could not be read inside the VM (microk8s
+/// was never installed) instead of giving up.
+#[test]
+fn export_logs_after_failed_provisioning_names_the_step_and_records_what_failed() {
+    let mut lab = Lab::new();
+    let step = "snap install microk8s --channel=1.36/stable";
+    lab.failing_up("provisioned_ms=600000", "provision_fails", json!(step));
+    let files = export_logs(&lab);
+    let text = |p: &str| String::from_utf8_lossy(&files[p]).into_owned();
+    assert_eq!(text("vms/homelab-t-1/homelab/failed").trim(), step);
+    let status: Value =
+        serde_json::from_str(&text("vms/homelab-t-1/cloud-init-status.json")).unwrap();
+    assert_eq!(status["status"], "error");
+    assert!(
+        text("vms/homelab-t-1/cloud-init-output.log")
+            .contains(&format!("homelab provisioning failed: {step}"))
+    );
+    for f in [
+        "multipass/version.json",
+        "multipass/info.json",
+        "status.json",
+        "config.json",
+        "state/up.json",
+    ] {
+        assert!(
+            files.contains_key(f),
+            "`{f}` is in the archive: {:?}",
+            files.keys()
+        );
+    }
+    let readme = text("README.txt");
+    let failed = readme_section(&readme, "Failed");
+    assert!(
+        failed.contains("`sudo microk8s inspect` in `homelab-t-1`")
+            && failed.contains("sudo: microk8s: command not found"),
+        "{readme}"
+    );
+    let skipped = readme_section(&readme, "Skipped");
+    assert!(
+        skipped.contains("`/var/lib/homelab/provisioned` in `homelab-t-1`"),
+        "{readme}"
+    );
+    assert!(skipped.contains("the cluster"), "{readme}");
+    // The index says the same as data.
+    let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    assert!(index["entries"].as_array().unwrap().iter().any(
+        |e| e["status"] == "failed" && e["what"].as_str().unwrap().contains("microk8s inspect")
+    ));
+}
+
+/// Issue 12, finding 9: a collector whose `multipass exec` fails (here the VM is deleted
+/// while the export runs) is a line in the README, and the export goes on to the end.
+#[test]
+fn export_logs_goes_on_when_multipass_exec_fails_midway() {
+    let lab = Lab::new();
+    // A loopback address: the lab's kubeconfig then points at nothing that could answer.
+    lab.knob("ips", json!(["127.0.0.9"]));
+    lab.homelab(&["up"]).success();
+    lab.knob(
+        "vanish",
+        json!([{"argv": ["exec", VM, "--", "sudo", "microk8s", "inspect"], "instance": VM}]),
+    );
+    let files = export_logs(&lab);
+    assert!(files.contains_key("vms/homelab-t-1/cloud-init-status.json"));
+    assert!(files.contains_key("vms/homelab-t-1/homelab/provisioned"));
+    assert!(!files.keys().any(|k| k.contains("inspection-report")));
+    let readme = String::from_utf8_lossy(&files["README.txt"]).into_owned();
+    let failed = readme_section(&readme, "Failed");
+    assert!(
+        failed.contains("`sudo microk8s inspect` in `homelab-t-1`")
+            && failed.contains("VM `homelab-t-1` does not exist"),
+        "{readme}"
+    );
+    assert!(
+        lab.fake_state()["instances"].get(VM).is_none(),
+        "the VM did vanish"
     );
 }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{CaCommand, Cli, Command, ConfigCommand};
+use crate::cli::{CaCommand, Cli, Command, ConfigCommand, ExportCommand};
 use crate::error::Result;
 use crate::output::{Printer, human_duration};
 use crate::settings::{Inputs, Settings};
@@ -21,6 +21,7 @@ mod credentials;
 mod diff;
 mod doctor;
 mod down;
+mod export;
 mod kube_target;
 mod plan;
 mod prepare;
@@ -105,7 +106,15 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         cwd: inputs.cwd,
     };
     match &cli.command {
-        Command::Up(args) => up::run(&ctx, args).await,
+        // Whatever stopped `up` once it began, the next thing to do is the same: one archive to
+        // learn why. A failed preflight wrote nothing and its hints already say what to do.
+        Command::Up(args) => up::run(&ctx, args).await.map_err(|e| {
+            if e.downcast_ref::<crate::doctor::PreflightError>().is_some() {
+                e
+            } else {
+                e.hint(export::hint(&ctx.settings.lab))
+            }
+        }),
         Command::Down(args) => down::run(&ctx, args).await,
         Command::Status(_) => status::run(&ctx).await,
         Command::Render(args) => render::run(&ctx, args),
@@ -123,6 +132,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Sync(args) => sync::run(&ctx, args).await,
         Command::Apps(args) => apps::run(&ctx, args).await,
         Command::Diff(args) => diff::run(&ctx, args).await,
+        Command::Export(ExportCommand::Logs(args)) => export::logs(&ctx, args).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

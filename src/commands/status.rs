@@ -18,8 +18,9 @@ use crate::templates::Templates;
 use crate::up::{self, UpRecord, Waits};
 use crate::{tls, upstream};
 
+/// What `status` reports; `export logs` writes it into its archive as JSON.
 #[derive(Serialize)]
-struct Status {
+pub(super) struct Status {
     lab: String,
     exists: bool,
     provider: ProviderKind,
@@ -49,6 +50,26 @@ struct StepView {
 }
 
 pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
+    let status = gather(ctx, Components::Health).await?;
+    match ctx.printer.ui().format {
+        OutputFormat::Json => ctx.printer.json(&status),
+        OutputFormat::Text => ctx.printer.data(&text(&status)),
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Whether [`gather`] reads component health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Components {
+    /// Read it (`status`).
+    Health,
+    /// Leave it out: it reads every object the lab applied, its Secrets included, and
+    /// `export logs` never reads a Secret.
+    LeftOut,
+}
+
+/// Look at the lab (read-only): what `status` prints.
+pub(super) async fn gather(ctx: &Ctx, components: Components) -> Result<Status> {
     let settings = &ctx.settings;
     let lab = settings.lab.clone();
     let state = LabState::locate(&lab)?;
@@ -113,6 +134,14 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
         .collect();
     let reachable = cluster.as_ref().is_some_and(|c| c.reachable);
     let (components, components_note) = match (&record, reachable) {
+        (Some(_), true)
+            if up_record.steps.contains_key("deploy") && components == Components::LeftOut =>
+        {
+            (
+                Vec::new(),
+                Some("left out: reading component health reads the lab's Secret objects".into()),
+            )
+        }
         (Some(r), true) if up_record.steps.contains_key("deploy") => {
             match component_health(ctx, &state, r).await {
                 Ok(c) => (c, None),
@@ -132,11 +161,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
         components,
         components_note,
     };
-    match ctx.printer.ui().format {
-        OutputFormat::Json => ctx.printer.json(&status),
-        OutputFormat::Text => ctx.printer.data(&text(&status)),
-    }
-    Ok(ExitStatus::Success)
+    Ok(status)
 }
 
 /// Health of every component, from the cluster (reads only; nothing is generated or written).

@@ -131,6 +131,29 @@ impl TestContext {
     }
 }
 
+/// The hint every failed `homelab up` ends with (issue 12): where to get the lab's logs.
+pub fn export_hint(lab: &str) -> String {
+    format!(
+        "hint: `homelab --lab {lab} export logs` writes what the lab shows (VM and cluster logs, state, events; secrets removed) into one archive to look into or share\n"
+    )
+}
+
+/// Every file of a `.tar.gz` (as `homelab export logs` writes it), by path.
+pub fn read_archive(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        out.insert(name, bytes);
+    }
+    out
+}
+
 /// The contracts folder: `$HOMELAB_CONTRACTS`, else `../shared/contracts` beside the checkout.
 /// A missing folder is a test failure, never a skip.
 pub fn contracts_dir() -> PathBuf {

@@ -51,7 +51,8 @@
 //!   "connection refused"; its `caBundle` empty: "x509: certificate signed by unknown
 //!   authority"); mutating webhooks before the object's own checks, validating ones after; dry
 //!   runs too. A webhook that can be called admits.
-//! - Pod logs (`pods/{name}/log` with `container`, `previous`, `tailLines`) from test hooks.
+//! - Pod logs (`pods/{name}/log` with `container`, `previous`, `tailLines`) from test hooks; the
+//!   container is chosen or refused as the API server does ([`pod_log`]).
 //! - Pod exec (`pods/{name}/exec`, websocket `v5`/`v4.channel.k8s.io`, see [`exec`]), the command
 //!   played by a test handler ([`FakeKube::on_exec`]).
 //! - HTTPS with x509 client certificates as microk8s serves its API ([`tls`], [`Listen`]); the
@@ -82,6 +83,7 @@ pub mod admission;
 pub mod controllers;
 pub mod exec;
 pub mod gc;
+pub mod pod_log;
 pub mod server;
 pub mod store;
 pub mod test_cluster;

@@ -511,16 +511,21 @@ fn resource(
         Some("status") if t.rt.status => true,
         Some("log") if t.rt.kind == "Pod" && *method == Method::GET => {
             let name = t.name.clone().unwrap_or_default();
-            let exists = inner.store.lock().unwrap().objects.contains_key(&(
-                String::new(),
-                "pods".into(),
-                ns.clone(),
-                name.clone(),
-            ));
-            if !exists {
+            let pod = inner
+                .store
+                .lock()
+                .unwrap()
+                .objects
+                .get(&(String::new(), "pods".into(), ns.clone(), name.clone()))
+                .cloned();
+            let Some(pod) = pod else {
                 return Err(ApiError::not_found(&t.rt, &name));
-            }
-            let container = q("container").unwrap_or_default();
+            };
+            let container = super::pod_log::container_for_log(
+                &pod,
+                &name,
+                &q("container").unwrap_or_default(),
+            )?;
             let previous = q("previous").is_some_and(|v| v == "true");
             let text = inner
                 .logs

@@ -143,11 +143,15 @@ impl Multipass {
         })
     }
 
-    fn cmd(&self, summary: impl Into<String>) -> Cmd {
+    pub(super) fn cmd(&self, summary: impl Into<String>) -> Cmd {
         Cmd::new(&self.program, summary)
     }
 
-    async fn run(&self, cmd: Cmd, instance: Option<&str>) -> Result<Output, MultipassError> {
+    pub(super) async fn run(
+        &self,
+        cmd: Cmd,
+        instance: Option<&str>,
+    ) -> Result<Output, MultipassError> {
         let out = cmd.clone().run_unchecked_async().await?;
         match classify(&cmd, instance, out.clone()) {
             None => Ok(out),

@@ -20,6 +20,7 @@ use crate::up::Pipeline;
 pub mod cli;
 pub mod cloud_init;
 pub mod decide;
+pub mod diagnose;
 pub mod json;
 pub mod sideload;
 pub mod steps;
