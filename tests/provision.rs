@@ -879,7 +879,7 @@ fn a_cloud_init_failure_stops_up_at_once_with_its_error() {
         json!(["('write_files', PermissionError(13, 'Permission denied'))"]),
     );
     assert!(
-        run.stderr.ends_with("error: cloud-init on VM `homelab-t-1` ended (error - done) before homelab's provisioning finished: ('write_files', PermissionError(13, 'Permission denied'))\nhint: cloud-init's own account: `multipass exec homelab-t-1 -- cloud-init status --long`, and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init.log`\nhint: cloud-init runs once per VM: after fixing the cause, `homelab up --recreate` builds the lab's VMs again\n"),
+        run.stderr.ends_with(&format!("{}{}", "error: cloud-init on VM `homelab-t-1` ended (error - done) before homelab's provisioning finished: ('write_files', PermissionError(13, 'Permission denied'))\nhint: cloud-init's own account: `multipass exec homelab-t-1 -- cloud-init status --long`, and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init.log`\nhint: cloud-init runs once per VM: after fixing the cause, `homelab up --recreate` builds the lab's VMs again\n", common::export_hint("t"))),
         "{}",
         run.stderr
     );
