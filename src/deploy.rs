@@ -394,6 +394,9 @@ async fn run_component(
             object: o.clone(),
         })
         .collect();
+    // An adopted object (a microk8s addon created it) carries no lab labels: it is read by GET,
+    // and the fields homelab renders are taken from the addon's field manager (issue 12).
+    let adopts = component.is_some_and(|c| c.adopts);
     let apply_opts = ApplyOptions {
         default_namespace: component.and_then(|c| c.namespace.clone()),
         concurrency: opts.concurrency,
@@ -401,7 +404,8 @@ async fn run_component(
             (LABEL_LAB.to_string(), opts.lab.clone()),
             (LABEL_COMPONENT.to_string(), name.to_string()),
         ]),
-        live_selector: Some(format!("{LABEL_LAB}={}", opts.lab)),
+        live_selector: (!adopts).then(|| format!("{LABEL_LAB}={}", opts.lab)),
+        force_conflicts: adopts,
         ..ApplyOptions::default()
     };
     let applied = match applier.apply(&manifests, &apply_opts).await {

@@ -2,7 +2,8 @@
 //! cloud-init from a pinned channel, joined into one cluster, with a kubeconfig for the host.
 //!
 //! Data flow: `cloud-init` (rendered by `up`) → [`steps::VmsStep`] (launch/start/recover/reuse)
-//! → `provisioned` (cloud-init's completion marker) → `join` → `kubeconfig` → `ready`, then
+//! → `provisioned` (cloud-init's completion marker) → `join` → `kubeconfig` → `ready`, and
+//! `node-names` (the lab's hostnames in the VMs' `/etc/hosts`, [`hosts`]), then
 //! `down` ([`teardown`]) and `status` ([`observe_vms`], [`observe_cluster`]).
 //!
 //! Architecture invariant: a pure core and one effectful shell. [`json`] reads what Multipass
@@ -18,6 +19,7 @@ use crate::up::Pipeline;
 
 pub mod cli;
 pub mod decide;
+pub mod hosts;
 pub mod json;
 pub mod sideload;
 pub mod steps;
@@ -39,7 +41,9 @@ pub fn add_steps(p: &mut Pipeline) {
         .add(steps::JoinStep)
         .add(steps::KubeconfigStep)
         .add(sideload::EngineImageStep)
-        .add(steps::ReadyStep);
+        .add(steps::ReadyStep)
+        // After `ready`, so `--until ready` (provisioning alone) leaves /etc/hosts alone.
+        .add(hosts::NodeNamesStep);
 }
 
 /// The lab's VMs or cluster did not get where `up` needs them.
