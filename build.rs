@@ -88,7 +88,10 @@ fn build_info(root: &Path) {
     let (released, describe) = if matches!(forced.as_str(), "1" | "true") {
         (true, format!("{tag} (HOMELAB_RELEASE_BUILD)"))
     } else if matches!(forced.as_str(), "0" | "false") {
-        (false, "a development build (HOMELAB_RELEASE_BUILD=0)".to_string())
+        (
+            false,
+            "a development build (HOMELAB_RELEASE_BUILD=0)".to_string(),
+        )
     } else if on_tag {
         (true, tag.clone())
     } else if git(root, &["rev-parse", "--git-dir"]).is_some() {

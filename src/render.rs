@@ -370,8 +370,7 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
         }
         if c.source.templates.is_some() && objects.is_empty() && input.node_ip.is_none() {
             note = Some(
-                "rendered once the node's address is known (`homelab up`, `homelab status`)"
-                    .into(),
+                "rendered once the node's address is known (`homelab up`, `homelab status`)".into(),
             );
         }
         // Adopted objects (created by a microk8s addon) are never labelled as the lab's: prune

@@ -204,8 +204,8 @@ mod tests {
 
     #[test]
     fn raw_blocks_keep_go_template_braces() {
-        let t = Templates::from_sources([("_x", "{% raw %}{{ .Name }}{% endraw %} {{ v }}")])
-            .unwrap();
+        let t =
+            Templates::from_sources([("_x", "{% raw %}{{ .Name }}{% endraw %} {{ v }}")]).unwrap();
         let mut ctx = tera::Context::new();
         ctx.insert("v", "1.2.3.4");
         assert_eq!(t.render("_x", &ctx).unwrap(), "{{ .Name }} 1.2.3.4\n");

@@ -522,10 +522,13 @@ pub fn image_repository(explicit: &str, owner: &str, repository: &str) -> String
     if !explicit.trim().is_empty() {
         return explicit.trim().to_lowercase();
     }
-    let owner = [owner.trim(), repository.split('/').next().unwrap_or("").trim()]
-        .into_iter()
-        .find(|o| !o.is_empty())
-        .unwrap_or(DEFAULT_OWNER);
+    let owner = [
+        owner.trim(),
+        repository.split('/').next().unwrap_or("").trim(),
+    ]
+    .into_iter()
+    .find(|o| !o.is_empty())
+    .unwrap_or(DEFAULT_OWNER);
     format!("ghcr.io/{}/homelab", owner.to_lowercase())
 }
 
@@ -733,6 +736,7 @@ impl EngineImageSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::ProviderKind;
 
     /// Read a tar back: (name, typeflag, mode, data).
     fn untar(bytes: &[u8]) -> Vec<(String, u8, u32, Vec<u8>)> {
@@ -921,6 +925,143 @@ mod tests {
             "{}",
             listed.stdout
         );
+    }
+
+    fn build(released: bool) -> BuildInfo {
+        BuildInfo {
+            version: "1.2.3".into(),
+            repository: image_repository("", "Acme-Labs", "Acme-Labs/homelab"),
+            released,
+            describe: if released {
+                "v1.2.3".into()
+            } else {
+                "v1.2.3-4-gabc1234-dirty".into()
+            },
+        }
+    }
+
+    fn host(os: &str, arch: &str) -> Host {
+        Host {
+            os: os.into(),
+            arch: arch.into(),
+        }
+    }
+
+    /// Issue 12: a build names the image its release publishes — under the repository owner,
+    /// lowercased, tagged with the version — as `.github/workflows/release-image.yml` pushes it.
+    #[test]
+    fn a_release_build_names_the_image_its_release_publishes() {
+        assert_eq!(
+            build(true).published_image(),
+            "ghcr.io/acme-labs/homelab:1.2.3"
+        );
+        assert_eq!(
+            image_repository("", "", "Someone/fork"),
+            "ghcr.io/someone/homelab"
+        );
+        assert_eq!(
+            image_repository("Registry.Example/Team/Homelab", "acme", ""),
+            "registry.example/team/homelab"
+        );
+        assert_eq!(image_repository("", "", ""), "ghcr.io/homelab-dev/homelab");
+        // The workflow this mirrors.
+        let workflow = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".github/workflows/release-image.yml"),
+        )
+        .unwrap();
+        assert!(workflow.contains("IMAGE: ghcr.io/${{ github.repository_owner }}/homelab"));
+        assert!(
+            workflow.contains(r#"echo "IMAGE=${IMAGE,,}""#),
+            "lowercased"
+        );
+        assert!(workflow.contains("type=semver,pattern={{version}}"));
+        assert!(workflow.contains(r#"tags: ["v*"]"#));
+        // A released build on a host that cannot side-load pulls it.
+        let image = build(true).published_image();
+        assert_eq!(
+            engine_image_source(
+                &image,
+                false,
+                ProviderKind::Multipass,
+                &host("macos", "aarch64"),
+                &build(true)
+            ),
+            EngineImageSource::Pull {
+                image: image.clone(),
+                because: "the image of release v1.2.3".into()
+            }
+        );
+        assert!(
+            engine_image_source(
+                &image,
+                false,
+                ProviderKind::Existing,
+                &host("linux", "x86_64"),
+                &build(true)
+            )
+            .check()
+            .is_ok()
+        );
+    }
+
+    /// Issue 12: an unreleased build where nothing can be side-loaded has no image: refused,
+    /// with what to do.
+    #[test]
+    fn an_unreleased_build_that_cannot_side_load_is_refused_with_hints() {
+        let image = build(false).published_image();
+        for (provider, h, why) in [
+            (
+                ProviderKind::Multipass,
+                host("macos", "aarch64"),
+                "built for macos",
+            ),
+            (
+                ProviderKind::Multipass,
+                host("windows", "x86_64"),
+                "built for windows",
+            ),
+            (ProviderKind::Multipass, host("linux", "riscv64"), "riscv64"),
+            (
+                ProviderKind::Existing,
+                host("linux", "x86_64"),
+                "no VMs of homelab's",
+            ),
+        ] {
+            let source = engine_image_source(&image, false, provider, &h, &build(false));
+            let err = source.check().unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(why), "{text}");
+            assert!(text.contains("v1.2.3-4-gabc1234-dirty"), "{text}");
+            assert!(text.contains(&format!("`{image}`")), "{text}");
+            let hints = err.hints().join("\n");
+            assert!(
+                hints.contains("Linux host")
+                    && hints.contains("`sync.image`")
+                    && hints.contains("released build"),
+                "{hints}"
+            );
+        }
+        // Side-loading, `sync.image` or a stack's own pin: nothing to refuse.
+        let linux = host("linux", "aarch64");
+        assert_eq!(
+            engine_image_source(
+                &image,
+                false,
+                ProviderKind::Multipass,
+                &linux,
+                &build(false)
+            ),
+            EngineImageSource::SideLoad
+        );
+        let mac = host("macos", "aarch64");
+        assert!(matches!(
+            engine_image_source("r.example/h:dev", true, ProviderKind::Multipass, &mac, &build(false)),
+            EngineImageSource::Pull { because, .. } if because == "`sync.image`"
+        ));
+        assert!(matches!(
+            engine_image_source("r.example/h:9", false, ProviderKind::Multipass, &mac, &build(false)),
+            EngineImageSource::Pull { because, .. } if because == "the stack's pin"
+        ));
     }
 
     #[test]

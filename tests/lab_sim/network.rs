@@ -67,7 +67,10 @@ impl Network {
             "coredns".into(),
         ))?;
         let text = cm.pointer("/data/Corefile")?.as_str()?;
-        Some(Corefile::parse(text).unwrap_or_else(|e| panic!("the Corefile is not one CoreDNS reads: {e}\n{text}")))
+        Some(
+            Corefile::parse(text)
+                .unwrap_or_else(|e| panic!("the Corefile is not one CoreDNS reads: {e}\n{text}")),
+        )
     }
 
     /// What a pod's resolver gets for `host` (an A lookup), from the cluster's DNS.
@@ -466,7 +469,11 @@ impl Corefile {
                 .map(|k| {
                     let k = k.trim_start_matches("dns://");
                     let zone = k.rsplit_once(':').map_or(k, |(z, _)| z);
-                    if zone == "." { ".".to_string() } else { fqdn(zone) }
+                    if zone == "." {
+                        ".".to_string()
+                    } else {
+                        fqdn(zone)
+                    }
                 })
                 .collect();
             let mut block = ServerBlock {
@@ -542,7 +549,9 @@ fn template(d: &Directive, server_zones: &[String]) -> Result<Template, String> 
             Some("answer") => {
                 let rr = sub.args.get(1).ok_or("`answer` without a record")?;
                 // The Go template's one variable this model knows: the question's name.
-                let rr_named = rr.replace("{{ .Name }}", "NAME").replace("{{.Name}}", "NAME");
+                let rr_named = rr
+                    .replace("{{ .Name }}", "NAME")
+                    .replace("{{.Name}}", "NAME");
                 let fields: Vec<&str> = rr_named.split_whitespace().collect();
                 match fields.as_slice() {
                     ["NAME", _ttl, "IN", "A", ip] => {

@@ -69,7 +69,9 @@ async fn node_names(cx: &StepCx<'_>) -> Result<StepReport> {
     let domain = Domain::resolve(cx.settings().domain.as_deref(), Some(&address));
     let names: Vec<String> = render::hosts(&stack, &domain).into_values().collect();
     if names.is_empty() {
-        return Ok(StepReport::skipped("the stack gives no component a hostname"));
+        return Ok(StepReport::skipped(
+            "the stack gives no component a hostname",
+        ));
     }
     let results = join_all(
         vms.nodes
