@@ -407,6 +407,9 @@ async fn run_component(
     let deadline = tokio::time::Instant::now() + timeout;
     let waiting = Arc::new(Waiting::default());
     let mut notices = waiting.subscribe();
+    // An adopted object (a microk8s addon created it) carries no lab labels: it is read by GET,
+    // and the fields homelab renders are taken from the addon's field manager (issue 12).
+    let adopts = component.is_some_and(|c| c.adopts);
     let apply_opts = ApplyOptions {
         default_namespace: component.and_then(|c| c.namespace.clone()),
         concurrency: opts.concurrency,
@@ -414,7 +417,8 @@ async fn run_component(
             (LABEL_LAB.to_string(), opts.lab.clone()),
             (LABEL_COMPONENT.to_string(), name.to_string()),
         ]),
-        live_selector: Some(format!("{LABEL_LAB}={}", opts.lab)),
+        live_selector: (!adopts).then(|| format!("{LABEL_LAB}={}", opts.lab)),
+        force_conflicts: adopts,
         admission: Some(AdmissionWait {
             deadline,
             waiting: waiting.clone(),

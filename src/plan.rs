@@ -1,7 +1,9 @@
 //! The plan: every step `homelab up` will take, computed as a value before anything runs.
 //!
 //! Architecture invariant: pure. `homelab plan` prints it; `up` walks it. Inputs are the
-//! resolved settings, the stack, the domain and what the lab state already holds.
+//! resolved settings, the stack, the domain, what the lab state already holds, and what this
+//! build of homelab is and runs on ([`BuildInfo`], [`Host`]: where the sync engine's image comes
+//! from, and whether any can exist — [`Plan::check`] says so before `up` builds anything).
 
 use std::fmt::Write as _;
 
@@ -10,6 +12,7 @@ use serde::Serialize;
 use crate::render::{Domain, GITEA_ORG, hosts};
 use crate::settings::{ProviderKind, Settings};
 use crate::stack::Stack;
+use crate::sync::image::{BuildInfo, EngineImageSource, Host, NoEngineImage, engine_image_source};
 use crate::tls;
 
 /// What already exists in the lab state (read by the caller).
@@ -30,6 +33,9 @@ pub struct Plan {
     pub stack: String,
     /// Lab domain.
     pub domain: Domain,
+    /// Where the sync engine's image comes from (`None`: the stack runs no homelab engine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_image: Option<EngineImageSource>,
     /// Steps in order.
     pub steps: Vec<Step>,
 }
@@ -135,8 +141,39 @@ fn wire(name: &str, description: String) -> WireStep {
     }
 }
 
-/// Compute the plan.
+/// Compute the plan for this build on this host (see [`plan_for`]).
 pub fn plan(settings: &Settings, stack: &Stack, domain: &Domain, known: Known) -> Plan {
+    plan_for(
+        settings,
+        stack,
+        domain,
+        known,
+        &Host::current(),
+        &BuildInfo::current(),
+    )
+}
+
+/// Compute the plan as a build `build` running on `host` would.
+pub fn plan_for(
+    settings: &Settings,
+    stack: &Stack,
+    domain: &Domain,
+    known: Known,
+    host: &Host,
+    build: &BuildInfo,
+) -> Plan {
+    let engine_image = stack
+        .component("gitops-engine")
+        .and_then(|c| c.images.get("engine"))
+        .map(|pinned| {
+            engine_image_source(
+                pinned,
+                settings.sync_image.is_some(),
+                settings.provider,
+                host,
+                build,
+            )
+        });
     let channel = settings.channel(stack);
     let image = stack
         .cluster
@@ -298,11 +335,21 @@ pub fn plan(settings: &Settings, stack: &Stack, domain: &Domain, known: Known) -
         lab: settings.lab.clone(),
         stack: stack.name.clone(),
         domain: domain.clone(),
+        engine_image,
         steps,
     }
 }
 
 impl Plan {
+    /// `Err` when `up` cannot succeed as planned: no sync engine image can exist for this build
+    /// here (it would end in an image pull that never succeeds, minutes into `up`).
+    pub fn check(&self) -> Result<(), NoEngineImage> {
+        match &self.engine_image {
+            Some(source) => source.check(),
+            None => Ok(()),
+        }
+    }
+
     /// The plan as text for people.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
@@ -371,6 +418,9 @@ impl Plan {
                 }
                 Step::Deploy { components } => {
                     writeln!(out, "\n{n}. deploy").unwrap();
+                    if let Some(source) = &self.engine_image {
+                        writeln!(out, "     sync engine image: {}", source.describe()).unwrap();
+                    }
                     for c in components {
                         let waits = if c.needs.is_empty() {
                             "waits on nothing".to_string()

@@ -244,6 +244,8 @@ fn component_value(c: &Component, hosts: &BTreeMap<String, String>) -> Value {
 /// - `ca.cert_sha256`: SHA-256 (hex) of the CA certificate's PEM, for pod-template annotations
 ///   that roll a workload reading the CA at start when the CA is replaced.
 /// - `gitea.host`: Gitea's public host name (`gitea.<domain>`), also the container registry host.
+/// - `partials`: for a component's templates, its directory's text partials rendered (see
+///   [`Templates::text_partials_in`]), e.g. `partials.Corefile`.
 pub fn context(input: &RenderInput<'_>, component: Option<&Component>) -> tera::Context {
     let hosts = hosts(input.stack, input.domain);
     let urls: BTreeMap<String, String> = hosts
@@ -317,7 +319,7 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
     let mut components = Vec::new();
     let mut owners: BTreeMap<ObjectRef, String> = BTreeMap::new();
     for c in &input.stack.components {
-        let ctx = context(input, Some(c));
+        let mut ctx = context(input, Some(c));
         let mut objects = Vec::new();
         let mut note = None;
         if let Some(addon) = &c.source.addon {
@@ -343,6 +345,18 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
             }
         }
         if let Some(dir) = &c.source.templates {
+            let mut partials = BTreeMap::new();
+            for (key, name) in templates.text_partials_in(dir) {
+                let text =
+                    templates
+                        .render(&name, &ctx)
+                        .map_err(|source| RenderError::Template {
+                            component: c.name.clone(),
+                            source,
+                        })?;
+                partials.insert(key, text);
+            }
+            ctx.insert("partials", &partials);
             for name in templates.in_dir(dir) {
                 let text =
                     templates
@@ -354,8 +368,17 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
                 objects.extend(parse_objects(&c.name, &name, &text)?);
             }
         }
-        for obj in &mut objects {
-            label(obj, input.lab, &c.name);
+        if c.source.templates.is_some() && objects.is_empty() && input.node_ip.is_none() {
+            note = Some(
+                "rendered once the node's address is known (`homelab up`, `homelab status`)".into(),
+            );
+        }
+        // Adopted objects (created by a microk8s addon) are never labelled as the lab's: prune
+        // and `down` delete by those labels.
+        if !c.adopts {
+            for obj in &mut objects {
+                label(obj, input.lab, &c.name);
+            }
         }
         objects.sort_by_key(apply_order_key);
         for obj in &objects {

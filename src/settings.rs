@@ -145,6 +145,7 @@ const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_TEST_WAITS",
     "HOMELAB_TEST_INGRESS_PORT",
     "HOMELAB_TEST_HOST",
+    "HOMELAB_TEST_PLATFORM",
     // Runtime parameters of the in-cluster sync engine, set by its Deployment.
     "HOMELAB_SYNC_APPLICATION_NAMESPACE",
     "HOMELAB_SYNC_LEASE_NAMESPACE",

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::assets;
 use crate::error::Diagnostic;
+use crate::settings::ProviderKind;
 use crate::yaml;
 
 /// Where a component's manifests come from.
@@ -82,6 +83,16 @@ pub struct Component {
     /// Seconds to wait for readiness before reporting what is wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// The providers it runs with (empty: all). A component that configures the cluster
+    /// homelab builds (the Multipass VMs' microk8s) names `multipass`: on `--provider existing`
+    /// the cluster is its owner's, and homelab leaves it as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderKind>,
+    /// Its objects exist before the lab (a microk8s addon created them): homelab takes over only
+    /// the fields it renders (server-side apply, forced, with its own field manager) and marks
+    /// none of them as the lab's, so neither prune nor `down` ever deletes them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopts: bool,
 }
 
 impl Component {
@@ -103,7 +114,17 @@ impl Component {
     pub fn is_addon(&self) -> bool {
         self.source.addon.is_some()
     }
+
+    /// True when it runs with `provider` (see [`Component::providers`]).
+    pub fn runs_with(&self, provider: ProviderKind) -> bool {
+        self.providers.is_empty() || self.providers.contains(&provider)
+    }
 }
+
+/// The value that stands, in a stack file, for what this build of homelab publishes: as an
+/// image, the engine image of this build's release (`ghcr.io/<owner>/homelab:<version>`, see
+/// [`crate::sync::image::BuildInfo`]); as a version, this build's version.
+pub const THIS_BUILD: &str = "@self";
 
 /// The cluster a stack asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -407,6 +428,9 @@ pub fn parse(
             message: "`remove` only makes sense together with `extends`".into(),
         });
     }
+    for c in &mut components {
+        resolve_this_build(c);
+    }
     validate(&raw.name, &components)?;
     components = order(&raw.name, components)?;
     Ok(Stack {
@@ -471,6 +495,27 @@ fn validate(stack: &str, components: &[Component]) -> Result<(), StackError> {
                     known: names.clone(),
                 });
             }
+            // A need that some provider leaves out would leave this component waiting forever.
+            let needed = components.iter().find(|d| &d.name == n).expect("seen");
+            if let Some(p) = [ProviderKind::Multipass, ProviderKind::Existing]
+                .into_iter()
+                .find(|p| c.runs_with(*p) && !needed.runs_with(*p))
+            {
+                return Err(comp_err(
+                    stack,
+                    c,
+                    format!("it needs `{n}`, which does not run with provider `{p}`"),
+                    "limit it to the same `providers`, or drop that need",
+                ));
+            }
+        }
+        if c.adopts && (c.source.templates.is_none() || c.source.upstream.is_some()) {
+            return Err(comp_err(
+                stack,
+                c,
+                "`adopts` takes over objects that exist already; it needs our own templates".into(),
+                "render the adopted objects from `source.templates` only",
+            ));
         }
         let s = &c.source;
         let count =
@@ -559,6 +604,19 @@ fn validate(stack: &str, components: &[Component]) -> Result<(), StackError> {
     Ok(())
 }
 
+/// Replace [`THIS_BUILD`] in a component's images and version by what this build publishes.
+fn resolve_this_build(c: &mut Component) {
+    let build = crate::sync::image::BuildInfo::current();
+    for image in c.images.values_mut() {
+        if image == THIS_BUILD {
+            *image = build.published_image();
+        }
+    }
+    if c.version.as_deref() == Some(THIS_BUILD) {
+        c.version = Some(build.version.clone());
+    }
+}
+
 /// `Ok` when `image` names a tag other than `latest`, or a digest.
 pub fn check_image_pinned(image: &str) -> Result<(), &'static str> {
     if image.contains("@sha256:") {
@@ -645,6 +703,13 @@ fn find_cycle(stuck: &[Component]) -> Vec<String> {
 }
 
 impl Stack {
+    /// The stack as it runs with `provider`: without the components limited to other
+    /// providers (see [`Component::providers`]).
+    pub fn for_provider(mut self, provider: ProviderKind) -> Stack {
+        self.components.retain(|c| c.runs_with(provider));
+        self
+    }
+
     /// A component by name.
     pub fn component(&self, name: &str) -> Option<&Component> {
         self.components.iter().find(|c| c.name == name)
@@ -691,6 +756,62 @@ mod tests {
         let names: Vec<_> = s.components.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);
         assert_eq!(s.waves()["c"], 2);
+    }
+
+    #[test]
+    fn this_build_stands_for_its_version_and_published_image() {
+        let text = format!(
+            "{HEAD}  - {{name: e, version: \"@self\", source: {{addon: x}}, images: {{engine: \"@self\", other: nginx:1.29}}}}\n"
+        );
+        let s = parse("t.yaml", &text, &no_base, 0).unwrap();
+        let build = crate::sync::image::BuildInfo::current();
+        let e = s.component("e").unwrap();
+        assert_eq!(e.version.as_deref(), Some(build.version.as_str()));
+        assert_eq!(e.images["engine"], build.published_image());
+        assert_eq!(e.images["other"], "nginx:1.29");
+    }
+
+    #[test]
+    fn provider_limited_components_leave_with_the_other_provider() {
+        let text = format!(
+            "{HEAD}  - {{name: a, source: {{addon: x}}}}\n  - {{name: b, needs: [a], providers: [multipass], source: {{addon: y}}}}\n"
+        );
+        let s = parse("t.yaml", &text, &no_base, 0).unwrap();
+        let names =
+            |s: &Stack| -> Vec<String> { s.components.iter().map(|c| c.name.clone()).collect() };
+        assert_eq!(
+            names(&s.clone().for_provider(ProviderKind::Multipass)),
+            ["a", "b"]
+        );
+        assert_eq!(names(&s.for_provider(ProviderKind::Existing)), ["a"]);
+        // Nothing for every provider may wait on what one provider leaves out.
+        let bad = format!(
+            "{HEAD}  - {{name: a, providers: [multipass], source: {{addon: x}}}}\n  - {{name: b, needs: [a], source: {{addon: y}}}}\n"
+        );
+        let e = parse("t.yaml", &bad, &no_base, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("needs `a`, which does not run with provider `existing`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn adopting_needs_templates_of_our_own() {
+        let text = format!("{HEAD}  - {{name: a, adopts: true, source: {{addon: x}}}}\n");
+        let e = parse("t.yaml", &text, &no_base, 0).unwrap_err().to_string();
+        assert!(e.contains("`adopts`"), "{e}");
+    }
+
+    #[test]
+    fn the_default_stack_owns_the_cluster_dns_only_on_multipass() {
+        let s = load("default", Path::new(".")).unwrap();
+        let dns = s.component("lab-dns").unwrap();
+        assert!(dns.adopts && dns.providers == [ProviderKind::Multipass]);
+        assert!(
+            s.for_provider(ProviderKind::Existing)
+                .component("lab-dns")
+                .is_none()
+        );
     }
 
     #[test]

@@ -136,6 +136,24 @@ impl Templates {
     }
 }
 
+impl Templates {
+    /// The partials directly in `dir/` that are not YAML (`_Corefile`): rendered first and given
+    /// to the directory's templates as `partials.<name without the underscore>`, so a whole
+    /// file (a Corefile, a script) can be written into a YAML value, quoted as every value is.
+    pub fn text_partials_in(&self, dir: &str) -> Vec<(String, String)> {
+        let prefix = format!("{dir}/_");
+        let mut out: Vec<(String, String)> = self
+            .tera
+            .get_template_names()
+            .filter(|n| n.starts_with(&prefix) && !n[prefix.len()..].contains('/'))
+            .filter(|n| !n.ends_with(".yaml") && !n.ends_with(".yml"))
+            .map(|n| (n[prefix.len()..].to_string(), n.to_string()))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
 /// CRLF → LF, and exactly one trailing newline.
 fn normalise_newlines(s: &str) -> String {
     let mut out = s.replace("\r\n", "\n");
@@ -167,6 +185,30 @@ mod tests {
         let mut ctx = tera::Context::new();
         ctx.insert("image", "nginx:1.29");
         assert_eq!(t.render("Dockerfile", &ctx).unwrap(), "FROM nginx:1.29\n");
+    }
+
+    #[test]
+    fn text_partials_are_listed_by_their_name() {
+        let t = Templates::from_sources([
+            ("a/_Corefile", "x"),
+            ("a/_p.yaml", "y"),
+            ("a/b/_q", "z"),
+            ("a/c.yaml", "w"),
+        ])
+        .unwrap();
+        assert_eq!(
+            t.text_partials_in("a"),
+            vec![("Corefile".to_string(), "a/_Corefile".to_string())]
+        );
+    }
+
+    #[test]
+    fn raw_blocks_keep_go_template_braces() {
+        let t =
+            Templates::from_sources([("_x", "{% raw %}{{ .Name }}{% endraw %} {{ v }}")]).unwrap();
+        let mut ctx = tera::Context::new();
+        ctx.insert("v", "1.2.3.4");
+        assert_eq!(t.render("_x", &ctx).unwrap(), "{{ .Name }} 1.2.3.4\n");
     }
 
     #[test]

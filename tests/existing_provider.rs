@@ -64,6 +64,12 @@ fn sandbox(kubeconfig: &std::path::Path) -> TestContext {
     ctx.env.insert("HOMELAB_LAB".into(), "x".into());
     ctx.env
         .insert("KUBECONFIG".into(), kubeconfig.display().to_string());
+    // Nothing is side-loaded into a cluster homelab did not build: a development build names an
+    // engine image someone pushed, or `up` refuses before it starts (issue 12).
+    ctx.env.insert(
+        "HOMELAB_SYNC_IMAGE".into(),
+        "registry.example/homelab:dev".into(),
+    );
     ctx
 }
 

@@ -92,6 +92,8 @@ fn stack_of(components: &[Spec<'_>], lab: &str) -> (Stack, Manifests) {
             hostname: None,
             repos: BTreeMap::new(),
             timeout: None,
+            providers: Vec::new(),
+            adopts: false,
         })
         .collect();
     let stack = Stack {

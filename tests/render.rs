@@ -240,7 +240,14 @@ fn snapshot_text(r: &Rendered) -> String {
         out.push_str(&format!("==== repo {path} ====\n{text}"));
     }
     out.push_str(&format!("==== cloud-init user-data ====\n{}", r.cloud_init));
-    out
+    engine_filter(&out)
+}
+
+/// The engine image of this build depends on where it was built (the repository owner, see
+/// `sync::image::BuildInfo`); snapshots show it as `[ENGINE_IMAGE]`.
+fn engine_filter(text: &str) -> String {
+    let build = homelab::sync::image::BuildInfo::current();
+    text.replace(&build.published_image(), "[ENGINE_IMAGE]")
 }
 
 #[test]
@@ -275,16 +282,117 @@ fn render_is_deterministic_and_stdout_matches_the_files() {
 
 #[test]
 fn plan_snapshots() {
-    let ctx = TestContext::new();
+    let mut ctx = TestContext::new();
+    // A Linux host that can side-load, whatever runs the test.
+    ctx.env
+        .insert("HOMELAB_TEST_PLATFORM".into(), "linux/x86_64".into());
     let text = ctx.homelab(&["plan", "--domain", DOMAIN]);
     text.success();
-    insta::assert_snapshot!("plan-default-text", text.stdout);
+    insta::assert_snapshot!("plan-default-text", engine_filter(&text.stdout));
     let json = ctx.homelab(&["plan", "--domain", DOMAIN, "--output", "json"]);
     json.success();
     let parsed: Value = serde_json::from_str(&json.stdout).unwrap();
     insta::assert_snapshot!(
         "plan-default-json",
-        serde_json::to_string_pretty(&parsed).unwrap()
+        engine_filter(&serde_json::to_string_pretty(&parsed).unwrap())
+    );
+}
+
+/// Issue 12: on a host that cannot side-load (macOS, Windows, `--provider existing`), a build
+/// whose engine image is not published says so at `plan` and `up`, with what to do, before
+/// anything is built — instead of an image pull that never succeeds ten minutes later.
+#[test]
+fn an_engine_image_that_cannot_exist_is_refused_at_plan_and_up_with_what_to_do() {
+    let build = homelab::sync::image::BuildInfo::current();
+    let mut ctx = TestContext::new();
+    ctx.env
+        .insert("HOMELAB_TEST_PLATFORM".into(), "macos/aarch64".into());
+    let plan = ctx.homelab(&["plan", "--domain", DOMAIN]);
+    let up = ctx.homelab(&["up", "--domain", DOMAIN]);
+    let existing = ctx.homelab(&["plan", "--provider", "existing", "--domain", DOMAIN]);
+    if build.released {
+        // A release build pulls the image its release published.
+        plan.success();
+        assert!(
+            plan.stdout.contains(&format!(
+                "sync engine image: pulls `{}` (the image of release v{})",
+                build.published_image(),
+                build.version
+            )),
+            "{}",
+            plan.stdout
+        );
+    } else {
+        for (what, run) in [
+            ("plan", &plan),
+            ("up", &up),
+            ("plan --provider existing", &existing),
+        ] {
+            run.failure(1);
+            assert!(
+                run.stderr.contains(&format!(
+                    "error: no sync engine image exists for this build of homelab ({}): `{}` is published only by a release",
+                    build.describe,
+                    build.published_image()
+                )),
+                "{what}: {}",
+                run.stderr
+            );
+            for hint in [
+                "hint: run `homelab up` from a Linux host",
+                "hint: or set `sync.image`",
+                "hint: or use a released build",
+            ] {
+                assert!(run.stderr.contains(hint), "{what}: {}", run.stderr);
+            }
+        }
+        assert!(
+            plan.stderr.contains("this binary is built for macos"),
+            "{}",
+            plan.stderr
+        );
+        assert!(
+            existing
+                .stderr
+                .contains("a `--provider existing` cluster has no VMs of homelab's"),
+            "{}",
+            existing.stderr
+        );
+        // `plan` still shows the plan, and says the same there.
+        assert!(
+            plan.stdout.contains("sync engine image: none: `"),
+            "{}",
+            plan.stdout
+        );
+        // `up` stopped before writing anything: no secrets, no CA.
+        assert!(!ctx.state_dir("homelab").join("secrets.json").exists());
+    }
+    // `sync.image` names an image that exists: nothing to refuse.
+    ctx.env.insert(
+        "HOMELAB_SYNC_IMAGE".into(),
+        "registry.example/homelab:dev".into(),
+    );
+    let configured = ctx.homelab(&["plan", "--domain", DOMAIN]);
+    configured.success();
+    assert!(
+        configured
+            .stdout
+            .contains("sync engine image: pulls `registry.example/homelab:dev` (`sync.image`)"),
+        "{}",
+        configured.stdout
+    );
+    // On a Linux host the engine is side-loaded from this binary.
+    ctx.env.remove("HOMELAB_SYNC_IMAGE");
+    ctx.env
+        .insert("HOMELAB_TEST_PLATFORM".into(), "linux/aarch64".into());
+    let linux = ctx.homelab(&["plan", "--domain", DOMAIN]);
+    linux.success();
+    assert!(
+        linux
+            .stdout
+            .contains("sync engine image: built from this binary and side-loaded into the VMs"),
+        "{}",
+        linux.stdout
     );
 }
 
@@ -1162,7 +1270,12 @@ fn real_secrets_never_reach_stderr_and_placeholders_hide_them() {
         assert!(!run.stdout.contains(value.as_str()), "stdout shows {what}");
     }
     // The rendered files do carry them (so the check above looked for the right strings).
-    let drone = std::fs::read_to_string(ctx.cwd.join("real/08-drone.yaml")).unwrap();
+    let drone_file = std::fs::read_dir(ctx.cwd.join("real"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-drone.yaml"))
+        .unwrap();
+    let drone = std::fs::read_to_string(drone_file).unwrap();
     let rpc = forms
         .iter()
         .find(|(w, _)| w == "drone_rpc_secret (base64)")
@@ -1753,4 +1866,219 @@ fn render_to_stdout_redacts_secrets_unless_asked_and_out_files_are_private() {
         let text = std::fs::read_to_string(lab_ca).unwrap();
         assert!(text.contains(key_line) || text.contains(&key_b64), "{text}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lab's names (issue 12): the cluster's DNS and the nodes' /etc/hosts
+
+/// The `lab-dns` component rendered for a node at 10.0.0.5.
+fn lab_dns(stack: &Stack, node_ip: Option<&str>) -> homelab::render::ComponentManifests {
+    render_lib(stack, node_ip)
+        .components
+        .into_iter()
+        .find(|c| c.name == "lab-dns")
+        .expect("the default stack has `lab-dns`")
+}
+
+/// Issue 12: pods resolve every lab hostname, and any name under the lab's domain, to the node
+/// from the cluster's own CoreDNS, with the `dns` addon's own server block kept as it was.
+#[test]
+fn the_cluster_dns_answers_the_lab_domain_with_the_node_address() {
+    let stack = load_stack("default");
+    let c = lab_dns(&stack, Some("10.0.0.5"));
+    assert_eq!(c.objects.len(), 1);
+    let cm = &c.objects[0];
+    assert_eq!(
+        (kind(cm), namespace(cm), name(cm)),
+        ("ConfigMap", "kube-system", "coredns")
+    );
+    // Adopted from the addon: never labelled as the lab's (prune and `down` go by the labels).
+    assert!(cm["metadata"].get("labels").is_none(), "{cm}");
+    let corefile = cm["data"]["Corefile"].as_str().unwrap();
+    insta::assert_snapshot!("lab-dns-corefile", corefile);
+    // The addon's block: cluster names and the upstream resolver, unchanged.
+    for line in [
+        ".:53 {",
+        "    kubernetes cluster.local in-addr.arpa ip6.arpa {",
+        "    forward . /etc/resolv.conf",
+        "    reload",
+    ] {
+        assert!(corefile.lines().any(|l| l == line), "{line}\n{corefile}");
+    }
+    // The lab's zone: every name in it (the wildcard) is the node.
+    assert!(
+        corefile.contains(&format!("\n{DOMAIN}:53 {{\n")),
+        "{corefile}"
+    );
+    assert!(
+        corefile.contains("answer \"{{ .Name }} 60 IN A 10.0.0.5\""),
+        "{corefile}"
+    );
+    // A new address is a new answer on the next `up`.
+    let moved = lab_dns(&stack, Some("10.0.0.9"));
+    assert!(
+        moved.objects[0]["data"]["Corefile"]
+            .as_str()
+            .unwrap()
+            .contains("IN A 10.0.0.9\""),
+    );
+    // Valid for the API server.
+    let ctx = TestContext::new();
+    let file = ctx.write("coredns.yaml", &homelab::yaml::to_string(cm).unwrap());
+    if let Err(report) = common::validate_manifests(KUBERNETES, &[file]) {
+        panic!("{report}");
+    }
+    // Before the node's address is known, nothing is rendered, and the file says why.
+    let unknown = lab_dns(&stack, None);
+    assert!(unknown.objects.is_empty());
+    assert!(
+        unknown
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("node's address"),
+        "{:?}",
+        unknown.note
+    );
+}
+
+/// With `--provider existing` the cluster's DNS is its owner's: the stack leaves it alone.
+#[test]
+fn the_cluster_dns_is_left_alone_on_an_existing_cluster() {
+    let mut ctx = TestContext::new();
+    ctx.env.insert(
+        "HOMELAB_SYNC_IMAGE".into(),
+        "registry.example/homelab:1".into(),
+    );
+    let existing = ctx.homelab(&["plan", "--provider", "existing", "--domain", DOMAIN]);
+    existing.success();
+    assert!(!existing.stdout.contains("lab-dns"), "{}", existing.stdout);
+    let multipass = ctx.homelab(&["plan", "--domain", DOMAIN]);
+    multipass.success();
+    assert!(multipass.stdout.contains("lab-dns"), "{}", multipass.stdout);
+}
+
+fn write_file<'a>(ud: &'a Value, path: &str) -> &'a str {
+    arr(&ud["write_files"])
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("cloud-init writes no {path}"))["content"]
+        .as_str()
+        .unwrap()
+}
+
+/// Issue 12: the nodes resolve the lab's names from /etc/hosts, which cloud-init keeps across
+/// boots, and the script cloud-init installs writes exactly the block `up` looks for.
+#[test]
+fn the_nodes_hosts_tool_writes_the_block_up_checks_for_and_keeps_the_rest() {
+    use homelab::provider::multipass::hosts::{HOSTS_TOOL, has_block, hosts_block};
+    let ctx = TestContext::new();
+    let r = render_cli(&ctx, "default");
+    let ud = user_data(&r);
+    // Multipass's vendor data says `true`, which rewrites /etc/hosts at every boot.
+    assert_eq!(ud["manage_etc_hosts"], "localhost");
+    let script = ctx.write("homelab-hosts", write_file(&ud, HOSTS_TOOL));
+    let hosts = ctx.write(
+        "hosts",
+        "127.0.1.1 homelab-t-1 homelab-t-1\n127.0.0.1 localhost\n::1 localhost ip6-localhost\n",
+    );
+    let names: Vec<String> = ["drone", "gitea", "nyan"]
+        .iter()
+        .map(|n| format!("{n}.{DOMAIN}"))
+        .collect();
+    let run = |address: &str| {
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(address)
+            .args(&names)
+            .env("HOMELAB_HOSTS_FILE", &hosts)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&hosts).unwrap()
+    };
+    let first = run("10.0.0.5");
+    assert!(has_block(&first, "10.0.0.5", &names), "{first}");
+    assert!(
+        first.starts_with(
+            "127.0.1.1 homelab-t-1 homelab-t-1\n127.0.0.1 localhost\n::1 localhost ip6-localhost\n"
+        ),
+        "{first}"
+    );
+    assert_eq!(run("10.0.0.5"), first, "idempotent");
+    let moved = run("10.0.0.9");
+    assert!(has_block(&moved, "10.0.0.9", &names), "{moved}");
+    assert!(
+        !moved.contains("10.0.0.5"),
+        "the old address is gone: {moved}"
+    );
+    assert_eq!(moved.matches(&hosts_block("10.0.0.9", &names)).count(), 1);
+    let usage = Command::new("sh")
+        .arg(&script)
+        .arg("10.0.0.5")
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+/// cloud-init's own schema check (`cloudinit.config.schema`, from Debian's `cloud-init`
+/// package, which `scripts/test` unpacks into `.venv/cloud-init`) accepts the user-data we
+/// render, and rejects a broken one (so the check can fail).
+#[test]
+fn cloud_init_user_data_passes_cloud_inits_schema() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let package = std::env::var_os("HOMELAB_CLOUD_INIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/cloud-init/usr/lib/python3/dist-packages"));
+    assert!(
+        package.join("cloudinit/config/schema.py").exists(),
+        "cloud-init's schema module is missing at `{}`: run the tests with `scripts/test`, which unpacks Debian's cloud-init package there",
+        package.display()
+    );
+    let ctx = TestContext::new();
+    let mut files = Vec::new();
+    for stack in STACKS {
+        files.push(
+            render_cli(&ctx, stack)
+                .dir
+                .join("cloud-init/user-data.yaml"),
+        );
+    }
+    ctx.homelab(&["render", "--placeholder-secrets", "--out", "no-domain"])
+        .success();
+    files.push(ctx.cwd.join("no-domain/cloud-init/user-data.yaml"));
+    let broken = ctx.write(
+        "broken.yaml",
+        "#cloud-config\nmanage_etc_hosts: sometimes\nwrite_files:\n  - path: /x\n    permissions: 755\n",
+    );
+    let out = Command::new(common::validator_python())
+        .arg(root.join("scripts/validate_cloud_init.py"))
+        .arg("--cloud-init")
+        .arg(&package)
+        .args(&files)
+        .arg(&broken)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in &files {
+        assert!(text.contains(&format!("{}: valid", f.display())), "{text}");
+    }
+    assert!(
+        text.contains(&format!("{}: invalid", broken.display())),
+        "{text}"
+    );
+    assert!(text.contains("manage_etc_hosts"), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the broken file fails the run: {text}"
+    );
 }

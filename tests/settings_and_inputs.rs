@@ -221,7 +221,7 @@ fn stack_with_unknown_key() {
     run.failure(1);
     assert_eq!(
         run.stderr,
-        "error: unknown key `components[0].needz` in stack `broken.yaml` at line 6, column 5\nhint: the keys accepted there are `name`, `description`, `namespace`, `version`, `source`, `images`, `needs`, `resources`, `hostname`, `repos`, `timeout`\n"
+        "error: unknown key `components[0].needz` in stack `broken.yaml` at line 6, column 5\nhint: the keys accepted there are `name`, `description`, `namespace`, `version`, `source`, `images`, `needs`, `resources`, `hostname`, `repos`, `timeout`, `providers`, `adopts`\n"
     );
 }
 

@@ -305,6 +305,7 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
                 matches!(
                     inner.as_slice(),
                     ["test", "-f", _]
+                        | ["cat", "/etc/hosts"]
                         | ["uname", "-m"]
                         | ["sudo", "microk8s", "ctr", "image", "ls", "-q"]
                         | ["sudo", "microk8s", "config"]
@@ -384,7 +385,8 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
         .skip(1)
         .take_while(|l| !l.is_empty())
         .collect();
-    assert_eq!(components.len(), 10, "{}", status.stdout);
+    // The stack's ten, and `lab-dns` (the lab's names in the cluster's DNS) on Multipass.
+    assert_eq!(components.len(), 11, "{}", status.stdout);
     for c in &components {
         let state = c.split_whitespace().nth(1).unwrap_or_default();
         assert!(
@@ -466,6 +468,24 @@ async fn up_on_an_existing_cluster_with_a_domain_proves_the_loop_and_changes_not
         .map(|r| format!("{} {}", r.verb, r.path))
         .collect();
     assert!(writes.is_empty(), "{writes:?}");
+    // Nor its DNS: the lab's names resolved through what the cluster's owner configured.
+    let coredns = sim
+        .fake
+        .get("v1", "ConfigMap", "kube-system", "coredns")
+        .unwrap();
+    assert!(
+        !coredns["data"]["Corefile"]
+            .as_str()
+            .unwrap()
+            .contains("homelab"),
+        "{coredns}"
+    );
+    assert!(
+        !sim.fake.requests().iter().any(|r| r.user == sim.cli_user
+            && r.is_write()
+            && r.path.contains("/namespaces/kube-system/")),
+        "up wrote into kube-system"
+    );
 
     sim.fake.clear_requests();
     let again = sim

@@ -52,9 +52,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The stack the settings name, with settings overrides applied.
+    /// The stack the settings name, as it runs with their provider, with settings overrides
+    /// applied.
     pub fn stack(&self) -> Result<Stack> {
-        let mut stack = stack::load(&self.settings.stack, &self.cwd)?;
+        let mut stack =
+            stack::load(&self.settings.stack, &self.cwd)?.for_provider(self.settings.provider);
         if let Some(image) = &self.settings.sync_image
             && let Some(c) = stack
                 .components

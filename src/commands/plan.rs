@@ -21,5 +21,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<ExitStatus> {
         OutputFormat::Json => ctx.printer.json(&p),
         OutputFormat::Text => ctx.printer.data(&p.to_text()),
     }
+    // What `up` would refuse, said now (issue 12: the engine image outside Linux).
+    p.check()?;
     Ok(ExitStatus::Success)
 }

@@ -41,6 +41,15 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
         })
         .expect("every plan provisions first");
     let waits = Waits::from_env(settings.test_waits.as_deref())?;
+    let mut pipeline = up::pipeline(settings);
+    if let Some(last) = &args.until {
+        pipeline = pipeline.until(last)?;
+    }
+    // Before anything is built: a lab whose engine image cannot exist would fail minutes later
+    // in an image pull (issue 12). Runs that stop before deploying need no image.
+    if pipeline.names().contains(&"deploy") {
+        the_plan.check()?;
+    }
 
     let outputs = Outputs::default();
     outputs.put(stack);
@@ -65,10 +74,6 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
             std::future::pending::<()>().await;
         }
     };
-    let mut pipeline = up::pipeline(settings);
-    if let Some(last) = &args.until {
-        pipeline = pipeline.until(last)?;
-    }
     let (report, result) = pipeline.run(&env, &outputs, interrupt).await;
     let cluster = outputs.try_get::<Cluster>();
     let deployed = outputs.try_get::<DeployReport>();

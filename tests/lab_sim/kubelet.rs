@@ -8,8 +8,11 @@
 //! | `gitea/gitea` | the fake Gitea, plain HTTP on `GITEA__server__HTTP_PORT`'s container port, `ROOT_URL` and `ALLOWED_HOST_LIST` from the environment |
 //! | `drone/drone` | the fake Drone: Gitea server, OAuth client, `DRONE_USER_CREATE`, server and proxy addresses from the environment; a new template restarts it |
 //! | `drone/drone-runner-kube` | registers the runner (its namespace and RPC secret) that runs builds ([`super::runner`]) |
-//! | `ghcr.io/homelab-dev/homelab`, `homelab.local/homelab` | the real `homelab` binary with the container's args (`sync --in-cluster`), `--kubeconfig` standing in for its service account; the side-loaded `homelab.local` image only where `up` imported it into the node's containerd (the fake multipass's record) |
-//! | `<gitea host>/…` | pulled from the fake Gitea's registry (missing: `ImagePullBackOff`), its files served over HTTP (nginx) |
+//! | this build's published engine image (`ghcr.io/<owner>/homelab`), `homelab.local/homelab` | the real `homelab` binary with the container's args (`sync --in-cluster`), `--kubeconfig` standing in for its service account; the side-loaded `homelab.local` image only where `up` imported it into the node's containerd (the fake multipass's record) |
+//! | `<gitea host>/…` | pulled from the fake Gitea's registry (missing: `ImagePullBackOff`) once the node resolves the registry's name — a Multipass node from its `/etc/hosts` (the fake multipass's record), another cluster's nodes as its DNS answers — its files served over HTTP (nginx) |
+//!
+//! Pods reach the lab's public names (Drone → Gitea) only as the cluster's DNS answers them
+//! ([`super::network::Network::lab_name`]).
 //!
 //! Other images (cert-manager, NIC, CoreDNS) need nothing to run here: the fake API server's
 //! controllers and [`super::ingress`] play them.
@@ -232,6 +235,17 @@ impl World {
         // Pull: images from the lab's registry must have been pushed there.
         let repo = image.rsplit_once(':').map_or(image.as_str(), |(r, _)| r);
         if let Some(path) = image.strip_prefix(&format!("{}/", self.gitea_host)) {
+            // containerd resolves the registry's name through the node's resolver.
+            if let Err(why) = self.node_lookup(&self.gitea_host) {
+                let (img, tag) = path.rsplit_once(':').unwrap_or((path, "latest"));
+                return waiting(
+                    "ErrImagePull",
+                    format!(
+                        "failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": failed to do request: Head \"https://{}/v2/{img}/manifests/{tag}\": dial tcp: lookup {}: no such host ({why})",
+                        self.gitea_host, self.gitea_host
+                    ),
+                );
+            }
             let (img, tag) = path.rsplit_once(':').unwrap_or((path, "latest"));
             let pulled = self
                 .gitea
@@ -294,7 +308,9 @@ impl World {
                 });
                 Ok(())
             }
-            "ghcr.io/homelab-dev/homelab" | "homelab.local/homelab" => {
+            r if r == homelab::sync::image::BuildInfo::current().repository
+                || r == "homelab.local/homelab" =>
+            {
                 self.homelab_pod(
                     &id, &ns, labels, &template, &container, env, &mounts, generation, &dir,
                 )
@@ -302,6 +318,38 @@ impl World {
             }
             _ => Ok(()),
         }
+    }
+
+    /// What the first node's resolver answers for `host`: a Multipass VM reads `/etc/hosts` (as
+    /// the fake multipass keeps it; glibc's `files` source comes first); the nodes of a cluster
+    /// homelab did not build resolve as its DNS does, which its owner set up for the domain.
+    pub fn node_lookup(&self, host: &str) -> Result<std::net::IpAddr, String> {
+        let Some(state) = &self.node_state else {
+            return self.net.pod_lookup(host);
+        };
+        let v: Value = std::fs::read_to_string(state)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let hosts = v["instances"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .find(|(name, _)| name.ends_with("-1"))
+            .and_then(|(_, i)| i["_etc_hosts"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        hosts
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default())
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let ip = w.next()?.parse().ok()?;
+                w.any(|n| n.eq_ignore_ascii_case(host)).then_some(ip)
+            })
+            .next()
+            .ok_or_else(|| {
+                format!("the node's /etc/hosts has no `{host}`, and its network no public DNS")
+            })
     }
 
     /// Whether `image` was imported into the first node's containerd (`microk8s ctr image
@@ -409,12 +457,17 @@ impl World {
                     (Some(p), Some(h)) => Some(format!("{p}://{h}")),
                     _ => None,
                 };
+                let gitea_server = get("DRONE_GITEA_SERVER");
+                let gitea_name = reqwest::Url::parse(&gitea_server)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_default();
                 let options = fake_drone::Options {
                     gitea: homelab::http::Endpoint {
-                        base_url: get("DRONE_GITEA_SERVER"),
+                        base_url: gitea_server,
                         ca_pem,
-                        // In-cluster DNS answers the lab's names with the ingress.
-                        resolve: Some(self.ingress_addr),
+                        // The pod's resolver: the cluster's DNS, at each connection.
+                        resolve: Some(self.net.lab_name(&gitea_name, 443)),
                     },
                     admin_user: create.get("username").cloned().unwrap_or_default(),
                     admin_token: create.get("token").cloned().unwrap_or_default(),

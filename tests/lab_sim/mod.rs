@@ -6,7 +6,8 @@
 //! fake Gitea and Drone configured from their pod templates, the real `homelab sync` engine, the
 //! NyanCat site from the image the pipeline pushed; the NGINX ingress ([`ingress`]) answers on the
 //! node's address, port 443, with the certificates cert-manager issued; Drone's builds run the
-//! real `.drone.yml` ([`runner`]); in-cluster names resolve through [`network`].
+//! real `.drone.yml` ([`runner`]); in-cluster names, and the lab's names as the cluster's
+//! CoreDNS configuration answers them, resolve through [`network`].
 //!
 //! Nothing is wired by the test that `homelab up` should wire: every address, name, secret and
 //! certificate the fakes use comes from the objects `up` applied (or the lab state `up` wrote,
@@ -39,6 +40,29 @@ use network::Network;
 
 /// The lab name every scenario uses.
 pub const LAB: &str = "t";
+
+/// The Corefile microk8s's `dns` addon applies (see where [`Sim::start`] inserts it).
+pub const MICROK8S_DNS_ADDON_COREFILE: &str = ".:53 {
+    errors
+    health {
+      lameduck 5s
+    }
+    ready
+    log . {
+      class error
+    }
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+      pods insecure
+      fallthrough in-addr.arpa ip6.arpa
+    }
+    prometheus :9153
+    forward . /etc/resolv.conf
+    cache 30
+    loop
+    reload
+    loadbalance
+}
+";
 
 /// What the kubelet and the runner share: the cluster as the test plays it.
 pub struct World {
@@ -283,8 +307,8 @@ impl Sim {
             .collect();
         let site_files = Arc::new(Mutex::new(BTreeMap::new()));
         let site_addr = serve_site(site_files.clone()).await;
-        let net = Network::new(fake.inner.clone());
         let ingress_addr = SocketAddr::new(node_ip, ingress_port);
+        let net = Network::new(fake.inner.clone(), ingress_addr);
         let world = Arc::new_cyclic(|me| World {
             kube: fake.inner.clone(),
             net: net.clone(),
@@ -324,6 +348,33 @@ impl Sim {
             "metadata": {"name": "microk8s-hostpath", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
             "provisioner": "microk8s.io/hostpath", "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete",
         }));
+        // The cluster's DNS before the lab: on microk8s, the `dns` addon's ConfigMap as its
+        // enable script applies it with `kubectl apply` (canonical/microk8s-core-addons 1.36
+        // f689811, addons/dns/coredns.yaml, with `$CLUSTERDOMAIN` = cluster.local and
+        // `$NAMESERVERS` = /etc/resolv.conf, what `addons/dns/enable` picks on a VM with a
+        // resolv.conf), owned by kubectl's client-side field manager; an existing cluster's
+        // owner configured theirs to answer the lab's domain (the README asks it of them).
+        let corefile = match &provider {
+            Provider::Multipass => MICROK8S_DNS_ADDON_COREFILE.to_string(),
+            Provider::Existing { domain } => format!(
+                "{MICROK8S_DNS_ADDON_COREFILE}{domain}:53 {{\n    hosts {{\n        {node_ip} {}\n    }}\n}}\n",
+                world.lab_hosts.join(" ")
+            ),
+        };
+        fake.inner
+            .store
+            .lock()
+            .unwrap()
+            .put(
+                json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "coredns", "namespace": "kube-system",
+                                 "labels": {"addonmanager.kubernetes.io/mode": "EnsureExists", "k8s-app": "kube-dns"}},
+                    "data": {"Corefile": corefile},
+                }),
+                "kubectl-client-side-apply",
+            )
+            .expect("the dns addon's ConfigMap");
         let node_name = format!("homelab-{LAB}-1");
         fake.insert(json!({
             "apiVersion": "v1", "kind": "Node",
@@ -396,6 +447,13 @@ impl Sim {
                 .unwrap();
             }
             Provider::Existing { .. } => {
+                // Nothing can side-load into a cluster homelab did not build: the engine image
+                // is one the user pushed of this very code (the kubelet runs this binary for
+                // it); a development build without it is refused at `up` (issue 12).
+                ctx.env.insert(
+                    "HOMELAB_SYNC_IMAGE".into(),
+                    homelab::sync::image::BuildInfo::current().published_image(),
+                );
                 let kubeconfig = ctx.home.join(".kube/config");
                 std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
                 std::fs::write(
@@ -458,6 +516,10 @@ impl Sim {
         out.push_str("kubelet:\n");
         for n in self.world.notes.lock().unwrap().iter() {
             out.push_str(&format!("  {n}\n"));
+        }
+        out.push_str("cluster DNS, lookups that failed:\n");
+        for m in self.world.net.misses() {
+            out.push_str(&format!("  {m}\n"));
         }
         out.push_str("ingress:\n");
         for h in self.ingress.hits() {

@@ -14,16 +14,15 @@
 //! per step its `environment` (pipeline-level first, `from_secret` from the repository's secrets,
 //! masked in logs), its volumes (`config_map` from the runner's namespace, `temp`), the shared
 //! workspace `/drone/src`, and `commands` run as one `sh -e` script with each command echoed as
-//! `+ cmd`. Container paths are mapped to host directories; in-cluster DNS (lab names answered
-//! with the ingress) is given to git as `http.curloptResolve`. Steps with an `entrypoint` run that
-//! program: only kaniko's `/kaniko/executor` is emulated ([`kaniko`]). The first failed step ends
-//! the build.
+//! `+ cmd`. Container paths are mapped to host directories; the pod's resolver (lab names as the
+//! cluster's CoreDNS configuration answers them) is given to git as `http.curloptResolve`.
+//! Steps with an `entrypoint` run that program: only kaniko's `/kaniko/executor` is emulated
+//! ([`kaniko`]). The first failed step ends the build.
 //!
 //! Not emulated: services, `depends_on` graphs (steps run in order), `when` conditions on steps,
 //! the images themselves (the host's `sh`, `git`, `base64`, `sed` stand in for `alpine/git`).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -295,29 +294,21 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// In-cluster DNS for git in a step: the lab's names resolve to the ingress.
+/// The pod's resolver for git in a step: each lab name goes to a local stand-in that connects
+/// wherever the cluster's DNS answers it at that moment (see `Network::lab_name`).
 fn git_dns(world: &World, mut env: BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let SocketAddr::V4(ingress) = world.ingress_addr else {
-        return env;
-    };
     let mut config = Vec::new();
     for host in &world.lab_hosts {
-        if ingress.port() == 443 {
-            config.push((
-                "http.curloptResolve".to_string(),
-                format!("{host}:443:{}", ingress.ip()),
-            ));
-        } else {
-            // The test's ingress is not on 443: the name stays, the port moves.
-            config.push((
-                "http.curloptResolve".to_string(),
-                format!("{host}:{}:{}", ingress.port(), ingress.ip()),
-            ));
-            config.push((
-                format!("url.https://{host}:{}/.insteadOf", ingress.port()),
-                format!("https://{host}/"),
-            ));
-        }
+        let at = world.net.lab_name(host, 443);
+        // The name stays (TLS checks it), the port moves to the stand-in's.
+        config.push((
+            "http.curloptResolve".to_string(),
+            format!("{host}:{}:{}", at.port(), at.ip()),
+        ));
+        config.push((
+            format!("url.https://{host}:{}/.insteadOf", at.port()),
+            format!("https://{host}/"),
+        ));
     }
     env.insert("GIT_CONFIG_COUNT".into(), config.len().to_string());
     for (i, (k, v)) in config.into_iter().enumerate() {
@@ -466,16 +457,13 @@ async fn kaniko(
             .and_then(|p| host_path(p))
             .and_then(|p| std::fs::read_to_string(p).ok());
         let tls = homelab::http::rustls_config(ca.as_deref()).unwrap();
+        // The registry's name as the pod's resolver (the cluster's DNS) answers it.
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
-            .resolve(registry, world.ingress_addr)
+            .resolve(registry, world.net.lab_name(registry, 443))
             .build()
             .unwrap();
-        let url = if world.ingress_addr.port() == 443 {
-            format!("https://{registry}/v2/")
-        } else {
-            format!("https://{registry}:{}/v2/", world.ingress_addr.port())
-        };
+        let url = format!("https://{registry}/v2/");
         let authorization = format!("Basic {auth}");
         match http
             .get(&url)

@@ -3,7 +3,8 @@
 //!
 //! Data flow: `cloud-init` (rendered by `up`) → [`steps::VmsStep`] (launch/start/recover/reuse)
 //! → `provisioned` (cloud-init's completion marker, or [`cloud_init`]'s verdict that it will never
-//! come) → `join` → `kubeconfig` → `ready`, then
+//! come) → `join` → `kubeconfig` → `ready`, and `node-names` (the lab's hostnames in the VMs'
+//! `/etc/hosts`, [`hosts`]), then
 //! `down` ([`teardown`]) and `status` ([`observe_vms`], [`observe_cluster`]).
 //!
 //! Architecture invariant: a pure core and one effectful shell. [`json`] reads what Multipass
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod cloud_init;
 pub mod decide;
 pub mod diagnose;
+pub mod hosts;
 pub mod json;
 pub mod sideload;
 pub mod steps;
@@ -42,7 +44,9 @@ pub fn add_steps(p: &mut Pipeline) {
         .add(steps::JoinStep)
         .add(steps::KubeconfigStep)
         .add(sideload::EngineImageStep)
-        .add(steps::ReadyStep);
+        .add(steps::ReadyStep)
+        // After `ready`, so `--until ready` (provisioning alone) leaves /etc/hosts alone.
+        .add(hosts::NodeNamesStep);
 }
 
 /// The lab's VMs or cluster did not get where `up` needs them.

@@ -7,8 +7,10 @@
 //!
 //! Architecture invariant: the image's tag is a digest of its content, so a re-run that finds the
 //! tag on every node transfers and imports nothing. Side-loading needs a Linux host whose
-//! architecture matches the VMs' (the archive holds this very binary); elsewhere, or when
-//! `sync.image` is set, the step says so and the stack's pinned image is pulled instead.
+//! architecture matches the VMs' (the archive holds this very binary; the decision is
+//! [`crate::sync::image::can_side_load`], the one `plan` shows); elsewhere, or when `sync.image`
+//! is set, the step says so and the stack's engine image is pulled instead — one that exists,
+//! since `up` refuses to start when none can (`sync::image::engine_image_source`).
 
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -48,14 +50,7 @@ impl Step for EngineImageStep {
     }
 }
 
-/// OCI architecture of a `uname -m` answer.
-pub fn oci_arch(uname_m: &str) -> Option<&'static str> {
-    match uname_m.trim() {
-        "x86_64" | "amd64" => Some("amd64"),
-        "aarch64" | "arm64" => Some("arm64"),
-        _ => None,
-    }
-}
+pub use crate::sync::image::oci_arch;
 
 /// `homelab.local/homelab:<version>-<12 hex of the content digest>`.
 pub fn reference_for(spec: &image::ImageSpec) -> String {
@@ -88,10 +83,13 @@ async fn engine_image(cx: &StepCx<'_>) -> Result<StepReport> {
             "`sync.image` is set: the VMs pull `{image}`"
         )));
     }
-    if std::env::consts::OS != "linux" {
-        return Ok(StepReport::skipped(
-            "side-loading needs a Linux host; the VMs pull the stack's pinned engine image",
-        ));
+    // The same decision `plan` made: where this host cannot side-load, `up` has already
+    // refused unless the stack's image is one a registry serves.
+    let host = image::Host::current();
+    if let Err(why) = image::can_side_load(cx.settings().provider, &host) {
+        return Ok(StepReport::skipped(format!(
+            "not side-loaded ({why}); the VMs pull the stack's engine image"
+        )));
     }
     let mp = cx.get::<Multipass>()?;
     let vms = cx.get::<Vms>()?;
@@ -104,11 +102,11 @@ async fn engine_image(cx: &StepCx<'_>) -> Result<StepReport> {
         )
         .await?;
     // The archive holds this very binary: it only runs on VMs of the host's architecture.
-    let host_arch = oci_arch(std::env::consts::ARCH);
+    let host_arch = oci_arch(&host.arch);
     if host_arch.is_none() || oci_arch(&uname.stdout) != host_arch {
         return Ok(StepReport::skipped(format!(
             "this binary is {} but the VMs are {}; the VMs pull the stack's pinned engine image",
-            std::env::consts::ARCH,
+            host.arch,
             uname.stdout.trim()
         )));
     }
