@@ -43,6 +43,7 @@ impl Lab {
                 contracts_dir().display().to_string(),
             ),
             ("HOMELAB_LAB", "t".into()),
+            ("HOMELAB_TEST_HOST", common::ROOMY_HOST.into()),
             // Pulled, not side-loaded: the side-load has its own tests.
             (
                 "HOMELAB_SYNC_IMAGE",

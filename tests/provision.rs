@@ -15,8 +15,6 @@ use common::{Run, TestContext, contracts_dir};
 use serde_json::{Value, json};
 
 const FAKE: &str = include_str!("fakes/multipass");
-/// A computer with room for any lab these tests build (`HOMELAB_TEST_HOST`).
-const ROOMY_HOST: &str = "memory=64G,disk_free=2T,virtualisation=yes";
 const VM: &str = "homelab-t-1";
 
 /// The Python interpreter behind `python3` (its shim may not work in the sandboxed PATH).
@@ -69,7 +67,7 @@ impl Lab {
         );
         // `up`'s preflight measures this computer; the tests' verdicts must not depend on it.
         ctx.env
-            .insert("HOMELAB_TEST_HOST".into(), ROOMY_HOST.into());
+            .insert("HOMELAB_TEST_HOST".into(), common::ROOMY_HOST.into());
         Lab { ctx, fake_dir }
     }
 
@@ -1123,7 +1121,7 @@ fn too_little_memory_or_disk_stops_up_before_it_writes_anything() {
     // A built lab needs no new disk: the same free space is enough to run `up` again.
     lab.ctx
         .env
-        .insert("HOMELAB_TEST_HOST".into(), ROOMY_HOST.into());
+        .insert("HOMELAB_TEST_HOST".into(), common::ROOMY_HOST.into());
     lab.homelab(&["up"]).success();
     lab.ctx.env.insert(
         "HOMELAB_TEST_HOST".into(),

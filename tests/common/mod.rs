@@ -12,6 +12,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// `HOMELAB_TEST_HOST` for a computer with room for any lab the tests build: `up`'s preflight
+/// measures memory and free disk (issue 12), and a test must not depend on the machine running it.
+pub const ROOMY_HOST: &str = "memory=64G,disk_free=2T,virtualisation=yes";
+
 /// System tools linked into every sandbox PATH.
 pub const SYSTEM_TOOLS: &[&str] = &[
     "sh", "bash", "env", "cat", "sleep", "df", "git", "python3", "mkdir", "rm", "ls", "touch",

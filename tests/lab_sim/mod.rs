@@ -401,7 +401,7 @@ impl Sim {
         // how much memory and disk the machine running it has.
         ctx.env.insert(
             "HOMELAB_TEST_HOST".into(),
-            "memory=64G,disk_free=2T,virtualisation=yes".into(),
+            crate::common::ROOMY_HOST.into(),
         );
         if ingress_port != 443 {
             ctx.env
