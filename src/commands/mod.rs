@@ -109,9 +109,13 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
     };
     match &cli.command {
         // Whatever stopped `up` once it began, the next thing to do is the same: one archive to
-        // learn why. A failed preflight wrote nothing and its hints already say what to do.
+        // learn why. Bad input and a failed preflight left nothing to look at, and their own
+        // hints say what to do.
         Command::Up(args) => up::run(&ctx, args).await.map_err(|e| {
-            if e.downcast_ref::<crate::doctor::PreflightError>().is_some() {
+            let preflight = e.downcast_ref::<crate::doctor::PreflightError>().is_some();
+            let stored = LabState::locate(&ctx.settings.lab)
+                .is_ok_and(|s| s.exists() && !s.holds_only_the_lock().unwrap_or(true));
+            if preflight || !stored {
                 e
             } else {
                 e.hint(export::hint(&ctx.settings.lab))

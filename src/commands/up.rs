@@ -22,10 +22,6 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
     let state = LabState::locate(&settings.lab)?;
     let record = LabRecord::load(&state)?;
     provider::check_provider_switch(settings, record.as_ref())?;
-    // Preflight, then the lock: a computer that cannot run the lab is told so before anything
-    // is written, not even the lab directory the lock lives in (issue 12).
-    doctor::preflight(settings, preflight_demand(settings, record.as_ref()))?;
-    let _lock = super::lock_lab(ctx, &state, "up")?;
     let known = Known {
         ca: state.path(CA_CERT_FILE).exists(),
         secrets: state.path(SECRETS_FILE).exists(),
@@ -50,6 +46,11 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
     if pipeline.names().contains(&"deploy") {
         the_plan.check()?;
     }
+    // Then the computer, then the lock: bad input is named first (it reads nothing but the
+    // lab state), and a computer that cannot run the lab is told so before anything is
+    // written, not even the lab directory the lock lives in (issue 12).
+    doctor::preflight(settings, preflight_demand(settings, record.as_ref()))?;
+    let _lock = super::lock_lab(ctx, &state, "up")?;
 
     let outputs = Outputs::default();
     outputs.put(stack);
