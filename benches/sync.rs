@@ -33,11 +33,9 @@ use tokio::sync::{mpsc, watch};
 
 const OBJECTS: usize = 1000;
 
+/// The repository's `contracts/` (see its README).
 fn contracts() -> PathBuf {
-    match std::env::var_os("HOMELAB_CONTRACTS") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/contracts"),
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts")
 }
 
 fn write_objects(repo: &Repo, version: &str) {
@@ -151,8 +149,8 @@ async fn bench() {
     let dest_ns = format!("hl-bench-app-{suffix}");
     let lease_ns = format!("hl-bench-system-{suffix}");
     let applier = Applier::new(t.client.clone());
-    let crd: Value = homelab::yaml::from_str(
-        &std::fs::read_to_string(contracts().join("argocd/application-crd.yaml")).unwrap(),
+    let crd: Value = serde_json::from_str(
+        &std::fs::read_to_string(contracts().join("argocd/application-crd.json")).unwrap(),
     )
     .unwrap();
     let mut setup = vec![crd];

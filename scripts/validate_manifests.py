@@ -3,17 +3,19 @@
 
 Built-in kinds are checked against the strict JSON schemas that the PyPI package
 `kubernetes-validate` ships for the target Kubernetes version. Custom resources are checked
-against the openAPIV3Schema of their CRD, read from the contracts folder
-(cert-manager's Certificate/Issuer/ClusterIssuer, Argo CD's Application). Unknown fields in
-custom resources are errors too: the API server would silently prune them.
+against the openAPIV3Schema of their CRD, read from the repository's contracts/ (cert-manager's
+Certificate/Issuer/ClusterIssuer, Argo CD's Application, as scripts/derive-contracts derives them
+from the upstream CRDs). Unknown fields in custom resources are errors too: the API server would
+silently prune them.
 
-Usage: validate_manifests.py --kubernetes 1.36.0 --contracts DIR FILE|DIR...
+Usage: validate_manifests.py --kubernetes 1.36.0 FILE|DIR...
 Prints one line per problem and exits 1 when there is any; an object of a kind nobody has a
 schema for is a problem, never skipped.
 """
 
 import argparse
 import copy
+import json
 import os
 import sys
 
@@ -21,11 +23,12 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+CONTRACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "contracts")
 CRD_FILES = [
-    "cert-manager/cert-manager.io_certificates.yaml",
-    "cert-manager/cert-manager.io_clusterissuers.yaml",
-    "cert-manager/cert-manager.io_issuers.yaml",
-    "argocd/application-crd.yaml",
+    "cert-manager/cert-manager.io_certificates.json",
+    "cert-manager/cert-manager.io_clusterissuers.json",
+    "cert-manager/cert-manager.io_issuers.json",
+    "argocd/application-crd.json",
 ]
 
 
@@ -52,22 +55,20 @@ def strict(schema):
     return schema
 
 
-def load_crd_schemas(contracts):
+def load_crd_schemas():
     schemas = {}
     for rel in CRD_FILES:
-        path = os.path.join(contracts, rel)
+        path = os.path.join(CONTRACTS, rel)
         with open(path, encoding="utf-8") as f:
-            for crd in yaml.safe_load_all(f):
-                if not crd or crd.get("kind") != "CustomResourceDefinition":
-                    continue
-                group = crd["spec"]["group"]
-                kind = crd["spec"]["names"]["kind"]
-                for version in crd["spec"]["versions"]:
-                    schema = version["schema"]["openAPIV3Schema"]
-                    schema = strict(schema)
-                    # metadata is validated by the API server's ObjectMeta rules, not here.
-                    schema.setdefault("properties", {})["metadata"] = {"type": "object"}
-                    schemas[(f"{group}/{version['name']}", kind)] = schema
+            crd = json.load(f)
+        group = crd["spec"]["group"]
+        kind = crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schema = version["schema"]["openAPIV3Schema"]
+            schema = strict(schema)
+            # metadata is validated by the API server's ObjectMeta rules, not here.
+            schema.setdefault("properties", {})["metadata"] = {"type": "object"}
+            schemas[(f"{group}/{version['name']}", kind)] = schema
     return schemas
 
 
@@ -91,11 +92,10 @@ def documents(paths):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kubernetes", required=True)
-    ap.add_argument("--contracts", required=True)
     ap.add_argument("paths", nargs="+")
     args = ap.parse_args()
 
-    crds = load_crd_schemas(args.contracts)
+    crds = load_crd_schemas()
     problems = []
     count = 0
     for f, i, doc in documents(args.paths):

@@ -131,7 +131,8 @@ pub const KEYS: &[KeyDoc] = &[
 /// Environment variables that belong to homelab but are not settings keys.
 const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_CONFIG",
-    "HOMELAB_CONTRACTS",
+    // The upstream contract documents' folder for the tests' drift check (tests/contracts.rs).
+    "HOMELAB_UPSTREAM_CONTRACTS",
     "HOMELAB_TEST_KUBECONFIG",
     "HOMELAB_TEST_GITEA_URL",
     "HOMELAB_TEST_GITEA_ADMIN",

@@ -1808,8 +1808,8 @@ async fn kube_applications_watch_reports_each_status() {
     let Some(fake) = tc.fake_only("applications watch", "sets Application status directly") else {
         return;
     };
-    let crd: serde_json::Value = serde_yaml::from_str(
-        &std::fs::read_to_string(common::contracts_dir().join("argocd/application-crd.yaml"))
+    let crd: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::contracts_dir().join("argocd/application-crd.json"))
             .unwrap(),
     )
     .unwrap();

@@ -23,7 +23,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-const CRD: &str = "argocd/application-crd.yaml";
+const CRD: &str = "argocd/application-crd.json";
 
 /// A test lab: a cluster, unique namespaces for Applications, the app and the Lease, and a git
 /// repository.
@@ -119,7 +119,7 @@ impl Lab {
 
     async fn install_crd(&self) {
         let text = std::fs::read_to_string(common::contracts_dir().join(CRD)).unwrap();
-        let crd: Value = homelab::yaml::from_str(&text).unwrap();
+        let crd: Value = serde_json::from_str(&text).unwrap();
         if self.tc.is_real() {
             // A real cluster may run Argo CD: never replace (or later delete) its CRD.
             let api: Api<DynamicObject> = Api::all_with(

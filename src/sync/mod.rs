@@ -38,17 +38,8 @@ pub mod webhook;
 pub(crate) mod tests_support {
     use std::path::{Path, PathBuf};
 
-    /// The contracts folder for unit tests: `$HOMELAB_CONTRACTS`, else `../shared/contracts`.
+    /// The repository's `contracts/`: upstream facts derived by `scripts/derive-contracts`.
     pub fn contracts_dir() -> PathBuf {
-        let dir = match std::env::var_os("HOMELAB_CONTRACTS") {
-            Some(d) => PathBuf::from(d),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/contracts"),
-        };
-        assert!(
-            dir.join("NOTES.md").exists(),
-            "contracts folder `{}` is missing: set HOMELAB_CONTRACTS",
-            dir.display()
-        );
-        dir
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts")
     }
 }

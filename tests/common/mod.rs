@@ -158,19 +158,10 @@ pub fn read_archive(path: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// The contracts folder: `$HOMELAB_CONTRACTS`, else `../shared/contracts` beside the checkout.
-/// A missing folder is a test failure, never a skip.
+/// The repository's `contracts/`: the upstream facts the tests check against, derived from the
+/// upstream documents by `scripts/derive-contracts` (see `contracts/README.md`).
 pub fn contracts_dir() -> PathBuf {
-    let dir = match std::env::var_os("HOMELAB_CONTRACTS") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/contracts"),
-    };
-    assert!(
-        dir.join("NOTES.md").exists(),
-        "contracts folder `{}` is missing: set HOMELAB_CONTRACTS to the shared/contracts folder (scripts/test does)",
-        dir.display()
-    );
-    dir
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts")
 }
 
 /// The Python with `kubernetes-validate` installed: `$HOMELAB_VALIDATOR`, else `.venv/bin/python`.
@@ -188,13 +179,13 @@ pub fn validator_python() -> PathBuf {
     p
 }
 
-/// Validate manifest files or directories offline (built-in kinds strict, CRs against contracts).
+/// Validate manifest files or directories offline (built-in kinds strict, CRs against the CRDs in
+/// `contracts/`).
 pub fn validate_manifests(kubernetes: &str, paths: &[PathBuf]) -> Result<String, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate_manifests.py");
     let out = Command::new(validator_python())
         .arg(script)
-        .args(["--kubernetes", kubernetes, "--contracts"])
-        .arg(contracts_dir())
+        .args(["--kubernetes", kubernetes])
         .args(paths)
         .output()
         .unwrap();

@@ -1,8 +1,8 @@
 //! A fake Drone 2.24 server for tests, over HTTPS with a lab-CA certificate at
 //! `drone.127.0.0.1.sslip.io`.
 //!
-//! Every request is matched against Drone's real route list, `drone/routes.json`, read from the
-//! shared contracts at test time: a request no route matches (or only the SPA catch-all) is
+//! Every request is matched against Drone's real route list, `contracts/drone/routes.json` (from
+//! Drone v2.24.0's router), read at test time: a request no route matches (or only the SPA one) is
 //! recorded as a violation and answered 404, so calling a route the real server lacks fails the
 //! test. The matched route's middleware list drives authentication as routes.md describes: the
 //! user comes from any non-empty `Authorization` header (`Bearer ` stripped), else

@@ -8,7 +8,7 @@
 //! test-side push ([`FakeGitea::store_image`]) after the client proved its credentials at `/v2/`;
 //! the OCI upload protocol itself is not played.
 //!
-//! Every API request is checked against `swagger.v1.json` (read from the shared contracts at test
+//! Every API request is checked against Gitea's `swagger.v1.json` (`contracts/gitea/`, read at test
 //! time) before it is answered; a request the real API would not have is recorded as a violation
 //! and answered 400, and tests assert there were none. The fake's own answers are checked against
 //! the documented response schemas too, so the fake cannot drift from the contract unnoticed.

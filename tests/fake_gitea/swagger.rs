@@ -1,5 +1,7 @@
-//! A small checker of requests (and the fake's own answers) against Gitea's OpenAPI document,
-//! `swagger.v1.json` from the shared contracts, read at test time.
+//! A small checker of requests (and the fake's own answers) against Gitea's OpenAPI document:
+//! `contracts/gitea/swagger.v1.json`, Gitea 1.26.1's `swagger.v1.json` trimmed by
+//! `scripts/derive-contracts` to the operations `contracts/gitea/operations.txt` lists (and the
+//! paths that out-rank theirs), read at test time.
 //!
 //! It checks what a client can get wrong: the path and method exist, path and query parameters
 //! are declared and of the declared type, a required body is present, and the body matches the

@@ -4,7 +4,7 @@
 //! Architecture invariant: pure and tolerant. Parsers go through `serde_json::Value`, ignore keys
 //! they don't know (1.17-dev adds `zone`), never depend on key order (1.16 sorts keys, 1.17 keeps
 //! insertion order), and accept numbers written as strings (`cpu_count`, disk sizes) or as
-//! numbers. Shapes are the ones in `shared/contracts/multipass/`.
+//! numbers. Shapes are the ones in `contracts/multipass/` (Multipass's own test data).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -345,19 +345,12 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    /// A Multipass output from the repository's `contracts/multipass/` (verbatim upstream).
     fn contract(rel: &str) -> String {
-        let dir = std::env::var_os("HOMELAB_CONTRACTS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/contracts")
-            });
-        let p = dir.join("multipass").join(rel);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| {
-            panic!(
-                "contract file `{}` is missing ({e}): set HOMELAB_CONTRACTS",
-                p.display()
-            )
-        })
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("contracts/multipass")
+            .join(rel);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read `{}`: {e}", p.display()))
     }
 
     #[test]

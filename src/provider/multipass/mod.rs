@@ -10,7 +10,7 @@
 //! Architecture invariant: a pure core and one effectful shell. [`json`] reads what Multipass
 //! and microk8s print, [`decide`] chooses what to do; only [`cli::Multipass`] runs `multipass`,
 //! and only [`steps`] sequences the calls. Every fact about Multipass comes from
-//! `shared/contracts/multipass/` and NOTES §1–2.
+//! `contracts/multipass/` and NOTES §1–2.
 
 use serde::Serialize;
 
