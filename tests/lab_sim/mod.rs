@@ -399,10 +399,8 @@ impl Sim {
         );
         // `up`'s preflight measures the computer (issue 12); the simulation must not depend on
         // how much memory and disk the machine running it has.
-        ctx.env.insert(
-            "HOMELAB_TEST_HOST".into(),
-            crate::common::ROOMY_HOST.into(),
-        );
+        ctx.env
+            .insert("HOMELAB_TEST_HOST".into(), crate::common::ROOMY_HOST.into());
         if ingress_port != 443 {
             ctx.env
                 .insert("HOMELAB_TEST_INGRESS_PORT".into(), ingress_port.to_string());
