@@ -1390,3 +1390,33 @@ async fn every_request_carries_homelabs_user_agent() {
         .collect();
     assert!(others.is_empty(), "{others:?}");
 }
+
+/// kube-apiserver has no collection delete for Namespaces (405): whatever removes a lab's
+/// namespaces (the tests' cleanup among them) must delete them one by one. Found on a real
+/// API server, where the cleanup's collection delete left every test's namespaces behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_have_no_collection_delete() {
+    let tc = TestCluster::new().await;
+    let ns = tc.ns("gone");
+    Applier::new(tc.client.clone())
+        .apply(
+            &manifests("ns.yaml", &labelled(vec![namespace(&ns)], &tc.lab, "ns")),
+            &opts(&tc.lab),
+        )
+        .await
+        .unwrap();
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(tc.client.clone());
+    let lp = kube::api::ListParams::default().labels(&format!("homelab.dev/lab={}", tc.lab));
+    let err = api
+        .delete_collection(&kube::api::DeleteParams::background(), &lp)
+        .await
+        .expect_err("a collection delete of namespaces");
+    assert!(
+        matches!(&err, kube::Error::Api(e) if e.code == 405),
+        "{err:?}"
+    );
+    // One by one works, and the namespace is on its way out.
+    api.delete(&ns, &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+}

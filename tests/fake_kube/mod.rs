@@ -29,7 +29,8 @@
 //!   `foregroundDeletion`/`orphan` finalizers; any finalizer keeps the object, answered as itself,
 //!   with `deletionTimestamp` and `deletionGracePeriodSeconds: 0` until the last one is removed;
 //!   no new finalizer and no `deletionTimestamp` change by update; deleting a namespace deletes
-//!   its content at once; deleting a CRD removes its objects and its type), deletecollection.
+//!   its content at once; deleting a CRD removes its objects and its type), deletecollection
+//!   (not of Namespaces: 405, as kube-apiserver).
 //! - The garbage collector ([`gc`], always on, [`FakeKube::set_gc_delay`] after each event):
 //!   finishes foreground deletions once no blocking dependent remains, orphans dependents, and
 //!   deletes dependents whose owners are gone (background cascading happens after the DELETE,

@@ -648,6 +648,16 @@ fn resource(
             }
             w.run(&mut store, dry_run)
         }
+        // Namespaces have no deletecollection: their REST storage implements no
+        // DeleteCollection (kubernetes v1.24 pkg/registry/core/namespace/storage/storage.go), so
+        // the route is not installed and kube-apiserver answers 405.
+        (Method::DELETE, None) if t.rt.group.is_empty() && t.rt.plural == "namespaces" => {
+            Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ))
+        }
         (Method::DELETE, None) => {
             let labels = Selector::parse(&q("labelSelector").unwrap_or_default())
                 .map_err(|m| ApiError::new(400, "BadRequest", m))?;

@@ -92,8 +92,17 @@ impl Drop for TestCluster {
                 let Ok(client) = homelab::kube::connect(&target, &Default::default()).await else { return };
                 let lp = kube::api::ListParams::default().labels(&format!("homelab.dev/lab={lab}"));
                 let dp = kube::api::DeleteParams::background();
+                // One by one: Namespaces have no deletecollection (kube-apiserver answers 405,
+                // kubernetes pkg/registry/core/namespace/storage/storage.go), so a collection
+                // delete left every test's namespaces behind.
                 let nss: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
-                let _ = nss.delete_collection(&dp, &lp).await;
+                if let Ok(list) = nss.list(&lp).await {
+                    for ns in list {
+                        if let Some(name) = ns.metadata.name {
+                            let _ = nss.delete(&name, &dp).await;
+                        }
+                    }
+                }
                 let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
                     kube::Api::all(client.clone());
                 let _ = crds.delete_collection(&dp, &lp).await;
