@@ -346,25 +346,20 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
         }
         if let Some(dir) = &c.source.templates {
             let mut partials = BTreeMap::new();
+            let render = |name: &str, ctx: &tera::Context| {
+                templates
+                    .render(name, ctx)
+                    .map_err(|source| RenderError::Template {
+                        component: c.name.clone(),
+                        source,
+                    })
+            };
             for (key, name) in templates.text_partials_in(dir) {
-                let text =
-                    templates
-                        .render(&name, &ctx)
-                        .map_err(|source| RenderError::Template {
-                            component: c.name.clone(),
-                            source,
-                        })?;
-                partials.insert(key, text);
+                partials.insert(key, render(&name, &ctx)?);
             }
             ctx.insert("partials", &partials);
             for name in templates.in_dir(dir) {
-                let text =
-                    templates
-                        .render(&name, &ctx)
-                        .map_err(|source| RenderError::Template {
-                            component: c.name.clone(),
-                            source,
-                        })?;
+                let text = render(&name, &ctx)?;
                 objects.extend(parse_objects(&c.name, &name, &text)?);
             }
         }
