@@ -4,7 +4,9 @@
 //!
 //! Run: `cargo bench --bench apply`
 
-#[path = "../tests/fake_kube/mod.rs"]
+// The bench drives part of the test fake; the rest is used by the tests.
+#[allow(dead_code)]
+#[path = "../tests/it/support/fake_kube/mod.rs"]
 mod fake_kube;
 
 use std::collections::BTreeMap;

@@ -10,9 +10,13 @@
 //! webhook-to-applied for a one-object change (signed POST → the object changed in the API); and
 //! the peak memory (VmHWM) of the `homelab sync --watch` process reconciling those 1,000 objects.
 
-#[path = "../tests/fake_kube/mod.rs"]
+// The bench drives part of the test fake; the rest is used by the tests.
+#[allow(dead_code)]
+#[path = "../tests/it/support/fake_kube/mod.rs"]
 mod fake_kube;
-#[path = "../tests/git_http/mod.rs"]
+// The bench drives part of the test fake; the rest is used by the tests.
+#[allow(dead_code)]
+#[path = "../tests/it/support/git_http/mod.rs"]
 mod git_http;
 
 use std::collections::BTreeMap;

@@ -131,7 +131,7 @@ pub const KEYS: &[KeyDoc] = &[
 /// Environment variables that belong to homelab but are not settings keys.
 const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_CONFIG",
-    // The upstream contract documents' folder for the tests' drift check (tests/contracts.rs).
+    // The upstream contract documents' folder for the tests' drift check (tests/it/contracts.rs).
     "HOMELAB_UPSTREAM_CONTRACTS",
     "HOMELAB_TEST_KUBECONFIG",
     "HOMELAB_TEST_GITEA_URL",

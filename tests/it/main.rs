@@ -1,0 +1,19 @@
+//! The integration tests, as one binary: the fakes and helpers in `support` compile once, and
+//! `cargo test --test it <module>::` runs one area (e.g. `kube_apply::`, `sync_engine::`).
+mod support;
+
+mod contracts;
+mod drone_ci;
+mod existing_provider;
+mod export_logs;
+mod gitea_wiring;
+mod kube_apply;
+mod node_names;
+mod prepare;
+mod provision;
+mod render;
+mod settings_and_inputs;
+mod sync_engine;
+mod tls_ca;
+mod trust_host;
+mod up_full;

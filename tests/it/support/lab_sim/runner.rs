@@ -1,0 +1,504 @@
+//! drone-runner-kube, as the test plays it: the fake Drone hands each build here, and the
+//! pipeline that runs is the REAL `.drone.yml` of the commit being built, as the fake Drone
+//! server fetched it from the fake Gitea.
+//!
+//! Before any step, the pipeline is linted as drone-runner-kube v1.0.0-rc.5 does
+//! (`engine/linter/linter.go`, see `fake_drone::lint::runner`) with the repository's `trusted`
+//! flag: an untrusted repository's `config_map`, `secret`, `host` or `claim` volume, or a
+//! privileged step, fails the stage with the linter's text and no step runs. A file the runner
+//! cannot parse fails the stage the same way (drone/runner-go v1.12.0
+//! `pipeline/runtime/runner.go`, `state.FailAll`).
+//!
+//! What the runner does and this does too: Drone's substitution of `${VAR}` (build variables)
+//! and `$$` (a literal `$`) before parsing; the `trigger` (event, branch); `clone: disable`;
+//! per step its `environment` (pipeline-level first, `from_secret` from the repository's secrets,
+//! masked in logs), its volumes (`config_map` from the runner's namespace, `temp`), the shared
+//! workspace `/drone/src`, and `commands` run as one `sh -e` script with each command echoed as
+//! `+ cmd`. Container paths are mapped to host directories; the pod's resolver (lab names as the
+//! cluster's CoreDNS configuration answers them) is given to git as `http.curloptResolve`.
+//! Steps with an `entrypoint` run that program: only kaniko's `/kaniko/executor` is emulated
+//! ([`kaniko`]). The first failed step ends the build.
+//!
+//! Not emulated: services, `depends_on` graphs (steps run in order), `when` conditions on steps,
+//! the images themselves (the host's `sh`, `git`, `base64`, `sed` stand in for `alpine/git`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use super::World;
+use crate::support::fake_drone::{BuildJob, Runner, StageRun, StepRun};
+
+/// Drone's substitution: `$$` is a literal `$`; `${NAME}` and `$NAME` are build variables
+/// (unknown ones are empty).
+pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let b = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            if b[i + 1] == b'$' {
+                out.push(b'$');
+                i += 2;
+                continue;
+            }
+            if b[i + 1] == b'{'
+                && let Some(end) = text[i + 2..].find('}')
+            {
+                let name = &text[i + 2..i + 2 + end];
+                out.extend_from_slice(vars.get(name).map(String::as_str).unwrap_or("").as_bytes());
+                i += 3 + end;
+                continue;
+            }
+            if b[i + 1].is_ascii_alphabetic() || b[i + 1] == b'_' {
+                let mut j = i + 1;
+                while j < b.len() && ident(b[j]) {
+                    j += 1;
+                }
+                out.extend_from_slice(
+                    vars.get(&text[i + 1..j])
+                        .map(String::as_str)
+                        .unwrap_or("")
+                        .as_bytes(),
+                );
+                i = j;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).expect("substitution keeps UTF-8")
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect()
+}
+
+struct Fail(String);
+
+/// The runner the fake Drone calls for every build.
+pub fn runner(world: Arc<World>) -> Runner {
+    Arc::new(move |job: BuildJob| {
+        let world = world.clone();
+        Box::pin(async move {
+            let dir = world.work.join("builds").join(format!(
+                "{}-{}",
+                job.repo.replace('/', "-"),
+                job.number
+            ));
+            match run(&world, &job, &dir).await {
+                Ok(steps) => StageRun { steps, error: None },
+                Err(Fail(why)) => StageRun {
+                    steps: Vec::new(),
+                    error: Some(why),
+                },
+            }
+        })
+    })
+}
+
+async fn run(world: &Arc<World>, job: &BuildJob, dir: &Path) -> Result<Vec<StepRun>, Fail> {
+    // A build waits for a runner that can reach the server.
+    let mut runner = None;
+    for _ in 0..600 {
+        runner = world.runner_pod.lock().unwrap().clone();
+        if runner.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let runner = runner.ok_or_else(|| Fail("no runner connected".into()))?;
+    if runner.rpc_secret != *world.drone_rpc_secret.lock().unwrap() {
+        return Err(Fail(
+            "the runner's DRONE_RPC_SECRET is not the server's: it cannot connect".into(),
+        ));
+    }
+    let text = substitute(&job.config, &job.env);
+    let pipeline: Value = serde_yaml::from_str(&text).map_err(|e| Fail(format!("yaml: {e}")))?;
+    if pipeline["kind"].as_str() != Some("pipeline")
+        || pipeline["type"].as_str() != Some("kubernetes")
+    {
+        return Err(Fail("no kubernetes pipeline for this runner".into()));
+    }
+    crate::support::fake_drone::lint::runner(&pipeline, job.trusted).map_err(Fail)?;
+    let events = strings(&pipeline["trigger"]["event"]);
+    let branches = strings(&pipeline["trigger"]["branch"]);
+    if (!events.is_empty() && !events.contains(&job.event))
+        || (!branches.is_empty() && !branches.contains(&job.branch))
+    {
+        return Err(Fail(format!(
+            "trigger does not match event `{}` on `{}`",
+            job.event, job.branch
+        )));
+    }
+    let workspace = dir.join("src");
+    std::fs::create_dir_all(&workspace).unwrap();
+    let mut volumes: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for v in pipeline["volumes"].as_sequence().into_iter().flatten() {
+        let vname = v["name"].as_str().unwrap_or_default().to_string();
+        let host = dir.join("volumes").join(&vname);
+        std::fs::create_dir_all(&host).unwrap();
+        if let Some(cm) = v["config_map"]["name"].as_str() {
+            let data = world
+                .data("configmaps", &runner.namespace, cm)
+                .ok_or_else(|| {
+                    Fail(format!(
+                        "configmap \"{cm}\" not found in `{}`",
+                        runner.namespace
+                    ))
+                })?;
+            for (k, t) in data {
+                std::fs::write(host.join(k), t).unwrap();
+            }
+        }
+        volumes.insert(vname, host);
+    }
+    let mut steps = Vec::new();
+    let disabled = pipeline["clone"]["disable"].as_bool().unwrap_or(false);
+    if !disabled {
+        // Drone's own clone step: the system's trust store only.
+        let out = shell(
+            &format!(
+                "git clone --quiet --branch \"{}\" \"{}\" . && git checkout --quiet {}",
+                job.branch, job.env["DRONE_GIT_HTTP_URL"], job.commit
+            ),
+            &workspace,
+            &git_dns(world, BTreeMap::new()),
+        )
+        .await;
+        let failed = out.0 != 0;
+        steps.push(StepRun {
+            name: "clone".into(),
+            exit_code: out.0,
+            log: out.1,
+        });
+        if failed {
+            return Ok(steps);
+        }
+    }
+    let secret_values: Vec<String> = job
+        .secrets
+        .values()
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .collect();
+    let mask = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .into_iter()
+            .map(|mut l| {
+                for s in &secret_values {
+                    l = l.replace(s, "********");
+                }
+                l
+            })
+            .collect()
+    };
+    for step in pipeline["steps"].as_sequence().into_iter().flatten() {
+        let sname = step["name"].as_str().unwrap_or_default().to_string();
+        let step_dir = dir.join("steps").join(&sname);
+        let tmp = step_dir.join("tmp");
+        let home = step_dir.join("home");
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::create_dir_all(&home).unwrap();
+        // The container's view: the workspace, its volumes, its own /tmp.
+        let mut mounts: Vec<(String, PathBuf)> = vec![
+            ("/drone/src".into(), workspace.clone()),
+            ("/tmp".into(), tmp.clone()),
+        ];
+        for m in step["volumes"].as_sequence().into_iter().flatten() {
+            let (vn, path) = (
+                m["name"].as_str().unwrap_or(""),
+                m["path"].as_str().unwrap_or(""),
+            );
+            let host = volumes
+                .get(vn)
+                .ok_or_else(|| Fail(format!("step `{sname}` mounts unknown volume `{vn}`")))?;
+            mounts.push((path.to_string(), host.clone()));
+        }
+        let host_path = |p: &str| -> Option<PathBuf> {
+            mounts
+                .iter()
+                .filter(|(m, _)| p == m || p.starts_with(&format!("{}/", m.trim_end_matches('/'))))
+                .max_by_key(|(m, _)| m.len())
+                .map(|(m, d)| d.join(p[m.len()..].trim_start_matches('/')))
+        };
+        let mut env: BTreeMap<String, String> = job.env.clone();
+        env.insert("CI".into(), "true".into());
+        env.insert("DRONE".into(), "true".into());
+        env.insert("DRONE_WORKSPACE".into(), "/drone/src".into());
+        env.insert("HOME".into(), home.display().to_string());
+        for scope in [&pipeline["environment"], &step["environment"]] {
+            for (k, v) in scope.as_mapping().into_iter().flatten() {
+                let k = k.as_str().unwrap_or_default().to_string();
+                let v = match (v.as_str(), v["from_secret"].as_str()) {
+                    (Some(s), _) => s.to_string(),
+                    (None, Some(secret)) => job.secrets.get(secret).cloned().ok_or_else(|| {
+                        Fail(format!("step `{sname}`: secret `{secret}` not found"))
+                    })?,
+                    _ => match v {
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        _ => String::new(),
+                    },
+                };
+                env.insert(k, v);
+            }
+        }
+        for v in env.values_mut() {
+            if let Some(h) = host_path(v) {
+                *v = h.display().to_string();
+            }
+        }
+        let (code, log) = if let Some(entry) = step["entrypoint"].as_sequence() {
+            let program = entry.first().and_then(Value::as_str).unwrap_or_default();
+            if program != "/kaniko/executor" {
+                (
+                    127,
+                    vec![format!("the test's runner cannot run `{program}`")],
+                )
+            } else {
+                let args = strings(&step["command"]);
+                kaniko(world, &args, &host_path).await
+            }
+        } else {
+            let commands = strings(&step["commands"]);
+            let mut script = String::new();
+            for c in &commands {
+                script.push_str(&format!("echo {}\n{c}\n", shell_quote(&format!("+ {c}"))));
+            }
+            shell(&script, &workspace, &git_dns(world, env)).await
+        };
+        let failed = code != 0;
+        steps.push(StepRun {
+            name: sname,
+            exit_code: code,
+            log: mask(log),
+        });
+        if failed {
+            break;
+        }
+    }
+    Ok(steps)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The pod's resolver for git in a step: each lab name goes to a local stand-in that connects
+/// wherever the cluster's DNS answers it at that moment (see `Network::lab_name`).
+fn git_dns(world: &World, mut env: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut config = Vec::new();
+    for host in &world.lab_hosts {
+        let at = world.net.lab_name(host, 443);
+        // The name stays (TLS checks it), the port moves to the stand-in's.
+        config.push((
+            "http.curloptResolve".to_string(),
+            format!("{host}:{}:{}", at.port(), at.ip()),
+        ));
+        config.push((
+            format!("url.https://{host}:{}/.insteadOf", at.port()),
+            format!("https://{host}/"),
+        ));
+    }
+    env.insert("GIT_CONFIG_COUNT".into(), config.len().to_string());
+    for (i, (k, v)) in config.into_iter().enumerate() {
+        env.insert(format!("GIT_CONFIG_KEY_{i}"), k);
+        env.insert(format!("GIT_CONFIG_VALUE_{i}"), v);
+    }
+    env
+}
+
+async fn shell(script: &str, cwd: &Path, env: &BTreeMap<String, String>) -> (i64, Vec<String>) {
+    let out = tokio::process::Command::new("sh")
+        .arg("-e")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let mut log: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    log.extend(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(str::to_string),
+    );
+    (out.status.code().unwrap_or(1) as i64, log)
+}
+
+/// kaniko's executor, for what the pipeline asks of it: `--context=dir://…`, `--dockerfile`,
+/// `--destination` (pushed), `--registry-certificate=<host>=<file>` (the only extra root for
+/// that registry). The Dockerfile's `FROM` is the base (not fetched), `COPY` takes files from the
+/// context, metadata instructions are recorded as nothing; `RUN` cannot be emulated and fails the
+/// build. The push authenticates at `https://<registry>/v2/` through the ingress with the docker
+/// config's `auth` for that registry (as kaniko does), then stores the image's files.
+async fn kaniko(
+    world: &Arc<World>,
+    args: &[String],
+    host_path: &(dyn Fn(&str) -> Option<PathBuf> + Sync),
+) -> (i64, Vec<String>) {
+    let mut log = Vec::new();
+    let fail = |log: &mut Vec<String>, m: String| {
+        log.push(format!("error: {m}"));
+        1
+    };
+    let arg = |k: &str| -> Vec<String> {
+        args.iter()
+            .filter_map(|a| a.strip_prefix(&format!("--{k}=")).map(str::to_string))
+            .collect()
+    };
+    let Some(context) = arg("context")
+        .first()
+        .and_then(|c| c.strip_prefix("dir://"))
+        .and_then(host_path)
+    else {
+        return (fail(&mut log, "no --context=dir://…".into()), log);
+    };
+    let dockerfile = arg("dockerfile")
+        .first()
+        .and_then(|d| host_path(d))
+        .unwrap_or_else(|| context.join("Dockerfile"));
+    let Ok(text) = std::fs::read_to_string(&dockerfile) else {
+        return (
+            fail(
+                &mut log,
+                format!("read Dockerfile `{}`", dockerfile.display()),
+            ),
+            log,
+        );
+    };
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (instr, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        match instr.to_ascii_uppercase().as_str() {
+            "FROM" => log.push(format!("INFO Retrieving image manifest {}", rest.trim())),
+            "COPY" => {
+                let parts: Vec<&str> = rest
+                    .split_whitespace()
+                    .filter(|p| !p.starts_with("--"))
+                    .collect();
+                let Some((dest, srcs)) = parts.split_last() else {
+                    return (fail(&mut log, format!("bad COPY: {line}")), log);
+                };
+                for src in srcs {
+                    let Ok(bytes) = std::fs::read(context.join(src)) else {
+                        return (
+                            fail(
+                                &mut log,
+                                format!("COPY failed: file not found in build context: {src}"),
+                            ),
+                            log,
+                        );
+                    };
+                    let target = if dest.ends_with('/') || srcs.len() > 1 {
+                        format!(
+                            "{}/{}",
+                            dest.trim_end_matches('/'),
+                            src.rsplit('/').next().unwrap()
+                        )
+                    } else {
+                        dest.to_string()
+                    };
+                    files.insert(target, bytes);
+                }
+                log.push(format!("INFO COPY {rest}"));
+            }
+            "RUN" => return (fail(&mut log, "the test's kaniko cannot RUN".into()), log),
+            _ => log.push(format!("INFO {line}")),
+        }
+    }
+    let certs: BTreeMap<String, String> = arg("registry-certificate")
+        .iter()
+        .filter_map(|c| c.split_once('='))
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .collect();
+    let docker = host_path("/kaniko/.docker/config.json")
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .unwrap_or_default();
+    for dest in arg("destination") {
+        let Some((registry, path)) = dest.split_once('/') else {
+            return (fail(&mut log, format!("bad destination `{dest}`")), log);
+        };
+        let (image, tag) = path.rsplit_once(':').unwrap_or((path, "latest"));
+        let Some(auth) = docker["auths"][registry]["auth"].as_str() else {
+            return (
+                fail(
+                    &mut log,
+                    format!("no credentials for `{registry}` in the docker config"),
+                ),
+                log,
+            );
+        };
+        let ca = certs
+            .get(registry)
+            .and_then(|p| host_path(p))
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        let tls = homelab::http::rustls_config(ca.as_deref()).unwrap();
+        // The registry's name as the pod's resolver (the cluster's DNS) answers it.
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .resolve(registry, world.net.lab_name(registry, 443))
+            .build()
+            .unwrap();
+        let url = format!("https://{registry}/v2/");
+        let authorization = format!("Basic {auth}");
+        match http
+            .get(&url)
+            .header("authorization", &authorization)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                return (
+                    fail(
+                        &mut log,
+                        format!("checking push permission for \"{dest}\": {}", r.status()),
+                    ),
+                    log,
+                );
+            }
+            Err(e) => {
+                return (
+                    fail(
+                        &mut log,
+                        format!(
+                            "checking push permission for \"{dest}\": {}",
+                            homelab::http::error_chain(&e)
+                        ),
+                    ),
+                    log,
+                );
+            }
+        }
+        let gitea = world.gitea.lock().unwrap().clone().unwrap();
+        if let Err(e) = gitea.store_image(&authorization, image, tag, files.clone()) {
+            return (fail(&mut log, format!("push \"{dest}\": {e}")), log);
+        }
+        log.push(format!("INFO Pushed {dest}"));
+    }
+    (0, log)
+}
