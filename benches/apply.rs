@@ -6,7 +6,7 @@
 
 // The bench drives part of the test fake; the rest is used by the tests.
 #[allow(dead_code)]
-#[path = "../tests/it/support/fake_kube/mod.rs"]
+#[path = "../tests/support/fake_kube/mod.rs"]
 mod fake_kube;
 
 use std::collections::BTreeMap;

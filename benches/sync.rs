@@ -12,11 +12,11 @@
 
 // The bench drives part of the test fake; the rest is used by the tests.
 #[allow(dead_code)]
-#[path = "../tests/it/support/fake_kube/mod.rs"]
+#[path = "../tests/support/fake_kube/mod.rs"]
 mod fake_kube;
 // The bench drives part of the test fake; the rest is used by the tests.
 #[allow(dead_code)]
-#[path = "../tests/it/support/git_http/mod.rs"]
+#[path = "../tests/support/git_http/mod.rs"]
 mod git_http;
 
 use std::collections::BTreeMap;

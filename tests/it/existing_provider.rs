@@ -1,5 +1,5 @@
 //! Issue 3: the `existing` provider (`homelab up --provider existing`), black-box, against the
-//! fake Kubernetes API server (`tests/it/support/fake_kube`), and against a real cluster when
+//! fake Kubernetes API server (`tests/support/fake_kube`), and against a real cluster when
 //! `HOMELAB_TEST_KUBECONFIG` names a kubeconfig (its current context is used). Tests that need
 //! control only the fake gives say so and skip on a real cluster.
 

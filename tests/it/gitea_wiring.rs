@@ -1,4 +1,4 @@
-//! Wiring Gitea, tested against the swagger-checked fake Gitea (`tests/it/support/fake_gitea/`) over HTTPS
+//! Wiring Gitea, tested against the swagger-checked fake Gitea (`tests/support/fake_gitea/`) over HTTPS
 //! with a lab-CA certificate, real `git` pushing into real bare repositories through
 //! `git http-backend`, and a recording fake of the Gitea pod; plus `homelab credentials`, and
 //! opt-in runs against a real Gitea and a real cluster.

@@ -1,5 +1,6 @@
-//! The integration tests, as one binary: the fakes and helpers in `support` compile once, and
+//! The integration tests, as one binary: the fakes and helpers in `tests/support` compile once, and
 //! `cargo test --test it <module>::` runs one area (e.g. `kube_apply::`, `sync_engine::`).
+#[path = "../support/mod.rs"]
 mod support;
 
 mod contracts;

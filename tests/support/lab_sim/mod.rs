@@ -234,7 +234,7 @@ fn fake_multipass() -> String {
         .output()
         .expect("python3 runs");
     let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
-    include_str!("../../../fakes/multipass").replacen(
+    include_str!("../../fakes/multipass").replacen(
         "#!/usr/bin/env python3",
         &format!("#!{python}"),
         1,
