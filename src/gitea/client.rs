@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 
 use super::types::*;
 use crate::error::Diagnostic;
-use crate::http::{Endpoint, answer_message, error_chain};
+use crate::http::Endpoint;
+use crate::http::api::{Answer, ApiCore, Auth, Failure, authorization, decode, fail};
 use crate::redact::{Secret, redact_url};
 
 /// How a request authenticates.
@@ -123,23 +124,34 @@ pub enum Created<T> {
     Exists,
 }
 
-/// The registry accepted the token.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RegistryAccess {
-    /// The realm that issued the bearer token, redacted; `None` when basic auth was accepted
-    /// directly.
-    pub realm: Option<String>,
-}
-
 /// A client for one Gitea, with one set of credentials.
 #[derive(Clone)]
 pub struct GiteaClient {
-    http: reqwest::Client,
-    base: Url,
+    core: ApiCore,
     credentials: Credentials,
 }
 
 const PAGE_LIMIT: usize = 50;
+
+impl From<Failure> for GiteaError {
+    fn from(f: Failure) -> GiteaError {
+        match f {
+            Failure::Unreachable { call, url, detail } => {
+                GiteaError::Unreachable { call, url, detail }
+            }
+            Failure::Status {
+                call,
+                status,
+                message,
+            } => GiteaError::Status {
+                call,
+                status,
+                message,
+            },
+            Failure::Decode { call, message } => GiteaError::Decode { call, message },
+        }
+    }
+}
 
 impl GiteaClient {
     /// An anonymous client for `endpoint`.
@@ -162,8 +174,7 @@ impl GiteaClient {
         let http = crate::http::client(&[endpoint], None, std::time::Duration::from_secs(60))
             .map_err(setup)?;
         Ok(GiteaClient {
-            http,
-            base,
+            core: ApiCore::new(http, base),
             credentials: Credentials::None,
         })
     }
@@ -171,31 +182,23 @@ impl GiteaClient {
     /// The same client with other credentials.
     pub fn with_credentials(&self, credentials: Credentials) -> GiteaClient {
         GiteaClient {
-            http: self.http.clone(),
-            base: self.base.clone(),
+            core: self.core.clone(),
             credentials,
         }
     }
 
     /// The base URL.
     pub fn base_url(&self) -> &Url {
-        &self.base
+        self.core.base()
     }
 
-    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
-        let mut url = self.base.clone();
-        {
-            let mut path = url.path_segments_mut().expect("http(s) URLs have paths");
-            path.pop_if_empty();
-            path.extend(segments);
-        }
-        if !query.is_empty() {
-            let mut q = url.query_pairs_mut();
-            for (k, v) in query {
-                q.append_pair(k, v);
-            }
-        }
-        url
+    pub(super) fn core(&self) -> &ApiCore {
+        &self.core
+    }
+
+    pub(super) fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.core.url(segments, &query)
     }
 
     fn api(&self, path: &[&str], query: &[(&str, String)]) -> Url {
@@ -204,18 +207,12 @@ impl GiteaClient {
         self.url(&segments, query)
     }
 
-    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub(super) fn auth(&self) -> Auth<'_> {
         match &self.credentials {
-            Credentials::None => req,
-            Credentials::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
+            Credentials::None => Auth::None,
+            Credentials::Basic { user, password } => Auth::Basic { user, password },
             Credentials::Token(token) => {
-                let mut value =
-                    reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose()))
-                        .unwrap_or_else(|_| {
-                            reqwest::header::HeaderValue::from_static("token invalid")
-                        });
-                value.set_sensitive(true);
-                req.header(reqwest::header::AUTHORIZATION, value)
+                Auth::Header(authorization("token", token, "token invalid"))
             }
         }
     }
@@ -226,47 +223,9 @@ impl GiteaClient {
         method: Method,
         url: Url,
         body: Option<&(dyn erased::Json + Sync)>,
-    ) -> Result<(StatusCode, Vec<u8>), GiteaError> {
-        let shown = redact_url(url.as_str());
-        let mut req = self.authorize(self.http.request(method.clone(), url));
-        if let Some(body) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_json());
-        }
-        let resp = req.send().await.map_err(|e| GiteaError::Unreachable {
-            call: call.to_string(),
-            url: shown.clone(),
-            detail: redact_url(&error_chain(&e)),
-        })?;
-        let status = resp.status();
-        tracing::debug!("{method} {shown} → {}", status.as_u16());
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| GiteaError::Unreachable {
-                call: call.to_string(),
-                url: shown,
-                detail: redact_url(&error_chain(&e)),
-            })?
-            .to_vec();
-        Ok((status, bytes))
-    }
-
-    fn fail(call: &str, status: StatusCode, body: &[u8]) -> GiteaError {
-        let message = answer_message(body);
-        GiteaError::Status {
-            call: call.to_string(),
-            status: status.as_u16(),
-            message,
-        }
-    }
-
-    fn decode<T: DeserializeOwned>(call: &str, body: &[u8]) -> Result<T, GiteaError> {
-        serde_json::from_slice(body).map_err(|e| GiteaError::Decode {
-            call: call.to_string(),
-            message: e.to_string(),
-        })
+    ) -> Result<Answer, GiteaError> {
+        let body = body.map(|b| b.to_json());
+        self.core.send(call, method, url, self.auth(), body).await
     }
 
     /// `GET` one resource: `None` on 404, decoded on 2xx, an error otherwise.
@@ -275,12 +234,7 @@ impl GiteaClient {
         call: &str,
         url: Url,
     ) -> Result<Option<T>, GiteaError> {
-        let (status, bytes) = self.send(call, Method::GET, url, None).await?;
-        match status {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Self::decode(call, &bytes).map(Some),
-            s => Err(Self::fail(call, s, &bytes)),
-        }
+        self.core.get_optional(call, url, self.auth()).await
     }
 
     /// Every page of a list endpoint (`page`, `limit` query parameters), concatenated.
@@ -316,11 +270,8 @@ impl GiteaClient {
         url: Url,
         body: Option<&(dyn erased::Json + Sync)>,
     ) -> Result<T, GiteaError> {
-        let (status, bytes) = self.send(call, method, url, body).await?;
-        if !status.is_success() {
-            return Err(Self::fail(call, status, &bytes));
-        }
-        Self::decode(call, &bytes)
+        let body = body.map(|b| b.to_json());
+        self.core.json(call, method, url, self.auth(), body).await
     }
 
     /// `GET /version`.
@@ -358,7 +309,11 @@ impl GiteaClient {
         option: &CreateAccessTokenOption,
     ) -> Result<AccessToken, GiteaError> {
         let call = format!("create the API token `{}` of `{user}`", option.name);
-        let (status, bytes) = self
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self
             .send(
                 &call,
                 Method::POST,
@@ -367,15 +322,19 @@ impl GiteaClient {
             )
             .await?;
         if status != StatusCode::CREATED && status != StatusCode::OK {
-            return Err(Self::fail(&call, status, &bytes));
+            return Err(fail(&call, status, &bytes).into());
         }
-        Self::decode(&call, &bytes)
+        decode(&call, &bytes)
     }
 
     /// `DELETE /users/{username}/tokens/{token}` by name or id (basic auth only).
     pub async fn delete_token(&self, user: &str, token: &str) -> Result<(), GiteaError> {
         let call = format!("delete the API token `{token}` of `{user}`");
-        let (status, bytes) = self
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self
             .send(
                 &call,
                 Method::DELETE,
@@ -386,7 +345,7 @@ impl GiteaClient {
         if status.is_success() || status == StatusCode::NOT_FOUND {
             Ok(())
         } else {
-            Err(Self::fail(&call, status, &bytes))
+            Err(fail(&call, status, &bytes).into())
         }
     }
 
@@ -403,15 +362,17 @@ impl GiteaClient {
         option: &CreateOrgOption,
     ) -> Result<Created<Organization>, GiteaError> {
         let call = format!("create organization `{}`", option.username);
-        let (status, bytes) = self
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self
             .send(&call, Method::POST, self.api(&["orgs"], &[]), Some(option))
             .await?;
         match status {
-            StatusCode::CREATED | StatusCode::OK => {
-                Self::decode(&call, &bytes).map(Created::Created)
-            }
+            StatusCode::CREATED | StatusCode::OK => decode(&call, &bytes).map(Created::Created),
             StatusCode::UNPROCESSABLE_ENTITY if is_exists(&bytes) => Ok(Created::Exists),
-            s => Err(Self::fail(&call, s, &bytes)),
+            s => Err(fail(&call, s, &bytes).into()),
         }
     }
 
@@ -433,7 +394,11 @@ impl GiteaClient {
         option: &CreateRepoOption,
     ) -> Result<Created<Repository>, GiteaError> {
         let call = format!("create repository `{org}/{}`", option.name);
-        let (status, bytes) = self
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self
             .send(
                 &call,
                 Method::POST,
@@ -442,11 +407,9 @@ impl GiteaClient {
             )
             .await?;
         match status {
-            StatusCode::CREATED | StatusCode::OK => {
-                Self::decode(&call, &bytes).map(Created::Created)
-            }
+            StatusCode::CREATED | StatusCode::OK => decode(&call, &bytes).map(Created::Created),
             StatusCode::CONFLICT => Ok(Created::Exists),
-            s => Err(Self::fail(&call, s, &bytes)),
+            s => Err(fail(&call, s, &bytes).into()),
         }
     }
 
@@ -496,7 +459,11 @@ impl GiteaClient {
     pub async fn delete_hook(&self, owner: &str, repo: &str, id: i64) -> Result<(), GiteaError> {
         let call = format!("delete duplicate webhook {id} on `{owner}/{repo}`");
         let id = id.to_string();
-        let (status, bytes) = self
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self
             .send(
                 &call,
                 Method::DELETE,
@@ -507,7 +474,7 @@ impl GiteaClient {
         if status.is_success() || status == StatusCode::NOT_FOUND {
             Ok(())
         } else {
-            Err(Self::fail(&call, status, &bytes))
+            Err(fail(&call, status, &bytes).into())
         }
     }
 
@@ -556,7 +523,11 @@ impl GiteaClient {
     pub async fn delete_oauth2_app(&self, id: i64) -> Result<(), GiteaError> {
         let call = format!("delete the OAuth2 application {id}");
         let id = id.to_string();
-        let (status, bytes) = self
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self
             .send(
                 &call,
                 Method::DELETE,
@@ -567,7 +538,7 @@ impl GiteaClient {
         if status.is_success() || status == StatusCode::NOT_FOUND {
             Ok(())
         } else {
-            Err(Self::fail(&call, status, &bytes))
+            Err(fail(&call, status, &bytes).into())
         }
     }
 
@@ -612,126 +583,6 @@ impl GiteaClient {
         let url = self.api(&["repos", owner, repo, "branches", branch], &[]);
         self.get_optional(&call, url).await
     }
-
-    /// Log in to the container registry the way docker, containerd and kaniko do (OCI
-    /// distribution spec): `GET /v2/` anonymously; on a 401 with a `Bearer` challenge, fetch a
-    /// token from the realm with these credentials (basic auth) and retry `GET /v2/` with it.
-    /// With basic credentials accepted directly, no dance is needed.
-    pub async fn registry_login(&self) -> Result<RegistryAccess, GiteaError> {
-        let call = "log in to the container registry";
-        let v2 = self.url(&["v2", ""], &[]);
-        let anonymous = self.with_credentials(Credentials::None);
-        let (status, bytes, challenge) = anonymous.send_raw(call, v2.clone(), None).await?;
-        if status.is_success() {
-            // An open registry proves nothing about the token: ask with it too.
-            let (status, bytes, _) = self.send_raw(call, v2, None).await?;
-            return if status.is_success() {
-                Ok(RegistryAccess { realm: None })
-            } else {
-                Err(Self::fail(call, status, &bytes))
-            };
-        }
-        if status != StatusCode::UNAUTHORIZED {
-            return Err(Self::fail(call, status, &bytes));
-        }
-        let Some(challenge) = challenge.as_deref().and_then(parse_bearer_challenge) else {
-            // Basic challenge: the registry takes the credentials as they are.
-            let (status, bytes, _) = self.send_raw(call, v2, None).await?;
-            return if status.is_success() {
-                Ok(RegistryAccess { realm: None })
-            } else {
-                Err(Self::fail(call, status, &bytes))
-            };
-        };
-        let realm = Url::parse(&challenge.realm).map_err(|e| GiteaError::Realm {
-            call: call.into(),
-            realm: redact_url(&challenge.realm),
-            why: format!("is not a URL: {e}"),
-        })?;
-        // Credentials go only to the host they were made for.
-        if realm.host_str() != self.base.host_str()
-            || realm.port_or_known_default() != self.base.port_or_known_default()
-            || realm.scheme() != self.base.scheme()
-        {
-            return Err(GiteaError::Realm {
-                call: call.into(),
-                realm: redact_url(realm.as_str()),
-                why: format!(
-                    "is not on Gitea's own host `{}`; check Gitea's `ROOT_URL`",
-                    self.base.host_str().unwrap_or_default()
-                ),
-            });
-        }
-        let mut token_url = realm.clone();
-        {
-            let mut q = token_url.query_pairs_mut();
-            if let Some(service) = &challenge.service {
-                q.append_pair("service", service);
-            }
-            if let Some(scope) = &challenge.scope {
-                q.append_pair("scope", scope);
-            }
-        }
-        let (status, bytes, _) = self.send_raw(call, token_url, None).await?;
-        if !status.is_success() {
-            return Err(Self::fail(call, status, &bytes));
-        }
-        #[derive(serde::Deserialize)]
-        struct TokenAnswer {
-            #[serde(default)]
-            token: Secret,
-            #[serde(default)]
-            access_token: Secret,
-        }
-        let answer: TokenAnswer = Self::decode(call, &bytes)?;
-        let bearer = if answer.token.is_empty() {
-            answer.access_token
-        } else {
-            answer.token
-        };
-        if bearer.is_empty() {
-            return Err(GiteaError::Decode {
-                call: call.into(),
-                message: "the token realm answered without a token".into(),
-            });
-        }
-        let (status, bytes, _) = anonymous.send_raw(call, v2, Some(&bearer)).await?;
-        if status.is_success() {
-            Ok(RegistryAccess {
-                realm: Some(redact_url(realm.as_str())),
-            })
-        } else {
-            Err(Self::fail(call, status, &bytes))
-        }
-    }
-
-    async fn send_raw(
-        &self,
-        call: &str,
-        url: Url,
-        bearer: Option<&Secret>,
-    ) -> Result<(StatusCode, Vec<u8>, Option<String>), GiteaError> {
-        let shown = redact_url(url.as_str());
-        let mut req = self.authorize(self.http.get(url));
-        if let Some(b) = bearer {
-            req = req.bearer_auth(b.expose());
-        }
-        let unreachable = |e: reqwest::Error| GiteaError::Unreachable {
-            call: call.to_string(),
-            url: shown.clone(),
-            detail: redact_url(&error_chain(&e)),
-        };
-        let resp = req.send().await.map_err(unreachable)?;
-        let status = resp.status();
-        tracing::debug!("GET {shown} → {}", status.as_u16());
-        let challenge = resp
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = resp.bytes().await.map_err(unreachable)?.to_vec();
-        Ok((status, bytes, challenge))
-    }
 }
 
 fn is_exists(body: &[u8]) -> bool {
@@ -739,54 +590,6 @@ fn is_exists(body: &[u8]) -> bool {
         .map(|e| e.message)
         .unwrap_or_default();
     message.contains("already exists") || message.contains("been taken")
-}
-
-/// A `WWW-Authenticate: Bearer realm="…",service="…",scope="…"` challenge.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BearerChallenge {
-    /// Where to fetch a token.
-    pub realm: String,
-    /// `service` parameter.
-    pub service: Option<String>,
-    /// `scope` parameter.
-    pub scope: Option<String>,
-}
-
-/// Parse a bearer challenge; `None` for other schemes.
-pub fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
-    let rest = header.trim();
-    let (scheme, params) = rest.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let mut realm = None;
-    let mut service = None;
-    let mut scope = None;
-    let mut s = params.trim();
-    while !s.is_empty() {
-        let (key, after) = s.split_once('=')?;
-        let key = key.trim().trim_start_matches(',').trim();
-        let after = after.trim_start();
-        let (value, rest) = if let Some(quoted) = after.strip_prefix('"') {
-            let end = quoted.find('"')?;
-            (&quoted[..end], &quoted[end + 1..])
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        match key.to_ascii_lowercase().as_str() {
-            "realm" => realm = Some(value.to_string()),
-            "service" => service = Some(value.to_string()),
-            "scope" => scope = Some(value.to_string()),
-            _ => {}
-        }
-        s = rest.trim_start().trim_start_matches(',').trim_start();
-    }
-    Some(BearerChallenge {
-        realm: realm?,
-        service,
-        scope,
-    })
 }
 
 /// Object-safe JSON bodies, so `send` takes any request option type.
@@ -804,18 +607,6 @@ mod erased {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bearer_challenge_is_parsed() {
-        let c = parse_bearer_challenge(
-            r#"Bearer realm="https://gitea.x/v2/token",service="container_registry",scope="*""#,
-        )
-        .unwrap();
-        assert_eq!(c.realm, "https://gitea.x/v2/token");
-        assert_eq!(c.service.as_deref(), Some("container_registry"));
-        assert_eq!(c.scope.as_deref(), Some("*"));
-        assert_eq!(parse_bearer_challenge(r#"Basic realm="x""#), None);
-    }
 
     #[test]
     fn urls_encode_segments_and_keep_credentials_out() {

@@ -6,10 +6,9 @@
 //! `Authorization` headers, so nothing that is logged or shown can carry one.
 
 mod client;
+mod registry;
 pub mod types;
 
 pub use crate::http::Endpoint;
-pub use client::{
-    BearerChallenge, Created, Credentials, GiteaClient, GiteaError, RegistryAccess,
-    parse_bearer_challenge,
-};
+pub use client::{Created, Credentials, GiteaClient, GiteaError};
+pub use registry::{BearerChallenge, RegistryAccess, parse_bearer_challenge};

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 
 use super::types::*;
 use crate::error::Diagnostic;
-use crate::http::{Endpoint, answer_message, error_chain};
+use crate::http::Endpoint;
+use crate::http::api::{Answer, ApiCore, Auth, Failure, authorization, decode, fail};
 use crate::redact::{Secret, redact_url};
 
 /// A Drone call failed.
@@ -90,9 +91,28 @@ impl Diagnostic for DroneError {
 /// A client for one Drone server, with or without an API token.
 #[derive(Clone)]
 pub struct DroneClient {
-    http: reqwest::Client,
-    base: Url,
+    core: ApiCore,
     token: Option<Secret>,
+}
+
+impl From<Failure> for DroneError {
+    fn from(f: Failure) -> DroneError {
+        match f {
+            Failure::Unreachable { call, url, detail } => {
+                DroneError::Unreachable { call, url, detail }
+            }
+            Failure::Status {
+                call,
+                status,
+                message,
+            } => DroneError::Status {
+                call,
+                status,
+                message,
+            },
+            Failure::Decode { call, message } => DroneError::Decode { call, message },
+        }
+    }
 }
 
 impl DroneClient {
@@ -106,8 +126,7 @@ impl DroneClient {
         let http =
             crate::http::client(&[endpoint], None, Duration::from_secs(120)).map_err(setup)?;
         Ok(DroneClient {
-            http,
-            base,
+            core: ApiCore::new(http, base),
             token: None,
         })
     }
@@ -115,15 +134,14 @@ impl DroneClient {
     /// The same client with an API token.
     pub fn with_token(&self, token: Secret) -> DroneClient {
         DroneClient {
-            http: self.http.clone(),
-            base: self.base.clone(),
+            core: self.core.clone(),
             token: Some(token),
         }
     }
 
     /// The base URL.
     pub fn base_url(&self) -> &Url {
-        &self.base
+        self.core.base()
     }
 
     /// The web page of a build (for messages).
@@ -133,19 +151,7 @@ impl DroneClient {
     }
 
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
-        let mut url = self.base.clone();
-        {
-            let mut path = url.path_segments_mut().expect("http(s) URLs have paths");
-            path.pop_if_empty();
-            path.extend(segments);
-        }
-        if !query.is_empty() {
-            let mut q = url.query_pairs_mut();
-            for (k, v) in query {
-                q.append_pair(k, v);
-            }
-        }
-        url
+        self.core.url(segments, query)
     }
 
     fn api(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
@@ -154,53 +160,21 @@ impl DroneClient {
         self.url(&all, query)
     }
 
+    fn auth(&self) -> Auth<'_> {
+        match &self.token {
+            Some(token) => Auth::Header(authorization("Bearer", token, "Bearer -")),
+            None => Auth::None,
+        }
+    }
+
     async fn send(
         &self,
         call: &str,
         method: Method,
         url: Url,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Vec<u8>), DroneError> {
-        let shown = redact_url(url.as_str());
-        let mut req = self.http.request(method.clone(), url);
-        if let Some(token) = &self.token {
-            let mut value =
-                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                    .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer -"));
-            value.set_sensitive(true);
-            req = req.header(reqwest::header::AUTHORIZATION, value);
-        }
-        if let Some(body) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
-        let unreachable = |e: reqwest::Error| DroneError::Unreachable {
-            call: call.to_string(),
-            url: shown.clone(),
-            detail: error_chain(&e),
-        };
-        let resp = req.send().await.map_err(unreachable)?;
-        let status = resp.status();
-        tracing::debug!("{method} {shown} → {}", status.as_u16());
-        let bytes = resp.bytes().await.map_err(unreachable)?.to_vec();
-        Ok((status, bytes))
-    }
-
-    fn fail(call: &str, status: StatusCode, body: &[u8]) -> DroneError {
-        let message = answer_message(body);
-        DroneError::Status {
-            call: call.to_string(),
-            status: status.as_u16(),
-            message,
-        }
-    }
-
-    fn decode<T: DeserializeOwned>(call: &str, body: &[u8]) -> Result<T, DroneError> {
-        serde_json::from_slice(body).map_err(|e| DroneError::Decode {
-            call: call.to_string(),
-            message: e.to_string(),
-        })
+    ) -> Result<Answer, DroneError> {
+        self.core.send(call, method, url, self.auth(), body).await
     }
 
     async fn json<T: DeserializeOwned>(
@@ -210,36 +184,40 @@ impl DroneClient {
         url: Url,
         body: Option<Vec<u8>>,
     ) -> Result<T, DroneError> {
-        let (status, bytes) = self.send(call, method, url, body).await?;
-        if !status.is_success() {
-            return Err(Self::fail(call, status, &bytes));
-        }
-        Self::decode(call, &bytes)
+        self.core.json(call, method, url, self.auth(), body).await
     }
 
     /// `GET /healthz`: the server is up (200, plain text).
     pub async fn healthz(&self) -> Result<(), DroneError> {
         let call = "check Drone's health";
-        let (status, bytes) = self
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self
             .send(call, Method::GET, self.url(&["healthz"], &[]), None)
             .await?;
         if status.is_success() {
             Ok(())
         } else {
-            Err(Self::fail(call, status, &bytes))
+            Err(fail(call, status, &bytes).into())
         }
     }
 
     /// `GET /api/user`: who the token belongs to; `None` when Drone answers 401.
     pub async fn current_user(&self) -> Result<Option<User>, DroneError> {
         let call = "read Drone's signed-in user";
-        let (status, bytes) = self
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self
             .send(call, Method::GET, self.api(&["user"], &[]), None)
             .await?;
         match status {
             StatusCode::UNAUTHORIZED => Ok(None),
-            s if s.is_success() => Self::decode(call, &bytes).map(Some),
-            s => Err(Self::fail(call, s, &bytes)),
+            s if s.is_success() => decode(call, &bytes).map(Some),
+            s => Err(fail(call, s, &bytes).into()),
         }
     }
 
@@ -258,7 +236,11 @@ impl DroneClient {
     /// `GET /api/repos/{owner}/{name}`; `None` on 404 (not synced yet).
     pub async fn repo(&self, owner: &str, name: &str) -> Result<Option<Repo>, DroneError> {
         let call = format!("read `{owner}/{name}` in Drone");
-        let (status, bytes) = self
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self
             .send(
                 &call,
                 Method::GET,
@@ -268,8 +250,8 @@ impl DroneClient {
             .await?;
         match status {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Self::decode(&call, &bytes).map(Some),
-            s => Err(Self::fail(&call, s, &bytes)),
+            s if s.is_success() => decode(&call, &bytes).map(Some),
+            s => Err(fail(&call, s, &bytes).into()),
         }
     }
 
@@ -332,7 +314,11 @@ impl DroneClient {
             secret.name
         );
         let body = serde_json::to_vec(secret).expect("secret bodies serialize");
-        let (status, bytes) = self
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self
             .send(
                 &call,
                 Method::POST,
@@ -343,7 +329,7 @@ impl DroneClient {
         if status.is_success() {
             Ok(())
         } else {
-            Err(Self::fail(&call, status, &bytes))
+            Err(fail(&call, status, &bytes).into())
         }
     }
 
@@ -357,7 +343,11 @@ impl DroneClient {
     ) -> Result<(), DroneError> {
         let call = format!("update secret `{secret}` of `{owner}/{name}` in Drone");
         let body = serde_json::to_vec(update).expect("secret bodies serialize");
-        let (status, bytes) = self
+        let Answer {
+            status,
+            body: bytes,
+            ..
+        } = self
             .send(
                 &call,
                 Method::PATCH,
@@ -368,7 +358,7 @@ impl DroneClient {
         if status.is_success() {
             Ok(())
         } else {
-            Err(Self::fail(&call, status, &bytes))
+            Err(fail(&call, status, &bytes).into())
         }
     }
 

@@ -2,7 +2,9 @@
 //! one endpoint type, one way to build a reqwest client that trusts the lab CA and nothing else,
 //! and one way to describe a transport error without leaking a URL's credentials.
 //!
-//! Place in the data flow: under `gitea`, `ci::drone`, `ci::oauth_login` and `verify`.
+//! The JSON API clients (Gitea's, Drone's) share one core, [`api`].
+//!
+//! Place in the data flow: under `gitea` (with its web login), `ci::drone` and `verify`.
 //! Architecture invariant: no client built here follows redirects (a redirect would carry
 //! credentials or cookies to wherever a server points, and the login flow must see each hop) or
 //! trusts the system roots (lab URLs are signed by the lab CA only).
@@ -13,6 +15,8 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::redact::redact_url;
+
+pub mod api;
 
 /// Where a lab service answers over HTTPS and how to reach it.
 #[derive(Clone, Debug, PartialEq, Eq)]
