@@ -10,7 +10,6 @@
 
 pub mod cluster;
 pub mod drone;
-pub mod oauth_login;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +24,9 @@ use crate::output::Progress;
 use crate::redact::Secret;
 use crate::state::LabState;
 pub use crate::wire::steps::StepReport;
+
+/// Gitea's web login under its old path (it lives with the Gitea service now).
+pub use crate::gitea::web_login as oauth_login;
 
 /// Which CI server a lab runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

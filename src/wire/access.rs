@@ -99,7 +99,7 @@ impl LabAccess {
             admin_password: input.admin_password,
             token_stored: input.token_stored,
             token_file: input.secrets_file,
-            token_key: crate::wire::gitea::GITEA_TOKEN_KEY.to_string(),
+            token_key: crate::gitea::decide::GITEA_TOKEN_KEY.to_string(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Drone's side of the first login, done by the tool: `GET /login` (303 to Gitea's authorize URL
-//! plus the `_oauth_state_` cookie) → Gitea sign-in and consent (`ci::oauth_login`) → Drone's
+//! plus the `_oauth_state_` cookie) → Gitea sign-in and consent (`gitea::web_login`) → Drone's
 //! callback with the code and the state cookie (`_session_` cookie) → `POST /api/user/token`.
 //!
 //! Place in the data flow: `ci::drone::wire` runs it when the lab state has no working Drone API
@@ -15,8 +15,8 @@ use std::time::Duration;
 use reqwest::{StatusCode, Url};
 
 use super::types::UserToken;
-use crate::ci::oauth_login::{Consent, GiteaWeb, OAuthLoginError, SignIn, same_origin};
 use crate::error::Diagnostic;
+use crate::gitea::web_login::{Consent, GiteaWeb, OAuthLoginError, SignIn, same_origin};
 use crate::http::{Endpoint, body_excerpt, error_chain};
 use crate::redact::{Secret, redact_url};
 

@@ -24,11 +24,14 @@
 //!    a lab whose build failed (say, before the repository was trusted) is healed by the next
 //!    `up` instead of staying on the never-built `:bootstrap` image.
 //!
-//! Architecture invariant: the decisions ([`oauth_app::plan`], [`secrets::plan`]) are pure
+//! Architecture invariant: the decisions ([`oauth_app::plan`], [`secrets::plan`],
+//! [`build::build_plan`]) are pure
 //! functions of what was read; the effects go through the Drone client, the Gitea client and the
 //! [`crate::ci::Workloads`] seam.
 
+pub mod build;
 mod client;
+mod error;
 pub mod login;
 pub mod oauth_app;
 pub mod pipeline;
@@ -37,7 +40,8 @@ pub mod types;
 mod wire;
 
 pub use client::{DroneClient, DroneError};
-pub use wire::{DroneWireError, client_annotations, wire};
+pub use error::DroneWireError;
+pub use wire::{client_annotations, wire};
 
 use crate::ci::{BuildInfo, BuildState, FailedStep, RepoRef};
 use crate::http::Endpoint;

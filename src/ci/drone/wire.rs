@@ -9,19 +9,19 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::login::{self, DroneLoginError, LoginRequest};
+use super::build::{BuildPlan, Why, build_plan};
+use super::error::DroneWireError;
+use super::login::{self, LoginRequest};
 use super::oauth_app::{self, Plan};
 use super::secrets::{self, Action, fingerprint};
 use super::types::{Repo, RepoPatch, SecretCreate, SecretUpdate};
 use super::*;
-use crate::ci::oauth_login::{Consent, SignIn};
-use crate::ci::{CiKind, CiReport, CiWiring, WorkloadError, Workloads};
-use crate::error::Diagnostic;
+use crate::ci::{CiKind, CiReport, CiWiring, Workloads};
 use crate::gitea::types::{CreateAccessTokenOption, CreateOAuth2ApplicationOptions};
-use crate::gitea::{Credentials, GiteaClient, GiteaError};
+use crate::gitea::web_login::{Consent, SignIn};
+use crate::gitea::{Credentials, GiteaClient};
 use crate::output::{Outcome, Progress};
 use crate::redact::Secret;
-use crate::state::StateError;
 use crate::wire::steps::Steps;
 
 /// Name of the Gitea token the pipeline pushes images with.
@@ -35,148 +35,6 @@ pub struct DroneRecord {
     /// Fingerprint of the value last set, per pipeline secret.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
-}
-
-/// Wiring Drone failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DroneWireError {
-    /// A Drone call failed.
-    #[error(transparent)]
-    Drone(#[from] DroneError),
-    /// A Gitea call failed.
-    #[error(transparent)]
-    Gitea(#[from] GiteaError),
-    /// The login failed.
-    #[error(transparent)]
-    Login(#[from] DroneLoginError),
-    /// Kubernetes failed.
-    #[error(transparent)]
-    Workload(#[from] WorkloadError),
-    /// Lab state I/O failed.
-    #[error(transparent)]
-    State(#[from] StateError),
-    /// A base URL is unusable.
-    #[error("prepare the Drone wiring: {0}")]
-    Setup(String),
-    /// Gitea answered a create/update without the secret it returns only then.
-    #[error("{call}: Gitea's answer holds no secret value")]
-    NoSecretValue {
-        /// The call.
-        call: String,
-    },
-    /// An object the `drone` component creates is missing.
-    #[error("`{kind}/{name}` in `{namespace}` does not exist")]
-    MissingObject {
-        /// Kind.
-        kind: &'static str,
-        /// Name.
-        name: String,
-        /// Namespace.
-        namespace: String,
-    },
-    /// Drone did not answer in time.
-    #[error("Drone at {url} did not answer `/healthz` within {}: {last}", crate::output::human_duration(*.after))]
-    NotReady {
-        /// Base URL.
-        url: String,
-        /// The bound.
-        after: Duration,
-        /// The last error.
-        last: String,
-    },
-    /// The repository is not in Drone after a sync.
-    #[error("Drone's repository sync did not bring `{repo}`; it knows {}", known(.seen))]
-    NotSynced {
-        /// owner/name.
-        repo: String,
-        /// What the sync returned.
-        seen: Vec<String>,
-    },
-    /// The login ended as another user.
-    #[error("the Drone login ended as `{got}`, not as the Gitea admin `{expected}`")]
-    WrongUser {
-        /// The admin.
-        expected: String,
-        /// Who Drone says.
-        got: String,
-    },
-    /// Drone kept the repository untrusted after the PATCH: the caller is no Drone admin.
-    #[error(
-        "Drone kept `{repo}` untrusted: it applies `trusted` only for a Drone administrator, and `{user}` is {}",
-        if *.admin { "one, yet the answer still says `trusted: false`" } else { "not one" }
-    )]
-    NotTrusted {
-        /// owner/name.
-        repo: String,
-        /// Who the API token belongs to.
-        user: String,
-        /// Whether Drone says that user is an administrator.
-        admin: bool,
-    },
-    /// The branch to build does not exist in Gitea.
-    #[error("`{repo}` has no branch `{branch}` in Gitea, so Drone has nothing to build")]
-    NoBranch {
-        /// owner/name.
-        repo: String,
-        /// Branch.
-        branch: String,
-    },
-    /// Drone created no build.
-    #[error(
-        "Drone started no build of `{repo}` on `{branch}`: no pipeline in its `.drone.yml` accepts the `custom` event of a build started through the API"
-    )]
-    FirstBuildSkipped {
-        /// owner/name.
-        repo: String,
-        /// Branch.
-        branch: String,
-    },
-}
-
-fn known(seen: &[String]) -> String {
-    if seen.is_empty() {
-        "no repository".into()
-    } else {
-        seen.iter()
-            .map(|s| format!("`{s}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-impl Diagnostic for DroneWireError {
-    fn hints(&self) -> Vec<String> {
-        match self {
-            DroneWireError::Drone(e) => e.hints(),
-            DroneWireError::Gitea(e) => e.hints(),
-            DroneWireError::Login(e) => e.hints(),
-            DroneWireError::Workload(e) => e.hints(),
-            DroneWireError::State(e) => e.hints(),
-            DroneWireError::MissingObject { .. } => vec![
-                "the `drone` component must be applied before it is wired: run `homelab up`".into(),
-            ],
-            DroneWireError::NotReady { .. } => vec![
-                "see why with `kubectl -n drone get pods` and `kubectl -n drone logs deploy/drone`".into(),
-            ],
-            DroneWireError::NotSynced { .. } => vec![
-                "Drone lists the repositories its Gitea OAuth token can see: check that the Gitea admin owns the `lab` organisation's repositories".into(),
-            ],
-            DroneWireError::NotTrusted { user, admin: false, .. } => vec![
-                format!("Drone makes `{user}` an administrator from `DRONE_USER_CREATE` (`admin:true`) in `Deployment/drone`: check it with `kubectl -n drone get deploy drone -o yaml`, then run `homelab up` again"),
-                "without trust, drone-runner-kube refuses the pipeline's ConfigMap volume (the lab CA) and every build ends in `error`".into(),
-            ],
-            DroneWireError::NotTrusted { .. } => vec![
-                "look at Drone's log: `kubectl -n drone logs deploy/drone`".into(),
-            ],
-            DroneWireError::NoBranch { .. } => vec![
-                "`homelab up` seeds the branch when it wires Gitea: run it again, or push the branch yourself".into(),
-            ],
-            DroneWireError::FirstBuildSkipped { .. } => vec![
-                "add `custom` to `trigger.event` in the pipeline file (it stays loop-safe: only `homelab up` and Drone's \"New build\" button make such events)".into(),
-            ],
-            _ => Vec::new(),
-        }
-    }
 }
 
 /// The OAuth client Drone runs with.
@@ -244,7 +102,7 @@ pub async fn wire<W: Workloads>(
 
     let version = gitea.version().await?.version;
     let scopes = |fine: &[&str]| -> Option<Vec<String>> {
-        match crate::wire::gitea::parse_version(&version) {
+        match crate::gitea::decide::parse_version(&version) {
             Some((1, minor)) if minor >= 20 => Some(fine.iter().map(|s| s.to_string()).collect()),
             Some((1, 19)) => Some(vec!["all".into()]),
             Some((1, _)) | Some((0, _)) => None,
@@ -870,98 +728,5 @@ async fn ensure_built(
             repo: repo.to_string(),
             branch: w.branch.clone(),
         }),
-    }
-}
-
-/// Why a build is started.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Why {
-    /// The repository has no build at all.
-    NeverBuilt,
-    /// Builds exist, none of the head (a push Drone never saw).
-    HeadNotBuilt,
-    /// Every build of the head failed; the newest is this one.
-    HeadFailed(i64),
-}
-
-/// What to do about building the head, from the builds Drone lists.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BuildPlan {
-    /// This build of the head succeeded: nothing to do.
-    Built(i64),
-    /// This build of the head is queued or running (status word): leave it be.
-    Underway(i64, String),
-    /// Start a build.
-    Start(Why),
-}
-
-/// Decide whether to build `head`, from Drone's recent builds (any order). Pure.
-pub fn build_plan(builds: &[types::Build], head: &str) -> BuildPlan {
-    if builds.is_empty() {
-        return BuildPlan::Start(Why::NeverBuilt);
-    }
-    let mut of_head: Vec<&types::Build> = builds.iter().filter(|b| b.after == head).collect();
-    of_head.sort_by_key(|b| std::cmp::Reverse(b.number));
-    if let Some(b) = of_head
-        .iter()
-        .find(|b| state_of(&b.status) == crate::ci::BuildState::Succeeded)
-    {
-        return BuildPlan::Built(b.number);
-    }
-    if let Some(b) = of_head.iter().find(|b| !state_of(&b.status).is_done()) {
-        let status = if b.status.is_empty() {
-            "pending".to_string()
-        } else {
-            b.status.clone()
-        };
-        return BuildPlan::Underway(b.number, status);
-    }
-    match of_head.first() {
-        Some(b) => BuildPlan::Start(Why::HeadFailed(b.number)),
-        None => BuildPlan::Start(Why::HeadNotBuilt),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn b(number: i64, after: &str, status: &str) -> types::Build {
-        types::Build {
-            number,
-            after: after.into(),
-            status: status.into(),
-            ..types::Build::default()
-        }
-    }
-
-    #[test]
-    fn the_head_is_built_once_unless_every_build_of_it_failed() {
-        assert_eq!(build_plan(&[], "h"), BuildPlan::Start(Why::NeverBuilt));
-        assert_eq!(
-            build_plan(&[b(1, "old", "success")], "h"),
-            BuildPlan::Start(Why::HeadNotBuilt)
-        );
-        assert_eq!(
-            build_plan(&[b(2, "h", "error"), b(1, "h", "failure")], "h"),
-            BuildPlan::Start(Why::HeadFailed(2))
-        );
-        assert_eq!(
-            build_plan(&[b(3, "h", "failure"), b(2, "h", "success")], "h"),
-            BuildPlan::Built(2)
-        );
-        assert_eq!(
-            build_plan(&[b(2, "h", "running"), b(1, "h", "error")], "h"),
-            BuildPlan::Underway(2, "running".into())
-        );
-        assert_eq!(
-            build_plan(&[b(1, "h", "pending")], "h"),
-            BuildPlan::Underway(1, "pending".into())
-        );
-        // A success of an older commit does not count for the head.
-        assert_eq!(
-            build_plan(&[b(2, "h", "killed"), b(1, "old", "success")], "h"),
-            BuildPlan::Start(Why::HeadFailed(2))
-        );
     }
 }

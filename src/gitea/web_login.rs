@@ -2,7 +2,8 @@
 //! authorize/consent step that a CI server's `/login` sends a browser to.
 //!
 //! Place in the data flow: `ci::drone::login` drives it during wiring, between Drone's `/login`
-//! redirect and Drone's callback. CI-agnostic: any OAuth2 client of Gitea (Drone, Woodpecker)
+//! redirect and Drone's callback; it lives with the Gitea service because the pages are Gitea's
+//! (`ci::oauth_login` is its old path). CI-agnostic: any OAuth2 client of Gitea (Drone, Woodpecker)
 //! goes through the same pages. Architecture invariant: the HTML is read by small pure parsers
 //! ([`find_form`], [`grant_error_description`], [`flash_error`]) tested without a server, every
 //! redirect is inspected rather than followed (the client never follows redirects), and the

@@ -1,6 +1,6 @@
 //! Running a command inside a pod: the seam through which the Gitea CLI creates the admin user.
 //!
-//! Place in the data flow: `wire::gitea` asks a [`PodExec`] to run `gitea admin user …` in the
+//! Place in the data flow: `gitea::wire` asks a [`PodExec`] to run `gitea admin user …` in the
 //! Gitea pod; [`KubePodExec`] does it through the Kubernetes API (`pods/exec` over a websocket),
 //! tests use a recording fake. Architecture invariant: secrets go to the command on stdin, never
 //! in its argv: the argv travels in the exec URL, which kube-rs logs at debug level.
