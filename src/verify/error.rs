@@ -294,3 +294,155 @@ impl Diagnostic for VerifyError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_names_the_hop_it_failed() {
+        let after = Duration::from_secs(60);
+        let cases = [
+            (
+                VerifyError::NoMarker {
+                    repo: "lab/nyan-cat".into(),
+                    path: "index.html".into(),
+                    count: 2,
+                },
+                "commit",
+            ),
+            (
+                VerifyError::NoBuild {
+                    ci: "Drone",
+                    repo: "lab/nyan-cat".into(),
+                    commit: "abcdef0123".into(),
+                    after,
+                },
+                "build started",
+            ),
+            (
+                VerifyError::FileMissing {
+                    hop: HOPS[3],
+                    repo: "lab/gitops".into(),
+                    path: "apps/nyan-cat/deployment.yaml".into(),
+                    branch: "main".into(),
+                },
+                "tag bumped",
+            ),
+            (
+                VerifyError::Watch {
+                    namespace: "argocd".into(),
+                    name: "nyan-cat".into(),
+                    detail: "forbidden".into(),
+                },
+                "app synced",
+            ),
+            (
+                VerifyError::Stale {
+                    url: "https://nyan.x/".into(),
+                    expected: "v2".into(),
+                    served: Some("v1".into()),
+                    status: 200,
+                    after,
+                },
+                "app serves",
+            ),
+        ];
+        for (e, hop) in cases {
+            assert_eq!(e.hop(), hop, "{e}");
+            assert!(e.to_string().starts_with(&format!("{hop}: ")), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_failed_build_shows_its_step_and_log_tail() {
+        let e = VerifyError::BuildFailed {
+            repo: "lab/nyan-cat".into(),
+            number: 7,
+            status: "failure".into(),
+            error: String::new(),
+            link: "https://drone.x/lab/nyan-cat/7".into(),
+            step: Some(FailedStep {
+                stage: "default".into(),
+                step: "test".into(),
+                exit_code: 2,
+                error: String::new(),
+                log_tail: vec!["a".into(), "b".into()],
+            }),
+        };
+        assert_eq!(
+            e.to_string(),
+            "build succeeded: build #7 of `lab/nyan-cat` ended `failure` at step `test` (stage `default`, exit code 2)\nlast 2 lines of its log:\n  | a\n  | b"
+        );
+        assert_eq!(
+            e.hints(),
+            vec!["the build's page: https://drone.x/lab/nyan-cat/7"]
+        );
+    }
+
+    #[test]
+    fn what_was_found_is_worded_for_a_reader() {
+        let after = Duration::from_secs(5);
+        let not_synced = VerifyError::NotSynced {
+            namespace: "argocd".into(),
+            name: "nyan-cat".into(),
+            revision: String::new(),
+            status: None,
+            after,
+        };
+        assert_eq!(
+            not_synced.to_string(),
+            "app synced: Application `nyan-cat` in `argocd` is not Synced and Healthy at `no revision` after 5.0s: it does not exist"
+        );
+        let stale = |served: Option<&str>, status| VerifyError::Stale {
+            url: "https://nyan.x/".into(),
+            expected: "v2".into(),
+            served: served.map(Into::into),
+            status,
+            after,
+        };
+        assert!(
+            stale(None, 200)
+                .to_string()
+                .contains("still serves a page without a version marker after")
+        );
+        assert!(
+            stale(None, 502)
+                .to_string()
+                .contains("still serves HTTP 502 after")
+        );
+        assert!(
+            stale(Some("v1"), 200)
+                .to_string()
+                .contains("still serves version `v1` after")
+        );
+        let not_bumped = VerifyError::NotBumped {
+            repo: "lab/gitops".into(),
+            path: "apps/nyan-cat/deployment.yaml".into(),
+            image: "gitea.x/lab/nyan-cat".into(),
+            expected: "abcdef0123".into(),
+            found: None,
+            after,
+        };
+        assert!(
+            not_bumped
+                .to_string()
+                .contains("deploys no such image instead of `gitea.x/lab/nyan-cat:abcdef0`"),
+            "{not_bumped}"
+        );
+    }
+
+    #[test]
+    fn an_untrusted_certificate_gets_its_own_hint() {
+        let unreachable = |detail: &str| VerifyError::SiteUnreachable {
+            url: "https://nyan.x/".into(),
+            detail: detail.into(),
+            after: Duration::from_secs(5),
+        };
+        assert!(
+            unreachable("invalid peer certificate: UnknownIssuer").hints()[0]
+                .contains("not signed by the lab CA")
+        );
+        assert!(unreachable("connection refused").hints()[0].contains("homelab status"));
+    }
+}

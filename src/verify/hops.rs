@@ -198,4 +198,40 @@ mod tests {
             s.describe()
         );
     }
+
+    #[test]
+    fn a_status_reads_as_one_line_with_the_last_operation() {
+        let s = AppStatus {
+            sync: "OutOfSync".into(),
+            revision: "0123456789abcdef".into(),
+            operation_phase: "Failed".into(),
+            operation_message: "one or more objects failed to apply".into(),
+            ..AppStatus::default()
+        };
+        assert_eq!(
+            s.describe(),
+            "sync `OutOfSync` at `0123456`, health `unset`, last operation `Failed`: one or more objects failed to apply"
+        );
+        assert_eq!(
+            AppStatus::default().describe(),
+            "sync `unset` at `no revision`, health `unset`"
+        );
+    }
+
+    #[test]
+    fn hops_come_in_the_order_the_loop_runs() {
+        assert_eq!(
+            HOPS,
+            [
+                "commit",
+                "build started",
+                "build succeeded",
+                "tag bumped",
+                "app synced",
+                "app serves"
+            ]
+        );
+        assert_eq!(state_word(&BuildState::Succeeded), "success");
+        assert_eq!(state_word(&BuildState::Failed("killed".into())), "killed");
+    }
 }

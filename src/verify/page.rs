@@ -148,4 +148,17 @@ mod tests {
             "a prefix is not the image"
         );
     }
+
+    #[test]
+    fn gitea_contents_are_decoded_across_line_breaks() {
+        let file = crate::gitea::types::ContentsResponse {
+            content: Some("PHA+\ndjE8L3A+\n".into()),
+            ..Default::default()
+        };
+        assert_eq!(decode_content(&file), "<p>v1</p>");
+        assert_eq!(
+            decode_content(&crate::gitea::types::ContentsResponse::default()),
+            ""
+        );
+    }
 }

@@ -74,3 +74,55 @@ pub struct VerifyFailure {
     /// Why it stopped.
     pub error: VerifyError,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(hop: &'static str, ok: bool, elapsed_ms: u128, detail: &str) -> Hop {
+        Hop {
+            hop,
+            ok,
+            elapsed_ms,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn the_text_has_one_line_per_hop_with_its_time_and_the_first_line_of_its_detail() {
+        let report = VerifyReport {
+            ok: false,
+            hops: vec![
+                hop("commit", true, 1500, "version v1 → v2 in commit abc1234"),
+                hop(
+                    "build succeeded",
+                    false,
+                    61_000,
+                    "build #3 ended `failure`\nlast 1 lines of its log:\n  | boom",
+                ),
+            ],
+            total_ms: 62_500,
+            ..VerifyReport::default()
+        };
+        assert_eq!(
+            report.to_text(),
+            "✓ commit               1.5s  version v1 → v2 in commit abc1234\n\
+             ✗ build succeeded     1m01s  build #3 ended `failure`\n\
+             the loop is broken in 1m02s\n"
+        );
+    }
+
+    #[test]
+    fn a_whole_walk_says_the_loop_works() {
+        let report = VerifyReport {
+            ok: true,
+            hops: vec![hop("app serves", true, 200, "serves version v2")],
+            total_ms: 200,
+            ..VerifyReport::default()
+        };
+        assert_eq!(
+            report.to_text(),
+            "✓ app serves           0.2s  serves version v2\nthe loop works in 0.2s\n"
+        );
+    }
+}
