@@ -55,6 +55,8 @@ impl Backoff {
     }
 }
 
+/// The walk so far: each hop reported through the progress seam as it ends, and kept in the
+/// report.
 struct Walk<'p> {
     progress: &'p dyn Progress,
     report: VerifyReport,
