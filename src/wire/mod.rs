@@ -9,4 +9,4 @@
 pub mod access;
 pub mod gitea;
 pub mod pod_exec;
-pub mod steps;
+pub use crate::up::sub_steps as steps;
