@@ -1,6 +1,10 @@
 //! How wiring reports its sub-steps: each starts and finishes through the `Progress` seam and is
 //! kept as a [`StepReport`], so `up` can tell a wiring run that wrote from one that only read.
 //!
+//! Lives with `up`'s steps, whose `wire-gitea` and `wire-ci` these sub-steps make up (the old
+//! path `wire::steps` still names it); their names are constants in [`crate::plan::wiring`], which
+//! the plan lists too.
+//!
 //! Architecture invariant: shared by every wiring module (Gitea, the CI); a step's outcome is
 //! `Done` only when it wrote something.
 

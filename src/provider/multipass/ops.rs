@@ -103,13 +103,12 @@ pub async fn vms(
             }
         }
     }
-    if plan
+    // New VMs are launched with the cloud-init `up` rendered: written only when one is.
+    let launches = plan
         .iter()
-        .any(|(_, a)| matches!(a, VmAction::Launch | VmAction::Recreate))
-    {
-        if state.read(CLOUD_INIT_FILE)?.as_deref() != Some(cloud_init.0.as_bytes()) {
-            state.write(CLOUD_INIT_FILE, cloud_init.0.as_bytes())?;
-        }
+        .any(|(_, a)| matches!(a, VmAction::Launch | VmAction::Recreate));
+    if launches && state.read(CLOUD_INIT_FILE)?.as_deref() != Some(cloud_init.0.as_bytes()) {
+        state.write(CLOUD_INIT_FILE, cloud_init.0.as_bytes())?;
     }
 
     // Every VM at once: launches are the slow part of `up`.
