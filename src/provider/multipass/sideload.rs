@@ -1,9 +1,9 @@
 //! `engine-image`: side-load the sync engine's image into every lab VM, built in Rust from the
 //! running `homelab` binary, so a fresh lab needs no registry for the engine.
 //!
-//! Place in the data flow: after the VMs are provisioned and joined → [`crate::sync::image`] builds an
-//! OCI archive → `multipass transfer` → `microk8s ctr image import` on each node → the `render`
-//! step points the `gitops-engine` Deployment at the side-loaded reference.
+//! Place in the data flow: after the VMs are provisioned and joined → [`crate::sync::image`]
+//! builds an OCI archive → `multipass transfer` → `microk8s ctr image import` on each node → the
+//! `render` step points the `gitops-engine` Deployment at the side-loaded reference.
 //!
 //! Architecture invariant: the image's tag is a digest of its content, so a re-run that finds the
 //! tag on every node transfers and imports nothing. Side-loading needs a Linux host whose
