@@ -1,9 +1,11 @@
 //! The plan: every step `homelab up` will take, computed as a value before anything runs.
 //!
 //! Architecture invariant: pure. `homelab plan` prints it; `up` walks it. Inputs are the
-//! resolved settings, the stack, the domain, what the lab state already holds, and what this
+//! resolved settings, the stack, the domain, what the lab state already holds, what this
 //! build of homelab is and runs on ([`BuildInfo`], [`Host`]: where the sync engine's image comes
-//! from, and whether any can exist — [`Plan::check`] says so before `up` builds anything).
+//! from, and whether any can exist — [`Plan::check`] says so before `up` builds anything), and
+//! the steps `up` runs ([`PlannedStep`], listed from `up`'s own step graph by the caller, so the
+//! plan and the run cannot drift apart). The wiring's sub-steps are named once, in [`wiring`].
 
 use std::fmt::Write as _;
 
@@ -38,6 +40,62 @@ pub struct Plan {
     pub engine_image: Option<EngineImageSource>,
     /// Steps in order.
     pub steps: Vec<Step>,
+    /// The steps `up` runs, in order, each with what it needs: the very list `up` walks.
+    pub pipeline: Vec<PlannedStep>,
+}
+
+/// One step of `up`, as its step graph describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedStep {
+    /// Its name (shown in progress, recorded in `up.json`, accepted by `up --until`).
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// The steps that must have finished first.
+    pub needs: Vec<String>,
+}
+
+/// The names of the wiring's sub-steps, as the wiring reports them and the plan lists them.
+pub mod wiring {
+    /// Create the Gitea admin.
+    pub const GITEA_ADMIN: &str = "gitea admin";
+    /// Create homelab's API token.
+    pub const GITEA_TOKEN: &str = "gitea token";
+    /// Create the organisation.
+    pub const GITEA_ORG: &str = "gitea org";
+    /// Log in to Gitea's container registry.
+    pub const REGISTRY: &str = "registry";
+    /// Create Drone's OAuth app in Gitea.
+    pub const DRONE_OAUTH_APP: &str = "drone oauth app";
+    /// Hand the OAuth client to Drone.
+    pub const DRONE_CONFIG: &str = "drone config";
+    /// Wait for Drone.
+    pub const DRONE_READY: &str = "drone ready";
+    /// Log in to Drone through Gitea.
+    pub const DRONE_LOGIN: &str = "drone login";
+    /// Activate the app repository.
+    pub const DRONE_ACTIVATE: &str = "drone activate";
+    /// Trust the app repository.
+    pub const DRONE_TRUST: &str = "drone trust";
+    /// Set the pipeline's secrets.
+    pub const DRONE_SECRETS: &str = "drone secrets";
+    /// Build the app repository's head.
+    pub const DRONE_BUILD: &str = "drone build";
+
+    /// Create repository `full` (`org/name`).
+    pub fn repo(full: &str) -> String {
+        format!("repo {full}")
+    }
+
+    /// Push repository `full`'s content.
+    pub fn push(full: &str) -> String {
+        format!("push {full}")
+    }
+
+    /// The webhook of repository `full`.
+    pub fn webhook(full: &str) -> String {
+        format!("webhook {full}")
+    }
 }
 
 /// One step of `up`.
@@ -141,13 +199,21 @@ fn wire(name: &str, description: String) -> WireStep {
     }
 }
 
-/// Compute the plan for this build on this host (see [`plan_for`]).
-pub fn plan(settings: &Settings, stack: &Stack, domain: &Domain, known: Known) -> Plan {
+/// Compute the plan for this build on this host (see [`plan_for`]); `pipeline`: the steps `up`
+/// runs for these settings (`up::pipeline(settings).planned()`).
+pub fn plan(
+    settings: &Settings,
+    stack: &Stack,
+    domain: &Domain,
+    known: Known,
+    pipeline: Vec<PlannedStep>,
+) -> Plan {
     plan_for(
         settings,
         stack,
         domain,
         known,
+        pipeline,
         &Host::current(),
         &BuildInfo::current(),
     )
@@ -159,6 +225,7 @@ pub fn plan_for(
     stack: &Stack,
     domain: &Domain,
     known: Known,
+    pipeline: Vec<PlannedStep>,
     host: &Host,
     build: &BuildInfo,
 ) -> Plan {
@@ -223,76 +290,76 @@ pub fn plan_for(
         .collect();
 
     // The names are those the wiring reports as it runs (`wire-gitea`, then `wire-ci`).
-    let mut wiring = Vec::new();
+    let mut wire_steps = Vec::new();
     let has = |n: &str| stack.component(n).is_some();
     if has("gitea") {
         let user = &settings.gitea_admin_user;
-        wiring.push(wire("gitea admin", format!("create the Gitea admin `{user}` with the Gitea CLI in the pod (as user `git`), password from the lab state")));
-        wiring.push(wire(
-            "gitea token",
+        wire_steps.push(wire(wiring::GITEA_ADMIN, format!("create the Gitea admin `{user}` with the Gitea CLI in the pod (as user `git`), password from the lab state")));
+        wire_steps.push(wire(
+            wiring::GITEA_TOKEN,
             format!("create an API token for `{user}` (basic auth) and keep it in the lab state"),
         ));
-        wiring.push(wire(
-            "gitea org",
+        wire_steps.push(wire(
+            wiring::GITEA_ORG,
             format!("create the organisation `{GITEA_ORG}`"),
         ));
         for c in &stack.components {
             for repo in c.repos.keys() {
-                wiring.push(wire(
-                    &format!("repo {GITEA_ORG}/{repo}"),
+                wire_steps.push(wire(
+                    &wiring::repo(&format!("{GITEA_ORG}/{repo}")),
                     "create the repository".into(),
                 ));
-                wiring.push(wire(
-                    &format!("push {GITEA_ORG}/{repo}"),
+                wire_steps.push(wire(
+                    &wiring::push(&format!("{GITEA_ORG}/{repo}")),
                     "push its content with git over HTTPS (only when it differs)".into(),
                 ));
             }
         }
         if has("gitops-engine") {
-            wiring.push(wire(
-                &format!("webhook {GITEA_ORG}/gitops"),
+            wire_steps.push(wire(
+                &wiring::webhook(&format!("{GITEA_ORG}/gitops")),
                 "tell the sync engine about pushes (HMAC-signed)".into(),
             ));
         }
-        wiring.push(wire(
-            "registry",
+        wire_steps.push(wire(
+            wiring::REGISTRY,
             "log in to Gitea's container registry with the token".into(),
         ));
     }
     if has("drone") {
-        wiring.push(wire(
-            "drone oauth app",
+        wire_steps.push(wire(
+            wiring::DRONE_OAUTH_APP,
             "create the Gitea OAuth app `drone` (confidential, redirect to Drone's /login)".into(),
         ));
-        wiring.push(wire(
-            "drone config",
+        wire_steps.push(wire(
+            wiring::DRONE_CONFIG,
             "hand the OAuth client to Drone's Secret; restart Drone only when it changed".into(),
         ));
-        wiring.push(wire(
-            "drone ready",
+        wire_steps.push(wire(
+            wiring::DRONE_READY,
             "wait until Drone answers through the ingress".into(),
         ));
-        wiring.push(wire(
-            "drone login",
+        wire_steps.push(wire(
+            wiring::DRONE_LOGIN,
             "log in to Drone through Gitea once and keep Drone's API token".into(),
         ));
-        wiring.push(wire(
-            "drone activate",
+        wire_steps.push(wire(
+            wiring::DRONE_ACTIVATE,
             format!("sync repositories and activate `{GITEA_ORG}/nyan-cat`"),
         ));
-        wiring.push(wire(
-            "drone trust",
+        wire_steps.push(wire(
+            wiring::DRONE_TRUST,
             format!(
                 "mark `{GITEA_ORG}/nyan-cat` trusted when it is not (its pipeline mounts a ConfigMap)"
             ),
         ));
-        wiring.push(wire(
-            "drone secrets",
+        wire_steps.push(wire(
+            wiring::DRONE_SECRETS,
             "set the pipeline's secrets (registry login, gitops push token): update or create"
                 .into(),
         ));
-        wiring.push(wire(
-            "drone build",
+        wire_steps.push(wire(
+            wiring::DRONE_BUILD,
             format!(
                 "build the head of `{GITEA_ORG}/nyan-cat` unless a build of it succeeded or is under way"
             ),
@@ -328,7 +395,7 @@ pub fn plan_for(
             action: if known.secrets { "reuse" } else { "generate" }.into(),
         },
         Step::Deploy { components },
-        Step::Wire { steps: wiring },
+        Step::Wire { steps: wire_steps },
         Step::Verify { hops },
     ];
     Plan {
@@ -337,6 +404,7 @@ pub fn plan_for(
         domain: domain.clone(),
         engine_image,
         steps,
+        pipeline,
     }
 }
 

@@ -23,7 +23,7 @@ use crate::http::Endpoint;
 use crate::output::Progress;
 use crate::redact::Secret;
 use crate::state::LabState;
-pub use crate::wire::steps::StepReport;
+pub use crate::output::steps::StepReport;
 
 /// Gitea's web login under its old path (it lives with the Gitea service now).
 pub use crate::gitea::web_login as oauth_login;
@@ -272,7 +272,7 @@ pub struct CiReport {
 impl CiReport {
     /// Steps that wrote something.
     pub fn writes(&self) -> usize {
-        crate::wire::steps::writes(&self.steps)
+        crate::output::steps::writes(&self.steps)
     }
 }
 

@@ -1,4 +1,5 @@
-//! `homelab plan`: print every step `up` would take. Reads files only.
+//! `homelab plan`: print every step `up` would take, listed from `up`'s own step graph. Reads
+//! files only.
 
 use super::{Ctx, ExitStatus};
 use crate::error::Result;
@@ -7,6 +8,7 @@ use crate::plan::{Known, plan};
 use crate::render::Domain;
 use crate::state::{LabState, SECRETS_FILE};
 use crate::tls::CA_CERT_FILE;
+use crate::up;
 
 pub(super) fn run(ctx: &Ctx) -> Result<ExitStatus> {
     let stack = ctx.stack()?;
@@ -16,7 +18,13 @@ pub(super) fn run(ctx: &Ctx) -> Result<ExitStatus> {
         secrets: state.path(SECRETS_FILE).exists(),
     };
     let domain = Domain::resolve(ctx.settings.domain.as_deref(), None);
-    let p = plan(&ctx.settings, &stack, &domain, known);
+    let p = plan(
+        &ctx.settings,
+        &stack,
+        &domain,
+        known,
+        up::pipeline(&ctx.settings).planned(),
+    );
     match ctx.printer.ui().format {
         OutputFormat::Json => ctx.printer.json(&p),
         OutputFormat::Text => ctx.printer.data(&p.to_text()),

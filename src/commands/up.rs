@@ -2,7 +2,6 @@
 
 use super::{Ctx, ExitStatus};
 use crate::cli::UpArgs;
-use crate::deploy::DeployReport;
 use crate::doctor;
 use crate::error::{Error, Result};
 use crate::output::{OutputFormat, human_duration};
@@ -13,7 +12,7 @@ use crate::render::Domain;
 use crate::stack::Stack;
 use crate::state::{LabState, SECRETS_FILE};
 use crate::tls::CA_CERT_FILE;
-use crate::up::{self, Outputs, StepOutcome, UpEnv, UpOptions, UpReport, UpStop, Waits};
+use crate::up::{self, StepOutcome, UpEnv, UpOptions, UpReport, UpStop, Waits};
 use crate::wire::access::{AccessInput, LabAccess};
 
 pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
@@ -27,7 +26,8 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
         secrets: state.path(SECRETS_FILE).exists(),
     };
     let domain = Domain::resolve(settings.domain.as_deref(), None);
-    let the_plan = plan::plan(settings, &stack, &domain, known);
+    let mut graph = up::graph_for(settings);
+    let the_plan = plan::plan(settings, &stack, &domain, known, graph.pipeline.planned());
     let provision = the_plan
         .steps
         .iter()
@@ -37,13 +37,12 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
         })
         .expect("every plan provisions first");
     let waits = Waits::from_env(settings.test_waits.as_deref())?;
-    let mut pipeline = up::pipeline(settings);
     if let Some(last) = &args.until {
-        pipeline = pipeline.until(last)?;
+        graph.pipeline = graph.pipeline.until(last)?;
     }
     // Before anything is built: a lab whose engine image cannot exist would fail minutes later
     // in an image pull (issue 12). Runs that stop before deploying need no image.
-    if pipeline.names().contains(&"deploy") {
+    if graph.pipeline.names().contains(&up::steps::DEPLOY) {
         the_plan.check()?;
     }
     // Then the computer, then the lock: bad input is named first (it reads nothing but the
@@ -52,13 +51,12 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
     doctor::preflight(settings, preflight_demand(settings, record.as_ref()))?;
     let _lock = super::lock_lab(ctx, &state, "up")?;
 
-    let outputs = Outputs::default();
-    outputs.put(stack);
-    outputs.put(provision);
     let warn = |m: &str| ctx.printer.warn(m);
     let note = |m: &str| ctx.printer.info(m);
     let env = UpEnv {
         settings,
+        stack: &stack,
+        vm_image: &provision.image,
         state: &state,
         progress: &ctx.printer,
         warn: &warn,
@@ -75,26 +73,22 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
             std::future::pending::<()>().await;
         }
     };
-    let (report, result) = pipeline.run(&env, &outputs, interrupt).await;
-    let cluster = outputs.try_get::<Cluster>();
-    let deployed = outputs.try_get::<DeployReport>();
-    let card = match (
-        &result,
-        outputs.try_get::<Domain>(),
-        outputs.try_get::<Stack>(),
-    ) {
-        (Ok(()), Some(domain), Some(stack)) => Some(access_card(ctx, &state, &stack, &domain)?),
+    let (report, result) = graph.pipeline.run(&env, interrupt).await;
+    let cluster = graph.cluster(&report);
+    let deployed = graph.deployed(&report);
+    let card = match (&result, graph.domain(&report)) {
+        (Ok(()), Some(domain)) => Some(access_card(ctx, &state, &stack, &domain)?),
         _ => None,
     };
     match ctx.printer.ui().format {
         OutputFormat::Json => ctx.printer.json(&serde_json::json!({
             "report": report,
-            "cluster": cluster.as_deref(),
-            "deploy": deployed.as_deref(),
+            "cluster": cluster.as_ref(),
+            "deploy": deployed.as_ref(),
         })),
         OutputFormat::Text => {
-            let mut text = summary(&report, cluster.as_deref(), &result);
-            if let Some(d) = deployed.as_deref().filter(|d| d.writes() > 0) {
+            let mut text = summary(&report, cluster.as_ref(), &result);
+            if let Some(d) = deployed.as_ref().filter(|d| d.writes() > 0) {
                 text.push('\n');
                 text.push_str(&d.table());
             }

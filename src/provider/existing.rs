@@ -1,6 +1,6 @@
 //! The `existing` provider: a cluster the user already has, from their kubeconfig
-//! (`--provider existing [--context NAME]`, else the current context). `up`'s `ready` step checks
-//! it can be reached, which Kubernetes it runs and that it has a default StorageClass, and says
+//! (`--provider existing [--context NAME]`, else the current context). [`ready`] (behind `up`'s
+//! `ready` step) checks it can be reached, which Kubernetes it runs and that it has a default StorageClass, and says
 //! once what homelab will and won't manage there.
 //!
 //! Architecture invariant: read-only towards the cluster. This module only reads (`/version`,
@@ -15,18 +15,17 @@
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use super::multipass::{NodeRecord, NodeView};
+use super::op::{OpCx, StepReport};
 use super::{Cluster, ClusterError, LabRecord};
 use crate::error::{Diagnostic, Result};
 use crate::settings::{ProviderKind, Settings};
 use crate::stack::Stack;
-use crate::up::{CLUSTER_READY, Pipeline, Step, StepCx, StepReport};
 
 /// The annotation that marks the default StorageClass (and its old beta spelling).
 const DEFAULT_CLASS: [&str; 2] = [
@@ -36,11 +35,6 @@ const DEFAULT_CLASS: [&str; 2] = [
 
 /// How long one look at the cluster may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Add the existing provider's steps to `up`.
-pub fn add_steps(p: &mut Pipeline) {
-    p.add(ReadyStep);
-}
 
 /// The existing cluster cannot take the lab.
 #[derive(Debug, thiserror::Error)]
@@ -356,58 +350,43 @@ pub fn management_note(context: &str, lab: &str, stack: &Stack) -> String {
     note
 }
 
-/// `ready` for an existing cluster: reachable, its version, a default StorageClass.
-pub struct ReadyStep;
-
-impl Step for ReadyStep {
-    fn name(&self) -> &'static str {
-        CLUSTER_READY
+/// Whether the cluster can take the lab: reachable, its version, a default StorageClass; its
+/// nodes recorded in the lab state (said once, with what homelab will manage there).
+pub async fn ready(cx: &dyn OpCx, stack: &Stack) -> Result<(StepReport, Cluster)> {
+    let settings = cx.settings();
+    let cluster = resolve(settings)?;
+    cx.update(&format!(
+        "asking `{}` ({})",
+        cluster.context, cluster.server
+    ));
+    let facts = look(&cluster).await?;
+    let verdict = evaluate(&cluster.context, &facts, stack)?;
+    for w in &verdict.warnings {
+        cx.warn(w);
     }
-    fn needs(&self) -> &'static [&'static str] {
-        &[]
+    let nodes = node_records(&cluster).await?;
+    let mut cluster = cluster;
+    cluster.node_ips = nodes.iter().map(|n| n.ip.clone()).collect();
+    let record = LabRecord {
+        provider: ProviderKind::Existing,
+        context: cluster.context.clone(),
+        spec: None,
+        nodes,
+    };
+    let new = record.store(cx.state())?;
+    if new {
+        cx.note(&management_note(&cluster.context, &settings.lab, stack));
     }
-    fn describe(&self) -> String {
-        "check the cluster from your kubeconfig".into()
-    }
-    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
-        Box::pin(async move {
-            let settings = cx.settings();
-            let stack = cx.get::<Stack>()?;
-            let cluster = resolve(settings)?;
-            cx.update(&format!(
-                "asking `{}` ({})",
-                cluster.context, cluster.server
-            ));
-            let facts = look(&cluster).await?;
-            let verdict = evaluate(&cluster.context, &facts, &stack)?;
-            for w in &verdict.warnings {
-                cx.warn(w);
-            }
-            let nodes = node_records(&cluster).await?;
-            let mut cluster = cluster;
-            cluster.node_ips = nodes.iter().map(|n| n.ip.clone()).collect();
-            let record = LabRecord {
-                provider: ProviderKind::Existing,
-                context: cluster.context.clone(),
-                spec: None,
-                nodes,
-            };
-            let new = record.store(cx.state())?;
-            if new {
-                cx.note(&management_note(&cluster.context, &settings.lab, &stack));
-            }
-            let detail = format!(
-                "context `{}` ({}): Kubernetes {}, default StorageClass `{}`",
-                cluster.context, cluster.server, facts.version, verdict.default_class
-            );
-            cx.put(cluster);
-            Ok(if new {
-                StepReport::done(detail)
-            } else {
-                StepReport::skipped(detail)
-            })
-        })
-    }
+    let detail = format!(
+        "context `{}` ({}): Kubernetes {}, default StorageClass `{}`",
+        cluster.context, cluster.server, facts.version, verdict.default_class
+    );
+    let report = if new {
+        StepReport::done(detail)
+    } else {
+        StepReport::skipped(detail)
+    };
+    Ok((report, cluster))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! Architecture invariant: one seam. The rest of homelab never asks which provider built the
 //! cluster; it asks for a [`Cluster`] (from the `up` pipeline's outputs, or [`LabRecord`] in the
 //! lab state) and calls [`Cluster::client`]. Provider-specific work happens only in the
-//! provider's own module.
+//! provider's own module. Layers only look down: providers expose plain operations over an
+//! [`op::OpCx`] and never import `up`, whose steps call them.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,7 @@ use crate::state::{LabState, StateError};
 
 pub mod existing;
 pub mod multipass;
+pub mod op;
 
 /// File in the lab state describing the cluster: provider, context, nodes, VM sizes.
 pub const LAB_RECORD_FILE: &str = "cluster.json";

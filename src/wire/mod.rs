@@ -10,6 +10,4 @@
 
 pub mod access;
 pub mod gitea;
-pub mod steps;
-
 pub use crate::gitea::pod_exec;

@@ -346,3 +346,86 @@ async fn down_removes_the_labs_objects_from_an_existing_cluster_and_nothing_else
         );
     }
 }
+
+/// Issue 13: `plan` lists the very steps `up` runs on an existing cluster: `up --until ready`
+/// records exactly the plan's steps through `ready`, and `status` lists the plan's steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_lists_the_steps_up_runs_and_records_on_an_existing_cluster() {
+    let placeholder = TestContext::new();
+    let t = target(&placeholder).await;
+    let ctx = sandbox(&t.kubeconfig);
+
+    let plan = homelab(
+        &ctx,
+        &["plan", "--provider", "existing", "--output", "json"],
+    )
+    .await;
+    plan.success();
+    let plan: Value = serde_json::from_str(&plan.stdout).unwrap();
+    let planned: Vec<(String, Vec<String>)> = plan["pipeline"]
+        .as_array()
+        .expect("the plan lists up's steps")
+        .iter()
+        .map(|s| {
+            let needs = s["needs"].as_array().unwrap();
+            let needs = needs.iter().map(|n| n.as_str().unwrap().to_string());
+            (s["name"].as_str().unwrap().to_string(), needs.collect())
+        })
+        .collect();
+    let names: Vec<&str> = planned.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "secrets",
+            "ca",
+            "ready",
+            "prepare",
+            "render",
+            "deploy",
+            "wire-gitea",
+            "wire-ci",
+            "verify"
+        ]
+    );
+    for (i, (name, needs)) in planned.iter().enumerate() {
+        for need in needs {
+            assert!(
+                names[..i].contains(&need.as_str()),
+                "`{name}` needs `{need}`, which the plan does not list before it"
+            );
+        }
+    }
+
+    homelab(&ctx, &["up", "--provider", "existing", "--until", "ready"])
+        .await
+        .success();
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(ctx.state_dir("x").join("up.json")).unwrap())
+            .unwrap();
+    let recorded: Vec<&str> = record["steps"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let through_ready = names.iter().position(|n| *n == "ready").unwrap() + 1;
+    let mut expected = names[..through_ready].to_vec();
+    expected.sort();
+    assert_eq!(recorded, expected, "up.json keeps its steps by name");
+
+    let status = homelab(&ctx, &["status", "--output", "json"]).await;
+    status.success();
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let listed: Vec<(&str, bool)> = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["done"].as_bool().unwrap()))
+        .collect();
+    let want: Vec<(&str, bool)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, i < through_ready))
+        .collect();
+    assert_eq!(listed, want);
+}

@@ -164,7 +164,7 @@ impl Lab {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn step<'r>(report: &'r GiteaReport, name: &str) -> &'r homelab::wire::steps::StepReport {
+    fn step<'r>(report: &'r GiteaReport, name: &str) -> &'r homelab::output::steps::StepReport {
         report
             .steps
             .iter()

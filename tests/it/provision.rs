@@ -1900,3 +1900,89 @@ fn export_logs_goes_on_when_multipass_exec_fails_midway() {
         "the VM did vanish"
     );
 }
+
+/// The names in `homelab plan --output json`'s list of `up`'s steps, each checked to need only
+/// steps listed before it.
+fn planned_steps(plan: &Run) -> Vec<String> {
+    plan.success();
+    let plan: Value = serde_json::from_str(&plan.stdout).unwrap();
+    let mut names: Vec<String> = Vec::new();
+    for step in plan["pipeline"]
+        .as_array()
+        .expect("the plan lists up's steps")
+    {
+        for need in step["needs"].as_array().unwrap() {
+            assert!(
+                names.iter().any(|n| n == need.as_str().unwrap()),
+                "`{}` needs `{need}`, which the plan does not list before it",
+                step["name"]
+            );
+        }
+        assert!(!step["description"].as_str().unwrap().is_empty());
+        names.push(step["name"].as_str().unwrap().to_string());
+    }
+    names
+}
+
+/// Issue 13: `plan` lists the very steps `up` runs. `up --until ready` records exactly the
+/// plan's steps through `ready`, and `status` (which walks `up`'s step list) shows the plan's
+/// whole list, in its order.
+#[test]
+fn the_plan_lists_the_steps_up_runs_and_records() {
+    let lab = Lab::new();
+    let planned = planned_steps(&lab.homelab(&["plan", "--output", "json"]));
+    assert_eq!(
+        planned,
+        [
+            "secrets",
+            "ca",
+            "cloud-init",
+            "vms",
+            "provisioned",
+            "join",
+            "kubeconfig",
+            "engine-image",
+            "ready",
+            "node-names",
+            "prepare",
+            "render",
+            "deploy",
+            "wire-gitea",
+            "wire-ci",
+            "verify"
+        ]
+    );
+    lab.homelab(&["up"]).success();
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.state_dir().join("up.json")).unwrap())
+            .unwrap();
+    let recorded: Vec<&String> = planned
+        .iter()
+        .filter(|n| record["steps"].get(n.as_str()).is_some())
+        .collect();
+    let through_ready = planned.iter().position(|n| n == "ready").unwrap() + 1;
+    assert_eq!(
+        recorded,
+        planned[..through_ready].iter().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        record["steps"].as_object().unwrap().len(),
+        through_ready,
+        "up recorded a step the plan does not list: {record}"
+    );
+    let status = lab.homelab(&["status", "--output", "json"]);
+    status.success();
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let listed: Vec<(&str, bool)> = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["done"].as_bool().unwrap()))
+        .collect();
+    let expected: Vec<(&str, bool)> = planned
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i < through_ready))
+        .collect();
+    assert_eq!(listed, expected);
+}

@@ -22,7 +22,7 @@ use crate::gitea::web_login::{Consent, SignIn};
 use crate::gitea::{Credentials, GiteaClient};
 use crate::output::{Outcome, Progress};
 use crate::redact::Secret;
-use crate::wire::steps::Steps;
+use crate::output::steps::Steps;
 
 /// Name of the Gitea token the pipeline pushes images with.
 pub const REGISTRY_TOKEN_NAME: &str = "drone-registry";

@@ -30,7 +30,7 @@ use crate::output::{Outcome, Progress};
 use crate::redact::Secret;
 use crate::render::Manifests;
 use crate::state::{LabState, StateError};
-use crate::wire::steps::{StepReport, Steps};
+use crate::output::steps::{StepReport, Steps};
 use ensure::{ensure_admin, ensure_content, ensure_org, ensure_repo, ensure_token, ensure_webhook};
 
 /// One repository to create in the organisation, with the content it should start from.
@@ -123,7 +123,7 @@ pub struct GiteaReport {
 impl GiteaReport {
     /// Steps that wrote something.
     pub fn writes(&self) -> usize {
-        crate::wire::steps::writes(&self.steps)
+        crate::output::steps::writes(&self.steps)
     }
 }
 

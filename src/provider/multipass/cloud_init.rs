@@ -2,7 +2,7 @@
 //! waiting for homelab's provisioning script (issue 12: a cloud-init that failed before the
 //! script ran used to be noticed only at the 30-minute limit).
 //!
-//! Architecture invariant: pure. `super::steps` runs the command and asks [`verdict`].
+//! Architecture invariant: pure. `super::ops` runs the command and asks [`verdict`].
 //!
 //! Facts from canonical/cloud-init `cloudinit/cmd/status.py`, the same from the release Ubuntu
 //! 24.04 shipped with (tag `ubuntu/24.1.3-0ubuntu3.3`) to its current update

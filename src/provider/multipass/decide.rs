@@ -2,7 +2,7 @@
 //! remembers: launch, reuse, start, recover, recreate; size drift; IP changes; who still has to
 //! join; whether every node is Ready.
 //!
-//! Architecture invariant: pure. The effectful shell (`super::steps`) gathers the facts, calls
+//! Architecture invariant: pure. The effectful shell (`super::ops`) gathers the facts, calls
 //! these functions, and runs the commands they choose; every rule here is unit-tested without a
 //! VM.
 

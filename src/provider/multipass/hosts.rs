@@ -11,14 +11,14 @@
 //!
 //! Architecture invariant: looks first; a lab whose entries are right costs one `cat` per VM.
 
-use futures::future::{BoxFuture, join_all};
+use futures::future::join_all;
 
 use super::cli::Multipass;
-use super::steps::Vms;
+use super::ops::Vms;
 use crate::error::Result;
+use crate::provider::op::{OpCx, StepReport};
 use crate::render::{self, Domain};
 use crate::stack::Stack;
-use crate::up::{Step, StepCx, StepReport};
 
 /// The program cloud-init installs on every VM.
 pub const HOSTS_TOOL: &str = "/usr/local/sbin/homelab-hosts";
@@ -41,33 +41,13 @@ pub fn has_block(etc_hosts: &str, address: &str, names: &[String]) -> bool {
     etc_hosts.matches(BLOCK_BEGIN).count() == 1 && etc_hosts.contains(&want)
 }
 
-/// `node-names`: write the lab's hostnames into each VM's `/etc/hosts` where they are missing
-/// or stale.
-pub struct NodeNamesStep;
-
-impl Step for NodeNamesStep {
-    fn name(&self) -> &'static str {
-        "node-names"
-    }
-    fn needs(&self) -> &'static [&'static str] {
-        &["provisioned"]
-    }
-    fn describe(&self) -> String {
-        "point the lab's hostnames at the first node in every VM's /etc/hosts".into()
-    }
-    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
-        Box::pin(node_names(cx))
-    }
-}
-
-async fn node_names(cx: &StepCx<'_>) -> Result<StepReport> {
-    let stack = cx.get::<Stack>()?;
-    let vms = cx.get::<Vms>()?;
-    let mp = cx.get::<Multipass>()?;
+/// Write the lab's hostnames into each VM's `/etc/hosts` where they are missing or stale.
+pub async fn node_names(cx: &dyn OpCx, stack: &Stack, vms: &Vms) -> Result<StepReport> {
+    let mp = &vms.multipass;
     let address = vms.nodes[0].ip.clone();
     // The names `render` gives the lab (`<ip>.sslip.io` follows the first node's address).
     let domain = Domain::resolve(cx.settings().domain.as_deref(), Some(&address));
-    let names: Vec<String> = render::hosts(&stack, &domain).into_values().collect();
+    let names: Vec<String> = render::hosts(stack, &domain).into_values().collect();
     if names.is_empty() {
         return Ok(StepReport::skipped(
             "the stack gives no component a hostname",
@@ -76,7 +56,7 @@ async fn node_names(cx: &StepCx<'_>) -> Result<StepReport> {
     let results = join_all(
         vms.nodes
             .iter()
-            .map(|n| one_node(cx, &mp, &n.name, &address, &names)),
+            .map(|n| one_node(cx, mp, &n.name, &address, &names)),
     )
     .await;
     let mut written = Vec::new();
@@ -95,7 +75,7 @@ async fn node_names(cx: &StepCx<'_>) -> Result<StepReport> {
 
 /// `Some(vm)` when its `/etc/hosts` was written.
 async fn one_node(
-    cx: &StepCx<'_>,
+    cx: &dyn OpCx,
     mp: &Multipass,
     vm: &str,
     address: &str,

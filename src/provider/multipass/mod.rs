@@ -1,22 +1,23 @@
 //! The multipass provider: the lab's VMs (`homelab-<lab>-1..N`) running microk8s, installed by
 //! cloud-init from a pinned channel, joined into one cluster, with a kubeconfig for the host.
 //!
-//! Data flow: `cloud-init` (rendered by `up`) → [`steps::VmsStep`] (launch/start/recover/reuse)
-//! → `provisioned` (cloud-init's completion marker, or [`cloud_init`]'s verdict that it will never
-//! come) → `join` → `kubeconfig` → `ready`, and `node-names` (the lab's hostnames in the VMs'
-//! `/etc/hosts`, [`hosts`]), then
-//! `down` ([`teardown`]) and `status` ([`observe_vms`], [`observe_cluster`]).
+//! Data flow (each an operation `up`'s steps call): [`CloudInit`] (rendered by `up`) →
+//! [`ops::vms`] (launch/start/recover/reuse) → [`ops::provisioned`] (cloud-init's completion
+//! marker, or [`cloud_init`]'s verdict that it will never come) → [`ops::join`] →
+//! [`ops::kubeconfig`] → [`sideload::engine_image`] → [`ops::ready`], and [`hosts::node_names`]
+//! (the lab's hostnames in the VMs' `/etc/hosts`), then `down` ([`teardown`]) and `status`
+//! ([`observe_vms`], [`observe_cluster`]).
 //!
 //! Architecture invariant: a pure core and one effectful shell. [`json`] reads what Multipass
 //! and microk8s print, [`decide`] chooses what to do; only [`cli::Multipass`] runs `multipass`,
-//! and only [`steps`] sequences the calls. Every fact about Multipass comes from
+//! and only [`ops`] sequences the calls. The operations know nothing of `up`: they get an
+//! [`OpCx`](crate::provider::op::OpCx) and what they work on, and return what they made. Every fact about Multipass comes from
 //! `contracts/multipass/` and NOTES §1–2.
 
 use serde::Serialize;
 
 use crate::error::Diagnostic;
 use crate::output::human_duration;
-use crate::up::Pipeline;
 
 pub mod cli;
 pub mod cloud_init;
@@ -24,12 +25,13 @@ pub mod decide;
 pub mod diagnose;
 pub mod hosts;
 pub mod json;
+pub mod ops;
 pub mod sideload;
-pub mod steps;
 
 pub use cli::{Multipass, MultipassError};
 pub use decide::{LabSpec, NodeRecord, VmSpec, vm_name};
 pub use json::NodeView;
+pub use ops::Vms;
 
 /// The file cloud-init writes last (`templates/cloud-init/user-data.yaml`): microk8s is installed.
 pub const PROVISIONED_MARKER: &str = "/var/lib/homelab/provisioned";
@@ -37,17 +39,12 @@ pub const PROVISIONED_MARKER: &str = "/var/lib/homelab/provisioned";
 /// The file the same script writes instead when a step fails: which step.
 pub const FAILED_MARKER: &str = "/var/lib/homelab/failed";
 
-/// Add the multipass provider's steps to `up` (after `cloud-init`).
-pub fn add_steps(p: &mut Pipeline) {
-    p.add(steps::VmsStep)
-        .add(steps::ProvisionedStep)
-        .add(steps::JoinStep)
-        .add(steps::KubeconfigStep)
-        .add(sideload::EngineImageStep)
-        .add(steps::ReadyStep)
-        // After `ready`, so `--until ready` (provisioning alone) leaves /etc/hosts alone.
-        .add(hosts::NodeNamesStep);
-}
+/// File in the lab state holding the cloud-init the VMs were last launched with.
+pub const CLOUD_INIT_FILE: &str = "cloud-init.yaml";
+
+/// The cloud-init user-data every lab VM is launched with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudInit(pub String);
 
 /// The lab's VMs or cluster did not get where `up` needs them.
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +209,7 @@ pub struct ClusterView {
 
 /// Ask the API, from inside `first` (so it works whatever the host's network does).
 pub async fn observe_cluster(mp: &Multipass, first: &str) -> Result<ClusterView, MultipassError> {
-    match steps::get_nodes(mp, first).await? {
+    match ops::get_nodes(mp, first).await? {
         Ok(nodes) => {
             let ready = nodes.iter().filter(|n| n.ready).count();
             Ok(ClusterView {

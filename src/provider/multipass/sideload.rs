@@ -1,9 +1,9 @@
 //! `engine-image`: side-load the sync engine's image into every lab VM, built in Rust from the
 //! running `homelab` binary, so a fresh lab needs no registry for the engine.
 //!
-//! Place in the data flow: after the VMs are provisioned and joined → [`sync::image`] builds an
-//! OCI archive → `multipass transfer` → `microk8s ctr image import` on each node → the `render`
-//! step points the `gitops-engine` Deployment at the side-loaded reference.
+//! Place in the data flow: after the VMs are provisioned and joined → [`crate::sync::image`]
+//! builds an OCI archive → `multipass transfer` → `microk8s ctr image import` on each node → the
+//! `render` step points the `gitops-engine` Deployment at the side-loaded reference.
 //!
 //! Architecture invariant: the image's tag is a digest of its content, so a re-run that finds the
 //! tag on every node transfers and imports nothing. Side-loading needs a Linux host whose
@@ -12,15 +12,13 @@
 //! is set, the step says so and the stack's engine image is pulled instead — one that exists,
 //! since `up` refuses to start when none can (`sync::image::engine_image_source`).
 
-use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use super::cli::Multipass;
-use super::steps::Vms;
+use super::ops::Vms;
 use crate::error::{Error, Result};
+use crate::provider::op::{OpCx, StepReport};
 use crate::stack::Stack;
 use crate::sync::image::{self, EngineImageConfig};
-use crate::up::{Step, StepCx, StepReport};
 
 /// Registry part of side-loaded references: not a real registry, so a node that lacks the image
 /// fails to pull it loudly instead of fetching something else.
@@ -31,24 +29,6 @@ const ARCHIVE_IN_VM: &str = "/tmp/homelab-engine.tar";
 /// The engine image reference the `render` step must use instead of the stack's pin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineImage(pub String);
-
-/// `engine-image`: build and import the engine image where it is missing.
-pub struct EngineImageStep;
-
-impl Step for EngineImageStep {
-    fn name(&self) -> &'static str {
-        "engine-image"
-    }
-    fn needs(&self) -> &'static [&'static str] {
-        &["join"]
-    }
-    fn describe(&self) -> String {
-        "side-load the sync engine's image (built from this binary) into the VMs".into()
-    }
-    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
-        Box::pin(engine_image(cx))
-    }
-}
 
 pub use crate::sync::image::oci_arch;
 
@@ -70,29 +50,40 @@ pub fn reference_for(spec: &image::ImageSpec) -> String {
     )
 }
 
-async fn engine_image(cx: &StepCx<'_>) -> Result<StepReport> {
-    let stack = cx.get::<Stack>()?;
+/// Build and import the engine image where it is missing; the reference `render` must use
+/// instead of the stack's pin, when the VMs have it.
+pub async fn engine_image(
+    cx: &dyn OpCx,
+    stack: &Stack,
+    vms: &Vms,
+) -> Result<(StepReport, Option<EngineImage>)> {
     let wants_engine = stack
         .component("gitops-engine")
         .is_some_and(|c| c.images.contains_key("engine"));
     if !wants_engine {
-        return Ok(StepReport::skipped("the stack runs no homelab sync engine"));
+        return Ok((
+            StepReport::skipped("the stack runs no homelab sync engine"),
+            None,
+        ));
     }
     if let Some(image) = &cx.settings().sync_image {
-        return Ok(StepReport::skipped(format!(
-            "`sync.image` is set: the VMs pull `{image}`"
-        )));
+        return Ok((
+            StepReport::skipped(format!("`sync.image` is set: the VMs pull `{image}`")),
+            None,
+        ));
     }
     // The same decision `plan` made: where this host cannot side-load, `up` has already
     // refused unless the stack's image is one a registry serves.
     let host = image::Host::current();
     if let Err(why) = image::can_side_load(cx.settings().provider, &host) {
-        return Ok(StepReport::skipped(format!(
-            "not side-loaded ({why}); the VMs pull the stack's engine image"
-        )));
+        return Ok((
+            StepReport::skipped(format!(
+                "not side-loaded ({why}); the VMs pull the stack's engine image"
+            )),
+            None,
+        ));
     }
-    let mp = cx.get::<Multipass>()?;
-    let vms = cx.get::<Vms>()?;
+    let mp = &vms.multipass;
     let first = &vms.nodes[0].name;
     let uname = mp
         .exec_ok(
@@ -104,11 +95,14 @@ async fn engine_image(cx: &StepCx<'_>) -> Result<StepReport> {
     // The archive holds this very binary: it only runs on VMs of the host's architecture.
     let host_arch = oci_arch(&host.arch);
     if host_arch.is_none() || oci_arch(&uname.stdout) != host_arch {
-        return Ok(StepReport::skipped(format!(
-            "this binary is {} but the VMs are {}; the VMs pull the stack's pinned engine image",
-            host.arch,
-            uname.stdout.trim()
-        )));
+        return Ok((
+            StepReport::skipped(format!(
+                "this binary is {} but the VMs are {}; the VMs pull the stack's pinned engine image",
+                host.arch,
+                uname.stdout.trim()
+            )),
+            None,
+        ));
     }
     let exe = std::env::current_exe()
         .map_err(|e| Error::msg(format!("find the running homelab binary: {e}")))?;
@@ -134,8 +128,10 @@ async fn engine_image(cx: &StepCx<'_>) -> Result<StepReport> {
         }
     }
     if missing.is_empty() {
-        cx.put(EngineImage(reference.clone()));
-        return Ok(StepReport::skipped(format!("`{reference}` on every node")));
+        return Ok((
+            StepReport::skipped(format!("`{reference}` on every node")),
+            Some(EngineImage(reference)),
+        ));
     }
 
     cx.update(&format!("building `{reference}`"));
@@ -176,11 +172,10 @@ async fn engine_image(cx: &StepCx<'_>) -> Result<StepReport> {
         imported?;
     }
     let _ = std::fs::remove_file(&archive);
-    cx.put(EngineImage(reference.clone()));
-    Ok(StepReport::done(format!(
-        "`{reference}` imported on {}",
-        missing.join(", ")
-    )))
+    Ok((
+        StepReport::done(format!("`{reference}` imported on {}", missing.join(", "))),
+        Some(EngineImage(reference)),
+    ))
 }
 
 #[cfg(test)]

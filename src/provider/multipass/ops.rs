@@ -1,13 +1,15 @@
-//! The multipass provider's `up` steps: `vms`, `provisioned`, `join`, `kubeconfig`, `ready`.
+//! The multipass provider's operations behind `up`'s steps `vms`, `provisioned`, `join`,
+//! `kubeconfig` and `ready`: plain async functions over an [`OpCx`], each given what it works on.
 //!
-//! Architecture invariant: each step looks first (`multipass info`, `multipass exec … test`,
+//! Architecture invariant: each operation looks first (`multipass info`, `multipass exec … test`,
 //! `kubectl get nodes`) and acts only on what is missing, so a healthy lab costs one `info` and
-//! a few read-only `exec`s; every wait is bounded by [`crate::up::Waits`] and reports progress.
+//! a few read-only `exec`s; every wait is bounded by [`crate::provider::op::Waits`] and reports
+//! progress.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use futures::future::{BoxFuture, join_all};
+use futures::future::join_all;
 
 use super::cli::{LaunchSpec, Launched, Multipass, MultipassError};
 use super::cloud_init::{self, Verdict};
@@ -16,18 +18,19 @@ use super::decide::{
     readiness, size_drift, to_join, vm_name,
 };
 use super::json::{self, Instance, NodeView, VmState};
-use super::{FAILED_MARKER, PROVISIONED_MARKER, ProvisionError, limit};
+use super::{CLOUD_INIT_FILE, CloudInit, FAILED_MARKER, PROVISIONED_MARKER, ProvisionError, limit};
 use crate::error::{Error, Result};
 use crate::kubeconfig::{self, UserKubeconfig};
 use crate::output::human_duration;
-use crate::plan::Provision;
+use crate::provider::op::{OpCx, StepReport};
 use crate::provider::{Cluster, KUBECONFIG_FILE, LabRecord};
 use crate::settings::{ProviderKind, Settings};
-use crate::up::{CLOUD_INIT_FILE, CloudInit, Step, StepCx, StepReport};
 
-/// The lab's VMs after the `vms` step, first node first.
+/// The lab's VMs once they run, first node first, with the `multipass` that runs them.
 #[derive(Clone, Debug)]
 pub struct Vms {
+    /// The `multipass` program.
+    pub multipass: Multipass,
     /// Name and address of each.
     pub nodes: Vec<NodeRecord>,
     /// The shape they were built for.
@@ -35,44 +38,33 @@ pub struct Vms {
 }
 
 impl Vms {
-    fn first(&self) -> &NodeRecord {
+    /// The first node: the one the others join, whose address the lab's names point at.
+    pub fn first(&self) -> &NodeRecord {
         &self.nodes[0]
     }
 
-    fn names(&self) -> Vec<String> {
+    /// Every VM's name.
+    pub fn names(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.name.clone()).collect()
     }
 }
 
-/// `vms`: make every lab VM exist and run, without ever rebuilding one silently.
-pub struct VmsStep;
-
-impl Step for VmsStep {
-    fn name(&self) -> &'static str {
-        "vms"
-    }
-    fn needs(&self) -> &'static [&'static str] {
-        &["cloud-init"]
-    }
-    fn describe(&self) -> String {
-        "launch, start or reuse the lab's VMs".into()
-    }
-    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
-        Box::pin(vms(cx))
-    }
-}
-
-async fn vms(cx: &StepCx<'_>) -> Result<StepReport> {
+/// Make every lab VM exist and run, without ever rebuilding one silently (`recreate`:
+/// `--recreate`): new VMs are launched with `cloud_init` and Ubuntu `image`.
+pub async fn vms(
+    cx: &dyn OpCx,
+    image: &str,
+    recreate: bool,
+    cloud_init: &CloudInit,
+) -> Result<(StepReport, Vms)> {
     let settings = cx.settings();
     let lab = settings.lab.as_str();
     let state = cx.state();
     let mp = Multipass::find(cx.waits().exec)?;
-    cx.put(mp.clone());
     let record = LabRecord::load(state)?;
-    let provision = cx.get::<Provision>()?;
     let spec = effective_spec(
         settings,
-        &provision.image,
+        image,
         record.as_ref().and_then(|r| r.spec.as_ref()),
     );
     let names: Vec<String> = (1..=spec.nodes).map(|i| vm_name(lab, i)).collect();
@@ -88,7 +80,7 @@ async fn vms(cx: &StepCx<'_>) -> Result<StepReport> {
     }
     let plan: Vec<(String, VmAction)> = names
         .iter()
-        .map(|n| (n.clone(), decide(observed.get(n), cx.options().recreate)))
+        .map(|n| (n.clone(), decide(observed.get(n), recreate)))
         .collect();
     if let Some((name, VmAction::Unusable(state))) = plan
         .iter()
@@ -111,14 +103,12 @@ async fn vms(cx: &StepCx<'_>) -> Result<StepReport> {
             }
         }
     }
-    if plan
+    // New VMs are launched with the cloud-init `up` rendered: written only when one is.
+    let launches = plan
         .iter()
-        .any(|(_, a)| matches!(a, VmAction::Launch | VmAction::Recreate))
-    {
-        let cloud_init = cx.get::<CloudInit>()?;
-        if state.read(CLOUD_INIT_FILE)?.as_deref() != Some(cloud_init.0.as_bytes()) {
-            state.write(CLOUD_INIT_FILE, cloud_init.0.as_bytes())?;
-        }
+        .any(|(_, a)| matches!(a, VmAction::Launch | VmAction::Recreate));
+    if launches && state.read(CLOUD_INIT_FILE)?.as_deref() != Some(cloud_init.0.as_bytes()) {
+        state.write(CLOUD_INIT_FILE, cloud_init.0.as_bytes())?;
     }
 
     // Every VM at once: launches are the slow part of `up`.
@@ -164,12 +154,19 @@ async fn vms(cx: &StepCx<'_>) -> Result<StepReport> {
         .map(|n| format!("{} ({})", n.name, n.ip))
         .collect::<Vec<_>>()
         .join(", ");
-    cx.put(Vms { nodes, spec });
-    Ok(if did.is_empty() {
+    let report = if did.is_empty() {
         StepReport::skipped(format!("running: {summary}"))
     } else {
         StepReport::done(format!("{}; running: {summary}", did.join("; ")))
-    })
+    };
+    Ok((
+        report,
+        Vms {
+            multipass: mp,
+            nodes,
+            spec,
+        },
+    ))
 }
 
 fn ip_change_message(settings: &Settings, c: &super::decide::IpChange, first: bool) -> String {
@@ -202,7 +199,7 @@ fn all_running(names: &[String], observed: &BTreeMap<String, Instance>) -> bool 
 
 /// Carry out one VM's action; `Some(line)` when something was done.
 async fn act(
-    cx: &StepCx<'_>,
+    cx: &dyn OpCx,
     mp: &Multipass,
     name: &str,
     action: VmAction,
@@ -262,7 +259,7 @@ async fn act(
     }
 }
 
-async fn launch(cx: &StepCx<'_>, mp: &Multipass, name: &str, vm: &VmSpec) -> Result<String> {
+async fn launch(cx: &dyn OpCx, mp: &Multipass, name: &str, vm: &VmSpec) -> Result<String> {
     cx.update(&format!(
         "launching {name} (Ubuntu {}, {} CPUs, {} memory, {} disk)",
         vm.image, vm.cpus, vm.memory, vm.disk
@@ -292,7 +289,7 @@ async fn launch(cx: &StepCx<'_>, mp: &Multipass, name: &str, vm: &VmSpec) -> Res
     })
 }
 
-async fn wait_settled(cx: &StepCx<'_>, mp: &Multipass, name: &str) -> Result<Instance> {
+async fn wait_settled(cx: &dyn OpCx, mp: &Multipass, name: &str) -> Result<Instance> {
     let started = Instant::now();
     let mut attempt = 0;
     loop {
@@ -326,7 +323,7 @@ async fn wait_settled(cx: &StepCx<'_>, mp: &Multipass, name: &str) -> Result<Ins
 
 /// Poll `info` until every VM runs and has an address.
 async fn wait_running(
-    cx: &StepCx<'_>,
+    cx: &dyn OpCx,
     mp: &Multipass,
     names: &[String],
 ) -> Result<BTreeMap<String, Instance>> {
@@ -369,47 +366,31 @@ async fn wait_running(
     }
 }
 
-/// `provisioned`: wait (bounded) until cloud-init wrote its completion marker on every VM.
-/// Multipass's own launch wait gives up after 5 minutes while cloud-init goes on; this one
-/// knows what "done" means.
-pub struct ProvisionedStep;
-
-impl Step for ProvisionedStep {
-    fn name(&self) -> &'static str {
-        "provisioned"
+/// Wait (bounded) until cloud-init wrote its completion marker on every VM. Multipass's own
+/// launch wait gives up after 5 minutes while cloud-init goes on; this one knows what "done"
+/// means.
+pub async fn provisioned(cx: &dyn OpCx, vms: &Vms) -> Result<StepReport> {
+    let mp = &vms.multipass;
+    let started = Instant::now();
+    let waited = join_all(vms.nodes.iter().map(|n| wait_marker(cx, mp, &n.name))).await;
+    let mut any_waited = false;
+    for w in waited {
+        any_waited |= w?;
     }
-    fn needs(&self) -> &'static [&'static str] {
-        &["vms"]
-    }
-    fn describe(&self) -> String {
-        "wait for cloud-init to install microk8s".into()
-    }
-    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
-        Box::pin(async move {
-            let mp = cx.get::<Multipass>()?;
-            let vms = cx.get::<Vms>()?;
-            let started = Instant::now();
-            let waited = join_all(vms.nodes.iter().map(|n| wait_marker(cx, &mp, &n.name))).await;
-            let mut any_waited = false;
-            for w in waited {
-                any_waited |= w?;
-            }
-            let n = vms.nodes.len();
-            let what = if n == 1 {
-                "cloud-init finished".to_string()
-            } else {
-                format!("cloud-init finished on {n} VMs")
-            };
-            Ok(if any_waited {
-                StepReport::done(format!(
-                    "{what} after {}",
-                    human_duration(started.elapsed())
-                ))
-            } else {
-                StepReport::skipped(what)
-            })
-        })
-    }
+    let n = vms.nodes.len();
+    let what = if n == 1 {
+        "cloud-init finished".to_string()
+    } else {
+        format!("cloud-init finished on {n} VMs")
+    };
+    Ok(if any_waited {
+        StepReport::done(format!(
+            "{what} after {}",
+            human_duration(started.elapsed())
+        ))
+    } else {
+        StepReport::skipped(what)
+    })
 }
 
 /// What one look at a VM's provisioning found.
@@ -452,7 +433,7 @@ async fn look(mp: &Multipass, name: &str) -> Result<Look> {
 }
 
 /// Wait for the marker on one VM; true when it was not there at first.
-async fn wait_marker(cx: &StepCx<'_>, mp: &Multipass, name: &str) -> Result<bool> {
+async fn wait_marker(cx: &dyn OpCx, mp: &Multipass, name: &str) -> Result<bool> {
     let started = Instant::now();
     let mut attempt = 0;
     loop {
@@ -509,7 +490,7 @@ async fn wait_marker(cx: &StepCx<'_>, mp: &Multipass, name: &str) -> Result<bool
 }
 
 /// `kubectl get nodes` from inside `node`: `Ok(Err(why))` while the API does not answer.
-pub(super) async fn get_nodes(
+pub async fn get_nodes(
     mp: &Multipass,
     node: &str,
 ) -> Result<std::result::Result<Vec<NodeView>, String>, MultipassError> {
@@ -535,58 +516,42 @@ pub(super) async fn get_nodes(
     )))
 }
 
-/// `join`: nodes 2..N join the first (`microk8s add-node` there, `microk8s join` on them).
+/// Nodes 2..N join the first (`microk8s add-node` there, `microk8s join` on them).
 ///
 /// One at a time: each join changes the membership of the cluster's datastore, and microk8s
 /// hands out one single-use token per joiner (inferred from the single-use default of
 /// `add-node`); VMs were launched and provisioned in parallel already.
-pub struct JoinStep;
-
-impl Step for JoinStep {
-    fn name(&self) -> &'static str {
-        "join"
+pub async fn join(cx: &dyn OpCx, vms: &Vms) -> Result<StepReport> {
+    if vms.nodes.len() == 1 {
+        return Ok(StepReport::skipped("single node"));
     }
-    fn needs(&self) -> &'static [&'static str] {
-        &["provisioned"]
+    let mp = &vms.multipass;
+    let first = vms.first();
+    let registered = api_nodes(cx, mp, &first.name).await?;
+    let joiners = to_join(&vms.names(), &registered);
+    if joiners.is_empty() {
+        return Ok(StepReport::skipped(format!(
+            "{} nodes in the cluster",
+            vms.nodes.len()
+        )));
     }
-    fn describe(&self) -> String {
-        "join the VMs into one cluster".into()
+    for name in &joiners {
+        cx.update(&format!("adding {name} to the cluster"));
+        let out = mp
+            .exec_ok(
+                &first.name,
+                &["sudo", "microk8s", "add-node", "--format", "json"],
+                format!("create a join token on `{}`", first.name),
+            )
+            .await?;
+        let add = json::parse_add_node(&out.stdout).map_err(MultipassError::from)?;
+        mp.join(name, add.url_for(Some(&first.ip))).await?;
     }
-    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
-        Box::pin(async move {
-            let mp = cx.get::<Multipass>()?;
-            let vms = cx.get::<Vms>()?;
-            if vms.nodes.len() == 1 {
-                return Ok(StepReport::skipped("single node"));
-            }
-            let first = vms.first();
-            let registered = api_nodes(cx, &mp, &first.name).await?;
-            let joiners = to_join(&vms.names(), &registered);
-            if joiners.is_empty() {
-                return Ok(StepReport::skipped(format!(
-                    "{} nodes in the cluster",
-                    vms.nodes.len()
-                )));
-            }
-            for name in &joiners {
-                cx.update(&format!("adding {name} to the cluster"));
-                let out = mp
-                    .exec_ok(
-                        &first.name,
-                        &["sudo", "microk8s", "add-node", "--format", "json"],
-                        format!("create a join token on `{}`", first.name),
-                    )
-                    .await?;
-                let add = json::parse_add_node(&out.stdout).map_err(MultipassError::from)?;
-                mp.join(name, add.url_for(Some(&first.ip))).await?;
-            }
-            Ok(StepReport::done(format!("joined {}", joiners.join(", "))))
-        })
-    }
+    Ok(StepReport::done(format!("joined {}", joiners.join(", "))))
 }
 
 /// The node list once the API answers (bounded by the readiness wait).
-async fn api_nodes(cx: &StepCx<'_>, mp: &Multipass, first: &str) -> Result<Vec<NodeView>> {
+async fn api_nodes(cx: &dyn OpCx, mp: &Multipass, first: &str) -> Result<Vec<NodeView>> {
     let started = Instant::now();
     let mut attempt = 0;
     loop {
@@ -609,131 +574,100 @@ async fn api_nodes(cx: &StepCx<'_>, mp: &Multipass, first: &str) -> Result<Vec<N
     }
 }
 
-/// `kubeconfig`: the lab kubeconfig from `microk8s config` (server = the first VM's address),
+/// The lab kubeconfig from `microk8s config` (server = the first VM's address),
 /// stored in the lab state and merged into the user's kubeconfig as `homelab-<lab>`.
-pub struct KubeconfigStep;
-
-impl Step for KubeconfigStep {
-    fn name(&self) -> &'static str {
-        "kubeconfig"
+pub async fn kubeconfig(cx: &dyn OpCx, vms: &Vms) -> Result<(StepReport, Cluster)> {
+    let mp = &vms.multipass;
+    let first = vms.first();
+    let context = cx.settings().context_name();
+    let out = mp
+        .exec_ok(
+            &first.name,
+            &["sudo", "microk8s", "config"],
+            format!("read the cluster's kubeconfig on `{}`", first.name),
+        )
+        .await?;
+    let lab = kubeconfig::from_microk8s(&out.stdout, &first.name, &context, &first.ip)?;
+    let state = cx.state();
+    let mut wrote = Vec::new();
+    if state.read(KUBECONFIG_FILE)?.as_deref() != Some(lab.yaml.expose().as_bytes()) {
+        state.write(KUBECONFIG_FILE, lab.yaml.expose().as_bytes())?;
+        wrote.push("lab kubeconfig");
     }
-    fn needs(&self) -> &'static [&'static str] {
-        &["provisioned"]
-    }
-    fn describe(&self) -> String {
-        "write the lab's kube context".into()
-    }
-    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
-        Box::pin(async move {
-            let mp = cx.get::<Multipass>()?;
-            let vms = cx.get::<Vms>()?;
-            let first = vms.first();
-            let context = cx.settings().context_name();
-            let out = mp
-                .exec_ok(
-                    &first.name,
-                    &["sudo", "microk8s", "config"],
-                    format!("read the cluster's kubeconfig on `{}`", first.name),
-                )
-                .await?;
-            let lab = kubeconfig::from_microk8s(&out.stdout, &first.name, &context, &first.ip)?;
-            let state = cx.state();
-            let mut wrote = Vec::new();
-            if state.read(KUBECONFIG_FILE)?.as_deref() != Some(lab.yaml.expose().as_bytes()) {
-                state.write(KUBECONFIG_FILE, lab.yaml.expose().as_bytes())?;
-                wrote.push("lab kubeconfig");
-            }
-            let user = UserKubeconfig::from_env()?;
-            let file = match user.merge(&lab)? {
-                Some(p) => {
-                    wrote.push("your kubeconfig");
-                    p
-                }
-                None => user
-                    .holding(&context)?
-                    .ok_or_else(|| Error::msg("the lab's context vanished while being written"))?,
-            };
-            let detail = format!(
-                "context `{context}` ({}) in `{}`",
-                lab.server,
-                file.display()
-            );
-            cx.put(Cluster {
-                provider: ProviderKind::Multipass,
-                context,
-                kubeconfig: Some(state.path(KUBECONFIG_FILE)),
-                server: lab.server.clone(),
-                node_ips: vms.nodes.iter().map(|n| n.ip.clone()).collect(),
-            });
-            Ok(if wrote.is_empty() {
-                StepReport::skipped(detail)
-            } else {
-                StepReport::done(detail)
-            })
-        })
-    }
+    let user = UserKubeconfig::from_env()?;
+    let file = match user.merge(&lab)? {
+        Some(p) => {
+            wrote.push("your kubeconfig");
+            p
+        }
+        None => user
+            .holding(&context)?
+            .ok_or_else(|| Error::msg("the lab's context vanished while being written"))?,
+    };
+    let detail = format!(
+        "context `{context}` ({}) in `{}`",
+        lab.server,
+        file.display()
+    );
+    let cluster = Cluster {
+        provider: ProviderKind::Multipass,
+        context,
+        kubeconfig: Some(state.path(KUBECONFIG_FILE)),
+        server: lab.server.clone(),
+        node_ips: vms.nodes.iter().map(|n| n.ip.clone()).collect(),
+    };
+    let report = if wrote.is_empty() {
+        StepReport::skipped(detail)
+    } else {
+        StepReport::done(detail)
+    };
+    Ok((report, cluster))
 }
 
-/// `ready`: the API answers and every VM is a Ready node (bounded; never
+/// Wait until the API answers and every VM is a Ready node (bounded; never
 /// `microk8s status --wait-ready`, which can wait forever).
-pub struct ReadyStep;
-
-impl Step for ReadyStep {
-    fn name(&self) -> &'static str {
-        crate::up::CLUSTER_READY
-    }
-    fn needs(&self) -> &'static [&'static str] {
-        &["join", "kubeconfig", "engine-image"]
-    }
-    fn describe(&self) -> String {
-        "wait until the API answers and every node is Ready".into()
-    }
-    fn run<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, Result<StepReport>> {
-        Box::pin(async move {
-            let mp = cx.get::<Multipass>()?;
-            let vms = cx.get::<Vms>()?;
-            let first = &vms.first().name;
-            let expected = vms.names();
-            let started = Instant::now();
-            let mut attempt = 0;
-            loop {
-                let seen = match get_nodes(&mp, first).await? {
-                    Ok(nodes) => {
-                        let r = readiness(&expected, &nodes);
-                        if r.ready {
-                            let versions: Vec<String> = nodes
-                                .iter()
-                                .filter_map(|n| n.version.clone())
-                                .collect::<std::collections::BTreeSet<_>>()
-                                .into_iter()
-                                .collect();
-                            let detail = if versions.is_empty() {
-                                r.seen
-                            } else {
-                                format!("{} ({})", r.seen, versions.join(", "))
-                            };
-                            return Ok(if attempt == 0 {
-                                StepReport::skipped(detail)
-                            } else {
-                                StepReport::done(detail)
-                            });
-                        }
+pub async fn ready(cx: &dyn OpCx, vms: &Vms) -> Result<StepReport> {
+    let mp = &vms.multipass;
+    let first = &vms.first().name;
+    let expected = vms.names();
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        let seen = match get_nodes(mp, first).await? {
+            Ok(nodes) => {
+                let r = readiness(&expected, &nodes);
+                if r.ready {
+                    let versions: Vec<String> = nodes
+                        .iter()
+                        .filter_map(|n| n.version.clone())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    let detail = if versions.is_empty() {
                         r.seen
-                    }
-                    Err(why) => format!("the API does not answer: {why}"),
-                };
-                if started.elapsed() >= cx.waits().ready {
-                    return Err(ProvisionError::NotReady {
-                        node: first.clone(),
-                        limit: limit(cx.waits().ready),
-                        seen,
-                    }
-                    .into());
+                    } else {
+                        format!("{} ({})", r.seen, versions.join(", "))
+                    };
+                    return Ok(if attempt == 0 {
+                        StepReport::skipped(detail)
+                    } else {
+                        StepReport::done(detail)
+                    });
                 }
-                cx.update(&format!("{seen} ({})", human_duration(started.elapsed())));
-                tokio::time::sleep(cx.waits().pause(attempt)).await;
-                attempt += 1;
+                r.seen
             }
-        })
+            Err(why) => format!("the API does not answer: {why}"),
+        };
+        if started.elapsed() >= cx.waits().ready {
+            return Err(ProvisionError::NotReady {
+                node: first.clone(),
+                limit: limit(cx.waits().ready),
+                seen,
+            }
+            .into());
+        }
+        cx.update(&format!("{seen} ({})", human_duration(started.elapsed())));
+        tokio::time::sleep(cx.waits().pause(attempt)).await;
+        attempt += 1;
     }
 }

@@ -1,6 +1,10 @@
 //! How wiring reports its sub-steps: each starts and finishes through the `Progress` seam and is
 //! kept as a [`StepReport`], so `up` can tell a wiring run that wrote from one that only read.
 //!
+//! Lives beside the progress seam, below the services that record sub-steps (Gitea's and the
+//! CI's wiring) and `up`, whose `wire-gitea` and `wire-ci` steps they make up; their names are
+//! constants in [`crate::plan::wiring`], which the plan lists too.
+//!
 //! Architecture invariant: shared by every wiring module (Gitea, the CI); a step's outcome is
 //! `Done` only when it wrote something.
 
@@ -8,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::output::{Outcome, Progress};
+use super::{Outcome, Progress};
 
 /// One wiring step's result.
 #[derive(Clone, Debug, Serialize)]

@@ -5,6 +5,8 @@
 //! CLI's [`Printer`] decides how that looks (spinner on a TTY, plain lines otherwise, JSON events
 //! with `--output json`, nothing with `--quiet`).
 
+pub mod steps;
+
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
