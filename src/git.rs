@@ -1,7 +1,7 @@
 //! git over HTTPS with the real `git`: read a remote branch head, fetch a remote tree, push the
 //! lab repositories' seed content; plus the pure computation of a git tree id from file content.
 //!
-//! Place in the data flow: `wire::gitea` pushes the `repos` rendered by `render` into Gitea with
+//! Place in the data flow: `gitea::wire` pushes the `repos` rendered by `render` into Gitea with
 //! it. Architecture invariant: a credential never appears in a URL or an argument. The lab CA
 //! (`http.sslCAInfo`), the token (an `Authorization` header in `http.extraHeader`) and the pinned
 //! address (`http.curloptResolve`) reach git through `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/

@@ -21,9 +21,9 @@ use serde::Serialize;
 use crate::error::Diagnostic;
 use crate::http::Endpoint;
 use crate::output::Progress;
+pub use crate::output::steps::StepReport;
 use crate::redact::Secret;
 use crate::state::LabState;
-pub use crate::output::steps::StepReport;
 
 /// Gitea's web login under its old path (it lives with the Gitea service now).
 pub use crate::gitea::web_login as oauth_login;

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 
 use super::{Ctx, ExitStatus};
 use crate::error::{Error, Result};
+use crate::gitea::decide::{GITEA_RECORD_FILE, GITEA_TOKEN_KEY, GiteaRecord};
 use crate::output::OutputFormat;
 use crate::redact::Secret;
 use crate::render::Domain;
 use crate::state::{LabState, SECRETS_FILE};
 use crate::wire::access::{AccessInput, LabAccess, domain_from_gitea_url};
-use crate::wire::gitea::{GITEA_RECORD_FILE, GITEA_TOKEN_KEY, GiteaRecord};
 
 pub(super) fn run(ctx: &Ctx) -> Result<ExitStatus> {
     let settings = &ctx.settings;

@@ -135,14 +135,15 @@ pub(super) async fn gather(ctx: &Ctx, components: Components) -> Result<Status> 
     let reachable = cluster.as_ref().is_some_and(|c| c.reachable);
     let (components, components_note) = match (&record, reachable) {
         (Some(_), true)
-            if up_record.steps.contains_key("deploy") && components == Components::LeftOut =>
+            if up_record.steps.contains_key(crate::up::steps::DEPLOY)
+                && components == Components::LeftOut =>
         {
             (
                 Vec::new(),
                 Some("left out: reading component health reads the lab's Secret objects".into()),
             )
         }
-        (Some(r), true) if up_record.steps.contains_key("deploy") => {
+        (Some(r), true) if up_record.steps.contains_key(crate::up::steps::DEPLOY) => {
             match component_health(ctx, &state, r).await {
                 Ok(c) => (c, None),
                 Err(e) => (Vec::new(), Some(e.to_string())),

@@ -30,8 +30,8 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
         .as_ref()
         .and_then(|c| c.node_ips.first())
         .and_then(|ip| ip.parse().ok());
-    let gitea: Option<crate::wire::gitea::GiteaRecord> =
-        state.read_json(crate::wire::gitea::GITEA_RECORD_FILE)?;
+    let gitea: Option<crate::gitea::decide::GiteaRecord> =
+        state.read_json(crate::gitea::decide::GITEA_RECORD_FILE)?;
     let domain = match (&settings.domain, node_ip, gitea) {
         (Some(d), _, _) => Domain::resolve(Some(d), None),
         (None, _, Some(g))

@@ -60,11 +60,14 @@ pub fn target_for_lab(l: &LabVerify<'_>) -> Result<VerifyTarget, crate::error::E
         crate::ci::CiKind::Drone => "drone",
     })?;
     let ci = crate::ci::client_from_state(l.ci, &endpoint(ci_host), l.state)?;
-    let gitea_token = l.state.secrets()?.get(crate::wire::gitea::GITEA_TOKEN_KEY);
+    let gitea_token = l
+        .state
+        .secrets()?
+        .get(crate::gitea::decide::GITEA_TOKEN_KEY);
     if gitea_token.is_empty() {
         return Err(crate::error::Error::msg(format!(
             "the lab state has no Gitea API token (`{}` in `secrets.json`)",
-            crate::wire::gitea::GITEA_TOKEN_KEY
+            crate::gitea::decide::GITEA_TOKEN_KEY
         ))
         .hint("run `homelab up`: its wiring creates the token"));
     }

@@ -20,9 +20,10 @@ use crate::ci::{CiKind, CiReport, CiWiring, Workloads};
 use crate::gitea::types::{CreateAccessTokenOption, CreateOAuth2ApplicationOptions};
 use crate::gitea::web_login::{Consent, SignIn};
 use crate::gitea::{Credentials, GiteaClient};
-use crate::output::{Outcome, Progress};
-use crate::redact::Secret;
 use crate::output::steps::Steps;
+use crate::output::{Outcome, Progress};
+use crate::plan::wiring;
+use crate::redact::Secret;
 
 /// Name of the Gitea token the pipeline pushes images with.
 pub const REGISTRY_TOKEN_NAME: &str = "drone-registry";
@@ -65,12 +66,12 @@ pub async fn wire<W: Workloads>(
     });
     let anon = DroneClient::new(&w.ci)?;
 
-    let step = "drone oauth app";
+    let step = wiring::DRONE_OAUTH_APP;
     let t = steps.start(step, &format!("`{OAUTH_APP_NAME}` → {redirect_uri}"));
     let r = ensure_oauth_app(w, &api, &redirect_uri).await;
     let client = steps.end(step, t, r)?;
 
-    let step = "drone config";
+    let step = wiring::DRONE_CONFIG;
     let t = steps.start(
         step,
         &format!("Secret `{DRONE_OBJECT}` in `{}`", w.namespace),
@@ -78,24 +79,24 @@ pub async fn wire<W: Workloads>(
     let r = ensure_config(w, workloads, &client).await;
     let restarted = steps.end(step, t, r)?;
 
-    let step = "drone ready";
+    let step = wiring::DRONE_READY;
     let t = steps.start(step, drone_url.as_str());
     let r = wait_ready(&anon, w.timeouts.ready, &steps, step).await;
     steps.end(step, t, r)?;
 
-    let step = "drone login";
+    let step = wiring::DRONE_LOGIN;
     let t = steps.start(step, &format!("as `{}`", w.admin.user));
     let relogin = client.changed || restarted;
     let r = ensure_login(w, &anon, &redirect_uri, relogin).await;
     let (drone, logged_in_now) = steps.end(step, t, r)?;
 
     let repo = RepoRef::new(&w.org, &w.app_repo);
-    let step = "drone activate";
+    let step = wiring::DRONE_ACTIVATE;
     let t = steps.start(step, &format!("`{repo}`"));
     let r = ensure_active(w, &anon, &drone, &redirect_uri, &repo, logged_in_now).await;
     let (drone, found) = steps.end(step, t, r)?;
 
-    let step = "drone trust";
+    let step = wiring::DRONE_TRUST;
     let t = steps.start(step, &format!("`{repo}`"));
     let r = ensure_trusted(&drone, &repo, &found).await;
     steps.end(step, t, r)?;
@@ -120,7 +121,7 @@ pub async fn wire<W: Workloads>(
         tokens.push(steps.end(&step, t, r)?);
     }
 
-    let step = "drone secrets";
+    let step = wiring::DRONE_SECRETS;
     let t = steps.start(step, &format!("`{repo}`"));
     let desired = vec![
         (
@@ -133,7 +134,7 @@ pub async fn wire<W: Workloads>(
     let r = ensure_secrets(w, &drone, &repo, &desired).await;
     steps.end(step, t, r)?;
 
-    let step = "drone build";
+    let step = wiring::DRONE_BUILD;
     let t = steps.start(step, &format!("`{repo}` on `{}`", w.branch));
     let r = ensure_built(w, &drone, &api, &repo).await;
     steps.end(step, t, r)?;

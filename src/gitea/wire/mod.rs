@@ -26,11 +26,12 @@ use crate::git::{Git, GitError, Identity};
 use crate::gitea::pod_exec::{ExecOutput, ExecRequest, PodExec, PodExecError};
 use crate::gitea::{Credentials, Endpoint, GiteaClient, GiteaError};
 use crate::http::Patience;
+use crate::output::steps::{StepReport, Steps};
 use crate::output::{Outcome, Progress};
+use crate::plan::wiring;
 use crate::redact::Secret;
 use crate::render::Manifests;
 use crate::state::{LabState, StateError};
-use crate::output::steps::{StepReport, Steps};
 use ensure::{ensure_admin, ensure_content, ensure_org, ensure_repo, ensure_token, ensure_webhook};
 
 /// One repository to create in the organisation, with the content it should start from.
@@ -343,38 +344,38 @@ pub async fn wire(
     let r = wait_for_gitea(&anon, &w.patience, &steps, "gitea").await;
     let version = steps.end("gitea", t, r)?;
 
-    let t = steps.start("gitea admin", &w.admin.user);
+    let t = steps.start(wiring::GITEA_ADMIN, &w.admin.user);
     let r = ensure_admin(w, &anon).await;
-    steps.end("gitea admin", t, r.map(|(o, d)| (o, d, ())))?;
+    steps.end(wiring::GITEA_ADMIN, t, r.map(|(o, d)| (o, d, ())))?;
 
-    let t = steps.start("gitea token", &w.token_name);
+    let t = steps.start(wiring::GITEA_TOKEN, &w.token_name);
     let r = ensure_token(w, &anon, &version).await;
-    let token = steps.end("gitea token", t, r)?;
+    let token = steps.end(wiring::GITEA_TOKEN, t, r)?;
     let api = anon.with_credentials(Credentials::Token(token.clone()));
 
-    let t = steps.start("gitea org", &w.org);
+    let t = steps.start(wiring::GITEA_ORG, &w.org);
     let r = ensure_org(w, &api).await;
-    steps.end("gitea org", t, r.map(|(o, d)| (o, d, ())))?;
+    steps.end(wiring::GITEA_ORG, t, r.map(|(o, d)| (o, d, ())))?;
 
     for seed in &w.repos {
         let full = format!("{}/{}", w.org, seed.name);
-        let step = format!("repo {full}");
+        let step = wiring::repo(&full);
         let t = steps.start(&step, "look, then create");
         let r = ensure_repo(w, &api, seed).await;
         let repo = steps.end(&step, t, r)?;
 
-        let step = format!("push {full}");
+        let step = wiring::push(&full);
         let t = steps.start(&step, "compare the content");
         let r = ensure_content(w, &token, seed, &repo, &mut record, &mut steps.warnings).await;
         steps.end(&step, t, r.map(|(o, d)| (o, d, ())))?;
     }
 
-    let step = format!("webhook {}/{}", w.org, w.webhook.repo);
+    let step = wiring::webhook(&format!("{}/{}", w.org, w.webhook.repo));
     let t = steps.start(&step, &w.webhook.url);
     let r = ensure_webhook(w, &api, &mut record).await;
     steps.end(&step, t, r.map(|(o, d)| (o, d, ())))?;
 
-    let t = steps.start("registry", "log in with the token");
+    let t = steps.start(wiring::REGISTRY, "log in with the token");
     let registry = anon.with_credentials(Credentials::Basic {
         user: w.admin.user.clone(),
         password: token.clone(),
@@ -390,7 +391,7 @@ pub async fn wire(
             };
             (Outcome::Skipped, how, ())
         });
-    steps.end("registry", t, r)?;
+    steps.end(wiring::REGISTRY, t, r)?;
 
     if record != before {
         w.state.write_json(GITEA_RECORD_FILE, &record)?;
