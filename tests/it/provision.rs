@@ -600,9 +600,10 @@ fn fresh_up_launches_waits_and_writes_the_kube_context() {
         "https://10.77.0.2:16443"
     );
     assert_eq!(kc["users"][0]["user"]["token"], "t");
-    let stored: Value =
-        homelab::yaml::from_str(&std::fs::read_to_string(lab.state_dir().join("kubeconfig")).unwrap())
-            .unwrap();
+    let stored: Value = homelab::yaml::from_str(
+        &std::fs::read_to_string(lab.state_dir().join("kubeconfig")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(stored["contexts"][0]["name"], "homelab-t");
     #[cfg(unix)]
     {

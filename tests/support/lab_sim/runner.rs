@@ -123,7 +123,8 @@ async fn run(world: &Arc<World>, job: &BuildJob, dir: &Path) -> Result<Vec<StepR
         ));
     }
     let text = substitute(&job.config, &job.env);
-    let pipeline: Value = homelab::yaml::from_str(&text).map_err(|e| Fail(format!("yaml: {}", e.full())))?;
+    let pipeline: Value =
+        homelab::yaml::from_str(&text).map_err(|e| Fail(format!("yaml: {}", e.full())))?;
     if pipeline["kind"].as_str() != Some("pipeline")
         || pipeline["type"].as_str() != Some("kubernetes")
     {
