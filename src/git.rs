@@ -1,5 +1,5 @@
 //! git over HTTPS with the real `git`: the one runner every git command of homelab goes through
-//! ([`Git::command`], with one [`GitAuth`]); on top of it, read a remote branch head, fetch a
+//! (`Git::command`, with one [`GitAuth`]); on top of it, read a remote branch head, fetch a
 //! remote tree, push the lab repositories' seed content; plus the pure computation of a git tree
 //! id from file content. The sync engine's fetches ([`crate::sync::source`]) use the same runner.
 //!

@@ -1,6 +1,6 @@
 //! The git source: a shallow fetch of one revision (branch, tag, commit or `HEAD`) into a local
 //! checkout per repository, with real `git` run through homelab's one git runner
-//! ([`crate::git::Git::command`]) and its [`GitAuth`].
+//! (`crate::git::Git::command`) and its [`GitAuth`].
 //!
 //! Place in the data flow: Application `spec.source` → [`GitSource::with_checkout`] → a
 //! directory at a commit → [`super::manifests::read`].
