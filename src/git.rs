@@ -1,16 +1,19 @@
-//! git over HTTPS with the real `git`: read a remote branch head, fetch a remote tree, push the
-//! lab repositories' seed content; plus the pure computation of a git tree id from file content.
+//! git over HTTPS with the real `git`: the one runner every git command of homelab goes through
+//! (`Git::command`, with one [`GitAuth`]); on top of it, read a remote branch head, fetch a
+//! remote tree, push the lab repositories' seed content; plus the pure computation of a git tree
+//! id from file content. The sync engine's fetches ([`crate::sync::source`]) use the same runner.
 //!
 //! Place in the data flow: `gitea::wire` pushes the `repos` rendered by `render` into Gitea with
-//! it. Architecture invariant: a credential never appears in a URL or an argument. The lab CA
-//! (`http.sslCAInfo`), the token (an `Authorization` header in `http.extraHeader`) and the pinned
-//! address (`http.curloptResolve`) reach git through `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/
-//! `GIT_CONFIG_VALUE_n` in its environment, which [`Cmd`] never logs; stdin is null, prompts and
-//! askpass helpers are off, so a refused credential fails fast instead of waiting for a person.
+//! it. Architecture invariant: a credential never appears in a URL or an argument. The CA file
+//! (`GIT_SSL_CAINFO`, and `http.sslCAInfo` for the seed pushes), the token (an `Authorization`
+//! header in `http.extraHeader`) and the pinned address (`http.curloptResolve`) reach git through
+//! `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` and other variables in its
+//! environment, which [`Cmd`] never logs; stdin is null, prompts and askpass helpers are off, so
+//! a refused credential fails fast instead of waiting for a person.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
@@ -28,21 +31,42 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct GitRemote {
     /// Clone URL without credentials, e.g. `https://gitea.10.0.0.5.sslip.io/lab/gitops.git`.
     pub url: String,
-    /// PEM of the CA to trust (the lab CA); `None` leaves git's own trust settings alone.
-    pub ca_pem: Option<String>,
-    /// Credentials sent as a basic `Authorization` header.
-    pub auth: Option<GitAuth>,
+    /// Credentials, and the CA to trust (the lab CA; `None` leaves git's own trust alone).
+    pub auth: GitAuth,
     /// Connect to this address instead of resolving the URL's host.
     pub resolve: Option<SocketAddr>,
 }
 
-/// A login and a token for git over HTTPS (Gitea accepts a token as the basic-auth password).
-#[derive(Clone, Debug)]
+/// How to authenticate to a repository over HTTPS, and whom to trust: for the seed pushes to
+/// Gitea and for the sync engine's fetches alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GitAuth {
-    /// Login name.
-    pub user: String,
-    /// Token (or password).
-    pub token: Secret,
+    /// HTTP basic user name (`git` when unset; Gitea accepts any with a token; Argo's repo
+    /// Secrets carry one).
+    pub username: Option<String>,
+    /// Password or access token, sent as a basic `Authorization` header when set.
+    pub password: Option<Secret>,
+    /// PEM bundle of CAs to trust for HTTPS (the lab CA).
+    pub ca_pem: Option<String>,
+}
+
+/// How [`Git::command`] prepares one command, beyond what every git command gets.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct GitSetup<'a> {
+    /// Credentials: a basic `Authorization` header when a password is set.
+    pub auth: Option<&'a GitAuth>,
+    /// Send that header only to this origin (`https://host:port/`), so a redirect elsewhere
+    /// never carries it; `None` sends it to every URL of the command.
+    pub header_scope: Option<String>,
+    /// The CA bundle file to trust, as `GIT_SSL_CAINFO` (which beats `http.sslCAInfo`, and
+    /// corporate setups often export it).
+    pub ca_file: Option<&'a Path>,
+    /// Also name the CA file in `http.sslCAInfo`, with verification forced on.
+    pub ca_in_config: bool,
+    /// Configuration set before the credentials.
+    pub config: Vec<(String, String)>,
+    /// Ignore the user's global git configuration too (the system's is always ignored).
+    pub ignore_global_config: bool,
 }
 
 /// Who commits.
@@ -339,7 +363,52 @@ impl Git {
         }
     }
 
-    /// A git command talking to `remote`, with trust and credentials in its environment.
+    /// The one place a git command is built: stdin null (through [`Cmd`]), prompts, askpass
+    /// helpers and ssh passwords off, the system configuration ignored, messages in English
+    /// (read by the callers), and credentials and trust in the environment only.
+    pub(crate) fn command(&self, summary: impl Into<String>, setup: GitSetup<'_>) -> Cmd {
+        let mut config = setup.config;
+        if let Some(ca) = setup.ca_file
+            && setup.ca_in_config
+        {
+            config.push(("http.sslCAInfo".into(), ca.display().to_string()));
+            config.push(("http.sslVerify".into(), "true".into()));
+        }
+        if let Some(auth) = setup.auth
+            && let Some(pw) = &auth.password
+        {
+            let user = auth.username.as_deref().unwrap_or("git");
+            let basic =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", pw.expose()));
+            let key = match setup.header_scope.as_deref() {
+                Some(scope) if !scope.is_empty() => format!("http.{scope}.extraHeader"),
+                _ => "http.extraHeader".to_string(),
+            };
+            config.push((key, format!("Authorization: Basic {basic}")));
+        }
+        let mut cmd = Cmd::new(&self.program, summary)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_ASKPASS", "")
+            .env("SSH_ASKPASS", "")
+            .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+            .env("LC_ALL", "C");
+        if setup.ignore_global_config {
+            cmd = cmd.env("GIT_CONFIG_GLOBAL", "/dev/null");
+        }
+        if let Some(ca) = setup.ca_file {
+            cmd = cmd.env("GIT_SSL_CAINFO", ca);
+        }
+        cmd = cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+        for (i, (k, v)) in config.into_iter().enumerate() {
+            cmd = cmd
+                .env(format!("GIT_CONFIG_KEY_{i}"), k)
+                .env(format!("GIT_CONFIG_VALUE_{i}"), v);
+        }
+        cmd
+    }
+
+    /// A git command talking to `remote` from `scratch`, with trust and credentials in its
+    /// environment.
     fn cmd(&self, scratch: &Scratch, remote: &GitRemote, summary: String) -> Result<Cmd, GitError> {
         let mut config: Vec<(String, String)> = vec![
             // Forget credential helpers: none may store the token or ask for another one.
@@ -352,24 +421,10 @@ impl Git {
             ("commit.gpgSign".into(), "false".into()),
             ("core.autocrlf".into(), "false".into()),
         ];
-        let mut ca_file = None;
-        if let Some(pem) = &remote.ca_pem {
-            let ca = scratch.write("lab-ca.pem", pem.as_bytes())?;
-            config.push(("http.sslCAInfo".into(), ca.display().to_string()));
-            config.push(("http.sslVerify".into(), "true".into()));
-            ca_file = Some(ca);
-        }
-        if let Some(auth) = &remote.auth {
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                auth.user,
-                auth.token.expose()
-            ));
-            config.push((
-                "http.extraHeader".into(),
-                format!("Authorization: Basic {basic}"),
-            ));
-        }
+        let ca_file = match &remote.auth.ca_pem {
+            Some(pem) => Some(scratch.write("lab-ca.pem", pem.as_bytes())?),
+            None => None,
+        };
         if let Some(addr) = remote.resolve
             && let Ok(url) = reqwest::Url::parse(&remote.url)
             && let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default())
@@ -392,23 +447,15 @@ impl Git {
                 ));
             }
         }
-        let mut cmd = Cmd::new(&self.program, summary)
-            .timeout(GIT_TIMEOUT)
-            .env("GIT_CONFIG_COUNT", config.len().to_string())
-            .env("GIT_ASKPASS", "")
-            .env("SSH_ASKPASS", "")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("LC_ALL", "C");
-        if let Some(ca) = ca_file {
-            // `GIT_SSL_CAINFO` beats `http.sslCAInfo`, and corporate setups often export it.
-            cmd = cmd.env("GIT_SSL_CAINFO", ca);
-        }
-        for (i, (k, v)) in config.iter().enumerate() {
-            cmd = cmd
-                .env(format!("GIT_CONFIG_KEY_{i}"), k)
-                .env(format!("GIT_CONFIG_VALUE_{i}"), v);
-        }
-        Ok(cmd)
+        let setup = GitSetup {
+            auth: Some(&remote.auth),
+            header_scope: None,
+            ca_file: ca_file.as_deref(),
+            ca_in_config: true,
+            config,
+            ignore_global_config: false,
+        };
+        Ok(self.command(summary, setup).timeout(GIT_TIMEOUT))
     }
 
     /// The commit id `branch` points at on the remote; `None` when the branch (or every branch,

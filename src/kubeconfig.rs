@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_yaml::{Mapping, Value};
+use crate::yaml::{self, Mapping, Value};
 
 use crate::error::{Diagnostic, IoError, io_err};
 use crate::redact::Secret;
@@ -91,7 +91,7 @@ pub struct LabKubeconfig {
 impl LabKubeconfig {
     /// Parse a stored lab kubeconfig.
     pub fn parse(text: &str, context: &str) -> Option<LabKubeconfig> {
-        let v: Value = serde_yaml::from_str(text).ok()?;
+        let v: Value = yaml::from_str(text).ok()?;
         let server = entry(&v, "clusters", context)?
             .get("cluster")?
             .get("server")?
@@ -105,7 +105,7 @@ impl LabKubeconfig {
     }
 
     fn value(&self) -> Value {
-        serde_yaml::from_str(self.yaml.expose()).expect("lab kubeconfigs are built valid")
+        yaml::from_str(self.yaml.expose()).expect("lab kubeconfigs are built valid")
     }
 }
 
@@ -130,7 +130,7 @@ pub fn from_microk8s(
     };
     let first_line = printed.lines().next().unwrap_or("").trim().to_string();
     let doc: Value =
-        serde_yaml::from_str(printed).map_err(|_| not(format!("it printed `{first_line}`")))?;
+        yaml::from_str(printed).map_err(|_| not(format!("it printed `{first_line}`")))?;
     let first = |list: &str, key: &str| -> Option<Value> {
         doc.get(list)?.as_sequence()?.first()?.get(key).cloned()
     };
@@ -171,7 +171,7 @@ pub fn from_microk8s(
     out.insert("users".into(), Value::Sequence(vec![named("user", user)]));
     out.insert("current-context".into(), context.into());
     out.insert("preferences".into(), Value::Mapping(Mapping::new()));
-    let yaml = serde_yaml::to_string(&Value::Mapping(out)).expect("YAML values serialize");
+    let yaml = yaml::to_string(&Value::Mapping(out)).expect("YAML values serialize");
     Ok(LabKubeconfig {
         yaml: Secret::new(yaml),
         server,
@@ -407,15 +407,15 @@ fn read_doc(path: &Path) -> Result<Option<Value>, KubeconfigError> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let v: Value = serde_yaml::from_str(&text).map_err(|e| KubeconfigError::Parse {
+    let v: Value = yaml::from_str(&text).map_err(|e| KubeconfigError::Parse {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: e.full().to_string(),
     })?;
     Ok((!v.is_null()).then_some(v))
 }
 
 fn write_doc(path: &Path, doc: &Value) -> Result<(), KubeconfigError> {
-    let text = serde_yaml::to_string(doc).expect("YAML values serialize");
+    let text = yaml::to_string(doc).expect("YAML values serialize");
     let mode = current_mode(path).unwrap_or(0o600);
     state::write_atomic(path, text.as_bytes(), mode)?;
     Ok(())
@@ -486,7 +486,7 @@ mod tests {
     fn microk8s_config_is_renamed_and_pointed_at_the_node() {
         let k = lab("10.0.0.9");
         assert_eq!(k.server, "https://10.0.0.9:16443");
-        let v: Value = serde_yaml::from_str(k.yaml.expose()).unwrap();
+        let v: Value = yaml::from_str(k.yaml.expose()).unwrap();
         assert_eq!(v["current-context"], "homelab-t");
         assert_eq!(v["contexts"][0]["context"]["user"], "homelab-t");
         assert_eq!(v["users"][0]["user"]["client-key-data"], "S0VZ");
@@ -520,7 +520,7 @@ mod tests {
     #[test]
     fn merge_keeps_other_entries_and_the_users_current_context() {
         let p = Path::new("/k");
-        let user: Value = serde_yaml::from_str(
+        let user: Value = yaml::from_str(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster: {server: https://prod}\ncontexts:\n- name: prod\n  context: {cluster: prod, user: me}\nusers:\n- name: me\n  user: {token: t}\ncurrent-context: prod\nextensions: [{name: x, extension: {}}]\n",
         )
         .unwrap();

@@ -3,7 +3,7 @@
 //! lab's [`Scrubber`], packed as one `.tar.gz` written atomically.
 //!
 //! Architecture invariant: [`Bundle`] is plain data and [`pack`] is pure (bytes in, bytes out);
-//! only [`write`] touches the filesystem. Nothing leaves [`pack`] unscrubbed, the README and
+//! only [`write()`] touches the filesystem. Nothing leaves [`pack`] unscrubbed, the README and
 //! index included.
 
 use std::fmt::Write as _;

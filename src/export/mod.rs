@@ -336,7 +336,7 @@ pub fn lab_scrubber(settings: &Settings, state: &LabState) -> (Scrubber, Vec<Str
 /// The credentials in a kubeconfig: tokens, passwords, client keys (as written and decoded).
 pub fn kubeconfig_secrets(text: &str) -> Vec<String> {
     use base64::Engine as _;
-    let Ok(doc) = serde_yaml::from_str::<Value>(text) else {
+    let Ok(doc) = crate::yaml::from_str::<Value>(text) else {
         return Vec::new();
     };
     let mut out = Vec::new();

@@ -1,5 +1,6 @@
 //! The git source: a shallow fetch of one revision (branch, tag, commit or `HEAD`) into a local
-//! checkout per repository, with real `git` run through [`crate::process::Cmd`].
+//! checkout per repository, with real `git` run through homelab's one git runner
+//! (`crate::git::Git::command`) and its [`GitAuth`].
 //!
 //! Place in the data flow: Application `spec.source` → [`GitSource::with_checkout`] → a
 //! directory at a commit → [`super::manifests::read`].
@@ -17,22 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
-
 use crate::error::Diagnostic;
+use crate::git::{Git, GitSetup};
 use crate::process::{Cmd, ProcessError};
-use crate::redact::{Secret, redact_url};
+use crate::redact::redact_url;
 
-/// How to authenticate to a repository.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GitAuth {
-    /// HTTP basic user name (Gitea accepts any with a token; Argo's repo Secrets carry one).
-    pub username: Option<String>,
-    /// Password or access token.
-    pub password: Option<Secret>,
-    /// PEM bundle of CAs to trust for HTTPS (the lab CA).
-    pub ca_pem: Option<String>,
-}
+/// How to authenticate to a repository: the one [`crate::git::GitAuth`], here under its old path.
+pub use crate::git::GitAuth;
 
 /// A checkout at a commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,7 +85,7 @@ impl Diagnostic for SourceError {
 #[derive(Clone)]
 pub struct GitSource {
     work: PathBuf,
-    git: PathBuf,
+    git: Git,
     timeout: Duration,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
@@ -103,7 +95,7 @@ impl GitSource {
     pub fn new(work: impl Into<PathBuf>) -> GitSource {
         GitSource {
             work: work.into(),
-            git: PathBuf::from("git"),
+            git: Git::at("git"),
             timeout: Duration::from_secs(120),
             locks: Arc::default(),
         }
@@ -111,7 +103,7 @@ impl GitSource {
 
     /// Use this git binary.
     pub fn with_git(mut self, git: impl Into<PathBuf>) -> GitSource {
-        self.git = git.into();
+        self.git = Git::at(git);
         self
     }
 
@@ -271,28 +263,7 @@ impl GitSource {
 
     /// A git command in `dir` with the isolation and credentials described in the module doc.
     fn git(&self, summary: &str, dir: &Path, auth: &GitAuth) -> Cmd {
-        let mut cmd = Cmd::new(&self.git, summary)
-            .arg("-C")
-            .arg(dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_ASKPASS", "")
-            .env("SSH_ASKPASS", "")
-            .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
-        let mut config: Vec<(String, String)> = Vec::new();
-        if let Some(pw) = &auth.password {
-            let user = auth.username.as_deref().unwrap_or("git");
-            let basic =
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", pw.expose()));
-            // Scoped to the remote's origin, so a redirect elsewhere never carries it.
-            let scope = origin_of(&self.remote_url(dir)).unwrap_or_default();
-            let key = if scope.is_empty() {
-                "http.extraHeader".to_string()
-            } else {
-                format!("http.{scope}.extraHeader")
-            };
-            config.push((key, format!("Authorization: Basic {basic}")));
-        }
+        let mut ca_file = None;
         if let Some(pem) = &auth.ca_pem {
             // `GIT_SSL_CAINFO` rather than `http.sslCAInfo`: git 2.47 with libcurl-gnutls was seen
             // to ignore the config key and verify against the system bundle only. The file holds
@@ -312,15 +283,19 @@ impl GitSource {
                 bundle.push_str(pem);
                 let _ = std::fs::write(&path, bundle);
             }
-            cmd = cmd.env("GIT_SSL_CAINFO", &path);
+            ca_file = Some(path);
         }
-        cmd = cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
-        for (i, (k, v)) in config.into_iter().enumerate() {
-            cmd = cmd
-                .env(format!("GIT_CONFIG_KEY_{i}"), k)
-                .env(format!("GIT_CONFIG_VALUE_{i}"), v);
-        }
-        cmd
+        let setup = GitSetup {
+            auth: Some(auth),
+            // Scoped to the remote's origin, so a redirect elsewhere never carries it.
+            header_scope: origin_of(&self.remote_url(dir)),
+            ca_file: ca_file.as_deref(),
+            ca_in_config: false,
+            config: Vec::new(),
+            // No credential helper can prompt or differ between the laptop and the cluster.
+            ignore_global_config: true,
+        };
+        self.git.command(summary, setup).arg("-C").arg(dir)
     }
 
     fn remote_url(&self, dir: &Path) -> String {

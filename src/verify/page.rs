@@ -60,9 +60,9 @@ pub fn bump_version(html: &str) -> Result<(String, String, String), usize> {
 
 /// The tag of `image` in a manifest (any container of any document), if it is there.
 pub fn image_tag(manifest: &str, image: &str) -> Option<String> {
-    fn walk(v: &serde_yaml::Value, image: &str, out: &mut Option<String>) {
+    fn walk(v: &crate::yaml::Value, image: &str, out: &mut Option<String>) {
         match v {
-            serde_yaml::Value::Mapping(m) => {
+            crate::yaml::Value::Mapping(m) => {
                 for (k, x) in m {
                     if k.as_str() == Some("image")
                         && let Some(s) = x.as_str()
@@ -73,15 +73,13 @@ pub fn image_tag(manifest: &str, image: &str) -> Option<String> {
                     walk(x, image, out);
                 }
             }
-            serde_yaml::Value::Sequence(s) => s.iter().for_each(|x| walk(x, image, out)),
+            crate::yaml::Value::Sequence(s) => s.iter().for_each(|x| walk(x, image, out)),
             _ => {}
         }
     }
     let mut out = None;
-    for doc in serde_yaml::Deserializer::from_str(manifest) {
-        if let Ok(v) = <serde_yaml::Value as serde::Deserialize>::deserialize(doc) {
-            walk(&v, image, &mut out);
-        }
+    for v in crate::yaml::each_document(manifest).into_iter().flatten() {
+        walk(&v, image, &mut out);
     }
     out
 }

@@ -1118,8 +1118,8 @@ async fn an_untrusted_repositorys_build_fails_with_the_runner_linters_message() 
 #[test]
 fn the_fake_linters_refuse_what_drone_refuses_of_an_untrusted_repository() {
     use fake_drone::lint;
-    let doc = |extra: &str| -> serde_yaml::Value {
-        serde_yaml::from_str(&format!(
+    let doc = |extra: &str| -> homelab::yaml::Value {
+        homelab::yaml::from_str(&format!(
             "kind: pipeline\ntype: kubernetes\nname: x\nsteps:\n  - name: a\n    image: alpine\n{extra}"
         ))
         .unwrap()

@@ -137,11 +137,11 @@ impl Lab {
     fn remote(&self, repo: &str, auth: bool) -> GitRemote {
         GitRemote {
             url: format!("{}/lab/{repo}.git", self.fake.base_url()),
-            ca_pem: Some(self.fake.ca.cert_pem.clone()),
-            auth: auth.then(|| GitAuth {
-                user: "lab-admin".into(),
-                token: self.token(),
-            }),
+            auth: GitAuth {
+                username: auth.then(|| "lab-admin".into()),
+                password: auth.then(|| self.token()),
+                ca_pem: Some(self.fake.ca.cert_pem.clone()),
+            },
             resolve: Some(self.fake.addr),
         }
     }
@@ -1163,12 +1163,12 @@ async fn git_push_needs_the_token_and_the_lab_ca() {
 
     // A wrong token: refused too.
     let mut wrong = lab.remote("nyan-cat", true);
-    wrong.auth.as_mut().unwrap().token = Secret::new("not-a-token");
+    wrong.auth.password = Some(Secret::new("not-a-token"));
     assert!(git.push_tree(&wrong, &req).await.is_err());
 
     // No lab CA: git does not trust the server.
     let mut untrusted = lab.remote("nyan-cat", true);
-    untrusted.ca_pem = None;
+    untrusted.auth.ca_pem = None;
     let err = homelab::error::Error::from(git.remote_head(&untrusted, "main").await.unwrap_err());
     assert!(
         err.render()
@@ -1185,7 +1185,7 @@ async fn git_push_needs_the_token_and_the_lab_ca() {
     )
     .unwrap();
     let mut other_ca = lab.remote("nyan-cat", true);
-    other_ca.ca_pem = Some(other.cert_pem);
+    other_ca.auth.ca_pem = Some(other.cert_pem);
     assert!(git.remote_head(&other_ca, "main").await.is_err());
 
     // The token and the lab CA: the push lands and the tree is what the pure function says.

@@ -142,7 +142,7 @@ impl Lab {
 
     fn kubeconfig(&self) -> Value {
         let text = std::fs::read_to_string(self.ctx.home.join(".kube/config")).unwrap();
-        serde_yaml::from_str(&text).unwrap()
+        homelab::yaml::from_str(&text).unwrap()
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
@@ -600,9 +600,10 @@ fn fresh_up_launches_waits_and_writes_the_kube_context() {
         "https://10.77.0.2:16443"
     );
     assert_eq!(kc["users"][0]["user"]["token"], "t");
-    let stored: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(lab.state_dir().join("kubeconfig")).unwrap())
-            .unwrap();
+    let stored: Value = homelab::yaml::from_str(
+        &std::fs::read_to_string(lab.state_dir().join("kubeconfig")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(stored["contexts"][0]["name"], "homelab-t");
     #[cfg(unix)]
     {
@@ -1672,7 +1673,7 @@ fn down_purge_leaves_nothing_behind() {
     assert!(!lab.state_dir().exists());
     let kc = lab.kubeconfig();
     assert!(
-        !serde_yaml::to_string(&kc).unwrap().contains("homelab-t"),
+        !homelab::yaml::to_string(&kc).unwrap().contains("homelab-t"),
         "{kc:?}"
     );
     assert_eq!(

@@ -585,7 +585,7 @@ fn every_secret_form(sim: &Sim) -> Vec<(String, String)> {
         }
     }
     let kubeconfig: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kubeconfig")).unwrap()).unwrap();
+        homelab::yaml::from_str(&std::fs::read_to_string(dir.join("kubeconfig")).unwrap()).unwrap();
     for u in kubeconfig["users"].as_array().unwrap() {
         if let Some(k) = u["user"]["client-key-data"].as_str() {
             out.push(("kubeconfig client key".into(), k.to_string()));

@@ -7,8 +7,7 @@
 //! and wiring could run it before activating a repository. Architecture invariant: it reads the
 //! YAML as data (never greps the text), so comments cannot satisfy or trip a rule.
 
-use serde::Deserialize as _;
-use serde_yaml::Value;
+use crate::yaml::Value;
 
 /// What the pipeline must allow.
 #[derive(Clone, Debug)]
@@ -58,11 +57,11 @@ const TLS_KEYS: &[&str] = &[
 pub fn check(yaml: &str, expect: &Expectations) -> Vec<String> {
     let mut problems = Vec::new();
     let mut pipelines = 0;
-    for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let value = match Value::deserialize(doc) {
+    for (i, doc) in crate::yaml::each_document(yaml).into_iter().enumerate() {
+        let value = match doc {
             Ok(v) => v,
             Err(e) => {
-                problems.push(format!("document {}: not YAML: {e}", i + 1));
+                problems.push(format!("document {}: not YAML: {}", i + 1, e.full()));
                 continue;
             }
         };

@@ -212,11 +212,11 @@ pub(super) async fn ensure_content(
             w.org,
             seed.name
         ),
-        ca_pem: w.endpoint.ca_pem.clone(),
-        auth: Some(GitAuth {
-            user: w.admin.user.clone(),
-            token: token.clone(),
-        }),
+        auth: GitAuth {
+            username: Some(w.admin.user.clone()),
+            password: Some(token.clone()),
+            ca_pem: w.endpoint.ca_pem.clone(),
+        },
         resolve: w.endpoint.resolve,
     };
     let head = w.git.remote_head(&remote, branch).await?;

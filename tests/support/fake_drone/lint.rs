@@ -19,7 +19,7 @@
 //! order. Not modelled: the namespace rules (`DRONE_NAMESPACE_RULES`, unset in the lab), the
 //! server's platform check beyond `os`/`arch` words, service containers' ports.
 
-use serde_yaml::Value;
+use homelab::yaml::Value;
 
 fn seq(v: &Value) -> Vec<&Value> {
     v.as_sequence()
@@ -249,10 +249,9 @@ fn server_container(c: &Value, trusted: bool) -> Result<(), String> {
 
 /// The `kind: pipeline` documents of a `.drone.yml` (a file may hold several, `---` apart).
 pub fn pipelines(config: &str) -> Result<Vec<Value>, String> {
-    use serde::Deserialize as _;
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(config) {
-        let v = Value::deserialize(doc).map_err(|e| format!("yaml: {e}"))?;
+    for doc in homelab::yaml::each_document(config) {
+        let v = doc.map_err(|e| format!("yaml: {}", e.full()))?;
         if v["kind"].as_str() == Some("pipeline") {
             out.push(v);
         }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_yaml::Value;
+use homelab::yaml::Value;
 
 use super::World;
 use crate::support::fake_drone::{BuildJob, Runner, StageRun, StepRun};
@@ -123,7 +123,8 @@ async fn run(world: &Arc<World>, job: &BuildJob, dir: &Path) -> Result<Vec<StepR
         ));
     }
     let text = substitute(&job.config, &job.env);
-    let pipeline: Value = serde_yaml::from_str(&text).map_err(|e| Fail(format!("yaml: {e}")))?;
+    let pipeline: Value =
+        homelab::yaml::from_str(&text).map_err(|e| Fail(format!("yaml: {}", e.full())))?;
     if pipeline["kind"].as_str() != Some("pipeline")
         || pipeline["type"].as_str() != Some("kubernetes")
     {
