@@ -136,6 +136,15 @@ impl Lab {
         let _ = std::fs::remove_file(self.fake_dir.join("argv.log"));
     }
 
+    /// Run homelab again with the argv log cleared, so `argv()` shows only this run's calls;
+    /// the run must succeed.
+    fn again(&self, args: &[&str]) -> Run {
+        self.clear_argv();
+        let run = self.homelab(args);
+        run.success();
+        run
+    }
+
     fn state_dir(&self) -> PathBuf {
         self.ctx.state_dir("t")
     }
@@ -675,10 +684,7 @@ fn second_up_on_a_healthy_lab_only_looks() {
     lab.homelab(&["up"]).success();
     let dirs = [lab.state_dir(), lab.ctx.home.join(".kube")];
     let before = snapshot(&dirs);
-    lab.clear_argv();
-
-    let run = lab.homelab(&["up"]);
-    run.success();
+    let run = lab.again(&["up"]);
     // The preflight's `version`, one `info` and three read-only looks inside the VM: no
     // launch, start, join or write.
     assert_eq!(lab.argv(), [VERSION, INFO, MARKER, CONFIG, NODES]);
@@ -707,9 +713,7 @@ fn a_stopped_vm_is_started_not_relaunched() {
     let lab = Lab::new();
     lab.homelab(&["up"]).success();
     lab.edit_fake(|v| v["instances"][VM]["state"] = json!("Stopped"));
-    lab.clear_argv();
-    let run = lab.homelab(&["up"]);
-    run.success();
+    let run = lab.again(&["up"]);
     assert_eq!(
         lab.argv(),
         [
@@ -735,9 +739,7 @@ fn a_deleted_vm_is_recovered_and_recreate_rebuilds_it() {
     let lab = Lab::new();
     lab.homelab(&["up"]).success();
     lab.edit_fake(|v| v["instances"][VM]["state"] = json!("Deleted"));
-    lab.clear_argv();
-    let run = lab.homelab(&["up"]);
-    run.success();
+    let run = lab.again(&["up"]);
     assert_eq!(
         lab.argv(),
         [
@@ -757,9 +759,7 @@ fn a_deleted_vm_is_recovered_and_recreate_rebuilds_it() {
         run.stderr
     );
 
-    lab.clear_argv();
-    let run = lab.homelab(&["up", "--recreate"]);
-    run.success();
+    let run = lab.again(&["up", "--recreate"]);
     assert_eq!(
         lab.argv(),
         [
@@ -1033,8 +1033,7 @@ fn readiness_is_bounded_and_says_what_it_saw() {
     );
     lab.knob("never_ready", json!(false));
     lab.knob("api_down_checks", json!(2));
-    lab.clear_argv();
-    lab.homelab(&["up"]).success();
+    lab.again(&["up"]);
     assert_eq!(
         lab.argv(),
         [VERSION, INFO, MARKER, CONFIG, NODES, NODES, NODES]
@@ -1153,8 +1152,7 @@ fn a_vm_that_vanishes_midway_does_not_exist() {
         "{}",
         run.stderr
     );
-    lab.clear_argv();
-    lab.homelab(&["up"]).success();
+    lab.again(&["up"]);
     assert!(lab.argv().contains(&LAUNCH.to_string()));
 }
 
@@ -1261,8 +1259,7 @@ fn three_nodes_launch_together_and_join_one_by_one() {
     assert_eq!(s["vms"].as_array().unwrap().len(), 3);
 
     // A plain `up` keeps the lab's three nodes and changes nothing.
-    lab.clear_argv();
-    lab.homelab(&["up"]).success();
+    lab.again(&["up"]);
     let argv = lab.argv();
     assert_eq!(argv[..2], [VERSION, INFO]);
     assert!(
@@ -1306,9 +1303,7 @@ fn killed_between_steps_the_next_up_resumes() {
         ]
     );
 
-    lab.clear_argv();
-    let run = lab.homelab(&["up"]);
-    run.success();
+    let run = lab.again(&["up"]);
     assert_eq!(
         lab.argv(),
         [VERSION, INFO, MARKER, CONFIG, NODES],
@@ -1346,9 +1341,7 @@ fn interrupted_during_launch_the_next_up_does_not_launch_again() {
         assert!(start.elapsed() < Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(10));
     }
-    lab.clear_argv();
-    let run = lab.homelab(&["up"]);
-    run.success();
+    lab.again(&["up"]);
     assert!(
         !lab.argv().iter().any(|a| a.starts_with("launch")),
         "{:?}",
@@ -1538,9 +1531,7 @@ fn a_disk_in_tib_reaches_multipass_in_a_unit_it_reads() {
 fn a_vm_of_another_size_is_kept_with_a_warning() {
     let lab = Lab::new();
     lab.homelab(&["up"]).success();
-    lab.clear_argv();
-    let run = lab.homelab(&["up", "--cpus", "6", "--memory", "16G"]);
-    run.success();
+    let run = lab.again(&["up", "--cpus", "6", "--memory", "16G"]);
     assert!(
         run.stderr.contains("warning: VM `homelab-t-1` has 4 CPUs (asked for 6), 7.8G memory (asked for 16G); homelab does not resize VMs: keep it as it is, or rebuild it with `homelab up --recreate` (everything inside is lost)\n"),
         "{}",
@@ -1554,8 +1545,7 @@ fn multipass_17_dev_output_works_too() {
     let lab = Lab::new();
     lab.edit_fake(|v| v["format"] = json!("1.17"));
     lab.homelab(&["up"]).success();
-    lab.clear_argv();
-    lab.homelab(&["up"]).success();
+    lab.again(&["up"]);
     assert_eq!(lab.argv(), [VERSION, INFO, MARKER, CONFIG, NODES]);
 }
 
@@ -1573,9 +1563,7 @@ fn status_shows_vms_cluster_context_and_steps() {
     );
 
     lab.homelab(&["up"]).success();
-    lab.clear_argv();
-    let run = lab.homelab(&["status"]);
-    run.success();
+    let run = lab.again(&["status"]);
     let stdout: String = run
         .stdout
         .lines()
@@ -1615,10 +1603,7 @@ fn down_keeps_ca_and_secrets_and_up_reuses_them() {
     lab.homelab(&["up"]).success();
     let ca = std::fs::read(lab.state_dir().join("ca/ca.crt")).unwrap();
     let secrets = std::fs::read(lab.state_dir().join("secrets.json")).unwrap();
-    lab.clear_argv();
-
-    let run = lab.homelab(&["down"]);
-    run.success();
+    let run = lab.again(&["down"]);
     assert_eq!(lab.argv(), [INFO, "delete --purge homelab-t-1"]);
     assert_eq!(lab.fake_state()["instances"], json!({}));
     assert_eq!(
@@ -1643,9 +1628,7 @@ fn down_keeps_ca_and_secrets_and_up_reuses_them() {
         "the lock of the last command stays; it locks nothing by itself"
     );
 
-    lab.clear_argv();
-    let run = lab.homelab(&["up"]);
-    run.success();
+    let run = lab.again(&["up"]);
     assert_eq!(lab.argv()[2], LAUNCH);
     assert_eq!(
         std::fs::read(lab.state_dir().join("ca/ca.crt")).unwrap(),
@@ -1664,9 +1647,7 @@ fn down_purge_leaves_nothing_behind() {
     lab.homelab(&["up", "--nodes", "2"]).success();
     // A deleted-not-purged VM of the lab is removed too.
     lab.edit_fake(|v| v["instances"]["homelab-t-2"]["state"] = json!("Deleted"));
-    lab.clear_argv();
-    let run = lab.homelab(&["down", "--purge"]);
-    run.success();
+    let run = lab.again(&["down", "--purge"]);
     assert_eq!(lab.argv(), [INFO, "delete --purge homelab-t-1 homelab-t-2"]);
     assert_eq!(lab.fake_state()["instances"], json!({}));
     assert!(!lab.state_dir().exists());

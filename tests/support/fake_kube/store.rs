@@ -423,7 +423,7 @@ impl Store {
             .collect()
     }
 
-    fn key_of(rt: &ResourceType, ns: &str, name: &str) -> Key {
+    pub fn key_of(rt: &ResourceType, ns: &str, name: &str) -> Key {
         (
             rt.group.clone(),
             rt.plural.clone(),
@@ -443,16 +443,8 @@ impl Store {
         let rt = self.type_for(&api_version, &kind).ok_or_else(|| {
             ApiError::new(404, "NotFound", format!("no type {api_version} {kind}"))
         })?;
-        let ns = obj
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let ns = str_at(&obj, "/metadata/namespace");
+        let name = str_at(&obj, "/metadata/name");
         let key = Self::key_of(&rt, &ns, &name);
         match self.objects.get(&key).cloned() {
             None => {
@@ -482,16 +474,8 @@ impl Store {
         let rt = self
             .type_for(&api_version, &kind)
             .expect("type checked by caller");
-        let ns = obj
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let ns = str_at(&obj, "/metadata/namespace");
+        let name = str_at(&obj, "/metadata/name");
         let key = Self::key_of(&rt, &ns, &name);
         self.uid += 1;
         let rv = self.next_rv();
@@ -861,11 +845,7 @@ impl Store {
         manager: &str,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let name = str_at(&obj, "/metadata/name");
         if name.is_empty() {
             return Err(ApiError::invalid(
                 rt,
@@ -1910,4 +1890,12 @@ fn fold_string_data(obj: &mut Value) {
             );
         }
     }
+}
+
+/// The string at `pointer` in `obj`, "" when absent.
+fn str_at(obj: &Value, pointer: &str) -> String {
+    obj.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }

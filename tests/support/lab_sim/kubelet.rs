@@ -374,6 +374,37 @@ impl World {
             })
     }
 
+    /// The pod of `server` (which listens on `port`, served at `addr`) answers on the
+    /// container ports with that number; none is a pod that never gets Ready.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_pod(
+        &self,
+        id: &str,
+        ns: &str,
+        labels: BTreeMap<String, String>,
+        template: &Value,
+        server: &str,
+        port: &str,
+        addr: std::net::SocketAddr,
+    ) -> PodsVerdict {
+        let ports = Network::ports_on(template, port, addr);
+        if ports.is_empty() {
+            return waiting(
+                "Unhealthy",
+                format!("{server} listens on {port}, which no container port names"),
+            );
+        }
+        self.net.register(
+            id,
+            PodEndpoint {
+                namespace: ns.into(),
+                labels,
+                ports,
+            },
+        );
+        Ok(())
+    }
+
     async fn gitea_pod(
         &self,
         id: &str,
@@ -405,22 +436,7 @@ impl World {
             .get("GITEA__server__HTTP_PORT")
             .cloned()
             .unwrap_or_else(|| "3000".into());
-        let ports = Network::ports_on(template, &port, gitea.addr);
-        if ports.is_empty() {
-            return waiting(
-                "Unhealthy",
-                format!("Gitea listens on {port}, which no container port names"),
-            );
-        }
-        self.net.register(
-            id,
-            PodEndpoint {
-                namespace: ns.into(),
-                labels,
-                ports,
-            },
-        );
-        Ok(())
+        self.serve_pod(id, ns, labels, template, "Gitea", &port, gitea.addr)
     }
 
     async fn drone_pod(
@@ -494,22 +510,7 @@ impl World {
         );
         let port = get("DRONE_SERVER_PORT");
         let port = port.trim_start_matches(':');
-        let ports = Network::ports_on(template, port, drone.addr);
-        if ports.is_empty() {
-            return waiting(
-                "Unhealthy",
-                format!("Drone listens on {port}, which no container port names"),
-            );
-        }
-        self.net.register(
-            id,
-            PodEndpoint {
-                namespace: ns.into(),
-                labels,
-                ports,
-            },
-        );
-        Ok(())
+        self.serve_pod(id, ns, labels, template, "Drone", port, drone.addr)
     }
 
     #[allow(clippy::too_many_arguments)]
