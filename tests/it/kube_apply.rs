@@ -83,6 +83,11 @@ fn labelled(mut objs: Vec<Value>, lab: &str, component: &str) -> Vec<Value> {
 /// name, needs, namespace, objects
 type Spec<'a> = (&'a str, &'a [&'a str], Option<&'a str>, Vec<Value>);
 
+/// A stack of one component `name` in namespace `ns` holding `objects`, and its manifests.
+fn one_component(name: &str, ns: &str, objects: Vec<Value>, lab: &str) -> (Stack, Manifests) {
+    stack_of(&[(name, &[], Some(ns), objects)], lab)
+}
+
 /// A stack of components built in the test (no templates needed), with their objects.
 fn stack_of(components: &[Spec<'_>], lab: &str) -> (Stack, Manifests) {
     let comps: Vec<Component> = components
@@ -697,17 +702,14 @@ async fn watches_survive_410_gone_and_dropped_streams() {
     fake.controllers(Controllers::ready_after(Duration::from_millis(300)));
     fake.inject(Fault::new(FaultAction::Gone, 1).verb("watch"));
     fake.inject(Fault::new(FaultAction::Drop, 1).verb("watch"));
-    let (stack, m) = stack_of(
-        &[(
-            "w",
-            &[],
-            Some(ns.as_str()),
-            vec![
-                namespace(&ns),
-                deployment(&ns, "w", "nginx:1.29.3"),
-                service(&ns, "w"),
-            ],
-        )],
+    let (stack, m) = one_component(
+        "w",
+        &ns,
+        vec![
+            namespace(&ns),
+            deployment(&ns, "w", "nginx:1.29.3"),
+            service(&ns, "w"),
+        ],
         &tc.lab,
     );
     let report = deploy_stack(&tc, &m, &stack).await.unwrap();
@@ -919,13 +921,10 @@ async fn fake_only_a_write_a_webhook_cannot_take_yet_waits_for_the_webhook() {
     let (guard_ns, ns) = (tc.ns("guard"), tc.ns("app"));
     guard_webhook(fake, &guard_ns);
     fake.insert(namespace(&ns));
-    let (stack, m) = stack_of(
-        &[(
-            "app",
-            &[],
-            Some(ns.as_str()),
-            vec![guarded_config_map(&ns, "settings")],
-        )],
+    let (stack, m) = one_component(
+        "app",
+        &ns,
+        vec![guarded_config_map(&ns, "settings")],
         &tc.lab,
     );
     let progress = Recorded::default();
@@ -978,13 +977,10 @@ async fn fake_only_a_write_a_webhook_never_takes_fails_at_the_components_timeout
     let (guard_ns, ns) = (tc.ns("guard"), tc.ns("app"));
     guard_webhook(fake, &guard_ns);
     fake.insert(namespace(&ns));
-    let (mut stack, m) = stack_of(
-        &[(
-            "app",
-            &[],
-            Some(ns.as_str()),
-            vec![guarded_config_map(&ns, "settings")],
-        )],
+    let (mut stack, m) = one_component(
+        "app",
+        &ns,
+        vec![guarded_config_map(&ns, "settings")],
         &tc.lab,
     );
     stack.components[0].timeout = Some(3);
@@ -1049,13 +1045,10 @@ async fn an_unrelated_apply_error_still_fails_at_once() {
             .verb("patch")
             .path("/configmaps/"),
     );
-    let (mut stack, m) = stack_of(
-        &[(
-            "flaky",
-            &[],
-            Some(ns2.as_str()),
-            vec![namespace(&ns2), config_map(&ns2, "c", json!({}))],
-        )],
+    let (mut stack, m) = one_component(
+        "flaky",
+        &ns2,
+        vec![namespace(&ns2), config_map(&ns2, "c", json!({}))],
         &tc.lab,
     );
     stack.components[0].timeout = Some(600);
@@ -1195,17 +1188,14 @@ async fn every_request_carries_homelabs_user_agent() {
     };
     fake.controllers(Controllers::ready_after(Duration::from_millis(20)));
     let ns = tc.ns("ua");
-    let (stack, m) = stack_of(
-        &[(
-            "ua",
-            &[],
-            Some(ns.as_str()),
-            vec![
-                namespace(&ns),
-                deployment(&ns, "web", "nginx:1.29.3"),
-                service(&ns, "web"),
-            ],
-        )],
+    let (stack, m) = one_component(
+        "ua",
+        &ns,
+        vec![
+            namespace(&ns),
+            deployment(&ns, "web", "nginx:1.29.3"),
+            service(&ns, "web"),
+        ],
         &tc.lab,
     );
     deploy_stack(&tc, &m, &stack).await.unwrap();

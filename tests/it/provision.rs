@@ -294,17 +294,39 @@ fn seed_from_info(lab: &Lab, file: &str, format: &str) {
     });
 }
 
+/// The fake `multipass` prints for `args` exactly the contract file `name`.
+#[track_caller]
+fn assert_prints_contract(lab: &Lab, args: &[&str], name: &str) {
+    assert_eq!(run_fake(lab, args).1, contract(name));
+}
+
+/// The run's stderr ends with `error` and then the hint to export the lab's logs.
+#[track_caller]
+fn assert_error_then_export_hint(run: &Run, error: &str) {
+    assert!(
+        run.stderr
+            .ends_with(&format!("{}{}", error, common::export_hint("t"))),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The run's summary says lab `t` stopped at `step`.
+#[track_caller]
+fn assert_stopped_at(run: &Run, step: &str) {
+    assert!(
+        run.stdout
+            .starts_with(&format!("Lab `t` stopped at step `{step}` after ")),
+        "{}",
+        run.stdout
+    );
+}
+
 #[test]
 fn fake_multipass_prints_exactly_the_contract_json() {
     let lab = Lab::new();
-    assert_eq!(
-        run_fake(&lab, &["info", "--format", "json"]).1,
-        contract("info-empty.json")
-    );
-    assert_eq!(
-        run_fake(&lab, &["list", "--format", "json"]).1,
-        contract("list-empty.json")
-    );
+    assert_prints_contract(&lab, &["info", "--format", "json"], "info-empty.json");
+    assert_prints_contract(&lab, &["list", "--format", "json"], "list-empty.json");
 
     seed_from_info(&lab, "info.json", "1.16");
     assert_eq!(
@@ -312,50 +334,38 @@ fn fake_multipass_prints_exactly_the_contract_json() {
         (Some(0), contract("info.json"), String::new())
     );
     seed_from_info(&lab, "info-multiple.json", "1.16");
-    assert_eq!(
-        run_fake(&lab, &["info", "--format", "json"]).1,
-        contract("info-multiple.json")
-    );
-    assert_eq!(
-        run_fake(&lab, &["list", "--format", "json"]).1,
-        contract("list-multiple.json")
-    );
+    assert_prints_contract(&lab, &["info", "--format", "json"], "info-multiple.json");
+    assert_prints_contract(&lab, &["list", "--format", "json"], "list-multiple.json");
 
     seed_raw(&lab, "dev-1.17/multiple_instances_info_reply.json", "1.17");
-    assert_eq!(
-        run_fake(&lab, &["info", "--format", "json"]).1,
-        contract("dev-1.17/multiple_instances_info_reply.json")
+    assert_prints_contract(
+        &lab,
+        &["info", "--format", "json"],
+        "dev-1.17/multiple_instances_info_reply.json",
     );
-    assert_eq!(
-        run_fake(&lab, &["list", "--format", "json"]).1,
-        contract("dev-1.17/multiple_instances_list_reply.json")
+    assert_prints_contract(
+        &lab,
+        &["list", "--format", "json"],
+        "dev-1.17/multiple_instances_list_reply.json",
     );
 
     // list.json's foo has another second address than info.json's foo.
     seed_from_info(&lab, "info.json", "1.16");
     lab.edit_fake(|v| v["instances"]["foo"]["ipv4"][1] = json!("200.3.123.30"));
-    assert_eq!(
-        run_fake(&lab, &["list", "--format", "json"]).1,
-        contract("list.json")
-    );
+    assert_prints_contract(&lab, &["list", "--format", "json"], "list.json");
 
     lab.edit_fake(|v| {
         v["version"] = json!({"multipass": "Client version", "multipassd": "Daemon version"});
         v["images"] =
             serde_json::from_str::<Value>(&contract("find.json")).unwrap()["images"].clone();
     });
-    assert_eq!(
-        run_fake(&lab, &["version", "--format", "json"]).1,
-        contract("version.json")
-    );
-    assert_eq!(
-        run_fake(&lab, &["find", "--format", "json"]).1,
-        contract("find.json")
-    );
+    assert_prints_contract(&lab, &["version", "--format", "json"], "version.json");
+    assert_prints_contract(&lab, &["find", "--format", "json"], "find.json");
     lab.knob("daemon_down", json!(true));
-    assert_eq!(
-        run_fake(&lab, &["version", "--format", "json"]).1,
-        contract("version-client-only.json")
+    assert_prints_contract(
+        &lab,
+        &["version", "--format", "json"],
+        "version-client-only.json",
     );
 }
 
@@ -822,17 +832,11 @@ fn a_launch_that_multipass_gives_up_on_is_waited_for() {
 fn cloud_init_that_never_finishes_times_out_with_hints() {
     let mut lab = Lab::new();
     let run = lab.failing_up("provisioned_ms=100", "never_provisioned", json!(true));
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: cloud-init did not finish on VM `homelab-t-1` within 0.1s\nhint: see what cloud-init is doing: `multipass exec homelab-t-1 -- cloud-init status --long`\nhint: and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: run `homelab up` again to keep waiting\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: cloud-init did not finish on VM `homelab-t-1` within 0.1s\nhint: see what cloud-init is doing: `multipass exec homelab-t-1 -- cloud-init status --long`\nhint: and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: run `homelab up` again to keep waiting\n",
     );
-    assert!(
-        run.stdout
-            .starts_with("Lab `t` stopped at step `provisioned` after "),
-        "{}",
-        run.stdout
-    );
+    assert_stopped_at(&run, "provisioned");
     assert!(
         run.stdout.contains("  - ready         not run\n"),
         "{}",
@@ -851,17 +855,11 @@ fn failed_provisioning_is_reported_at_once_with_the_failing_step() {
         "provision_fails",
         json!("snap install microk8s --channel=1.36/stable"),
     );
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: provisioning VM `homelab-t-1` failed: snap install microk8s --channel=1.36/stable\nhint: its log says why: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: cloud-init runs once per VM: after fixing the cause (often the network during `snap install`), `homelab up --recreate` builds the lab's VMs again\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: provisioning VM `homelab-t-1` failed: snap install microk8s --channel=1.36/stable\nhint: its log says why: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: cloud-init runs once per VM: after fixing the cause (often the network during `snap install`), `homelab up --recreate` builds the lab's VMs again\n",
     );
-    assert!(
-        run.stdout
-            .starts_with("Lab `t` stopped at step `provisioned` after "),
-        "{}",
-        run.stdout
-    );
+    assert_stopped_at(&run, "provisioned");
     assert_eq!(lab.argv().last().map(String::as_str), Some(FAILED));
 }
 
@@ -876,17 +874,11 @@ fn a_cloud_init_failure_stops_up_at_once_with_its_error() {
         "cloud_init_errors",
         json!(["('write_files', PermissionError(13, 'Permission denied'))"]),
     );
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: cloud-init on VM `homelab-t-1` ended (error - done) before homelab's provisioning finished: ('write_files', PermissionError(13, 'Permission denied'))\nhint: cloud-init's own account: `multipass exec homelab-t-1 -- cloud-init status --long`, and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init.log`\nhint: cloud-init runs once per VM: after fixing the cause, `homelab up --recreate` builds the lab's VMs again\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: cloud-init on VM `homelab-t-1` ended (error - done) before homelab's provisioning finished: ('write_files', PermissionError(13, 'Permission denied'))\nhint: cloud-init's own account: `multipass exec homelab-t-1 -- cloud-init status --long`, and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init.log`\nhint: cloud-init runs once per VM: after fixing the cause, `homelab up --recreate` builds the lab's VMs again\n",
     );
-    assert!(
-        run.stdout
-            .starts_with("Lab `t` stopped at step `provisioned` after "),
-        "{}",
-        run.stdout
-    );
+    assert_stopped_at(&run, "provisioned");
     // One look, cloud-init's answer, and one more look for a marker written meanwhile.
     assert_eq!(
         lab.argv()[4..],
@@ -1013,10 +1005,9 @@ fn fake_cloud_init_status_answers_as_cloud_init_does() {
 fn readiness_is_bounded_and_says_what_it_saw() {
     let mut lab = Lab::new();
     let run = lab.failing_up("ready_ms=100", "never_ready", json!(true));
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: the cluster was not ready within 0.1s: 0 of 1 node Ready; homelab-t-1: Ready=False (KubeletNotReady: container runtime network not ready: cni plugin not initialized)\nhint: look deeper with `multipass exec homelab-t-1 -- sudo microk8s inspect`\nhint: run `homelab up` again to keep waiting\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: the cluster was not ready within 0.1s: 0 of 1 node Ready; homelab-t-1: Ready=False (KubeletNotReady: container runtime network not ready: cni plugin not initialized)\nhint: look deeper with `multipass exec homelab-t-1 -- sudo microk8s inspect`\nhint: run `homelab up` again to keep waiting\n",
     );
     assert!(!lab.argv().iter().any(|a| a.contains("--wait-ready")));
     let up: Value =
@@ -1147,10 +1138,9 @@ fn a_vm_that_vanishes_midway_does_not_exist() {
     );
     let run = lab.homelab(&["up"]);
     run.failure(1);
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: VM `homelab-t-1` does not exist\nhint: it was deleted outside homelab; run `homelab up` again to create it (`multipass list` shows what exists)\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: VM `homelab-t-1` does not exist\nhint: it was deleted outside homelab; run `homelab up` again to create it (`multipass list` shows what exists)\n",
     );
     lab.again(&["up"]);
     assert!(lab.argv().contains(&LAUNCH.to_string()));
@@ -1329,10 +1319,9 @@ fn interrupted_during_launch_the_next_up_does_not_launch_again() {
     lab.release("launch");
     let run = finish(&lab, child);
     run.failure(1);
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: `homelab up` for lab `t` was interrupted\nhint: run `homelab up` again: it looks at what exists and resumes where it stopped\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: `homelab up` for lab `t` was interrupted\nhint: run `homelab up` again: it looks at what exists and resumes where it stopped\n",
     );
     assert!(run.stdout.contains("  ! vms "), "{}", run.stdout);
 

@@ -213,9 +213,8 @@ impl Lab {
             .unwrap();
     }
 
-    /// Commit (as `message`) one ConfigMap `{"k": "v"}` per name into `app/<name>.json`, and
-    /// create the Application `nyan` over `app/`.
-    async fn create_nyan_over_config_maps(&self, names: &[&str], message: &str) {
+    /// Commit (as `message`) one ConfigMap `{"k": "v"}` per name into `app/<name>.json`.
+    fn commit_config_maps(&self, names: &[&str], message: &str) {
         for name in names {
             self.repo.write(
                 &format!("app/{name}.json"),
@@ -223,6 +222,11 @@ impl Lab {
             );
         }
         self.repo.commit(message);
+    }
+
+    /// [`Lab::commit_config_maps`], and create the Application `nyan` over `app/`.
+    async fn create_nyan_over_config_maps(&self, names: &[&str], message: &str) {
+        self.commit_config_maps(names, message);
         self.create_app("nyan", self.app_spec("app")).await;
     }
 
@@ -309,6 +313,28 @@ fn cond_text(o: &Outcome) -> String {
         .map(|c| format!("{}: {}", c.kind.as_str(), c.message))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The reconcile applied `n` objects and left the Application Synced.
+#[track_caller]
+fn assert_applied_and_synced(o: &Outcome, n: usize) {
+    assert_eq!(
+        (o.applied, o.sync),
+        (n, SyncCode::Synced),
+        "{}",
+        cond_text(o)
+    );
+}
+
+/// The reconcile pruned `n` objects and left the Application Synced.
+#[track_caller]
+fn assert_pruned_and_synced(o: &Outcome, n: usize) {
+    assert_eq!(
+        (o.pruned, o.sync),
+        (n, SyncCode::Synced),
+        "{}",
+        cond_text(o)
+    );
 }
 
 /// The outcome's conditions include `text`.
@@ -405,12 +431,7 @@ async fn create_change_drift_and_delete_are_kept_in_line_with_git() {
     );
     let second = lab.repo.commit("red");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     assert_eq!(
         lab.live("v1", "ConfigMap", "settings").await.unwrap()["data"]["color"],
         "red"
@@ -667,9 +688,7 @@ async fn only_objects_tracked_to_the_app_are_ever_pruned() {
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!((o.applied, o.pruned), (1, 0), "{}", cond_text(&o));
     lab.repo.remove("app/a.json");
-    lab.repo
-        .write("app/b.json", &config_map("b", json!({"k": "v"})));
-    lab.repo.commit("swap");
+    lab.commit_config_maps(&["b"], "swap");
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!((o.applied, o.pruned), (1, 1), "{}", cond_text(&o));
     for name in ["untracked", "other-app", "copied"] {
@@ -787,12 +806,7 @@ async fn a_prune_is_done_when_the_object_is_gone_not_when_the_delete_was_accepte
     lab.repo.remove("app/b.json");
     lab.repo.commit("drop b");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.pruned, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_pruned_and_synced(&o, 1);
     assert!(
         lab.live("v1", "ConfigMap", "b").await.is_none(),
         "the reconcile ended while `b` was still being deleted"
@@ -811,11 +825,7 @@ async fn a_prune_is_done_when_the_object_is_gone_not_when_the_delete_was_accepte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pruned_object_a_finalizer_holds_is_waited_for_and_never_deleted_twice() {
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo
-        .write("app/b.json", &config_map("b", json!({"k": "v"})));
-    lab.repo.commit("two");
+    lab.commit_config_maps(&["a", "b"], "two");
     let mut spec = lab.app_spec("app");
     spec["syncPolicy"]["retry"] = json!({"limit": 0});
     lab.create_app("nyan", spec).await;
@@ -903,9 +913,7 @@ async fn a_pruned_object_a_finalizer_holds_is_waited_for_and_never_deleted_twice
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_in_git_whose_copy_is_being_deleted_is_recreated_once_it_is_gone() {
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo.commit("one");
+    lab.commit_config_maps(&["a"], "one");
     let mut spec = lab.app_spec("app");
     spec["syncPolicy"]["retry"] = json!({"limit": 0});
     lab.create_app("nyan", spec).await;
@@ -968,12 +976,7 @@ async fn an_object_in_git_whose_copy_is_being_deleted_is_recreated_once_it_is_go
         .reconcile(&lab.app("nyan").await, Mode::Manual { prune: true })
         .await
         .unwrap();
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     let again = lab.live("v1", "ConfigMap", "a").await.unwrap();
     assert_ne!(again["metadata"]["uid"], first["metadata"]["uid"]);
     assert!(again["metadata"]["deletionTimestamp"].is_null());
@@ -1039,9 +1042,7 @@ async fn prune_propagation_foreground_takes_dependents_along_and_orphan_leaves_t
         "app/web.yaml",
         &deployment("web", "registry.k8s.io/pause:3.10", "web"),
     );
-    lab.repo
-        .write("app/keep.json", &config_map("keep", json!({"k": "v"})));
-    lab.repo.commit("web");
+    lab.commit_config_maps(&["keep"], "web");
     lab.create_app("nyan", spec.clone()).await;
     let (engine, _t) = lab.engine();
     assert_eq!(lab.reconcile(&engine, "nyan").await.applied, 2);
@@ -1050,12 +1051,7 @@ async fn prune_propagation_foreground_takes_dependents_along_and_orphan_leaves_t
     lab.repo.remove("app/web.yaml");
     lab.repo.commit("drop web");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.pruned, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_pruned_and_synced(&o, 1);
     assert!(lab.live("apps/v1", "Deployment", "web").await.is_none());
     assert!(
         owned_by(web).await.is_empty(),
@@ -1063,14 +1059,7 @@ async fn prune_propagation_foreground_takes_dependents_along_and_orphan_leaves_t
     );
 
     spec["syncPolicy"]["syncOptions"] = json!(["PrunePropagationPolicy=orphan"]);
-    lab.apps_api()
-        .patch(
-            "nyan",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": spec})),
-        )
-        .await
-        .unwrap();
+    lab.patch_app("nyan", &json!({"spec": spec})).await;
     lab.repo.write(
         "app/worker.yaml",
         &deployment("worker", "registry.k8s.io/pause:3.10", "worker"),
@@ -1086,12 +1075,7 @@ async fn prune_propagation_foreground_takes_dependents_along_and_orphan_leaves_t
     lab.repo.remove("app/worker.yaml");
     lab.repo.commit("drop worker");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.pruned, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_pruned_and_synced(&o, 1);
     assert!(lab.live("apps/v1", "Deployment", "worker").await.is_none());
     for name in before {
         let left = rs_api.get(&name).await.unwrap();
@@ -1164,9 +1148,7 @@ async fn engines_with_their_own_installation_ids_never_take_each_others_objects(
     );
     // Git drops `a`: each engine prunes its own `a`, and only that.
     lab.repo.remove("app/a.json");
-    lab.repo
-        .write("app/b.json", &config_map("b", json!({"k": "v"})));
-    lab.repo.commit("swap");
+    lab.commit_config_maps(&["b"], "swap");
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!(
         (o.applied, o.pruned, o.sync),
@@ -1306,12 +1288,7 @@ async fn fake_only_429_and_5xx_are_retried_with_backoff() {
     fake.inject(Fault::status(500, None, 1).verb("list").path("configmaps"));
     let (engine, _t) = lab.engine();
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     assert_eq!(fake.pending_faults(), 0);
 }
 
@@ -1350,12 +1327,7 @@ async fn fake_only_a_kill_between_apply_and_status_write_converges_without_dupli
     let (engine, _t) = lab.engine();
     fake.clear_requests();
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (0, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 0);
     let writes: Vec<String> = fake
         .writes()
         .iter()
@@ -1416,12 +1388,7 @@ async fn an_immutable_field_change_is_a_clear_error_or_a_replace_when_asked() {
     lab.repo.write("app/web.yaml", &text);
     lab.repo.commit("replace");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     let live = lab.live("apps/v1", "Deployment", "web").await.unwrap();
     assert_ne!(live["metadata"]["uid"], uid);
     assert_eq!(live["spec"]["selector"]["matchLabels"]["app"], "web2");
@@ -1677,12 +1644,7 @@ async fn a_smart_http_repository_with_credentials_from_an_argo_repository_secret
     lab.create_app("nyan", spec).await;
     let (engine, _t) = lab.engine();
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1715,12 +1677,7 @@ async fn sync_waves_apply_in_order_and_wait_for_health() {
     lab.create_app("nyan", lab.app_spec("app")).await;
     let (engine, _t) = lab.engine();
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (3, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 3);
     let created = |v: &Value| {
         v["metadata"]["creationTimestamp"]
             .as_str()
@@ -1758,9 +1715,7 @@ async fn sync_waves_apply_in_order_and_wait_for_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_sync_operation_and_create_namespace_and_cascading_delete() {
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo.commit("one");
+    lab.commit_config_maps(&["a"], "one");
     let ns = lab.tc.ns("created");
     let mut spec = lab.app_spec("app");
     spec["destination"]["namespace"] = json!(ns);
@@ -1783,12 +1738,7 @@ async fn a_manual_sync_operation_and_create_namespace_and_cascading_delete() {
         json!({"operation": {"sync": {"prune": true}, "initiatedBy": {"username": "teacher"}}});
     lab.patch_app("manual", &patch).await;
     let o = lab.reconcile(&engine, "manual").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     let app = lab.app("manual").await;
     assert!(app["operation"].is_null());
     assert_eq!(
@@ -2213,12 +2163,7 @@ async fn a_crd_and_its_custom_resources_sync_together() {
     assert_eq!(o.applied, 2, "{}", cond_text(&o));
     // The next reconcile compares the custom resource too: nothing left to do.
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (0, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 0);
     let w = lab
         .live(&format!("{group}/v1"), "Widget", "w1")
         .await
@@ -2478,12 +2423,7 @@ async fn a_namespace_scoped_engine_watches_and_manages_only_its_namespaces() {
         f.clear_requests();
     }
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     if let Some(f) = lab.tc.fake() {
         let lists: Vec<String> = f
             .requests()
