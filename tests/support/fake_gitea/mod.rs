@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::{Value, json};
 
 use super::http_kit::git_backend;
@@ -425,15 +424,10 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> (Auth, &'static str) {
             "bearer",
         ),
         "basic" => {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(rest)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .unwrap_or_default();
-            let (user, pass) = decoded.split_once(':').unwrap_or((&decoded, ""));
-            let auth = match data.users.get(user) {
-                Some(u) if u.password == pass => Auth::Password(user.to_string()),
-                _ => match by_token(pass).or_else(|| by_token(user)) {
+            let (user, pass) = super::http_kit::auth::basic_credentials(rest);
+            let auth = match data.users.get(&user) {
+                Some(u) if u.password == pass => Auth::Password(user.clone()),
+                _ => match by_token(&pass).or_else(|| by_token(&user)) {
                     Some(t) => Auth::Token(t),
                     None => Auth::Invalid,
                 },

@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::{Value, json};
 
 use super::super::http_kit::cookies::{cookies, set_cookies};
@@ -705,14 +704,8 @@ fn access_token(shared: &Shared, headers: &HeaderMap, bytes: &[u8]) -> Reply {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
     {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(basic)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default();
-        let (id, secret) = decoded.split_once(':').unwrap_or((&decoded, ""));
-        f.entry("client_id".into())
-            .or_insert_with(|| id.to_string());
+        let (id, secret) = super::super::http_kit::auth::basic_credentials(basic);
+        f.entry("client_id".into()).or_insert_with(|| id.clone());
         f.insert("client_secret".into(), secret.to_string());
     }
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();

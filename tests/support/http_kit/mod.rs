@@ -5,6 +5,7 @@
 //! - [`query`]: query-string and form pairs, Gitea's `page`/`limit` pages and the API server's
 //!   `limit`/`continue` pages;
 //! - [`reply`]: a JSON answer as the Go servers write one (no body with 204);
+//! - [`auth`]: Basic credentials of an `Authorization` header;
 //! - [`cookies`]: reading a request's cookies and setting them on an answer;
 //! - [`tls`]: server certificates from the lab CA (through `homelab::tls::issue_leaf`), TLS
 //!   acceptors, a TLS listener for axum and an accept loop for hyper servers;
@@ -16,6 +17,7 @@
 // Each user of the kit takes the part it needs; the benchmarks mount it with only some users.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod cookies;
 pub mod git_backend;
 pub mod log;
