@@ -6,6 +6,7 @@
 use crate::support::common;
 use crate::support::fake_kube;
 use crate::support::git_http;
+use crate::support::http_kit::tls::{lab_ca, leaf};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -2473,27 +2474,15 @@ async fn a_namespace_scoped_engine_watches_and_manages_only_its_namespaces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_over_https_trusts_the_lab_ca_it_is_given_and_nothing_else() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
     let temp = tempfile::tempdir().unwrap();
     let root = temp.path().join("srv");
     let repo = Repo::new(&root.join("lab/gitops.git"));
     repo.write("app/a.yaml", "v: 1\n");
     let c1 = repo.commit("one");
-    // A lab-like CA and a server certificate for localhost.
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
+    // A lab CA (its names constrained to the defaults and localhost) and a server certificate
+    // for localhost from it.
+    let ca = lab_ca("t", Some("localhost"));
+    let (cert_pem, key_pem) = leaf(&ca, "localhost");
     let token = "tok-over-tls";
     let basic = format!(
         "Basic {}",
@@ -2502,19 +2491,13 @@ async fn git_over_https_trusts_the_lab_ca_it_is_given_and_nothing_else() {
             format!("git:{token}")
         )
     );
-    let https = GitHttp::start_tls(
-        &root,
-        Some(basic.clone()),
-        &leaf.pem(),
-        &leaf_key.serialize_pem(),
-    )
-    .await;
+    let https = GitHttp::start_tls(&root, Some(basic.clone()), &cert_pem, &key_pem).await;
     let url = format!("{}/lab/gitops.git", https.base);
     let read = |c: &homelab::sync::source::Checkout| c.commit.clone();
     let with_ca = GitAuth {
         username: None,
         password: Some(homelab::redact::Secret::new(token)),
-        ca_pem: Some(ca_cert.pem()),
+        ca_pem: Some(ca.cert_pem.clone()),
     };
     let src = GitSource::new(temp.path().join("work-ca"));
     let got = src
