@@ -222,18 +222,15 @@ pub async fn handle(
     let path = req.uri().path().to_string();
     let query = query::pairs(req.uri().query().unwrap_or(""));
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let user_agent = req
-        .headers()
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let content_type = header("content-type");
+    let user_agent = header("user-agent");
     let body = req
         .into_body()
         .collect()

@@ -60,156 +60,54 @@ fn builtin(
     }
 }
 
-/// The built-in types the fake serves (a subset of Kubernetes 1.36; see the module doc in `mod.rs`).
+/// The built-in types the fake serves (a subset of Kubernetes 1.36; see the module doc in `mod.rs`):
+/// group, version, kind, plural, namespaced, has a `status` subresource.
+#[rustfmt::skip]
+const BUILTIN: &[(&str, &str, &str, &str, bool, bool)] = &[
+    ("", "v1", "Namespace", "namespaces", false, true),
+    ("", "v1", "ConfigMap", "configmaps", true, false),
+    ("", "v1", "Secret", "secrets", true, false),
+    ("", "v1", "Service", "services", true, true),
+    ("", "v1", "ServiceAccount", "serviceaccounts", true, false),
+    ("", "v1", "Pod", "pods", true, true),
+    ("", "v1", "Node", "nodes", false, true),
+    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, true),
+    ("", "v1", "PersistentVolume", "persistentvolumes", false, true),
+    ("", "v1", "Event", "events", true, false),
+    ("", "v1", "Endpoints", "endpoints", true, false),
+    ("", "v1", "ResourceQuota", "resourcequotas", true, true),
+    ("", "v1", "LimitRange", "limitranges", true, false),
+    ("apps", "v1", "Deployment", "deployments", true, true),
+    ("apps", "v1", "StatefulSet", "statefulsets", true, true),
+    ("apps", "v1", "DaemonSet", "daemonsets", true, true),
+    ("apps", "v1", "ReplicaSet", "replicasets", true, true),
+    ("batch", "v1", "Job", "jobs", true, true),
+    ("batch", "v1", "CronJob", "cronjobs", true, true),
+    ("networking.k8s.io", "v1", "Ingress", "ingresses", true, true),
+    ("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false, false),
+    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, false),
+    ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, false),
+    ("rbac.authorization.k8s.io", "v1", "Role", "roles", true, false),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, false),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, false),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, false),
+    ("storage.k8s.io", "v1", "StorageClass", "storageclasses", false, false),
+    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, true),
+    ("coordination.k8s.io", "v1", "Lease", "leases", true, false),
+    ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", false, false),
+    ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false, false),
+    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false, true),
+    ("apiregistration.k8s.io", "v1", "APIService", "apiservices", false, true),
+];
+
+/// [`BUILTIN`] as resource types.
 pub fn builtin_types() -> Vec<ResourceType> {
-    vec![
-        builtin("", "v1", "Namespace", "namespaces", false, true),
-        builtin("", "v1", "ConfigMap", "configmaps", true, false),
-        builtin("", "v1", "Secret", "secrets", true, false),
-        builtin("", "v1", "Service", "services", true, true),
-        builtin("", "v1", "ServiceAccount", "serviceaccounts", true, false),
-        builtin("", "v1", "Pod", "pods", true, true),
-        builtin("", "v1", "Node", "nodes", false, true),
-        builtin(
-            "",
-            "v1",
-            "PersistentVolumeClaim",
-            "persistentvolumeclaims",
-            true,
-            true,
-        ),
-        builtin(
-            "",
-            "v1",
-            "PersistentVolume",
-            "persistentvolumes",
-            false,
-            true,
-        ),
-        builtin("", "v1", "Event", "events", true, false),
-        builtin("", "v1", "Endpoints", "endpoints", true, false),
-        builtin("", "v1", "ResourceQuota", "resourcequotas", true, true),
-        builtin("", "v1", "LimitRange", "limitranges", true, false),
-        builtin("apps", "v1", "Deployment", "deployments", true, true),
-        builtin("apps", "v1", "StatefulSet", "statefulsets", true, true),
-        builtin("apps", "v1", "DaemonSet", "daemonsets", true, true),
-        builtin("apps", "v1", "ReplicaSet", "replicasets", true, true),
-        builtin("batch", "v1", "Job", "jobs", true, true),
-        builtin("batch", "v1", "CronJob", "cronjobs", true, true),
-        builtin(
-            "networking.k8s.io",
-            "v1",
-            "Ingress",
-            "ingresses",
-            true,
-            true,
-        ),
-        builtin(
-            "networking.k8s.io",
-            "v1",
-            "IngressClass",
-            "ingressclasses",
-            false,
-            false,
-        ),
-        builtin(
-            "networking.k8s.io",
-            "v1",
-            "NetworkPolicy",
-            "networkpolicies",
-            true,
-            false,
-        ),
-        builtin(
-            "discovery.k8s.io",
-            "v1",
-            "EndpointSlice",
-            "endpointslices",
-            true,
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "Role",
-            "roles",
-            true,
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "RoleBinding",
-            "rolebindings",
-            true,
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRole",
-            "clusterroles",
-            false,
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRoleBinding",
-            "clusterrolebindings",
-            false,
-            false,
-        ),
-        builtin(
-            "storage.k8s.io",
-            "v1",
-            "StorageClass",
-            "storageclasses",
-            false,
-            false,
-        ),
-        builtin(
-            "policy",
-            "v1",
-            "PodDisruptionBudget",
-            "poddisruptionbudgets",
-            true,
-            true,
-        ),
-        builtin("coordination.k8s.io", "v1", "Lease", "leases", true, false),
-        builtin(
-            "admissionregistration.k8s.io",
-            "v1",
-            "ValidatingWebhookConfiguration",
-            "validatingwebhookconfigurations",
-            false,
-            false,
-        ),
-        builtin(
-            "admissionregistration.k8s.io",
-            "v1",
-            "MutatingWebhookConfiguration",
-            "mutatingwebhookconfigurations",
-            false,
-            false,
-        ),
-        builtin(
-            "apiextensions.k8s.io",
-            "v1",
-            "CustomResourceDefinition",
-            "customresourcedefinitions",
-            false,
-            true,
-        ),
-        builtin(
-            "apiregistration.k8s.io",
-            "v1",
-            "APIService",
-            "apiservices",
-            false,
-            true,
-        ),
-    ]
+    BUILTIN
+        .iter()
+        .map(|&(group, version, kind, plural, namespaced, status)| {
+            builtin(group, version, kind, plural, namespaced, status)
+        })
+        .collect()
 }
 
 /// Object identity in the store: group, plural, namespace ("" when cluster-scoped), name.

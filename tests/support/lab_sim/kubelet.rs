@@ -91,6 +91,18 @@ impl World {
         ))
     }
 
+    /// The value a `secretKeyRef`/`configMapKeyRef` (`r`) names, or the kubelet's error when
+    /// the object (`plural`, called `what` in the message) or its key is missing.
+    fn key_ref(&self, plural: &str, what: &str, ns: &str, r: &Value) -> Result<String, String> {
+        let (n, k) = (
+            r["name"].as_str().unwrap_or(""),
+            r["key"].as_str().unwrap_or(""),
+        );
+        self.data(plural, ns, n)
+            .and_then(|d| d.get(k).cloned())
+            .ok_or_else(|| format!("{what} \"{n}\" not found or has no key \"{k}\""))
+    }
+
     /// A ConfigMap's or Secret's data, decoded.
     pub fn data(&self, plural: &str, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
         let obj = self.object("", plural, ns, name)?;
@@ -130,21 +142,9 @@ impl World {
                 }
                 out
             } else if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
-                let (n, k) = (
-                    r["name"].as_str().unwrap_or(""),
-                    r["key"].as_str().unwrap_or(""),
-                );
-                self.data("secrets", ns, n)
-                    .and_then(|d| d.get(k).cloned())
-                    .ok_or_else(|| format!("secret \"{n}\" not found or has no key \"{k}\""))?
+                self.key_ref("secrets", "secret", ns, r)?
             } else if let Some(r) = e.pointer("/valueFrom/configMapKeyRef") {
-                let (n, k) = (
-                    r["name"].as_str().unwrap_or(""),
-                    r["key"].as_str().unwrap_or(""),
-                );
-                self.data("configmaps", ns, n)
-                    .and_then(|d| d.get(k).cloned())
-                    .ok_or_else(|| format!("configmap \"{n}\" not found or has no key \"{k}\""))?
+                self.key_ref("configmaps", "configmap", ns, r)?
             } else if let Some(p) = e
                 .pointer("/valueFrom/fieldRef/fieldPath")
                 .and_then(Value::as_str)
