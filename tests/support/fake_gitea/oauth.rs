@@ -354,6 +354,19 @@ fn grant_page(flavor: WebFlavor, csrf: &str, app: &App, q: &BTreeMap<String, Str
     )
 }
 
+/// An OAuth2 error sent back to the client's `redirect` (RFC 6749 §4.1.2.1): `error`,
+/// `error_description` and the client's `state`.
+fn error_redirect(redirect: &str, error: &str, description: &str, state: &str) -> Reply {
+    Reply::redirect(with_query(
+        redirect,
+        &[
+            ("error", error),
+            ("error_description", description),
+            ("state", state),
+        ],
+    ))
+}
+
 fn grant_error_page(code: &str, description: &str) -> String {
     format!(
         r#"<!DOCTYPE html><html><body><div role="main" class="page-content oauth2-authorize-application-box">
@@ -564,14 +577,7 @@ fn authorize(shared: &Shared, headers: &HeaderMap, query: &str) -> Reply {
         );
     }
     let back = |error: &str, description: &str| {
-        Reply::redirect(with_query(
-            &redirect,
-            &[
-                ("error", error),
-                ("error_description", description),
-                ("state", &get("state")),
-            ],
-        ))
+        error_redirect(&redirect, error, description, &get("state"))
     };
     if get("response_type") != "code" {
         return back(
@@ -640,14 +646,7 @@ fn grant(shared: &Shared, headers: &HeaderMap, bytes: &[u8]) -> Reply {
     }
     let redirect = get("redirect_uri");
     let back = |error: &str, description: &str| {
-        Reply::redirect(with_query(
-            &redirect,
-            &[
-                ("error", error),
-                ("error_description", description),
-                ("state", &get("state")),
-            ],
-        ))
+        error_redirect(&redirect, error, description, &get("state"))
     };
     if get("granted") != "true" {
         return back("access_denied", "the request is denied");

@@ -433,16 +433,8 @@ impl Store {
     fn register_crd(&mut self, crd: &Value) {
         let spec = &crd["spec"];
         let group = spec["group"].as_str().unwrap_or_default().to_string();
-        let plural = spec
-            .pointer("/names/plural")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let kind = spec
-            .pointer("/names/kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let plural = str_at(spec, "/names/plural");
+        let kind = str_at(spec, "/names/kind");
         let namespaced = spec["scope"] == "Namespaced";
         self.types
             .retain(|t| !(t.custom && t.group == group && t.plural == plural));
@@ -1014,16 +1006,8 @@ impl Store {
             }
         }
         if key.1 == "customresourcedefinitions" {
-            let group = obj
-                .pointer("/spec/group")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let plural = obj
-                .pointer("/spec/names/plural")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let group = str_at(&obj, "/spec/group");
+            let plural = str_at(&obj, "/spec/names/plural");
             let inside: Vec<Key> = self
                 .objects
                 .keys()
