@@ -206,12 +206,9 @@ impl Site {
         Site { page, addr }
     }
 
-    fn endpoint(&self, ca_pem: &str) -> Endpoint {
-        Endpoint {
-            base_url: format!("https://{NYAN_HOST}:{}", self.addr.port()),
-            ca_pem: Some(ca_pem.to_string()),
-            resolve: Some(self.addr),
-        }
+    fn endpoint(&self, ca: &homelab::tls::LabCa) -> Endpoint {
+        let base_url = format!("https://{NYAN_HOST}:{}", self.addr.port());
+        fixtures::pinned_endpoint(base_url, ca, self.addr)
     }
 }
 
@@ -529,7 +526,7 @@ impl Lab {
                 namespace: "argocd".into(),
                 name: "nyan-cat".into(),
             },
-            site: self.site.endpoint(&self.gitea.ca.cert_pem),
+            site: self.site.endpoint(&self.gitea.ca),
         }
     }
 }
@@ -1572,7 +1569,7 @@ async fn verify_serve_hop_trusts_only_the_lab_ca() {
     let other = lab_ca("other", None);
     let impostor = Site::start(&other, &page("v2")).await;
     let mut target = lab.target();
-    target.site = impostor.endpoint(&lab.gitea.ca.cert_pem);
+    target.site = impostor.endpoint(&lab.gitea.ca);
     let err = match verify(&target, &lab.apps, &quick(), &Silent).await {
         Ok(r) => panic!("{r:#?}"),
         Err(f) => f.error,

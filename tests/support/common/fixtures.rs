@@ -1,8 +1,11 @@
 //! Fixture builders: the inputs many tests build the same way (the default stack, a render of
-//! it), with the values the tests share, so that a test spells out only what it is about.
+//! it, an endpoint pinned to a fake), with the values the tests share, so that a test spells out only what it is about.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
+
+use homelab::http::Endpoint;
 
 use homelab::render::{Domain, Manifests, RenderInput};
 use homelab::stack::Stack;
@@ -14,6 +17,16 @@ use homelab::tls::LabCa;
 pub const GITEA_ADMIN: &str = "lab-admin";
 /// The microk8s channel the tests render for.
 pub const CHANNEL: &str = "1.36/stable";
+
+/// An endpoint at `base_url` that trusts `ca` and connects to `addr` whatever the name resolves
+/// to: how the tests reach a fake served on 127.0.0.1 under a lab name.
+pub fn pinned_endpoint(base_url: String, ca: &LabCa, addr: SocketAddr) -> Endpoint {
+    Endpoint {
+        base_url,
+        ca_pem: Some(ca.cert_pem.clone()),
+        resolve: Some(addr),
+    }
+}
 
 /// A stack of this repository (`stacks/<name>`), as `homelab` loads it.
 pub fn stack(name: &str) -> Stack {

@@ -464,11 +464,7 @@ impl FakeDrone {
     }
 
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            base_url: self.base_url(),
-            ca_pem: Some(self.ca.cert_pem.clone()),
-            resolve: Some(self.addr),
-        }
+        crate::support::common::fixtures::pinned_endpoint(self.base_url(), &self.ca, self.addr)
     }
 
     pub fn data(&self) -> std::sync::MutexGuard<'_, Data> {

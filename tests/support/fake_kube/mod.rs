@@ -1,6 +1,7 @@
 //! A fake Kubernetes API server at the HTTP level, so kube-rs's real client code (discovery,
-//! server-side apply, list/watch, retries) runs against it. Test binaries use it with
-//! `mod fake_kube;`; the benchmark includes it by path.
+//! server-side apply, list/watch, retries) runs against it. The test binary has it in
+//! `tests/support`; the benchmarks include it by path, beside the HTTP kit it listens, logs and
+//! pages with (`super::http_kit`).
 //!
 //! Architecture invariant: it must reject what the real API server rejects for the calls homelab
 //! makes. A fake that accepts what the real system rejects is a bug.

@@ -14,8 +14,6 @@
 //!
 //! The kit names no fake: the fakes and the benchmarks (which mount it by path beside the fake
 //! API server and the git server) reach it as `super::http_kit`.
-// Each user of the kit takes the part it needs; the benchmarks mount it with only some users.
-#![allow(dead_code)]
 
 pub mod auth;
 pub mod cookies;
