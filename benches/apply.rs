@@ -8,6 +8,10 @@
 #[allow(dead_code)]
 #[path = "../tests/support/fake_kube/mod.rs"]
 mod fake_kube;
+// The HTTP kit the fakes share; the bench uses the part the fake API server needs.
+#[allow(dead_code)]
+#[path = "../tests/support/http_kit/mod.rs"]
+mod http_kit;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

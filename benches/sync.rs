@@ -14,6 +14,10 @@
 #[allow(dead_code)]
 #[path = "../tests/support/fake_kube/mod.rs"]
 mod fake_kube;
+// The HTTP kit the fakes share; the bench uses the part the fake API server needs.
+#[allow(dead_code)]
+#[path = "../tests/support/http_kit/mod.rs"]
+mod http_kit;
 // The bench drives part of the test fake; the rest is used by the tests.
 #[allow(dead_code)]
 #[path = "../tests/support/git_http/mod.rs"]

@@ -8,6 +8,8 @@ use crate::support::common;
 use crate::support::fake_drone;
 use crate::support::fake_gitea;
 use crate::support::fake_kube;
+use crate::support::http_kit::tls::lab_ca;
+use common::fixtures;
 use common::logs::{captured, logs};
 
 use std::collections::BTreeMap;
@@ -189,12 +191,7 @@ struct Site {
 
 impl Site {
     async fn start(ca: &homelab::tls::LabCa, page: &str) -> Site {
-        let now = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-        let leaf =
-            homelab::tls::issue_leaf(ca, &homelab::tls::LeafSpec::for_names(&[NYAN_HOST], now))
-                .unwrap();
-        let listener =
-            fake_gitea::tls::TlsListener::bind(&leaf.cert_pem, leaf.key_pem.expose()).await;
+        let listener = crate::support::http_kit::tls::TlsListener::for_host(ca, NYAN_HOST).await;
         let addr = axum::serve::Listener::local_addr(&listener).unwrap();
         let page = Arc::new(Mutex::new(page.to_string()));
         let p = page.clone();
@@ -209,12 +206,9 @@ impl Site {
         Site { page, addr }
     }
 
-    fn endpoint(&self, ca_pem: &str) -> Endpoint {
-        Endpoint {
-            base_url: format!("https://{NYAN_HOST}:{}", self.addr.port()),
-            ca_pem: Some(ca_pem.to_string()),
-            resolve: Some(self.addr),
-        }
+    fn endpoint(&self, ca: &homelab::tls::LabCa) -> Endpoint {
+        let base_url = format!("https://{NYAN_HOST}:{}", self.addr.port());
+        fixtures::pinned_endpoint(base_url, ca, self.addr)
     }
 }
 
@@ -532,7 +526,7 @@ impl Lab {
                 namespace: "argocd".into(),
                 name: "nyan-cat".into(),
             },
-            site: self.site.endpoint(&self.gitea.ca.cert_pem),
+            site: self.site.endpoint(&self.gitea.ca),
         }
     }
 }
@@ -1341,24 +1335,8 @@ async fn a_build_of_the_head_under_way_is_not_duplicated() {
 
 /// The `.drone.yml` the default stack seeds into `lab/nyan-cat` for `domain`.
 fn rendered_pipeline(domain: &str) -> String {
-    let stack = homelab::stack::load("default", std::path::Path::new(".")).unwrap();
     let domain = homelab::render::Domain::resolve(Some(domain), None);
-    let templates = homelab::templates::Templates::embedded().unwrap();
-    let manifests = homelab::render::render(
-        &templates,
-        &homelab::render::RenderInput {
-            lab: "t",
-            stack: &stack,
-            domain: &domain,
-            secrets: &homelab::state::Secrets::placeholders(),
-            ca: &homelab::tls::placeholder(),
-            gitea_admin_user: "lab-admin",
-            channel: "1.36/stable".into(),
-            node_ip: None,
-            upstream: &BTreeMap::new(),
-        },
-    )
-    .unwrap();
+    let manifests = fixtures::render_placeholders("t", &fixtures::stack("default"), &domain);
     manifests
         .components
         .iter()
@@ -1588,15 +1566,10 @@ async fn verify_serve_hop_fails_on_old_content() {
 async fn verify_serve_hop_trusts_only_the_lab_ca() {
     let lab = wired(LabOptions::default()).await;
     // The site presents a certificate from another CA: verification must fail, not be skipped.
-    let other = homelab::tls::generate(
-        "other",
-        &homelab::tls::permitted_domains(None),
-        time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
+    let other = lab_ca("other", None);
     let impostor = Site::start(&other, &page("v2")).await;
     let mut target = lab.target();
-    target.site = impostor.endpoint(&lab.gitea.ca.cert_pem);
+    target.site = impostor.endpoint(&lab.gitea.ca);
     let err = match verify(&target, &lab.apps, &quick(), &Silent).await {
         Ok(r) => panic!("{r:#?}"),
         Err(f) => f.error,
@@ -1732,10 +1705,9 @@ async fn kube_workloads_roll_the_deployment_and_wait_for_the_rollout() {
     let Some(fake) = tc.fake_only("roll_deployment", "needs simulated controllers") else {
         return;
     };
-    fake.controllers(fake_kube::Controllers {
-        ready_after: Duration::from_millis(150),
-        ..Default::default()
-    });
+    fake.controllers(fake_kube::Controllers::ready_after(Duration::from_millis(
+        150,
+    )));
     let ns = namespace(&tc, "drone").await;
     let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
         kube::Api::namespaced(tc.client.clone(), &ns);
@@ -1769,10 +1741,7 @@ async fn kube_workloads_roll_the_deployment_and_wait_for_the_rollout() {
     assert_eq!(obj["metadata"]["generation"], 2, "one rollout");
 
     // A rollout that never completes is bounded and says where it stands.
-    fake.controllers(fake_kube::Controllers {
-        never: ["drone".to_string()].into(),
-        ..Default::default()
-    });
+    fake.controllers(fake_kube::Controllers::never_ready(&["drone"]));
     let mut again = annotations.clone();
     again.insert(
         drone_ci::ANNOTATION_SECRET_FINGERPRINT.into(),

@@ -6,6 +6,8 @@
 use crate::support::common;
 
 use crate::support::fake_gitea;
+use crate::support::http_kit::tls::lab_ca;
+use common::fixtures;
 use common::logs::{captured, logs};
 
 use std::collections::BTreeMap;
@@ -20,7 +22,7 @@ use homelab::gitea::{Credentials, Endpoint, GiteaClient};
 use homelab::http::Patience;
 use homelab::output::Silent;
 use homelab::redact::Secret;
-use homelab::render::{Domain, RenderInput, render};
+use homelab::render::Domain;
 use homelab::state::{LabState, SECRETS_FILE};
 use homelab::wire::gitea::{
     AdminLogin, DEFAULT_SYNC_WEBHOOK_URL, DEFAULT_TOKEN_NAME, GITEA_RECORD_FILE, GITEA_TOKEN_KEY,
@@ -44,24 +46,8 @@ struct Lab {
 
 /// The repositories as `up` gets them: rendered from the default stack's templates.
 fn rendered_seeds() -> Vec<RepoSeed> {
-    let stack = homelab::stack::load("default", std::path::Path::new(".")).unwrap();
     let domain = Domain::resolve(Some("127.0.0.1.sslip.io"), None);
-    let templates = homelab::templates::Templates::embedded().unwrap();
-    let manifests = render(
-        &templates,
-        &RenderInput {
-            lab: "t",
-            stack: &stack,
-            domain: &domain,
-            secrets: &homelab::state::Secrets::placeholders(),
-            ca: &homelab::tls::placeholder(),
-            gitea_admin_user: "lab-admin",
-            channel: "1.36/stable".into(),
-            node_ip: None,
-            upstream: &BTreeMap::new(),
-        },
-    )
-    .unwrap();
+    let manifests = fixtures::render_placeholders("t", &fixtures::stack("default"), &domain);
     let seeds = RepoSeed::from_manifests(&manifests);
     assert!(
         seeds.iter().any(|s| s.name == "gitops") && seeds.iter().any(|s| s.name == "nyan-cat"),
@@ -148,20 +134,10 @@ impl Lab {
 
     /// A file at `main` of a bare repository in the fake.
     fn show(&self, repo: &str, path: &str) -> String {
-        let out = std::process::Command::new("git")
-            .arg(format!(
-                "--git-dir={}",
-                self.fake.repo_dir("lab", repo).display()
-            ))
-            .args(["show", &format!("main:{path}")])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        crate::support::http_kit::git_backend::git_output(
+            &self.fake.repo_dir("lab", repo),
+            &["show", &format!("main:{path}")],
+        )
     }
 
     fn step<'r>(report: &'r GiteaReport, name: &str) -> &'r homelab::output::steps::StepReport {
@@ -232,12 +208,7 @@ impl homelab::output::Progress for Updates {
 
 /// A fake Gitea reached only through a [`FrontDoor`] that starts closed.
 async fn behind_a_door() -> (Lab, FrontDoor) {
-    let ca = homelab::tls::generate(
-        "fake",
-        &homelab::tls::permitted_domains(None),
-        time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
+    let ca = lab_ca("fake", None);
     let door = FrontDoor::closed(&ca).await;
     let root = format!("https://{}:{}", fake_gitea::HOST, door.addr.port());
     let fake = FakeGitea::start_behind(Options::default(), ca, &root).await;

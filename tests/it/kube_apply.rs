@@ -2,7 +2,9 @@
 //! default, against a real cluster when `HOMELAB_TEST_KUBECONFIG` names a kubeconfig (tests that
 //! need fake-only control say so and skip there with a message).
 
+use crate::support::common::fixtures;
 use crate::support::fake_kube;
+use crate::support::http_kit::tls::lab_ca;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use fake_kube::controllers::CaInjection;
 use fake_kube::test_cluster::TestCluster;
 use fake_kube::{Controllers, FakeKube, Fault, FaultAction};
 use homelab::apply::{Applier, ApplyOptions, Change, Manifest, parse_documents};
-use homelab::deploy::{self, ComponentOutcome, DeployOptions};
+use homelab::deploy::{self, ComponentOutcome, DeployError, DeployOptions, DeployReport};
 use homelab::output::Silent;
 use homelab::render::{ComponentManifests, Manifests, label};
 use homelab::stack::{Component, Source, Stack};
@@ -62,6 +64,15 @@ fn opts(lab: &str) -> ApplyOptions {
     }
 }
 
+/// `deploy::deploy` of `stack` with the lab's default options and no progress output.
+async fn deploy_stack(
+    tc: &TestCluster,
+    m: &Manifests,
+    stack: &Stack,
+) -> Result<DeployReport, DeployError> {
+    deploy::deploy(&tc.client, m, stack, &DeployOptions::new(&tc.lab), &Silent).await
+}
+
 fn labelled(mut objs: Vec<Value>, lab: &str, component: &str) -> Vec<Value> {
     for o in &mut objs {
         label(o, lab, component);
@@ -71,6 +82,11 @@ fn labelled(mut objs: Vec<Value>, lab: &str, component: &str) -> Vec<Value> {
 
 /// name, needs, namespace, objects
 type Spec<'a> = (&'a str, &'a [&'a str], Option<&'a str>, Vec<Value>);
+
+/// A stack of one component `name` in namespace `ns` holding `objects`, and its manifests.
+fn one_component(name: &str, ns: &str, objects: Vec<Value>, lab: &str) -> (Stack, Manifests) {
+    stack_of(&[(name, &[], Some(ns), objects)], lab)
+}
 
 /// A stack of components built in the test (no templates needed), with their objects.
 fn stack_of(components: &[Spec<'_>], lab: &str) -> (Stack, Manifests) {
@@ -320,37 +336,10 @@ async fn server_answers_429_and_503_and_drops_a_connection_then_succeeds() {
         return;
     };
     let ns = tc.ns("flaky");
-    fake.inject(
-        Fault::new(
-            FaultAction::Status {
-                code: 429,
-                retry_after: Some(1),
-            },
-            1,
-        )
-        .verb("patch"),
-    );
-    fake.inject(
-        Fault::new(
-            FaultAction::Status {
-                code: 503,
-                retry_after: None,
-            },
-            2,
-        )
-        .verb("patch"),
-    );
+    fake.inject(Fault::status(429, Some(1), 1).verb("patch"));
+    fake.inject(Fault::status(503, None, 2).verb("patch"));
     fake.inject(Fault::new(FaultAction::Drop, 1).verb("list"));
-    fake.inject(
-        Fault::new(
-            FaultAction::Status {
-                code: 500,
-                retry_after: None,
-            },
-            1,
-        )
-        .verb("discovery"),
-    );
+    fake.inject(Fault::status(500, None, 1).verb("discovery"));
     let objs = labelled(
         vec![namespace(&ns), config_map(&ns, "c", json!({"x": "1"}))],
         &tc.lab,
@@ -381,10 +370,7 @@ async fn independent_components_deploy_concurrently_and_needs_are_respected() {
     ) else {
         return;
     };
-    fake.controllers(Controllers {
-        ready_after: Duration::from_millis(400),
-        ..Default::default()
-    });
+    fake.controllers(Controllers::ready_after(Duration::from_millis(400)));
     let (a, b, c) = (tc.ns("a"), tc.ns("b"), tc.ns("c"));
     let (stack, manifests) = stack_of(
         &[
@@ -409,15 +395,7 @@ async fn independent_components_deploy_concurrently_and_needs_are_respected() {
         ],
         &tc.lab,
     );
-    let report = deploy::deploy(
-        &tc.client,
-        &manifests,
-        &stack,
-        &DeployOptions::new(&tc.lab),
-        &Silent,
-    )
-    .await
-    .unwrap();
+    let report = deploy_stack(&tc, &manifests, &stack).await.unwrap();
     assert!(
         report
             .components
@@ -489,15 +467,7 @@ async fn removed_component_is_pruned_and_nothing_else() {
         stack_of(&list, &tc.lab)
     };
     let (stack, m) = comps(true, true);
-    deploy::deploy(
-        &tc.client,
-        &m,
-        &stack,
-        &DeployOptions::new(&tc.lab),
-        &Silent,
-    )
-    .await
-    .unwrap();
+    deploy_stack(&tc, &m, &stack).await.unwrap();
     // Not ours: an unlabelled object, and one of another lab, both in our namespaces.
     let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(tc.client.clone(), &a);
@@ -518,15 +488,7 @@ async fn removed_component_is_pruned_and_nothing_else() {
 
     // Component `gone` leaves the stack and `extra` leaves `keep`'s templates.
     let (stack, m) = comps(false, false);
-    let report = deploy::deploy(
-        &tc.client,
-        &m,
-        &stack,
-        &DeployOptions::new(&tc.lab),
-        &Silent,
-    )
-    .await
-    .unwrap();
+    let report = deploy_stack(&tc, &m, &stack).await.unwrap();
     let mut pruned = report.pruned.clone();
     pruned.sort();
     assert_eq!(
@@ -568,11 +530,8 @@ async fn the_default_stack_deploys_and_a_second_deploy_writes_nothing() {
     ) else {
         return;
     };
-    fake.controllers(Controllers {
-        ready_after: Duration::from_millis(20),
-        ..Default::default()
-    });
-    let stack = homelab::stack::load("default", std::path::Path::new(".")).unwrap();
+    fake.controllers(Controllers::ready_after(Duration::from_millis(20)));
+    let stack = fixtures::stack("default");
     let url = stack
         .component("cert-manager")
         .unwrap()
@@ -582,32 +541,11 @@ async fn the_default_stack_deploys_and_a_second_deploy_writes_nothing() {
         .unwrap()
         .url;
     let upstream = BTreeMap::from([(url, fake_kube::controllers::cert_manager_stand_in())]);
-    let secrets = homelab::state::Secrets::placeholders();
     // A real CA: cert-manager (and the fake playing it) calls the ClusterIssuer Ready only when
     // its Secret holds a usable key pair.
-    let ca = homelab::tls::generate(
-        &tc.lab,
-        &homelab::tls::permitted_domains(Some("lab.test")),
-        time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
+    let ca = lab_ca(&tc.lab, Some("lab.test"));
     let domain = homelab::render::Domain::resolve(Some("lab.test"), None);
-    let templates = homelab::templates::Templates::embedded().unwrap();
-    let manifests = homelab::render::render(
-        &templates,
-        &homelab::render::RenderInput {
-            lab: &tc.lab,
-            stack: &stack,
-            domain: &domain,
-            secrets: &secrets,
-            ca: &ca,
-            gitea_admin_user: "lab-admin",
-            channel: "1.36/stable".into(),
-            node_ip: None,
-            upstream: &upstream,
-        },
-    )
-    .unwrap();
+    let manifests = fixtures::render(&tc.lab, &stack, &domain, &ca, &upstream);
     let total: usize = manifests.components.iter().map(|c| c.objects.len()).sum();
     // Every namespace the rendered objects use is created by some component: the API rejects
     // objects in a missing namespace (the fake does too), so a gap here would fail a real `up`.
@@ -628,15 +566,7 @@ async fn the_default_stack_deploys_and_a_second_deploy_writes_nothing() {
             );
         }
     }
-    let report = deploy::deploy(
-        &tc.client,
-        &manifests,
-        &stack,
-        &DeployOptions::new(&tc.lab),
-        &Silent,
-    )
-    .await
-    .unwrap();
+    let report = deploy_stack(&tc, &manifests, &stack).await.unwrap();
     for c in &report.components {
         assert!(
             matches!(c.outcome, ComponentOutcome::Ready | ComponentOutcome::Addon),
@@ -662,15 +592,7 @@ async fn the_default_stack_deploys_and_a_second_deploy_writes_nothing() {
         );
     }
     fake.clear_requests();
-    let again = deploy::deploy(
-        &tc.client,
-        &manifests,
-        &stack,
-        &DeployOptions::new(&tc.lab),
-        &Silent,
-    )
-    .await
-    .unwrap();
+    let again = deploy_stack(&tc, &manifests, &stack).await.unwrap();
     assert_eq!(again.writes(), 0, "{}", again.table());
     assert!(
         fake.writes().is_empty(),
@@ -690,10 +612,7 @@ async fn readiness_timeout_says_what_is_wrong() {
         return;
     };
     let ns = tc.ns("broken");
-    fake.controllers(Controllers {
-        never: ["web".to_string()].into(),
-        ..Default::default()
-    });
+    fake.controllers(Controllers::never_ready(&["web"]));
     let (mut stack, m) = stack_of(
         &[
             (
@@ -780,34 +699,20 @@ async fn watches_survive_410_gone_and_dropped_streams() {
         return;
     };
     let ns = tc.ns("gone");
-    fake.controllers(Controllers {
-        ready_after: Duration::from_millis(300),
-        ..Default::default()
-    });
+    fake.controllers(Controllers::ready_after(Duration::from_millis(300)));
     fake.inject(Fault::new(FaultAction::Gone, 1).verb("watch"));
     fake.inject(Fault::new(FaultAction::Drop, 1).verb("watch"));
-    let (stack, m) = stack_of(
-        &[(
-            "w",
-            &[],
-            Some(ns.as_str()),
-            vec![
-                namespace(&ns),
-                deployment(&ns, "w", "nginx:1.29.3"),
-                service(&ns, "w"),
-            ],
-        )],
+    let (stack, m) = one_component(
+        "w",
+        &ns,
+        vec![
+            namespace(&ns),
+            deployment(&ns, "w", "nginx:1.29.3"),
+            service(&ns, "w"),
+        ],
         &tc.lab,
     );
-    let report = deploy::deploy(
-        &tc.client,
-        &m,
-        &stack,
-        &DeployOptions::new(&tc.lab),
-        &Silent,
-    )
-    .await
-    .unwrap();
+    let report = deploy_stack(&tc, &m, &stack).await.unwrap();
     assert_eq!(report.components[0].outcome, ComponentOutcome::Ready);
     assert_eq!(fake.pending_faults(), 0);
 }
@@ -845,7 +750,7 @@ impl Recorded {
 /// The default stack's `cert-manager` (the fake's stand-in for its release manifest) and
 /// `lab-ca` (the lab CA Secret and the ClusterIssuer `homelab-ca`), rendered for `lab`.
 fn cert_manager_and_lab_ca(lab: &str, cert_manager_timeout: Option<u64>) -> (Stack, Manifests) {
-    let mut stack = homelab::stack::load("default", std::path::Path::new(".")).unwrap();
+    let mut stack = fixtures::stack("default");
     stack
         .components
         .retain(|c| matches!(c.name.as_str(), "dns" | "cert-manager" | "lab-ca"));
@@ -859,27 +764,9 @@ fn cert_manager_and_lab_ca(lab: &str, cert_manager_timeout: Option<u64>) -> (Sta
     }
     let url = cm.source.upstream.clone().unwrap().url;
     let upstream = BTreeMap::from([(url, fake_kube::controllers::cert_manager_stand_in())]);
-    let ca = homelab::tls::generate(
-        lab,
-        &homelab::tls::permitted_domains(Some("lab.test")),
-        time::OffsetDateTime::now_utc(),
-    )
-    .unwrap();
-    let manifests = homelab::render::render(
-        &homelab::templates::Templates::embedded().unwrap(),
-        &homelab::render::RenderInput {
-            lab,
-            stack: &stack,
-            domain: &homelab::render::Domain::resolve(Some("lab.test"), None),
-            secrets: &homelab::state::Secrets::placeholders(),
-            ca: &ca,
-            gitea_admin_user: "lab-admin",
-            channel: "1.36/stable".into(),
-            node_ip: None,
-            upstream: &upstream,
-        },
-    )
-    .unwrap();
+    let ca = lab_ca(lab, Some("lab.test"));
+    let domain = homelab::render::Domain::resolve(Some("lab.test"), None);
+    let manifests = fixtures::render(lab, &stack, &domain, &ca, &upstream);
     (stack, manifests)
 }
 
@@ -906,11 +793,10 @@ async fn deploy_waits_for_cert_managers_webhook_then_applies_the_cluster_issuer(
         return;
     };
     // cainjector injects 3 s after it could: longer than the few quick retries of a write last.
-    fake.controllers(Controllers {
-        ready_after: Duration::from_millis(20),
-        ca_injection: CaInjection::After(Duration::from_secs(3)),
-        ..Default::default()
-    });
+    fake.controllers(
+        Controllers::ready_after(Duration::from_millis(20))
+            .ca_injection(CaInjection::After(Duration::from_secs(3))),
+    );
     let (stack, manifests) = cert_manager_and_lab_ca(&tc.lab, None);
     let progress = Recorded::default();
     let report = deploy::deploy(
@@ -973,21 +859,11 @@ async fn fake_only_a_webhook_never_ready_fails_cert_manager_at_its_timeout_namin
     ) else {
         return;
     };
-    fake.controllers(Controllers {
-        ready_after: Duration::from_millis(20),
-        ca_injection: CaInjection::Never,
-        ..Default::default()
-    });
+    fake.controllers(
+        Controllers::ready_after(Duration::from_millis(20)).ca_injection(CaInjection::Never),
+    );
     let (stack, manifests) = cert_manager_and_lab_ca(&tc.lab, Some(2));
-    let err = deploy::deploy(
-        &tc.client,
-        &manifests,
-        &stack,
-        &DeployOptions::new(&tc.lab),
-        &Silent,
-    )
-    .await
-    .unwrap_err();
+    let err = deploy_stack(&tc, &manifests, &stack).await.unwrap_err();
     let msg = err.to_string();
     for e in [
         "component `cert-manager`: not ready after 2s",
@@ -1045,13 +921,10 @@ async fn fake_only_a_write_a_webhook_cannot_take_yet_waits_for_the_webhook() {
     let (guard_ns, ns) = (tc.ns("guard"), tc.ns("app"));
     guard_webhook(fake, &guard_ns);
     fake.insert(namespace(&ns));
-    let (stack, m) = stack_of(
-        &[(
-            "app",
-            &[],
-            Some(ns.as_str()),
-            vec![guarded_config_map(&ns, "settings")],
-        )],
+    let (stack, m) = one_component(
+        "app",
+        &ns,
+        vec![guarded_config_map(&ns, "settings")],
         &tc.lab,
     );
     let progress = Recorded::default();
@@ -1104,25 +977,14 @@ async fn fake_only_a_write_a_webhook_never_takes_fails_at_the_components_timeout
     let (guard_ns, ns) = (tc.ns("guard"), tc.ns("app"));
     guard_webhook(fake, &guard_ns);
     fake.insert(namespace(&ns));
-    let (mut stack, m) = stack_of(
-        &[(
-            "app",
-            &[],
-            Some(ns.as_str()),
-            vec![guarded_config_map(&ns, "settings")],
-        )],
+    let (mut stack, m) = one_component(
+        "app",
+        &ns,
+        vec![guarded_config_map(&ns, "settings")],
         &tc.lab,
     );
     stack.components[0].timeout = Some(3);
-    let err = deploy::deploy(
-        &tc.client,
-        &m,
-        &stack,
-        &DeployOptions::new(&tc.lab),
-        &Silent,
-    )
-    .await
-    .unwrap_err();
+    let err = deploy_stack(&tc, &m, &stack).await.unwrap_err();
     let msg = err.to_string();
     for e in [
         format!(
@@ -1157,15 +1019,7 @@ async fn an_unrelated_apply_error_still_fails_at_once() {
         &tc.lab,
     );
     stack.components[0].timeout = Some(600);
-    let err = deploy::deploy(
-        &tc.client,
-        &m,
-        &stack,
-        &DeployOptions::new(&tc.lab),
-        &Silent,
-    )
-    .await
-    .unwrap_err();
+    let err = deploy_stack(&tc, &m, &stack).await.unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains(&format!(
@@ -1187,35 +1041,18 @@ async fn an_unrelated_apply_error_still_fails_at_once() {
     // A server error that is not about a webhook: the usual 6 attempts, then the error.
     let ns2 = tc.ns("flaky");
     fake.inject(
-        Fault::new(
-            FaultAction::Status {
-                code: 500,
-                retry_after: None,
-            },
-            100,
-        )
-        .verb("patch")
-        .path("/configmaps/"),
+        Fault::status(500, None, 100)
+            .verb("patch")
+            .path("/configmaps/"),
     );
-    let (mut stack, m) = stack_of(
-        &[(
-            "flaky",
-            &[],
-            Some(ns2.as_str()),
-            vec![namespace(&ns2), config_map(&ns2, "c", json!({}))],
-        )],
+    let (mut stack, m) = one_component(
+        "flaky",
+        &ns2,
+        vec![namespace(&ns2), config_map(&ns2, "c", json!({}))],
         &tc.lab,
     );
     stack.components[0].timeout = Some(600);
-    deploy::deploy(
-        &tc.client,
-        &m,
-        &stack,
-        &DeployOptions::new(&tc.lab),
-        &Silent,
-    )
-    .await
-    .unwrap_err();
+    deploy_stack(&tc, &m, &stack).await.unwrap_err();
     let faulted = fake
         .requests()
         .iter()
@@ -1349,33 +1186,19 @@ async fn every_request_carries_homelabs_user_agent() {
     ) else {
         return;
     };
-    fake.controllers(Controllers {
-        ready_after: Duration::from_millis(20),
-        ..Default::default()
-    });
+    fake.controllers(Controllers::ready_after(Duration::from_millis(20)));
     let ns = tc.ns("ua");
-    let (stack, m) = stack_of(
-        &[(
-            "ua",
-            &[],
-            Some(ns.as_str()),
-            vec![
-                namespace(&ns),
-                deployment(&ns, "web", "nginx:1.29.3"),
-                service(&ns, "web"),
-            ],
-        )],
+    let (stack, m) = one_component(
+        "ua",
+        &ns,
+        vec![
+            namespace(&ns),
+            deployment(&ns, "web", "nginx:1.29.3"),
+            service(&ns, "web"),
+        ],
         &tc.lab,
     );
-    deploy::deploy(
-        &tc.client,
-        &m,
-        &stack,
-        &DeployOptions::new(&tc.lab),
-        &Silent,
-    )
-    .await
-    .unwrap();
+    deploy_stack(&tc, &m, &stack).await.unwrap();
     let requests = fake.requests();
     let verbs: std::collections::BTreeSet<&str> =
         requests.iter().map(|r| r.verb.as_str()).collect();

@@ -112,6 +112,12 @@ fn step<'a>(run: &'a Run, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no `{name}` line:\n{}", run.stdout))
 }
 
+/// The step `name`'s line starts with `mark` (`  ✓` done, `  =` already so, …).
+#[track_caller]
+fn assert_step(run: &Run, name: &str, mark: &str) {
+    assert!(step(run, name).starts_with(mark), "{}", run.stdout);
+}
+
 fn block(address: &str, domain: &str) -> String {
     format!(
         "# BEGIN homelab lab names\n{address} drone.{domain} gitea.{domain} nyan.{domain}\n# END homelab lab names\n"
@@ -122,11 +128,7 @@ fn block(address: &str, domain: &str) -> String {
 fn up_writes_the_lab_names_into_the_vms_etc_hosts_and_then_only_looks() {
     let lab = Lab::new();
     let first = lab.up(&[]);
-    assert!(
-        step(&first, "node-names").starts_with("  ✓"),
-        "{}",
-        first.stdout
-    );
+    assert_step(&first, "node-names", "  ✓");
     let hosts = lab.etc_hosts();
     assert!(
         hosts.ends_with(&block("10.77.0.2", "10.77.0.2.sslip.io")),
@@ -139,11 +141,7 @@ fn up_writes_the_lab_names_into_the_vms_etc_hosts_and_then_only_looks() {
 
     lab.clear_argv();
     let again = lab.up(&[]);
-    assert!(
-        step(&again, "node-names").starts_with("  ="),
-        "{}",
-        again.stdout
-    );
+    assert_step(&again, "node-names", "  =");
     let argv = lab.argv();
     assert!(argv.iter().any(|a| a == CAT_HOSTS), "{argv:?}");
     assert!(
@@ -172,11 +170,7 @@ fn a_new_address_after_a_restart_is_written_on_the_next_up() {
         v["knobs"]["new_ip_on_start"] = json!(true);
     });
     let run = lab.up(&[]);
-    assert!(
-        step(&run, "node-names").starts_with("  ✓"),
-        "{}",
-        run.stdout
-    );
+    assert_step(&run, "node-names", "  ✓");
     let hosts = lab.etc_hosts();
     assert!(
         hosts.ends_with(&block("10.77.0.3", "10.77.0.3.sslip.io")),
@@ -203,11 +197,7 @@ fn cloud_init_would_drop_the_names_at_boot_without_manage_etc_hosts_localhost() 
     });
     lab.clear_argv();
     let run = lab.up(&[]);
-    assert!(
-        step(&run, "node-names").starts_with("  ✓"),
-        "{}",
-        run.stdout
-    );
+    assert_step(&run, "node-names", "  ✓");
     assert!(
         lab.argv()
             .iter()

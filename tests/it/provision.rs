@@ -136,6 +136,15 @@ impl Lab {
         let _ = std::fs::remove_file(self.fake_dir.join("argv.log"));
     }
 
+    /// Run homelab again with the argv log cleared, so `argv()` shows only this run's calls;
+    /// the run must succeed.
+    fn again(&self, args: &[&str]) -> Run {
+        self.clear_argv();
+        let run = self.homelab(args);
+        run.success();
+        run
+    }
+
     fn state_dir(&self) -> PathBuf {
         self.ctx.state_dir("t")
     }
@@ -285,17 +294,39 @@ fn seed_from_info(lab: &Lab, file: &str, format: &str) {
     });
 }
 
+/// The fake `multipass` prints for `args` exactly the contract file `name`.
+#[track_caller]
+fn assert_prints_contract(lab: &Lab, args: &[&str], name: &str) {
+    assert_eq!(run_fake(lab, args).1, contract(name));
+}
+
+/// The run's stderr ends with `error` and then the hint to export the lab's logs.
+#[track_caller]
+fn assert_error_then_export_hint(run: &Run, error: &str) {
+    assert!(
+        run.stderr
+            .ends_with(&format!("{}{}", error, common::export_hint("t"))),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The run's summary says lab `t` stopped at `step`.
+#[track_caller]
+fn assert_stopped_at(run: &Run, step: &str) {
+    assert!(
+        run.stdout
+            .starts_with(&format!("Lab `t` stopped at step `{step}` after ")),
+        "{}",
+        run.stdout
+    );
+}
+
 #[test]
 fn fake_multipass_prints_exactly_the_contract_json() {
     let lab = Lab::new();
-    assert_eq!(
-        run_fake(&lab, &["info", "--format", "json"]).1,
-        contract("info-empty.json")
-    );
-    assert_eq!(
-        run_fake(&lab, &["list", "--format", "json"]).1,
-        contract("list-empty.json")
-    );
+    assert_prints_contract(&lab, &["info", "--format", "json"], "info-empty.json");
+    assert_prints_contract(&lab, &["list", "--format", "json"], "list-empty.json");
 
     seed_from_info(&lab, "info.json", "1.16");
     assert_eq!(
@@ -303,50 +334,38 @@ fn fake_multipass_prints_exactly_the_contract_json() {
         (Some(0), contract("info.json"), String::new())
     );
     seed_from_info(&lab, "info-multiple.json", "1.16");
-    assert_eq!(
-        run_fake(&lab, &["info", "--format", "json"]).1,
-        contract("info-multiple.json")
-    );
-    assert_eq!(
-        run_fake(&lab, &["list", "--format", "json"]).1,
-        contract("list-multiple.json")
-    );
+    assert_prints_contract(&lab, &["info", "--format", "json"], "info-multiple.json");
+    assert_prints_contract(&lab, &["list", "--format", "json"], "list-multiple.json");
 
     seed_raw(&lab, "dev-1.17/multiple_instances_info_reply.json", "1.17");
-    assert_eq!(
-        run_fake(&lab, &["info", "--format", "json"]).1,
-        contract("dev-1.17/multiple_instances_info_reply.json")
+    assert_prints_contract(
+        &lab,
+        &["info", "--format", "json"],
+        "dev-1.17/multiple_instances_info_reply.json",
     );
-    assert_eq!(
-        run_fake(&lab, &["list", "--format", "json"]).1,
-        contract("dev-1.17/multiple_instances_list_reply.json")
+    assert_prints_contract(
+        &lab,
+        &["list", "--format", "json"],
+        "dev-1.17/multiple_instances_list_reply.json",
     );
 
     // list.json's foo has another second address than info.json's foo.
     seed_from_info(&lab, "info.json", "1.16");
     lab.edit_fake(|v| v["instances"]["foo"]["ipv4"][1] = json!("200.3.123.30"));
-    assert_eq!(
-        run_fake(&lab, &["list", "--format", "json"]).1,
-        contract("list.json")
-    );
+    assert_prints_contract(&lab, &["list", "--format", "json"], "list.json");
 
     lab.edit_fake(|v| {
         v["version"] = json!({"multipass": "Client version", "multipassd": "Daemon version"});
         v["images"] =
             serde_json::from_str::<Value>(&contract("find.json")).unwrap()["images"].clone();
     });
-    assert_eq!(
-        run_fake(&lab, &["version", "--format", "json"]).1,
-        contract("version.json")
-    );
-    assert_eq!(
-        run_fake(&lab, &["find", "--format", "json"]).1,
-        contract("find.json")
-    );
+    assert_prints_contract(&lab, &["version", "--format", "json"], "version.json");
+    assert_prints_contract(&lab, &["find", "--format", "json"], "find.json");
     lab.knob("daemon_down", json!(true));
-    assert_eq!(
-        run_fake(&lab, &["version", "--format", "json"]).1,
-        contract("version-client-only.json")
+    assert_prints_contract(
+        &lab,
+        &["version", "--format", "json"],
+        "version-client-only.json",
     );
 }
 
@@ -676,10 +695,7 @@ fn second_up_on_a_healthy_lab_only_looks() {
     lab.homelab(&["up"]).success();
     let dirs = [lab.state_dir(), lab.ctx.home.join(".kube")];
     let before = snapshot(&dirs);
-    lab.clear_argv();
-
-    let run = lab.homelab(&["up"]);
-    run.success();
+    let run = lab.again(&["up"]);
     // The preflight's `version`, one `info` and three read-only looks inside the VM: no
     // launch, start, join or write.
     assert_eq!(lab.argv(), [VERSION, INFO, MARKER, CONFIG, NODES]);
@@ -708,9 +724,7 @@ fn a_stopped_vm_is_started_not_relaunched() {
     let lab = Lab::new();
     lab.homelab(&["up"]).success();
     lab.edit_fake(|v| v["instances"][VM]["state"] = json!("Stopped"));
-    lab.clear_argv();
-    let run = lab.homelab(&["up"]);
-    run.success();
+    let run = lab.again(&["up"]);
     assert_eq!(
         lab.argv(),
         [
@@ -736,9 +750,7 @@ fn a_deleted_vm_is_recovered_and_recreate_rebuilds_it() {
     let lab = Lab::new();
     lab.homelab(&["up"]).success();
     lab.edit_fake(|v| v["instances"][VM]["state"] = json!("Deleted"));
-    lab.clear_argv();
-    let run = lab.homelab(&["up"]);
-    run.success();
+    let run = lab.again(&["up"]);
     assert_eq!(
         lab.argv(),
         [
@@ -758,9 +770,7 @@ fn a_deleted_vm_is_recovered_and_recreate_rebuilds_it() {
         run.stderr
     );
 
-    lab.clear_argv();
-    let run = lab.homelab(&["up", "--recreate"]);
-    run.success();
+    let run = lab.again(&["up", "--recreate"]);
     assert_eq!(
         lab.argv(),
         [
@@ -823,17 +833,11 @@ fn a_launch_that_multipass_gives_up_on_is_waited_for() {
 fn cloud_init_that_never_finishes_times_out_with_hints() {
     let mut lab = Lab::new();
     let run = lab.failing_up("provisioned_ms=100", "never_provisioned", json!(true));
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: cloud-init did not finish on VM `homelab-t-1` within 0.1s\nhint: see what cloud-init is doing: `multipass exec homelab-t-1 -- cloud-init status --long`\nhint: and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: run `homelab up` again to keep waiting\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: cloud-init did not finish on VM `homelab-t-1` within 0.1s\nhint: see what cloud-init is doing: `multipass exec homelab-t-1 -- cloud-init status --long`\nhint: and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: run `homelab up` again to keep waiting\n",
     );
-    assert!(
-        run.stdout
-            .starts_with("Lab `t` stopped at step `provisioned` after "),
-        "{}",
-        run.stdout
-    );
+    assert_stopped_at(&run, "provisioned");
     assert!(
         run.stdout.contains("  - ready         not run\n"),
         "{}",
@@ -852,17 +856,11 @@ fn failed_provisioning_is_reported_at_once_with_the_failing_step() {
         "provision_fails",
         json!("snap install microk8s --channel=1.36/stable"),
     );
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: provisioning VM `homelab-t-1` failed: snap install microk8s --channel=1.36/stable\nhint: its log says why: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: cloud-init runs once per VM: after fixing the cause (often the network during `snap install`), `homelab up --recreate` builds the lab's VMs again\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: provisioning VM `homelab-t-1` failed: snap install microk8s --channel=1.36/stable\nhint: its log says why: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init-output.log`\nhint: cloud-init runs once per VM: after fixing the cause (often the network during `snap install`), `homelab up --recreate` builds the lab's VMs again\n",
     );
-    assert!(
-        run.stdout
-            .starts_with("Lab `t` stopped at step `provisioned` after "),
-        "{}",
-        run.stdout
-    );
+    assert_stopped_at(&run, "provisioned");
     assert_eq!(lab.argv().last().map(String::as_str), Some(FAILED));
 }
 
@@ -877,17 +875,11 @@ fn a_cloud_init_failure_stops_up_at_once_with_its_error() {
         "cloud_init_errors",
         json!(["('write_files', PermissionError(13, 'Permission denied'))"]),
     );
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: cloud-init on VM `homelab-t-1` ended (error - done) before homelab's provisioning finished: ('write_files', PermissionError(13, 'Permission denied'))\nhint: cloud-init's own account: `multipass exec homelab-t-1 -- cloud-init status --long`, and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init.log`\nhint: cloud-init runs once per VM: after fixing the cause, `homelab up --recreate` builds the lab's VMs again\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: cloud-init on VM `homelab-t-1` ended (error - done) before homelab's provisioning finished: ('write_files', PermissionError(13, 'Permission denied'))\nhint: cloud-init's own account: `multipass exec homelab-t-1 -- cloud-init status --long`, and its log: `multipass exec homelab-t-1 -- sudo tail -n 50 /var/log/cloud-init.log`\nhint: cloud-init runs once per VM: after fixing the cause, `homelab up --recreate` builds the lab's VMs again\n",
     );
-    assert!(
-        run.stdout
-            .starts_with("Lab `t` stopped at step `provisioned` after "),
-        "{}",
-        run.stdout
-    );
+    assert_stopped_at(&run, "provisioned");
     // One look, cloud-init's answer, and one more look for a marker written meanwhile.
     assert_eq!(
         lab.argv()[4..],
@@ -1014,10 +1006,9 @@ fn fake_cloud_init_status_answers_as_cloud_init_does() {
 fn readiness_is_bounded_and_says_what_it_saw() {
     let mut lab = Lab::new();
     let run = lab.failing_up("ready_ms=100", "never_ready", json!(true));
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: the cluster was not ready within 0.1s: 0 of 1 node Ready; homelab-t-1: Ready=False (KubeletNotReady: container runtime network not ready: cni plugin not initialized)\nhint: look deeper with `multipass exec homelab-t-1 -- sudo microk8s inspect`\nhint: run `homelab up` again to keep waiting\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: the cluster was not ready within 0.1s: 0 of 1 node Ready; homelab-t-1: Ready=False (KubeletNotReady: container runtime network not ready: cni plugin not initialized)\nhint: look deeper with `multipass exec homelab-t-1 -- sudo microk8s inspect`\nhint: run `homelab up` again to keep waiting\n",
     );
     assert!(!lab.argv().iter().any(|a| a.contains("--wait-ready")));
     let up: Value =
@@ -1034,8 +1025,7 @@ fn readiness_is_bounded_and_says_what_it_saw() {
     );
     lab.knob("never_ready", json!(false));
     lab.knob("api_down_checks", json!(2));
-    lab.clear_argv();
-    lab.homelab(&["up"]).success();
+    lab.again(&["up"]);
     assert_eq!(
         lab.argv(),
         [VERSION, INFO, MARKER, CONFIG, NODES, NODES, NODES]
@@ -1149,13 +1139,11 @@ fn a_vm_that_vanishes_midway_does_not_exist() {
     );
     let run = lab.homelab(&["up"]);
     run.failure(1);
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: VM `homelab-t-1` does not exist\nhint: it was deleted outside homelab; run `homelab up` again to create it (`multipass list` shows what exists)\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: VM `homelab-t-1` does not exist\nhint: it was deleted outside homelab; run `homelab up` again to create it (`multipass list` shows what exists)\n",
     );
-    lab.clear_argv();
-    lab.homelab(&["up"]).success();
+    lab.again(&["up"]);
     assert!(lab.argv().contains(&LAUNCH.to_string()));
 }
 
@@ -1262,8 +1250,7 @@ fn three_nodes_launch_together_and_join_one_by_one() {
     assert_eq!(s["vms"].as_array().unwrap().len(), 3);
 
     // A plain `up` keeps the lab's three nodes and changes nothing.
-    lab.clear_argv();
-    lab.homelab(&["up"]).success();
+    lab.again(&["up"]);
     let argv = lab.argv();
     assert_eq!(argv[..2], [VERSION, INFO]);
     assert!(
@@ -1307,9 +1294,7 @@ fn killed_between_steps_the_next_up_resumes() {
         ]
     );
 
-    lab.clear_argv();
-    let run = lab.homelab(&["up"]);
-    run.success();
+    let run = lab.again(&["up"]);
     assert_eq!(
         lab.argv(),
         [VERSION, INFO, MARKER, CONFIG, NODES],
@@ -1335,10 +1320,9 @@ fn interrupted_during_launch_the_next_up_does_not_launch_again() {
     lab.release("launch");
     let run = finish(&lab, child);
     run.failure(1);
-    assert!(
-        run.stderr.ends_with(&format!("{}{}", "error: `homelab up` for lab `t` was interrupted\nhint: run `homelab up` again: it looks at what exists and resumes where it stopped\n", common::export_hint("t"))),
-        "{}",
-        run.stderr
+    assert_error_then_export_hint(
+        &run,
+        "error: `homelab up` for lab `t` was interrupted\nhint: run `homelab up` again: it looks at what exists and resumes where it stopped\n",
     );
     assert!(run.stdout.contains("  ! vms "), "{}", run.stdout);
 
@@ -1347,9 +1331,7 @@ fn interrupted_during_launch_the_next_up_does_not_launch_again() {
         assert!(start.elapsed() < Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(10));
     }
-    lab.clear_argv();
-    let run = lab.homelab(&["up"]);
-    run.success();
+    lab.again(&["up"]);
     assert!(
         !lab.argv().iter().any(|a| a.starts_with("launch")),
         "{:?}",
@@ -1539,9 +1521,7 @@ fn a_disk_in_tib_reaches_multipass_in_a_unit_it_reads() {
 fn a_vm_of_another_size_is_kept_with_a_warning() {
     let lab = Lab::new();
     lab.homelab(&["up"]).success();
-    lab.clear_argv();
-    let run = lab.homelab(&["up", "--cpus", "6", "--memory", "16G"]);
-    run.success();
+    let run = lab.again(&["up", "--cpus", "6", "--memory", "16G"]);
     assert!(
         run.stderr.contains("warning: VM `homelab-t-1` has 4 CPUs (asked for 6), 7.8G memory (asked for 16G); homelab does not resize VMs: keep it as it is, or rebuild it with `homelab up --recreate` (everything inside is lost)\n"),
         "{}",
@@ -1555,8 +1535,7 @@ fn multipass_17_dev_output_works_too() {
     let lab = Lab::new();
     lab.edit_fake(|v| v["format"] = json!("1.17"));
     lab.homelab(&["up"]).success();
-    lab.clear_argv();
-    lab.homelab(&["up"]).success();
+    lab.again(&["up"]);
     assert_eq!(lab.argv(), [VERSION, INFO, MARKER, CONFIG, NODES]);
 }
 
@@ -1574,9 +1553,7 @@ fn status_shows_vms_cluster_context_and_steps() {
     );
 
     lab.homelab(&["up"]).success();
-    lab.clear_argv();
-    let run = lab.homelab(&["status"]);
-    run.success();
+    let run = lab.again(&["status"]);
     let stdout: String = run
         .stdout
         .lines()
@@ -1616,10 +1593,7 @@ fn down_keeps_ca_and_secrets_and_up_reuses_them() {
     lab.homelab(&["up"]).success();
     let ca = std::fs::read(lab.state_dir().join("ca/ca.crt")).unwrap();
     let secrets = std::fs::read(lab.state_dir().join("secrets.json")).unwrap();
-    lab.clear_argv();
-
-    let run = lab.homelab(&["down"]);
-    run.success();
+    let run = lab.again(&["down"]);
     assert_eq!(lab.argv(), [INFO, "delete --purge homelab-t-1"]);
     assert_eq!(lab.fake_state()["instances"], json!({}));
     assert_eq!(
@@ -1644,9 +1618,7 @@ fn down_keeps_ca_and_secrets_and_up_reuses_them() {
         "the lock of the last command stays; it locks nothing by itself"
     );
 
-    lab.clear_argv();
-    let run = lab.homelab(&["up"]);
-    run.success();
+    let run = lab.again(&["up"]);
     assert_eq!(lab.argv()[2], LAUNCH);
     assert_eq!(
         std::fs::read(lab.state_dir().join("ca/ca.crt")).unwrap(),
@@ -1665,9 +1637,7 @@ fn down_purge_leaves_nothing_behind() {
     lab.homelab(&["up", "--nodes", "2"]).success();
     // A deleted-not-purged VM of the lab is removed too.
     lab.edit_fake(|v| v["instances"]["homelab-t-2"]["state"] = json!("Deleted"));
-    lab.clear_argv();
-    let run = lab.homelab(&["down", "--purge"]);
-    run.success();
+    let run = lab.again(&["down", "--purge"]);
     assert_eq!(lab.argv(), [INFO, "delete --purge homelab-t-1 homelab-t-2"]);
     assert_eq!(lab.fake_state()["instances"], json!({}));
     assert!(!lab.state_dir().exists());

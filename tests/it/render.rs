@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::TestContext;
-use homelab::render::{Domain, Manifests, RenderInput};
+use common::{TestContext, fixtures};
+use homelab::render::{Domain, Manifests};
 use homelab::stack::{self, Stack};
 use homelab::state::Secrets;
 use homelab::templates::Templates;
@@ -146,7 +146,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
 // Rendering through the library (for inputs the CLI cannot give yet, like the node IP)
 
 fn load_stack(name: &str) -> Stack {
-    stack::load(name, Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
+    fixtures::stack(name)
 }
 
 fn render_lib(stack: &Stack, node_ip: Option<&str>) -> Manifests {
@@ -154,21 +154,10 @@ fn render_lib(stack: &Stack, node_ip: Option<&str>) -> Manifests {
     let secrets = Secrets::placeholders();
     let ca = homelab::tls::placeholder();
     let upstream = BTreeMap::new();
-    homelab::render::render(
-        &Templates::embedded().unwrap(),
-        &RenderInput {
-            lab: "homelab",
-            stack,
-            domain: &domain,
-            secrets: &secrets,
-            ca: &ca,
-            gitea_admin_user: "lab-admin",
-            channel: stack.cluster.channel.clone(),
-            node_ip,
-            upstream: &upstream,
-        },
-    )
-    .unwrap()
+    let mut input = fixtures::render_input("homelab", stack, &domain, &secrets, &ca, &upstream);
+    input.channel = stack.cluster.channel.clone();
+    input.node_ip = node_ip;
+    homelab::render::render(&Templates::embedded().unwrap(), &input).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1445,25 +1434,7 @@ fn run_step(s: &Value, cwd: &Path, home: &Path, env: &[(&str, &str)]) -> std::pr
     cmd.output().unwrap()
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.test")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.test")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::support::http_kit::git_backend::git_output as git;
 
 /// A bare repository on branch main holding `files`.
 fn seed_repo(root: &Path, repo: &str, files: &BTreeMap<String, String>) -> PathBuf {

@@ -94,50 +94,43 @@ fn missing_config_file_is_an_error() {
     );
 }
 
-#[test]
-fn broken_yaml_names_file_and_position() {
+/// `homelab config show` with this `homelab.yaml` fails (exit 1); what it says.
+fn config_show_fails(yaml: &str) -> String {
     let ctx = TestContext::new();
-    ctx.write("homelab.yaml", "vm:\n  cpus: 4\n memory: 8G\n");
+    ctx.write("homelab.yaml", yaml);
     let run = ctx.homelab(&["config", "show"]);
     run.failure(1);
+    run.stderr
+}
+
+#[test]
+fn broken_yaml_names_file_and_position() {
     assert_eq!(
-        run.stderr,
+        config_show_fails("vm:\n  cpus: 4\n memory: 8G\n"),
         "error: `homelab.yaml` is not valid YAML at line 3, column 2: did not find expected key\nhint: check the indentation and quoting around that position\n"
     );
 }
 
 #[test]
 fn unknown_key_names_file_line_column_and_key() {
-    let ctx = TestContext::new();
-    ctx.write("homelab.yaml", "vm:\n  cpu: 4\n");
-    let run = ctx.homelab(&["config", "show"]);
-    run.failure(1);
     assert_eq!(
-        run.stderr,
+        config_show_fails("vm:\n  cpu: 4\n"),
         "error: unknown key `vm.cpu` in `homelab.yaml` at line 2, column 3\nhint: the keys under `vm` are `cpus`, `memory`, `disk`, `nodes`, `image`\n"
     );
 }
 
 #[test]
 fn unknown_top_level_key() {
-    let ctx = TestContext::new();
-    ctx.write("homelab.yaml", "lab: a\nproviders: existing\n");
-    let run = ctx.homelab(&["config", "show"]);
-    run.failure(1);
     assert_eq!(
-        run.stderr,
+        config_show_fails("lab: a\nproviders: existing\n"),
         "error: unknown key `providers` in `homelab.yaml` at line 2, column 1\nhint: the keys at the top level are `lab`, `stack`, `domain`, `provider`, `context`, `vm`, `microk8s`, `gitea`, `sync`, `upstream`\n"
     );
 }
 
 #[test]
 fn wrong_type_names_key_and_gives_an_example() {
-    let ctx = TestContext::new();
-    ctx.write("homelab.yaml", "vm:\n  cpus: four\n");
-    let run = ctx.homelab(&["config", "show"]);
-    run.failure(1);
     assert_eq!(
-        run.stderr,
+        config_show_fails("vm:\n  cpus: four\n"),
         "error: invalid value for `vm.cpus` in `homelab.yaml` at line 2, column 9: invalid type: string \"four\", expected u32\nhint: `vm.cpus` is the CPUs per VM (at least 2), e.g. `cpus: 4`\n"
     );
 }
@@ -156,12 +149,8 @@ fn bad_env_value_names_the_variable() {
 
 #[test]
 fn reserved_gitea_admin_name_is_refused() {
-    let ctx = TestContext::new();
-    ctx.write("homelab.yaml", "gitea:\n  admin_user: admin\n");
-    let run = ctx.homelab(&["config", "show"]);
-    run.failure(1);
     assert_eq!(
-        run.stderr,
+        config_show_fails("gitea:\n  admin_user: admin\n"),
         "error: invalid `gitea.admin_user` `admin`: Gitea reserves this name\nhint: choose another login, e.g. `lab-admin`\n"
     );
 }
@@ -177,50 +166,44 @@ fn bad_lab_name_is_refused() {
     );
 }
 
+/// `homelab plan --stack broken.yaml` with this stack file fails (exit 1); what it says.
+fn plan_fails(stack: &str) -> String {
+    let ctx = TestContext::new();
+    ctx.write("broken.yaml", stack);
+    let run = ctx.homelab(&["plan", "--stack", "broken.yaml"]);
+    run.failure(1);
+    run.stderr
+}
+
 const STACK_HEAD: &str =
     "name: broken\ncluster: {kubernetes: \"1.36\", channel: 1.36/stable}\ncomponents:\n";
 
 #[test]
 fn stack_with_unknown_need() {
-    let ctx = TestContext::new();
-    ctx.write(
-        "broken.yaml",
-        &format!("{STACK_HEAD}  - {{name: a, source: {{addon: dns}}}}\n  - {{name: b, needs: [gittea], source: {{addon: x}}}}\n"),
-    );
-    let run = ctx.homelab(&["plan", "--stack", "broken.yaml"]);
-    run.failure(1);
     assert_eq!(
-        run.stderr,
+        plan_fails(&format!(
+            "{STACK_HEAD}  - {{name: a, source: {{addon: dns}}}}\n  - {{name: b, needs: [gittea], source: {{addon: x}}}}\n"
+        )),
         "error: component `b` needs `gittea`, which is not in stack `broken`\nhint: components in this stack: `a`, `b`\n"
     );
 }
 
 #[test]
 fn stack_with_a_cycle() {
-    let ctx = TestContext::new();
-    ctx.write(
-        "broken.yaml",
-        &format!("{STACK_HEAD}  - {{name: a, needs: [c], source: {{addon: x}}}}\n  - {{name: b, needs: [a], source: {{addon: y}}}}\n  - {{name: c, needs: [b], source: {{addon: z}}}}\n"),
-    );
-    let run = ctx.homelab(&["plan", "--stack", "broken.yaml"]);
-    run.failure(1);
     assert_eq!(
-        run.stderr,
+        plan_fails(&format!(
+            "{STACK_HEAD}  - {{name: a, needs: [c], source: {{addon: x}}}}\n  - {{name: b, needs: [a], source: {{addon: y}}}}\n  - {{name: c, needs: [b], source: {{addon: z}}}}\n"
+        )),
         "error: stack `broken` has a dependency cycle: a → c → b → a\nhint: remove one of these `needs` entries so components can start in order\n"
     );
 }
 
 #[test]
 fn stack_with_unknown_key() {
-    let ctx = TestContext::new();
-    ctx.write(
-        "broken.yaml",
-        &format!("{STACK_HEAD}  - name: a\n    source: {{addon: x}}\n    needz: [b]\n"),
-    );
-    let run = ctx.homelab(&["plan", "--stack", "broken.yaml"]);
-    run.failure(1);
     assert_eq!(
-        run.stderr,
+        plan_fails(&format!(
+            "{STACK_HEAD}  - name: a\n    source: {{addon: x}}\n    needz: [b]\n"
+        )),
         "error: unknown key `components[0].needz` in stack `broken.yaml` at line 6, column 5\nhint: the keys accepted there are `name`, `description`, `namespace`, `version`, `source`, `images`, `needs`, `resources`, `hostname`, `repos`, `timeout`, `providers`, `adopts`\n"
     );
 }
@@ -242,30 +225,20 @@ fn stack_with_broken_yaml() {
 
 #[test]
 fn stack_with_latest_image() {
-    let ctx = TestContext::new();
-    ctx.write(
-        "broken.yaml",
-        &format!("{STACK_HEAD}  - name: a\n    source: {{templates: gitea}}\n    images: {{web: \"nginx:latest\"}}\n"),
-    );
-    let run = ctx.homelab(&["plan", "--stack", "broken.yaml"]);
-    run.failure(1);
     assert_eq!(
-        run.stderr,
+        plan_fails(&format!(
+            "{STACK_HEAD}  - name: a\n    source: {{templates: gitea}}\n    images: {{web: \"nginx:latest\"}}\n"
+        )),
         "error: component `a` in stack `broken`: image `nginx:latest` (web) uses the `latest` tag\nhint: pin every image to a version tag or a digest, never `latest`\n"
     );
 }
 
 #[test]
 fn stack_naming_missing_templates() {
-    let ctx = TestContext::new();
-    ctx.write(
-        "broken.yaml",
-        &format!("{STACK_HEAD}  - name: a\n    source: {{templates: no-such-dir}}\n"),
-    );
-    let run = ctx.homelab(&["plan", "--stack", "broken.yaml"]);
-    run.failure(1);
     assert_eq!(
-        run.stderr,
+        plan_fails(&format!(
+            "{STACK_HEAD}  - name: a\n    source: {{templates: no-such-dir}}\n"
+        )),
         "error: component `a` in stack `broken`: templates `no-such-dir` do not exist\nhint: templates live in `templates/<dir>/` and are compiled into the binary\n"
     );
 }

@@ -6,6 +6,7 @@
 use crate::support::common;
 use crate::support::fake_kube;
 use crate::support::git_http;
+use crate::support::http_kit::tls::{lab_ca, leaf};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -205,6 +206,31 @@ impl Lab {
             .unwrap();
     }
 
+    /// A JSON merge patch to the Application `name`, as `kubectl patch --type merge` sends it.
+    async fn patch_app(&self, name: &str, patch: &Value) {
+        self.apps_api()
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+
+    /// Commit (as `message`) one ConfigMap `{"k": "v"}` per name into `app/<name>.json`.
+    fn commit_config_maps(&self, names: &[&str], message: &str) {
+        for name in names {
+            self.repo.write(
+                &format!("app/{name}.json"),
+                &config_map(name, json!({"k": "v"})),
+            );
+        }
+        self.repo.commit(message);
+    }
+
+    /// [`Lab::commit_config_maps`], and create the Application `nyan` over `app/`.
+    async fn create_nyan_over_config_maps(&self, names: &[&str], message: &str) {
+        self.commit_config_maps(names, message);
+        self.create_app("nyan", self.app_spec("app")).await;
+    }
+
     async fn app(&self, name: &str) -> Value {
         let o = self.apps_api().get(name).await.unwrap();
         let mut v = serde_json::to_value(o).unwrap();
@@ -218,7 +244,12 @@ impl Lab {
         engine.reconcile(&app, Mode::Auto).await.unwrap()
     }
 
-    async fn live(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
+    /// The API of `kind` in the destination namespace, and its resource.
+    async fn dest_api(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> (Api<DynamicObject>, homelab::apply::Resolved) {
         let r = self
             .applier
             .discovery()
@@ -226,7 +257,11 @@ impl Lab {
             .await
             .unwrap()
             .unwrap();
-        let api = self.applier.api(&r, &self.dest_ns);
+        (self.applier.api(&r, &self.dest_ns), r)
+    }
+
+    async fn live(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
+        let (api, r) = self.dest_api(api_version, kind).await;
         api.get_opt(name)
             .await
             .unwrap()
@@ -235,14 +270,7 @@ impl Lab {
 
     /// Change an object as another tool would (a different field manager, `kubectl edit`-like).
     async fn meddle(&self, api_version: &str, kind: &str, name: &str, patch: Value) {
-        let r = self
-            .applier
-            .discovery()
-            .resolve(api_version, kind)
-            .await
-            .unwrap()
-            .unwrap();
-        let api = self.applier.api(&r, &self.dest_ns);
+        let (api, _) = self.dest_api(api_version, kind).await;
         let pp = PatchParams {
             field_manager: Some("kubectl-edit".into()),
             ..Default::default()
@@ -288,15 +316,39 @@ fn cond_text(o: &Outcome) -> String {
         .join("\n")
 }
 
+/// The reconcile applied `n` objects and left the Application Synced.
+#[track_caller]
+fn assert_applied_and_synced(o: &Outcome, n: usize) {
+    assert_eq!(
+        (o.applied, o.sync),
+        (n, SyncCode::Synced),
+        "{}",
+        cond_text(o)
+    );
+}
+
+/// The reconcile pruned `n` objects and left the Application Synced.
+#[track_caller]
+fn assert_pruned_and_synced(o: &Outcome, n: usize) {
+    assert_eq!(
+        (o.pruned, o.sync),
+        (n, SyncCode::Synced),
+        "{}",
+        cond_text(o)
+    );
+}
+
+/// The outcome's conditions include `text`.
+#[track_caller]
+fn assert_condition(o: &Outcome, text: &str) {
+    assert!(cond_text(o).contains(text), "{}", cond_text(o));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_change_drift_and_delete_are_kept_in_line_with_git() {
     let lab = Lab::new().await;
     if let Some(fake) = lab.tc.fake() {
-        fake.controllers(Controllers {
-            enabled: true,
-            ready_after: Duration::from_millis(50),
-            ..Default::default()
-        });
+        fake.controllers(Controllers::ready_after(Duration::from_millis(50)).enabled());
     }
     lab.repo.write(
         "app/config.json",
@@ -380,12 +432,7 @@ async fn create_change_drift_and_delete_are_kept_in_line_with_git() {
     );
     let second = lab.repo.commit("red");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     assert_eq!(
         lab.live("v1", "ConfigMap", "settings").await.unwrap()["data"]["color"],
         "red"
@@ -506,12 +553,7 @@ async fn fake_only_a_no_op_reconcile_lists_each_kind_once_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_yaml_or_an_unknown_kind_names_the_file_and_prunes_nothing() {
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo
-        .write("app/b.json", &config_map("b", json!({"k": "v"})));
-    lab.repo.commit("two");
-    lab.create_app("nyan", lab.app_spec("app")).await;
+    lab.create_nyan_over_config_maps(&["a", "b"], "two").await;
     let (engine, _t) = lab.engine();
     assert_eq!(lab.reconcile(&engine, "nyan").await.applied, 2);
 
@@ -572,16 +614,12 @@ async fn an_unreachable_repo_or_missing_revision_sets_a_condition_and_keeps_the_
     let mut spec = lab.app_spec("app");
     spec["source"]["targetRevision"] = json!("no-such-branch");
     let patch = json!({"spec": spec});
-    lab.apps_api()
-        .patch("nyan", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    lab.patch_app("nyan", &patch).await;
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!((o.applied, o.pruned, o.sync), (0, 0, SyncCode::Unknown));
-    assert!(
-        cond_text(&o).contains("ComparisonError: revision `no-such-branch` not found in `file://"),
-        "{}",
-        cond_text(&o)
+    assert_condition(
+        &o,
+        "ComparisonError: revision `no-such-branch` not found in `file://",
     );
     assert!(lab.live("v1", "ConfigMap", "a").await.is_some());
     let app = lab.app("nyan").await;
@@ -594,17 +632,10 @@ async fn an_unreachable_repo_or_missing_revision_sets_a_condition_and_keeps_the_
     spec["source"]["targetRevision"] = json!("main");
     spec["source"]["repoURL"] = json!(format!("file://{}/missing-repo", lab.temp.path().display()));
     let patch = json!({"spec": spec});
-    lab.apps_api()
-        .patch("nyan", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    lab.patch_app("nyan", &patch).await;
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!((o.applied, o.pruned, o.sync), (0, 0, SyncCode::Unknown));
-    assert!(
-        cond_text(&o).contains("ComparisonError: fetch `file://"),
-        "{}",
-        cond_text(&o)
-    );
+    assert_condition(&o, "ComparisonError: fetch `file://");
     assert!(lab.live("v1", "ConfigMap", "a").await.is_some());
     lab.validate_apps(&[lab.app("nyan").await]);
 }
@@ -612,12 +643,7 @@ async fn an_unreachable_repo_or_missing_revision_sets_a_condition_and_keeps_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_render_prunes_nothing_unless_allow_empty() {
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo
-        .write("app/b.json", &config_map("b", json!({"k": "v"})));
-    lab.repo.commit("two");
-    lab.create_app("nyan", lab.app_spec("app")).await;
+    lab.create_nyan_over_config_maps(&["a", "b"], "two").await;
     let (engine, _t) = lab.engine();
     assert_eq!(lab.reconcile(&engine, "nyan").await.applied, 2);
 
@@ -627,20 +653,13 @@ async fn an_empty_render_prunes_nothing_unless_allow_empty() {
     lab.repo.commit("empty");
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!(o.pruned, 0);
-    assert!(
-        cond_text(&o).contains("refusing to prune all 2 tracked objects"),
-        "{}",
-        cond_text(&o)
-    );
+    assert_condition(&o, "refusing to prune all 2 tracked objects");
     assert!(lab.live("v1", "ConfigMap", "a").await.is_some());
 
     let mut spec = lab.app_spec("app");
     spec["syncPolicy"]["automated"]["allowEmpty"] = json!(true);
     let patch = json!({"spec": spec});
-    lab.apps_api()
-        .patch("nyan", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    lab.patch_app("nyan", &patch).await;
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!(o.pruned, 2, "{}", cond_text(&o));
 }
@@ -648,10 +667,7 @@ async fn an_empty_render_prunes_nothing_unless_allow_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_objects_tracked_to_the_app_are_ever_pruned() {
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo.commit("one");
-    lab.create_app("nyan", lab.app_spec("app")).await;
+    lab.create_nyan_over_config_maps(&["a"], "one").await;
     // Neighbours in the same namespace: untracked, tracked to another app, and a copy whose
     // tracking id names a different object.
     for (name, ann) in [
@@ -673,9 +689,7 @@ async fn only_objects_tracked_to_the_app_are_ever_pruned() {
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!((o.applied, o.pruned), (1, 0), "{}", cond_text(&o));
     lab.repo.remove("app/a.json");
-    lab.repo
-        .write("app/b.json", &config_map("b", json!({"k": "v"})));
-    lab.repo.commit("swap");
+    lab.commit_config_maps(&["b"], "swap");
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!((o.applied, o.pruned), (1, 1), "{}", cond_text(&o));
     for name in ["untracked", "other-app", "copied"] {
@@ -786,24 +800,14 @@ async fn a_prune_is_done_when_the_object_is_gone_not_when_the_delete_was_accepte
         // A slow garbage collector: the window a real one leaves, made wide.
         fake.set_gc_delay(Duration::from_millis(400));
     }
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo
-        .write("app/b.json", &config_map("b", json!({"k": "v"})));
-    lab.repo.commit("two");
-    lab.create_app("nyan", lab.app_spec("app")).await;
+    lab.create_nyan_over_config_maps(&["a", "b"], "two").await;
     let (engine, _t) = lab.engine();
     assert_eq!(lab.reconcile(&engine, "nyan").await.applied, 2);
 
     lab.repo.remove("app/b.json");
     lab.repo.commit("drop b");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.pruned, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_pruned_and_synced(&o, 1);
     assert!(
         lab.live("v1", "ConfigMap", "b").await.is_none(),
         "the reconcile ended while `b` was still being deleted"
@@ -822,11 +826,7 @@ async fn a_prune_is_done_when_the_object_is_gone_not_when_the_delete_was_accepte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pruned_object_a_finalizer_holds_is_waited_for_and_never_deleted_twice() {
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo
-        .write("app/b.json", &config_map("b", json!({"k": "v"})));
-    lab.repo.commit("two");
+    lab.commit_config_maps(&["a", "b"], "two");
     let mut spec = lab.app_spec("app");
     spec["syncPolicy"]["retry"] = json!({"limit": 0});
     lab.create_app("nyan", spec).await;
@@ -914,9 +914,7 @@ async fn a_pruned_object_a_finalizer_holds_is_waited_for_and_never_deleted_twice
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_in_git_whose_copy_is_being_deleted_is_recreated_once_it_is_gone() {
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo.commit("one");
+    lab.commit_config_maps(&["a"], "one");
     let mut spec = lab.app_spec("app");
     spec["syncPolicy"]["retry"] = json!({"limit": 0});
     lab.create_app("nyan", spec).await;
@@ -979,12 +977,7 @@ async fn an_object_in_git_whose_copy_is_being_deleted_is_recreated_once_it_is_go
         .reconcile(&lab.app("nyan").await, Mode::Manual { prune: true })
         .await
         .unwrap();
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     let again = lab.live("v1", "ConfigMap", "a").await.unwrap();
     assert_ne!(again["metadata"]["uid"], first["metadata"]["uid"]);
     assert!(again["metadata"]["deletionTimestamp"].is_null());
@@ -998,12 +991,11 @@ async fn an_object_in_git_whose_copy_is_being_deleted_is_recreated_once_it_is_go
 async fn prune_propagation_foreground_takes_dependents_along_and_orphan_leaves_them() {
     let lab = Lab::new().await;
     if let Some(fake) = lab.tc.fake() {
-        fake.controllers(Controllers {
-            enabled: true,
-            ready_after: Duration::from_millis(20),
-            pods: true,
-            ..Default::default()
-        });
+        fake.controllers(
+            Controllers::ready_after(Duration::from_millis(20))
+                .enabled()
+                .pods(),
+        );
     }
     let rs = lab
         .applier
@@ -1051,9 +1043,7 @@ async fn prune_propagation_foreground_takes_dependents_along_and_orphan_leaves_t
         "app/web.yaml",
         &deployment("web", "registry.k8s.io/pause:3.10", "web"),
     );
-    lab.repo
-        .write("app/keep.json", &config_map("keep", json!({"k": "v"})));
-    lab.repo.commit("web");
+    lab.commit_config_maps(&["keep"], "web");
     lab.create_app("nyan", spec.clone()).await;
     let (engine, _t) = lab.engine();
     assert_eq!(lab.reconcile(&engine, "nyan").await.applied, 2);
@@ -1062,12 +1052,7 @@ async fn prune_propagation_foreground_takes_dependents_along_and_orphan_leaves_t
     lab.repo.remove("app/web.yaml");
     lab.repo.commit("drop web");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.pruned, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_pruned_and_synced(&o, 1);
     assert!(lab.live("apps/v1", "Deployment", "web").await.is_none());
     assert!(
         owned_by(web).await.is_empty(),
@@ -1075,14 +1060,7 @@ async fn prune_propagation_foreground_takes_dependents_along_and_orphan_leaves_t
     );
 
     spec["syncPolicy"]["syncOptions"] = json!(["PrunePropagationPolicy=orphan"]);
-    lab.apps_api()
-        .patch(
-            "nyan",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": spec})),
-        )
-        .await
-        .unwrap();
+    lab.patch_app("nyan", &json!({"spec": spec})).await;
     lab.repo.write(
         "app/worker.yaml",
         &deployment("worker", "registry.k8s.io/pause:3.10", "worker"),
@@ -1098,12 +1076,7 @@ async fn prune_propagation_foreground_takes_dependents_along_and_orphan_leaves_t
     lab.repo.remove("app/worker.yaml");
     lab.repo.commit("drop worker");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.pruned, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_pruned_and_synced(&o, 1);
     assert!(lab.live("apps/v1", "Deployment", "worker").await.is_none());
     for name in before {
         let left = rs_api.get(&name).await.unwrap();
@@ -1134,10 +1107,7 @@ async fn engines_with_their_own_installation_ids_never_take_each_others_objects(
     }
     lab.set_installation_id(&other_apps, &format!("{}-b", lab.tc.lab))
         .await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo.commit("one");
-    lab.create_app("nyan", lab.app_spec("app")).await;
+    lab.create_nyan_over_config_maps(&["a"], "one").await;
     let mut other_spec = lab.app_spec("app");
     other_spec["destination"]["namespace"] = json!(other_dest);
     let other_app: DynamicObject = serde_json::from_value(json!({
@@ -1179,9 +1149,7 @@ async fn engines_with_their_own_installation_ids_never_take_each_others_objects(
     );
     // Git drops `a`: each engine prunes its own `a`, and only that.
     lab.repo.remove("app/a.json");
-    lab.repo
-        .write("app/b.json", &config_map("b", json!({"k": "v"})));
-    lab.repo.commit("swap");
+    lab.commit_config_maps(&["b"], "swap");
     let o = lab.reconcile(&engine, "nyan").await;
     assert_eq!(
         (o.applied, o.pruned, o.sync),
@@ -1267,10 +1235,7 @@ async fn fake_only_a_watch_ending_in_410_gone_relists_and_misses_no_change() {
     ) else {
         return;
     };
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo.commit("one");
-    lab.create_app("nyan", lab.app_spec("app")).await;
+    lab.create_nyan_over_config_maps(&["a"], "one").await;
     let (engine, mut touched) = lab.engine();
     assert_eq!(lab.reconcile(&engine, "nyan").await.applied, 1);
     while touched.try_recv().is_ok() {}
@@ -1314,51 +1279,17 @@ async fn fake_only_429_and_5xx_are_retried_with_backoff() {
     ) else {
         return;
     };
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo.commit("one");
-    lab.create_app("nyan", lab.app_spec("app")).await;
+    lab.create_nyan_over_config_maps(&["a"], "one").await;
     fake.inject(
-        Fault::new(
-            FaultAction::Status {
-                code: 429,
-                retry_after: Some(0),
-            },
-            2,
-        )
-        .verb("patch")
-        .path("configmaps"),
+        Fault::status(429, Some(0), 2)
+            .verb("patch")
+            .path("configmaps"),
     );
-    fake.inject(
-        Fault::new(
-            FaultAction::Status {
-                code: 503,
-                retry_after: None,
-            },
-            1,
-        )
-        .verb("patch")
-        .path("configmaps"),
-    );
-    fake.inject(
-        Fault::new(
-            FaultAction::Status {
-                code: 500,
-                retry_after: None,
-            },
-            1,
-        )
-        .verb("list")
-        .path("configmaps"),
-    );
+    fake.inject(Fault::status(503, None, 1).verb("patch").path("configmaps"));
+    fake.inject(Fault::status(500, None, 1).verb("list").path("configmaps"));
     let (engine, _t) = lab.engine();
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     assert_eq!(fake.pending_faults(), 0);
 }
 
@@ -1397,12 +1328,7 @@ async fn fake_only_a_kill_between_apply_and_status_write_converges_without_dupli
     let (engine, _t) = lab.engine();
     fake.clear_requests();
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (0, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 0);
     let writes: Vec<String> = fake
         .writes()
         .iter()
@@ -1463,12 +1389,7 @@ async fn an_immutable_field_change_is_a_clear_error_or_a_replace_when_asked() {
     lab.repo.write("app/web.yaml", &text);
     lab.repo.commit("replace");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     let live = lab.live("apps/v1", "Deployment", "web").await.unwrap();
     assert_ne!(live["metadata"]["uid"], uid);
     assert_eq!(live["spec"]["selector"]["matchLabels"]["app"], "web2");
@@ -1556,10 +1477,7 @@ async fn another_field_manager_is_healed_with_backoff_not_in_a_hot_loop() {
 async fn two_engines_only_the_lease_holder_acts() {
     use homelab::sync::lease::{Leader, LeaseConfig};
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo.commit("one");
-    lab.create_app("nyan", lab.app_spec("app")).await;
+    lab.create_nyan_over_config_maps(&["a"], "one").await;
 
     let mut engines = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -1676,7 +1594,7 @@ async fn git_source_fetches_branches_tags_and_commits_over_file_and_smart_http_w
         );
     }
     // The token went in a header, never in a URL; without it the server refuses.
-    let seen = http.seen.lock().unwrap().clone();
+    let seen = http.seen.all();
     assert!(
         seen.iter()
             .all(|s| !s.path.contains(token) && !s.query.contains(token))
@@ -1727,12 +1645,7 @@ async fn a_smart_http_repository_with_credentials_from_an_argo_repository_secret
     lab.create_app("nyan", spec).await;
     let (engine, _t) = lab.engine();
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1745,11 +1658,7 @@ async fn sync_waves_apply_in_order_and_wait_for_health() {
         return;
     }
     if let Some(fake) = lab.tc.fake() {
-        fake.controllers(Controllers {
-            enabled: true,
-            ready_after: Duration::from_millis(300),
-            ..Default::default()
-        });
+        fake.controllers(Controllers::ready_after(Duration::from_millis(300)).enabled());
     }
     let wave = |name: &str, w: i64| {
         serde_json::to_string(&json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -1769,12 +1678,7 @@ async fn sync_waves_apply_in_order_and_wait_for_health() {
     lab.create_app("nyan", lab.app_spec("app")).await;
     let (engine, _t) = lab.engine();
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (3, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 3);
     let created = |v: &Value| {
         v["metadata"]["creationTimestamp"]
             .as_str()
@@ -1812,9 +1716,7 @@ async fn sync_waves_apply_in_order_and_wait_for_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_sync_operation_and_create_namespace_and_cascading_delete() {
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo.commit("one");
+    lab.commit_config_maps(&["a"], "one");
     let ns = lab.tc.ns("created");
     let mut spec = lab.app_spec("app");
     spec["destination"]["namespace"] = json!(ns);
@@ -1835,17 +1737,9 @@ async fn a_manual_sync_operation_and_create_namespace_and_cascading_delete() {
     // `argocd app sync` writes an operation; the engine runs it and clears it.
     let patch =
         json!({"operation": {"sync": {"prune": true}, "initiatedBy": {"username": "teacher"}}});
-    lab.apps_api()
-        .patch("manual", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    lab.patch_app("manual", &patch).await;
     let o = lab.reconcile(&engine, "manual").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     let app = lab.app("manual").await;
     assert!(app["operation"].is_null());
     assert_eq!(
@@ -1856,10 +1750,7 @@ async fn a_manual_sync_operation_and_create_namespace_and_cascading_delete() {
 
     // Cascading delete through Argo's finalizer.
     let patch = json!({"metadata": {"finalizers": ["resources-finalizer.argocd.argoproj.io"]}});
-    lab.apps_api()
-        .patch("manual", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    lab.patch_app("manual", &patch).await;
     lab.apps_api()
         .delete("manual", &Default::default())
         .await
@@ -2273,12 +2164,7 @@ async fn a_crd_and_its_custom_resources_sync_together() {
     assert_eq!(o.applied, 2, "{}", cond_text(&o));
     // The next reconcile compares the custom resource too: nothing left to do.
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (0, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 0);
     let w = lab
         .live(&format!("{group}/v1"), "Widget", "w1")
         .await
@@ -2530,10 +2416,7 @@ async fn homelab_sync_in_cluster_serves_probes_and_webhooks_logs_json_and_releas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_scoped_engine_watches_and_manages_only_its_namespaces() {
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo.commit("one");
-    lab.create_app("nyan", lab.app_spec("app")).await;
+    lab.create_nyan_over_config_maps(&["a"], "one").await;
     let mut cfg = lab.engine_config();
     cfg.namespaces = Some(vec![lab.dest_ns.clone()]);
     let (engine, _t) = lab.engine_with(cfg);
@@ -2541,12 +2424,7 @@ async fn a_namespace_scoped_engine_watches_and_manages_only_its_namespaces() {
         f.clear_requests();
     }
     let o = lab.reconcile(&engine, "nyan").await;
-    assert_eq!(
-        (o.applied, o.sync),
-        (1, SyncCode::Synced),
-        "{}",
-        cond_text(&o)
-    );
+    assert_applied_and_synced(&o, 1);
     if let Some(f) = lab.tc.fake() {
         let lists: Vec<String> = f
             .requests()
@@ -2587,37 +2465,24 @@ async fn a_namespace_scoped_engine_watches_and_manages_only_its_namespaces() {
     );
     lab.repo.commit("cluster-scoped");
     let o = lab.reconcile(&engine, "nyan").await;
-    assert!(
-        cond_text(&o).contains("`ns.yaml:1`: `Namespace/some-ns` is cluster-scoped; the engine may manage only namespaced objects in"),
-        "{}",
-        cond_text(&o)
+    assert_condition(
+        &o,
+        "`ns.yaml:1`: `Namespace/some-ns` is cluster-scoped; the engine may manage only namespaced objects in",
     );
     assert!(lab.live("v1", "ConfigMap", "a").await.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_over_https_trusts_the_lab_ca_it_is_given_and_nothing_else() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
     let temp = tempfile::tempdir().unwrap();
     let root = temp.path().join("srv");
     let repo = Repo::new(&root.join("lab/gitops.git"));
     repo.write("app/a.yaml", "v: 1\n");
     let c1 = repo.commit("one");
-    // A lab-like CA and a server certificate for localhost.
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
+    // A lab CA (its names constrained to the defaults and localhost) and a server certificate
+    // for localhost from it.
+    let ca = lab_ca("t", Some("localhost"));
+    let (cert_pem, key_pem) = leaf(&ca, "localhost");
     let token = "tok-over-tls";
     let basic = format!(
         "Basic {}",
@@ -2626,19 +2491,13 @@ async fn git_over_https_trusts_the_lab_ca_it_is_given_and_nothing_else() {
             format!("git:{token}")
         )
     );
-    let https = GitHttp::start_tls(
-        &root,
-        Some(basic.clone()),
-        &leaf.pem(),
-        &leaf_key.serialize_pem(),
-    )
-    .await;
+    let https = GitHttp::start_tls(&root, Some(basic.clone()), &cert_pem, &key_pem).await;
     let url = format!("{}/lab/gitops.git", https.base);
     let read = |c: &homelab::sync::source::Checkout| c.commit.clone();
     let with_ca = GitAuth {
         username: None,
         password: Some(homelab::redact::Secret::new(token)),
-        ca_pem: Some(ca_cert.pem()),
+        ca_pem: Some(ca.cert_pem.clone()),
     };
     let src = GitSource::new(temp.path().join("work-ca"));
     let got = src
@@ -2649,8 +2508,7 @@ async fn git_over_https_trusts_the_lab_ca_it_is_given_and_nothing_else() {
     assert!(
         https
             .seen
-            .lock()
-            .unwrap()
+            .all()
             .iter()
             .any(|s| s.authorization.as_deref() == Some(basic.as_str()))
     );
@@ -2732,10 +2590,7 @@ async fn a_standby_engine_hands_a_webhook_to_the_lease_holder_through_the_refres
     use homelab::sync::server::{ServerState, serve};
     use homelab::sync::webhook::{Webhook, WebhookConfig, sign};
     let lab = Lab::new().await;
-    lab.repo
-        .write("app/a.json", &config_map("a", json!({"k": "v"})));
-    lab.repo.commit("one");
-    lab.create_app("nyan", lab.app_spec("app")).await;
+    lab.create_nyan_over_config_maps(&["a"], "one").await;
     let mut other = lab.app_spec("app");
     other["source"]["repoURL"] = json!("https://gitea.example.test/lab/other.git");
     lab.create_app("other", other).await;

@@ -348,6 +348,17 @@ fi
         assert!(status.success());
     }
 
+    /// The lab CA's SHA-256 fingerprint, as `homelab ca show --output json` gives it.
+    fn ca_sha256(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(
+            &self.ctx.homelab(&["ca", "show", "--output", "json"]).stdout,
+        )
+        .unwrap()["sha256"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     fn os_release(&self) -> String {
         self.ctx
             .temp
@@ -476,13 +487,7 @@ fn apply_then_untrust_round_trips_through_the_ledger() {
     assert_eq!(host.git_value(), Some(host.ca_path()));
 
     let ledger = host.ledger();
-    let sha = serde_json::from_str::<serde_json::Value>(
-        &host.ctx.homelab(&["ca", "show", "--output", "json"]).stdout,
-    )
-    .unwrap()["sha256"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sha = host.ca_sha256();
     assert_eq!(
         host.ledger_ids(),
         [
@@ -731,13 +736,7 @@ fn trust_prints_the_commands_for_this_host() {
         &host.os_release(),
     ]);
     run.success();
-    let sha = serde_json::from_str::<serde_json::Value>(
-        &host.ctx.homelab(&["ca", "show", "--output", "json"]).stdout,
-    )
-    .unwrap()["sha256"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sha = host.ca_sha256();
     assert_eq!(
         run.stdout.replace(&sha, "[SHA256]"),
         format!(

@@ -91,6 +91,16 @@ fn step_line<'a>(stdout: &'a str, step: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no summary line for `{step}` in:\n{stdout}"))
 }
 
+/// What the CLI's requests changed in the cluster, as `verb kind path` lines.
+fn cli_writes(sim: &Sim) -> Vec<String> {
+    sim.fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == sim.cli_user && r.is_write())
+        .map(|r| format!("{} {} {}", r.verb, r.kind, r.path))
+        .collect()
+}
+
 fn app_status(sim: &Sim) -> homelab::verify::AppStatus {
     let app = sim
         .fake
@@ -157,16 +167,12 @@ async fn assert_loop_proven(sim: &Sim, version: &str) {
         homelab::verify::image_tag(&deployment, &image).as_deref(),
         Some(app_head.as_str())
     );
-    let message = std::process::Command::new("git")
-        .arg(format!(
-            "--git-dir={}",
-            gitea.repo_dir("lab", "gitops").display()
-        ))
-        .args(["log", "-1", "--format=%an|%s", "main"])
-        .output()
-        .unwrap();
+    let message = crate::support::http_kit::git_backend::git(
+        &gitea.repo_dir("lab", "gitops"),
+        &["log", "-1", "--format=%an|%s", "main"],
+    );
     assert_eq!(
-        String::from_utf8_lossy(&message.stdout).trim(),
+        message,
         format!("Drone CI|nyan-cat: deploy {app_head} [skip ci]")
     );
     // The real sync engine deployed that revision, and it is healthy.
@@ -317,13 +323,7 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
             "the second up ran a multipass command that is not a read: {argv:?}"
         );
     }
-    let writes: Vec<String> = sim
-        .fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.user == sim.cli_user && r.is_write())
-        .map(|r| format!("{} {} {}", r.verb, r.kind, r.path))
-        .collect();
+    let writes = cli_writes(&sim);
     assert!(
         writes.is_empty(),
         "the second up wrote to the cluster: {writes:#?}"
@@ -495,13 +495,7 @@ async fn up_on_an_existing_cluster_with_a_domain_proves_the_loop_and_changes_not
         "{}",
         again.stdout
     );
-    let writes: Vec<String> = sim
-        .fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.user == sim.cli_user && r.is_write())
-        .map(|r| format!("{} {} {}", r.verb, r.kind, r.path))
-        .collect();
+    let writes = cli_writes(&sim);
     assert!(
         writes.is_empty(),
         "the second up wrote to the cluster: {writes:#?}"

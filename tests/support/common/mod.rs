@@ -4,6 +4,7 @@
 //! PATH holds only links to the system tools tests need (so a real `multipass` on the
 //! developer's machine can never leak in); add fakes with [`TestContext::fake_tool`].
 
+pub mod fixtures;
 pub mod logs;
 
 use std::collections::BTreeMap;

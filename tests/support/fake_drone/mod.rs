@@ -53,6 +53,10 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
+use super::http_kit::cookies::{cookies, set_cookies};
+use super::http_kit::log::{RequestLog, Violations};
+use super::http_kit::query;
+use super::http_kit::tls::TlsListener;
 use homelab::http::Endpoint;
 use homelab::tls::LabCa;
 
@@ -363,8 +367,8 @@ pub struct Shared {
     pub options: Options,
     routes: Vec<Route>,
     pub data: Mutex<Data>,
-    pub log: Mutex<Vec<Logged>>,
-    pub violations: Mutex<Vec<String>>,
+    pub log: RequestLog<Logged>,
+    pub violations: Violations,
     pub base_url: String,
     on_success: Mutex<Option<OnSuccess>>,
     runner: Mutex<Option<Runner>>,
@@ -387,17 +391,7 @@ impl FakeDrone {
     /// Start a fake Drone with a certificate from `ca`, configured with no OAuth client yet (as
     /// the Drone pod is before the wiring gives it one).
     pub async fn start(options: Options, ca: &LabCa) -> FakeDrone {
-        let now = time::OffsetDateTime::now_utc();
-        let leaf = homelab::tls::issue_leaf(
-            ca,
-            &homelab::tls::LeafSpec::for_names(&[HOST], now - time::Duration::hours(1)),
-        )
-        .unwrap();
-        let listener = crate::support::fake_gitea::tls::TlsListener::bind(
-            &leaf.cert_pem,
-            leaf.key_pem.expose(),
-        )
-        .await;
+        let listener = TlsListener::for_host(ca, HOST).await;
         let addr = axum::serve::Listener::local_addr(&listener).unwrap();
         let base = format!("https://{HOST}:{}", addr.port());
         Self::serve(options, ca, listener, addr, base)
@@ -434,8 +428,8 @@ impl FakeDrone {
             options,
             routes: load_routes(),
             data: Mutex::new(Data::default()),
-            log: Mutex::new(Vec::new()),
-            violations: Mutex::new(Vec::new()),
+            log: RequestLog::default(),
+            violations: Violations::default(),
             base_url: base,
             on_success: Mutex::new(None),
             runner: Mutex::new(None),
@@ -470,11 +464,7 @@ impl FakeDrone {
     }
 
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            base_url: self.base_url(),
-            ca_pem: Some(self.ca.cert_pem.clone()),
-            resolve: Some(self.addr),
-        }
+        crate::support::common::fixtures::pinned_endpoint(self.base_url(), &self.ca, self.addr)
     }
 
     pub fn data(&self) -> std::sync::MutexGuard<'_, Data> {
@@ -521,21 +511,22 @@ impl FakeDrone {
     }
 
     pub fn log(&self) -> Vec<Logged> {
-        self.shared.log.lock().unwrap().clone()
+        self.shared.log.all()
     }
 
     pub fn clear_log(&self) {
-        self.shared.log.lock().unwrap().clear();
+        self.shared.log.clear();
     }
 
     pub fn violations(&self) -> Vec<String> {
-        self.shared.violations.lock().unwrap().clone()
+        self.shared.violations.all()
     }
 
     #[track_caller]
     pub fn assert_no_violations(&self) {
-        let v = self.violations();
-        assert!(v.is_empty(), "Drone contract violations:\n{}", v.join("\n"));
+        self.shared
+            .violations
+            .assert_none("Drone contract violations");
     }
 
     pub fn secret(&self, repo: &str, name: &str) -> Option<DSecret> {
@@ -548,6 +539,19 @@ impl FakeDrone {
     pub fn builds(&self, repo: &str) -> Vec<Build> {
         self.data().builds.get(repo).cloned().unwrap_or_default()
     }
+}
+
+/// `path` (with its query) on `DRONE_GITEA_SERVER`.
+fn gitea_url(shared: &Shared, path: &str) -> String {
+    format!(
+        "{}{path}",
+        shared.options.gitea.base_url.trim_end_matches('/')
+    )
+}
+
+/// A GET of `url` on Gitea with the user's OAuth token, as Drone's Gitea client sends it.
+async fn gitea_get(shared: &Shared, url: &str, token: &str) -> reqwest::Result<reqwest::Response> {
+    shared.http.get(url).bearer_auth(token).send().await
 }
 
 /// How the server reaches `DRONE_GITEA_SERVER`: trusting its CA, at its pinned address.
@@ -565,11 +569,7 @@ fn gitea_client(gitea: &Endpoint) -> reqwest::Client {
 }
 
 fn reply(status: u16, body: Value) -> Response {
-    let mut r = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
-    if status == 204 {
-        *r.body_mut() = axum::body::Body::empty();
-    }
-    r
+    super::http_kit::reply::json(status, body)
 }
 
 fn err(status: u16, text: &str) -> Response {
@@ -579,32 +579,8 @@ fn err(status: u16, text: &str) -> Response {
 fn redirect(to: &str, cookies: &[String]) -> Response {
     let mut r = (StatusCode::SEE_OTHER, "").into_response();
     r.headers_mut().insert("location", to.parse().unwrap());
-    for c in cookies {
-        r.headers_mut().append("set-cookie", c.parse().unwrap());
-    }
+    set_cookies(&mut r, cookies);
     r
-}
-
-fn cookies(headers: &HeaderMap) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for v in headers.get_all("cookie") {
-        for part in v.to_str().unwrap_or("").split(';') {
-            if let Some((k, v)) = part.trim().split_once('=') {
-                out.insert(k.to_string(), v.to_string());
-            }
-        }
-    }
-    out
-}
-
-fn pairs(query: &str) -> BTreeMap<String, String> {
-    reqwest::Url::parse(&format!("http://x/?{query}"))
-        .map(|u| {
-            u.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
@@ -614,7 +590,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .unwrap_or_default();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
-    let q = pairs(&query);
+    let q: BTreeMap<String, String> = query::pairs(&query).into_iter().collect();
     let shown_query = if q.contains_key("access_token") {
         "access_token=<redacted>".to_string()
     } else {
@@ -648,7 +624,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 
     let resp = match match_route(&shared.routes, &method, &path) {
         None => {
-            shared.violations.lock().unwrap().push(format!(
+            shared.violations.push(format!(
                 "`{method} {path}` is not a route of Drone 2.24 (routes.json)"
             ));
             err(404, "Not Found")
@@ -663,7 +639,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             }
         }
     };
-    shared.log.lock().unwrap().push(Logged {
+    shared.log.push(Logged {
         method,
         target,
         status: resp.status().as_u16(),
@@ -968,8 +944,6 @@ async fn dispatch(
         other => {
             shared
                 .violations
-                .lock()
-                .unwrap()
                 .push(format!("the fake does not implement `{other}`"));
             err(501, "not implemented by the fake")
         }
@@ -1019,10 +993,7 @@ async fn login(
         let d = shared.data.lock().unwrap();
         (d.client_id.clone(), d.client_secret.clone())
     };
-    let token_url = format!(
-        "{}/login/oauth/access_token",
-        shared.options.gitea.base_url.trim_end_matches('/')
-    );
+    let token_url = gitea_url(shared, "/login/oauth/access_token");
     let resp = shared
         .http
         .post(&token_url)
@@ -1051,10 +1022,7 @@ async fn login(
     };
     let who = shared
         .http
-        .get(format!(
-            "{}/api/v1/user",
-            shared.options.gitea.base_url.trim_end_matches('/')
-        ))
+        .get(gitea_url(shared, "/api/v1/user"))
         .bearer_auth(&token)
         .send()
         .await;
@@ -1107,11 +1075,8 @@ async fn sync(shared: &Arc<Shared>, user: User, asynchronous: bool) -> Response 
         // DRONE_USER_CREATE gave no Gitea token: Gitea refuses the listing.
         return err(500, "Unauthorized");
     };
-    let url = format!(
-        "{}/api/v1/user/repos?page=1&limit=50",
-        shared.options.gitea.base_url.trim_end_matches('/')
-    );
-    let resp = shared.http.get(&url).bearer_auth(&token).send().await;
+    let url = gitea_url(shared, "/api/v1/user/repos?page=1&limit=50");
+    let resp = gitea_get(shared, &url, &token).await;
     let list: Vec<Value> = match resp {
         Ok(r) if r.status().is_success() => r.json().await.unwrap(),
         Ok(r) => return err(500, &format!("gitea: {}", r.status())),
@@ -1156,10 +1121,7 @@ async fn enable(shared: &Arc<Shared>, key: &str, user: User) -> Response {
         "events": ["create", "delete", "push", "pull_request"],
         "active": true,
     });
-    let url = format!(
-        "{}/api/v1/repos/{owner}/{name}/hooks",
-        shared.options.gitea.base_url.trim_end_matches('/')
-    );
+    let url = gitea_url(shared, &format!("/api/v1/repos/{owner}/{name}/hooks"));
     match shared
         .http
         .post(&url)
@@ -1187,17 +1149,11 @@ async fn gitea_head(
     branch: &str,
 ) -> Option<String> {
     let token = user.oauth_token.clone()?;
-    let url = format!(
-        "{}/api/v1/repos/{owner}/{name}/branches/{branch}",
-        shared.options.gitea.base_url.trim_end_matches('/')
+    let url = gitea_url(
+        shared,
+        &format!("/api/v1/repos/{owner}/{name}/branches/{branch}"),
     );
-    let r = shared
-        .http
-        .get(&url)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .ok()?;
+    let r = gitea_get(shared, &url, &token).await.ok()?;
     if !r.status().is_success() {
         return None;
     }
@@ -1286,15 +1242,11 @@ async fn pipeline_file(
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| ".drone.yml".into())
     };
-    let url = format!(
-        "{}/api/v1/repos/{key}/contents/{path}?ref={sha}",
-        shared.options.gitea.base_url.trim_end_matches('/')
+    let url = gitea_url(
+        shared,
+        &format!("/api/v1/repos/{key}/contents/{path}?ref={sha}"),
     );
-    let r = shared
-        .http
-        .get(&url)
-        .bearer_auth(&token)
-        .send()
+    let r = gitea_get(shared, &url, &token)
         .await
         .map_err(|e| e.to_string())?;
     if !r.status().is_success() {

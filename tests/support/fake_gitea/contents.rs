@@ -14,6 +14,8 @@ use std::process::Command;
 use base64::Engine;
 use serde_json::{Value, json};
 
+use super::super::http_kit::git_backend;
+use super::super::http_kit::query::Page;
 use super::{Data, FakeGitea, Shared, message, repo_json};
 
 /// The operation ids of swagger.v1.json this module answers.
@@ -226,21 +228,7 @@ pub fn operation(
                 v
             })
             .collect();
-        let page: usize = query
-            .iter()
-            .find(|q| q.0 == "page")
-            .and_then(|q| q.1.parse().ok())
-            .unwrap_or(1);
-        let limit: usize = query
-            .iter()
-            .find(|q| q.0 == "limit")
-            .and_then(|q| q.1.parse().ok())
-            .unwrap_or(30);
-        let list: Vec<Value> = list
-            .into_iter()
-            .skip((page.max(1) - 1) * limit)
-            .take(limit)
-            .collect();
+        let list: Vec<Value> = Page::gitea(query, 30).of(list).collect();
         return (200, Value::Array(list));
     }
     let (owner, repo) = (p("owner"), p("repo"));
@@ -604,7 +592,7 @@ impl FakeGitea {
                 },
             );
         }
-        super::git_http::init_bare(&self.shared.repos_root, owner, repo, "sha1");
+        git_backend::init_bare(&self.shared.repos_root, owner, repo, "sha1");
         let dir = self.repo_dir(owner, repo);
         let index = tempfile::tempdir().unwrap();
         let index_path = index.path().join("index").display().to_string();

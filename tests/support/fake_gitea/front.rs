@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use super::super::http_kit::tls::{acceptor, lab_ca, leaf};
 use super::HOST;
 use homelab::tls::LabCa;
 
@@ -41,38 +42,15 @@ pub struct FrontDoor {
     pub accepted: Arc<Mutex<Vec<Door>>>,
 }
 
-fn acceptor(cert_pem: &str, key_pem: &str) -> TlsAcceptor {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsAcceptor::from(Arc::new(config))
-}
-
 impl FrontDoor {
     /// A closed door on a free port of 127.0.0.1; `ca` signs the right certificate.
     pub async fn closed(ca: &LabCa) -> FrontDoor {
         let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = probe.local_addr().unwrap();
         drop(probe);
-        let (cert, key) = super::tls::issue_leaf(ca, HOST);
-        let other = homelab::tls::generate(
-            "not the lab",
-            &homelab::tls::permitted_domains(None),
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
-        let (wrong_cert, wrong_key) = super::tls::issue_leaf(&other, HOST);
+        let (cert, key) = leaf(ca, HOST);
+        let other = lab_ca("not the lab", None);
+        let (wrong_cert, wrong_key) = leaf(&other, HOST);
         FrontDoor {
             addr,
             backend: addr,

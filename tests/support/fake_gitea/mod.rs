@@ -18,24 +18,24 @@
 
 pub mod contents;
 pub mod front;
-pub mod git_http;
 pub mod oauth;
 pub mod pod;
 pub mod swagger;
-pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::{Value, json};
 
+use super::http_kit::git_backend;
+use super::http_kit::log::{RequestLog, Violations};
+use super::http_kit::query::{self, Page};
+use super::http_kit::tls::TlsListener;
 use homelab::gitea::Endpoint;
 use homelab::tls::LabCa;
 use swagger::Swagger;
@@ -149,8 +149,8 @@ pub struct Shared {
     pub options: Options,
     pub swagger: Swagger,
     pub data: Mutex<Data>,
-    pub log: Mutex<Vec<Logged>>,
-    pub violations: Mutex<Vec<String>>,
+    pub log: RequestLog<Logged>,
+    pub violations: Violations,
     pub repos_root: PathBuf,
     pub base_url: Mutex<String>,
     /// OAuth2 apps, web sessions and grants (drone branch, `oauth.rs`).
@@ -255,19 +255,13 @@ fn message(status: u16, text: &str) -> (u16, Value) {
 impl FakeGitea {
     /// Start a fake with a fresh lab CA.
     pub async fn start(options: Options) -> FakeGitea {
-        let ca = homelab::tls::generate(
-            "fake",
-            &homelab::tls::permitted_domains(None),
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
+        let ca = super::http_kit::tls::lab_ca("fake", None);
         Self::start_with_ca(options, ca).await
     }
 
     /// Start a fake whose certificate comes from `ca`.
     pub async fn start_with_ca(options: Options, ca: LabCa) -> FakeGitea {
-        let (cert, key) = tls::issue_leaf(&ca, HOST);
-        let listener = tls::TlsListener::bind(&cert, &key).await;
+        let listener = TlsListener::for_host(&ca, HOST).await;
         let addr = axum::serve::Listener::local_addr(&listener).unwrap();
         let root_url = format!("https://{HOST}:{}", addr.port());
         Self::serve(options, ca, listener, addr, root_url)
@@ -276,8 +270,7 @@ impl FakeGitea {
     /// Start a fake (HTTPS, certificate from `ca`) that calls itself `root_url`: reached through
     /// something in front of it on another port, as a [`front::FrontDoor`] is.
     pub async fn start_behind(options: Options, ca: LabCa, root_url: &str) -> FakeGitea {
-        let (cert, key) = tls::issue_leaf(&ca, HOST);
-        let listener = tls::TlsListener::bind(&cert, &key).await;
+        let listener = TlsListener::for_host(&ca, HOST).await;
         let listen = axum::serve::Listener::local_addr(&listener).unwrap();
         let port = reqwest::Url::parse(root_url)
             .ok()
@@ -329,8 +322,8 @@ impl FakeGitea {
             options,
             swagger,
             data: Mutex::new(Data::default()),
-            log: Mutex::new(Vec::new()),
-            violations: Mutex::new(Vec::new()),
+            log: RequestLog::default(),
+            violations: Violations::default(),
             repos_root,
             base_url: Mutex::new(root_url),
             oauth: Mutex::new(oauth::OAuthData::default()),
@@ -360,11 +353,7 @@ impl FakeGitea {
 
     /// The endpoint homelab should use: the fake's URL, the lab CA, the pinned address.
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            base_url: self.base_url(),
-            ca_pem: Some(self.ca.cert_pem.clone()),
-            resolve: Some(self.addr),
-        }
+        crate::support::common::fixtures::pinned_endpoint(self.base_url(), &self.ca, self.addr)
     }
 
     pub fn data(&self) -> std::sync::MutexGuard<'_, Data> {
@@ -385,21 +374,20 @@ impl FakeGitea {
     }
 
     pub fn log(&self) -> Vec<Logged> {
-        self.shared.log.lock().unwrap().clone()
+        self.shared.log.all()
     }
 
     pub fn clear_log(&self) {
-        self.shared.log.lock().unwrap().clear();
+        self.shared.log.clear();
     }
 
     pub fn violations(&self) -> Vec<String> {
-        self.shared.violations.lock().unwrap().clone()
+        self.shared.violations.all()
     }
 
     #[track_caller]
     pub fn assert_no_violations(&self) {
-        let v = self.violations();
-        assert!(v.is_empty(), "contract violations:\n{}", v.join("\n"));
+        self.shared.violations.assert_none("contract violations");
     }
 
     /// Path of a bare repository.
@@ -412,7 +400,7 @@ impl FakeGitea {
 }
 
 fn violation(shared: &Shared, text: String) {
-    shared.violations.lock().unwrap().push(text);
+    shared.violations.push(text);
 }
 
 fn authenticate(shared: &Shared, headers: &HeaderMap) -> (Auth, &'static str) {
@@ -432,15 +420,10 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> (Auth, &'static str) {
             "bearer",
         ),
         "basic" => {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(rest)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .unwrap_or_default();
-            let (user, pass) = decoded.split_once(':').unwrap_or((&decoded, ""));
-            let auth = match data.users.get(user) {
-                Some(u) if u.password == pass => Auth::Password(user.to_string()),
-                _ => match by_token(pass).or_else(|| by_token(user)) {
+            let (user, pass) = super::http_kit::auth::basic_credentials(rest);
+            let auth = match data.users.get(&user) {
+                Some(u) if u.password == pass => Auth::Password(user.clone()),
+                _ => match by_token(&pass).or_else(|| by_token(&user)) {
                     Some(t) => Auth::Token(t),
                     None => Auth::Invalid,
                 },
@@ -499,7 +482,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     } else {
         (StatusCode::NOT_FOUND, "not found").into_response()
     };
-    shared.log.lock().unwrap().push(Logged {
+    shared.log.push(Logged {
         method: parts.method.to_string(),
         target,
         status: resp.status().as_u16(),
@@ -509,11 +492,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 fn json_response(status: u16, body: Value) -> Response {
-    let mut r = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
-    if status == 204 {
-        *r.body_mut() = Body::empty();
-    }
-    r
+    super::http_kit::reply::json(status, body)
 }
 
 fn api(
@@ -525,7 +504,7 @@ fn api(
     bytes: &[u8],
     auth: Auth,
 ) -> Response {
-    let pairs: Vec<(String, String)> = url_pairs(query);
+    let pairs = query::pairs(query);
     let body: Option<Value> = if bytes.is_empty() {
         None
     } else {
@@ -573,16 +552,6 @@ fn api(
         );
     }
     json_response(status, answer)
-}
-
-fn url_pairs(query: &str) -> Vec<(String, String)> {
-    reqwest::Url::parse(&format!("http://x/?{query}"))
-        .map(|u| {
-            u.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn user_json(name: &str, u: &User) -> Value {
@@ -694,22 +663,8 @@ fn operation(
             if user != doer && !data.users[&doer].is_admin {
                 return message(403, "user should be the site admin");
             }
-            let page: usize = query
-                .iter()
-                .find(|q| q.0 == "page")
-                .map(|q| q.1.parse().unwrap())
-                .unwrap_or(1);
-            let limit: usize = query
-                .iter()
-                .find(|q| q.0 == "limit")
-                .map(|q| q.1.parse().unwrap())
-                .unwrap_or(30);
-            let list: Vec<Value> = data
-                .tokens
-                .iter()
-                .filter(|t| t.owner == user)
-                .skip((page.max(1) - 1) * limit)
-                .take(limit)
+            let list: Vec<Value> = Page::gitea(query, 30)
+                .of(data.tokens.iter().filter(|t| t.owner == user))
                 .map(|t| token_json(t, false, scopes_on))
                 .collect();
             (200, Value::Array(list))
@@ -834,7 +789,7 @@ fn operation(
                     .to_string(),
                 object_format: object_format.clone(),
             };
-            git_http::init_bare(&shared.repos_root, &org, &name, &object_format);
+            git_backend::init_bare(&shared.repos_root, &org, &name, &object_format);
             data.repos.insert(key, r.clone());
             (201, repo_json(shared, &r, true))
         }
@@ -1053,7 +1008,7 @@ async fn git(
     } else {
         BTreeMap::new()
     };
-    let resp = git_http::serve(
+    let resp = git_backend::serve(
         &shared.repos_root,
         method.as_str(),
         path,
@@ -1062,7 +1017,8 @@ async fn git(
         body,
         user.as_deref(),
     )
-    .await;
+    .await
+    .map(axum::body::Body::from);
     if receive {
         // Gitea runs its push hooks after a receive-pack: every moved branch is a `push` event.
         let after = heads(&dir);

@@ -25,8 +25,10 @@ use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::{Value, json};
+
+use super::super::http_kit::cookies::{cookies, set_cookies};
+use super::super::http_kit::query::{self as kit_query, Page};
 
 use super::{Data, Shared, Token, message};
 
@@ -139,22 +141,8 @@ pub fn operation(
     let id: Option<i64> = m.path_params.get("id").and_then(|s| s.parse().ok());
     match m.op.id.as_str() {
         "userGetOauth2Application" => {
-            let page: usize = query
-                .iter()
-                .find(|q| q.0 == "page")
-                .and_then(|q| q.1.parse().ok())
-                .unwrap_or(1);
-            let limit: usize = query
-                .iter()
-                .find(|q| q.0 == "limit")
-                .and_then(|q| q.1.parse().ok())
-                .unwrap_or(30);
-            let list: Vec<Value> = o
-                .apps
-                .iter()
-                .filter(|a| a.owner == doer)
-                .skip((page.max(1) - 1) * limit)
-                .take(limit)
+            let list: Vec<Value> = Page::gitea(query, 30)
+                .of(o.apps.iter().filter(|a| a.owner == doer))
                 .map(|a| app_json(a, false))
                 .collect();
             (200, Value::Array(list))
@@ -273,33 +261,15 @@ impl Reply {
         if let Some(l) = self.location {
             r.headers_mut().insert("location", l.parse().unwrap());
         }
-        for c in self.cookies {
-            r.headers_mut().append("set-cookie", c.parse().unwrap());
-        }
+        set_cookies(&mut r, &self.cookies);
         r
     }
 }
 
-fn cookies(headers: &HeaderMap) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for v in headers.get_all("cookie") {
-        for part in v.to_str().unwrap_or("").split(';') {
-            if let Some((k, v)) = part.trim().split_once('=') {
-                out.insert(k.to_string(), v.to_string());
-            }
-        }
-    }
-    out
-}
-
 fn form(bytes: &[u8]) -> BTreeMap<String, String> {
-    reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(bytes)))
-        .map(|u| {
-            u.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
+    kit_query::pairs(&String::from_utf8_lossy(bytes))
+        .into_iter()
+        .collect()
 }
 
 fn escape(s: &str) -> String {
@@ -384,6 +354,19 @@ fn grant_page(flavor: WebFlavor, csrf: &str, app: &App, q: &BTreeMap<String, Str
     )
 }
 
+/// An OAuth2 error sent back to the client's `redirect` (RFC 6749 §4.1.2.1): `error`,
+/// `error_description` and the client's `state`.
+fn error_redirect(redirect: &str, error: &str, description: &str, state: &str) -> Reply {
+    Reply::redirect(with_query(
+        redirect,
+        &[
+            ("error", error),
+            ("error_description", description),
+            ("state", state),
+        ],
+    ))
+}
+
 fn grant_error_page(code: &str, description: &str) -> String {
     format!(
         r#"<!DOCTYPE html><html><body><div role="main" class="page-content oauth2-authorize-application-box">
@@ -442,6 +425,28 @@ fn session(o: &mut OAuthData, headers: &HeaderMap, set: &mut Vec<String>) -> Str
 }
 
 /// The Csrf flavor's check: the form's `_csrf` equals the session's token and the cookie.
+/// A web form POST the flavour refuses: without the session's CSRF token (400, `Csrf`), or
+/// cross-origin (403 with `cross_origin_text`, `NoCsrf`).
+fn refuse_forged(
+    shared: &Shared,
+    o: &OAuthData,
+    sid: &str,
+    headers: &HeaderMap,
+    f: &BTreeMap<String, String>,
+    cross_origin_text: &str,
+) -> Option<Reply> {
+    match o.flavor {
+        WebFlavor::Csrf if !csrf_ok(o, sid, headers, f) => Some(Reply::html(
+            StatusCode::BAD_REQUEST,
+            "Invalid CSRF token.\n".into(),
+        )),
+        WebFlavor::NoCsrf if cross_origin(shared, headers) => {
+            Some(Reply::html(StatusCode::FORBIDDEN, cross_origin_text.into()))
+        }
+        _ => None,
+    }
+}
+
 fn csrf_ok(o: &OAuthData, sid: &str, headers: &HeaderMap, f: &BTreeMap<String, String>) -> bool {
     let token = f.get("_csrf").map(String::as_str).unwrap_or("");
     let cookie = cookies(headers).get("_csrf").cloned().unwrap_or_default();
@@ -486,17 +491,15 @@ fn signin_post(shared: &Shared, headers: &HeaderMap, bytes: &[u8]) -> Reply {
     let mut o = shared.oauth.lock().unwrap();
     let mut set = Vec::new();
     let sid = session(&mut o, headers, &mut set);
-    match o.flavor {
-        WebFlavor::Csrf if !csrf_ok(&o, &sid, headers, &f) => {
-            return Reply::html(StatusCode::BAD_REQUEST, "Invalid CSRF token.\n".into());
-        }
-        WebFlavor::NoCsrf if cross_origin(shared, headers) => {
-            return Reply::html(
-                StatusCode::FORBIDDEN,
-                "cross-origin request detected from Sec-Fetch-Site header\n".into(),
-            );
-        }
-        _ => {}
+    if let Some(refused) = refuse_forged(
+        shared,
+        &o,
+        &sid,
+        headers,
+        &f,
+        "cross-origin request detected from Sec-Fetch-Site header\n",
+    ) {
+        return refused;
     }
     let name = f.get("user_name").cloned().unwrap_or_default();
     let password = f.get("password").cloned().unwrap_or_default();
@@ -574,14 +577,7 @@ fn authorize(shared: &Shared, headers: &HeaderMap, query: &str) -> Reply {
         );
     }
     let back = |error: &str, description: &str| {
-        Reply::redirect(with_query(
-            &redirect,
-            &[
-                ("error", error),
-                ("error_description", description),
-                ("state", &get("state")),
-            ],
-        ))
+        error_redirect(&redirect, error, description, &get("state"))
     };
     if get("response_type") != "code" {
         return back(
@@ -631,17 +627,15 @@ fn grant(shared: &Shared, headers: &HeaderMap, bytes: &[u8]) -> Reply {
     let Some(user) = s.user.clone() else {
         return Reply::redirect("/user/login".into());
     };
-    match o.flavor {
-        WebFlavor::Csrf if !csrf_ok(&o, &sid, headers, &f) => {
-            return Reply::html(StatusCode::BAD_REQUEST, "Invalid CSRF token.\n".into());
-        }
-        WebFlavor::NoCsrf if cross_origin(shared, headers) => {
-            return Reply::html(
-                StatusCode::FORBIDDEN,
-                "cross-origin request detected\n".into(),
-            );
-        }
-        _ => {}
+    if let Some(refused) = refuse_forged(
+        shared,
+        &o,
+        &sid,
+        headers,
+        &f,
+        "cross-origin request detected\n",
+    ) {
+        return refused;
     }
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
     if s.client_id != get("client_id")
@@ -652,14 +646,7 @@ fn grant(shared: &Shared, headers: &HeaderMap, bytes: &[u8]) -> Reply {
     }
     let redirect = get("redirect_uri");
     let back = |error: &str, description: &str| {
-        Reply::redirect(with_query(
-            &redirect,
-            &[
-                ("error", error),
-                ("error_description", description),
-                ("state", &get("state")),
-            ],
-        ))
+        error_redirect(&redirect, error, description, &get("state"))
     };
     if get("granted") != "true" {
         return back("access_denied", "the request is denied");
@@ -716,14 +703,8 @@ fn access_token(shared: &Shared, headers: &HeaderMap, bytes: &[u8]) -> Reply {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
     {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(basic)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default();
-        let (id, secret) = decoded.split_once(':').unwrap_or((&decoded, ""));
-        f.entry("client_id".into())
-            .or_insert_with(|| id.to_string());
+        let (id, secret) = super::super::http_kit::auth::basic_credentials(basic);
+        f.entry("client_id".into()).or_insert_with(|| id.clone());
         f.insert("client_secret".into(), secret.to_string());
     }
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();

@@ -81,6 +81,43 @@ pub struct Controllers {
     pub ca_injection: CaInjection,
 }
 
+/// Fixture builders: `Controllers::ready_after(d).pods()` instead of a struct literal per test.
+impl Controllers {
+    /// Objects become ready after `d`.
+    pub fn ready_after(d: Duration) -> Controllers {
+        Controllers {
+            ready_after: d,
+            ..Default::default()
+        }
+    }
+
+    /// Only these objects (by name) never become ready.
+    pub fn never_ready(names: &[&str]) -> Controllers {
+        Controllers {
+            never: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Controllers on.
+    pub fn enabled(mut self) -> Controllers {
+        self.enabled = true;
+        self
+    }
+
+    /// Workloads get their ReplicaSets and Pods.
+    pub fn pods(mut self) -> Controllers {
+        self.pods = true;
+        self
+    }
+
+    /// cainjector injects as `when` says.
+    pub fn ca_injection(mut self, when: CaInjection) -> Controllers {
+        self.ca_injection = when;
+        self
+    }
+}
+
 /// When the simulated cainjector puts the webhook's CA into the webhook configurations, counted
 /// from when it could first (the CA Secret exists and cainjector is Available).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -790,12 +827,7 @@ fn webhook_serving_ca(store: &mut Store, workload: &Value) {
     {
         return;
     }
-    let ca = homelab::tls::generate(
-        "cert-manager-webhook-ca",
-        &homelab::tls::permitted_domains(None),
-        time::OffsetDateTime::now_utc(),
-    )
-    .expect("a CA");
+    let ca = super::http_kit::tls::lab_ca("cert-manager-webhook-ca", None);
     use base64::Engine as _;
     let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
     let _ = store.put(

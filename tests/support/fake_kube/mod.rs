@@ -1,6 +1,7 @@
 //! A fake Kubernetes API server at the HTTP level, so kube-rs's real client code (discovery,
-//! server-side apply, list/watch, retries) runs against it. Test binaries use it with
-//! `mod fake_kube;`; the benchmark includes it by path.
+//! server-side apply, list/watch, retries) runs against it. The test binary has it in
+//! `tests/support`; the benchmarks include it by path, beside the HTTP kit it listens, logs and
+//! pages with (`super::http_kit`).
 //!
 //! Architecture invariant: it must reject what the real API server rejects for the calls homelab
 //! makes. A fake that accepts what the real system rejects is a bug.
@@ -101,6 +102,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 
+use super::http_kit;
+use http_kit::log::RequestLog;
+
 pub use controllers::Controllers;
 use controllers::react;
 use store::{Store, WatchEvent};
@@ -178,6 +182,10 @@ impl Fault {
             times,
         }
     }
+    /// `times` answers with status `code` (and `Retry-After: <seconds>`).
+    pub fn status(code: u16, retry_after: Option<u64>, times: usize) -> Fault {
+        Fault::new(FaultAction::Status { code, retry_after }, times)
+    }
     pub fn verb(mut self, verb: &str) -> Fault {
         self.verb = Some(verb.into());
         self
@@ -200,7 +208,7 @@ pub struct Inner {
     pub store: Mutex<Store>,
     pub events: broadcast::Sender<WatchEvent>,
     published: Mutex<u64>,
-    pub log: Mutex<Vec<RequestRecord>>,
+    pub log: RequestLog<RequestRecord>,
     faults: Mutex<Vec<Fault>>,
     /// (namespace, pod, container, previous) → log text.
     pub logs: Mutex<HashMap<(String, String, String, bool), String>>,
@@ -216,10 +224,11 @@ pub struct Inner {
 }
 
 /// Serve HTTP/1.1 on one connection, upgrades (exec) included.
-async fn serve_connection<S>(inner: Arc<Inner>, stream: S, user: Option<PeerUser>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+async fn serve_connection(
+    inner: Arc<Inner>,
+    stream: Box<dyn http_kit::tls::Io>,
+    user: Option<PeerUser>,
+) {
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         if let Some(u) = &user {
             req.extensions_mut().insert(u.clone());
@@ -312,7 +321,7 @@ impl FakeKube {
             store: Mutex::new(Store::new()),
             events,
             published: Mutex::new(0),
-            log: Mutex::new(Vec::new()),
+            log: RequestLog::default(),
             faults: Mutex::new(Vec::new()),
             logs: Mutex::new(HashMap::new()),
             shutdown: Arc::new(Notify::new()),
@@ -325,35 +334,24 @@ impl FakeKube {
         });
         inner.publish();
         let accept = inner.clone();
-        let acceptor = listen.tls.as_ref().map(|p| p.acceptor());
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
-                    _ = accept.shutdown.notified() => return,
-                };
-                let inner = accept.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Some(acceptor) = acceptor else {
-                        serve_connection(inner, stream, None).await;
-                        return;
-                    };
-                    // A client without a certificate the cluster CA signed fails here.
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let user = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| tls::common_name(c))
-                        .unwrap_or_default();
-                    serve_connection(inner, tls, Some(PeerUser(user))).await;
+        let tls_on = listen.tls.is_some();
+        // With TLS, a client without a certificate the cluster CA signed fails the handshake.
+        http_kit::tls::accept_loop(
+            listener,
+            listen.tls.as_ref().map(|p| p.acceptor()),
+            inner.shutdown.clone(),
+            move |conn| {
+                let user = tls_on.then(|| {
+                    PeerUser(
+                        conn.peer_cert
+                            .as_deref()
+                            .and_then(tls::common_name)
+                            .unwrap_or_default(),
+                    )
                 });
-            }
-        });
+                serve_connection(accept.clone(), conn.io, user)
+            },
+        );
         let ctl = inner.clone();
         let mut rx = inner.events.subscribe();
         tokio::spawn(async move {
@@ -413,17 +411,17 @@ impl FakeKube {
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.inner.log.lock().unwrap().clone()
+        self.inner.log.all()
     }
 
     pub fn clear_requests(&self) {
-        self.inner.log.lock().unwrap().clear();
+        self.inner.log.clear();
     }
 
     /// Requests by verb (faults excluded).
     pub fn verb_counts(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
-        for r in self.inner.log.lock().unwrap().iter().filter(|r| !r.fault) {
+        for r in self.inner.log.lock().iter().filter(|r| !r.fault) {
             *out.entry(r.verb.clone()).or_default() += 1;
         }
         out

@@ -12,6 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::admission::{Attributes, Phase, admit};
+use super::http_kit::query;
 use super::store::{
     ApiError, FieldSelector, ResourceType, Selector, Store, WatchEvent, WriteOptions,
 };
@@ -33,43 +34,6 @@ fn json_response(code: u16, v: &Value) -> Response<Body> {
 
 fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.code, &e.status())
-}
-
-fn query_map(q: Option<&str>) -> Vec<(String, String)> {
-    q.map(|q| {
-        q.split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (decode(k), decode(v))
-            })
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A parsed resource path.
@@ -256,20 +220,17 @@ pub async fn handle(
     let headers = req.headers().clone();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let query = query_map(req.uri().query());
+    let query = query::pairs(req.uri().query().unwrap_or(""));
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let user_agent = req
-        .headers()
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let content_type = header("content-type");
+    let user_agent = header("user-agent");
     let body = req
         .into_body()
         .collect()
@@ -325,7 +286,7 @@ pub async fn handle(
     if let Some(action) = inner.take_fault(&method, &path, verb) {
         match action {
             FaultAction::Status { code, retry_after } => {
-                inner.log.lock().unwrap().push(record(code, true));
+                inner.log.push(record(code, true));
                 let e = ApiError::new(
                     code,
                     if code == 429 {
@@ -343,14 +304,14 @@ pub async fn handle(
                 return Ok(resp);
             }
             FaultAction::Drop => {
-                inner.log.lock().unwrap().push(record(0, true));
+                inner.log.push(record(0, true));
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::ConnectionReset,
                     "injected connection drop",
                 ));
             }
             FaultAction::Gone => {
-                inner.log.lock().unwrap().push(record(200, true));
+                inner.log.push(record(200, true));
                 let e = ApiError::new(410, "Expired", "too old resource version: injected");
                 let line =
                     serde_json::to_vec(&json!({"type": "ERROR", "object": e.status()})).unwrap();
@@ -419,17 +380,13 @@ pub async fn handle(
                 &headers,
                 upgrade,
             );
-            inner
-                .log
-                .lock()
-                .unwrap()
-                .push(record(resp.status().as_u16(), false));
+            inner.log.push(record(resp.status().as_u16(), false));
             return Ok(resp);
         }
         Ok(Route::Resource(t)) => {
             if verb == "watch" {
                 let r = watch(inner.clone(), &t, &q);
-                inner.log.lock().unwrap().push(record(200, false));
+                inner.log.push(record(200, false));
                 return Ok(r);
             }
             let result = resource(&inner, &t, &method, &q, &content_type, &body, dry_run);
@@ -439,11 +396,7 @@ pub async fn handle(
             }
         }
     };
-    inner
-        .log
-        .lock()
-        .unwrap()
-        .push(record(resp.status().as_u16(), false));
+    inner.log.push(record(resp.status().as_u16(), false));
     Ok(resp)
 }
 
@@ -556,13 +509,8 @@ fn resource(
                 .map_err(|m| ApiError::new(400, "BadRequest", m))?;
             let fields = FieldSelector::parse(&q("fieldSelector").unwrap_or_default());
             let items = store.list(&t.rt, t.namespace.as_deref(), &labels, &fields);
-            let limit: usize = q("limit")
-                .and_then(|l| l.parse().ok())
-                .filter(|l| *l > 0)
-                .unwrap_or(usize::MAX);
-            let offset: usize = q("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
-            let total = items.len();
-            let mut page: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+            let chunk = query::chunk(items, q("limit").as_deref(), q("continue").as_deref());
+            let mut page = chunk.items;
             if !t.rt.custom {
                 // The real server leaves apiVersion/kind off the items of built-in lists.
                 for i in &mut page {
@@ -573,9 +521,9 @@ fn resource(
                 }
             }
             let mut meta = json!({"resourceVersion": store.rv.to_string()});
-            if offset + page.len() < total {
-                meta["continue"] = json!((offset + page.len()).to_string());
-                meta["remainingItemCount"] = json!(total - offset - page.len());
+            if let Some(next) = chunk.next {
+                meta["continue"] = json!(next);
+                meta["remainingItemCount"] = json!(chunk.remaining);
             }
             Ok((
                 200,
@@ -583,16 +531,7 @@ fn resource(
             ))
         }
         (Method::GET, Some(name)) => {
-            let key = (
-                t.rt.group.clone(),
-                t.rt.plural.clone(),
-                if t.rt.namespaced {
-                    ns.clone()
-                } else {
-                    String::new()
-                },
-                name.clone(),
-            );
+            let key = Store::key_of(&t.rt, &ns, name);
             store
                 .render(&key)
                 .map(|o| (200, o))
@@ -614,18 +553,10 @@ fn resource(
             // checks (tried here as a dry run), then validating webhooks, then the write.
             if let Some(op) = w.operation(&store).filter(|_| has_webhooks(&store)) {
                 let object = parse_body(body).ok().filter(Value::is_object);
-                let old = t.name.as_ref().and_then(|n| {
-                    store.render(&(
-                        t.rt.group.clone(),
-                        t.rt.plural.clone(),
-                        if t.rt.namespaced {
-                            ns.clone()
-                        } else {
-                            String::new()
-                        },
-                        n.clone(),
-                    ))
-                });
+                let old = t
+                    .name
+                    .as_ref()
+                    .and_then(|n| store.render(&Store::key_of(&t.rt, &ns, n)));
                 let attr_ns = if t.rt.group.is_empty() && t.rt.plural == "namespaces" {
                     t.name.clone().unwrap_or_default()
                 } else {
@@ -772,16 +703,7 @@ impl Write<'_> {
                         dry_run,
                         subresource_status: self.status_sub,
                     };
-                    let existed = store.objects.contains_key(&(
-                        t.rt.group.clone(),
-                        t.rt.plural.clone(),
-                        if t.rt.namespaced {
-                            ns.clone()
-                        } else {
-                            String::new()
-                        },
-                        name.clone(),
-                    ));
+                    let existed = store.objects.contains_key(&Store::key_of(&t.rt, &ns, name));
                     store
                         .apply(&t.rt, &ns, name, patch, &opts)
                         .map(|o| (if existed { 200 } else { 201 }, o))

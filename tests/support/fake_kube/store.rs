@@ -60,156 +60,54 @@ fn builtin(
     }
 }
 
-/// The built-in types the fake serves (a subset of Kubernetes 1.36; see the module doc in `mod.rs`).
+/// The built-in types the fake serves (a subset of Kubernetes 1.36; see the module doc in `mod.rs`):
+/// group, version, kind, plural, namespaced, has a `status` subresource.
+#[rustfmt::skip]
+const BUILTIN: &[(&str, &str, &str, &str, bool, bool)] = &[
+    ("", "v1", "Namespace", "namespaces", false, true),
+    ("", "v1", "ConfigMap", "configmaps", true, false),
+    ("", "v1", "Secret", "secrets", true, false),
+    ("", "v1", "Service", "services", true, true),
+    ("", "v1", "ServiceAccount", "serviceaccounts", true, false),
+    ("", "v1", "Pod", "pods", true, true),
+    ("", "v1", "Node", "nodes", false, true),
+    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, true),
+    ("", "v1", "PersistentVolume", "persistentvolumes", false, true),
+    ("", "v1", "Event", "events", true, false),
+    ("", "v1", "Endpoints", "endpoints", true, false),
+    ("", "v1", "ResourceQuota", "resourcequotas", true, true),
+    ("", "v1", "LimitRange", "limitranges", true, false),
+    ("apps", "v1", "Deployment", "deployments", true, true),
+    ("apps", "v1", "StatefulSet", "statefulsets", true, true),
+    ("apps", "v1", "DaemonSet", "daemonsets", true, true),
+    ("apps", "v1", "ReplicaSet", "replicasets", true, true),
+    ("batch", "v1", "Job", "jobs", true, true),
+    ("batch", "v1", "CronJob", "cronjobs", true, true),
+    ("networking.k8s.io", "v1", "Ingress", "ingresses", true, true),
+    ("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false, false),
+    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, false),
+    ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, false),
+    ("rbac.authorization.k8s.io", "v1", "Role", "roles", true, false),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, false),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, false),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, false),
+    ("storage.k8s.io", "v1", "StorageClass", "storageclasses", false, false),
+    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, true),
+    ("coordination.k8s.io", "v1", "Lease", "leases", true, false),
+    ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", false, false),
+    ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false, false),
+    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false, true),
+    ("apiregistration.k8s.io", "v1", "APIService", "apiservices", false, true),
+];
+
+/// [`BUILTIN`] as resource types.
 pub fn builtin_types() -> Vec<ResourceType> {
-    vec![
-        builtin("", "v1", "Namespace", "namespaces", false, true),
-        builtin("", "v1", "ConfigMap", "configmaps", true, false),
-        builtin("", "v1", "Secret", "secrets", true, false),
-        builtin("", "v1", "Service", "services", true, true),
-        builtin("", "v1", "ServiceAccount", "serviceaccounts", true, false),
-        builtin("", "v1", "Pod", "pods", true, true),
-        builtin("", "v1", "Node", "nodes", false, true),
-        builtin(
-            "",
-            "v1",
-            "PersistentVolumeClaim",
-            "persistentvolumeclaims",
-            true,
-            true,
-        ),
-        builtin(
-            "",
-            "v1",
-            "PersistentVolume",
-            "persistentvolumes",
-            false,
-            true,
-        ),
-        builtin("", "v1", "Event", "events", true, false),
-        builtin("", "v1", "Endpoints", "endpoints", true, false),
-        builtin("", "v1", "ResourceQuota", "resourcequotas", true, true),
-        builtin("", "v1", "LimitRange", "limitranges", true, false),
-        builtin("apps", "v1", "Deployment", "deployments", true, true),
-        builtin("apps", "v1", "StatefulSet", "statefulsets", true, true),
-        builtin("apps", "v1", "DaemonSet", "daemonsets", true, true),
-        builtin("apps", "v1", "ReplicaSet", "replicasets", true, true),
-        builtin("batch", "v1", "Job", "jobs", true, true),
-        builtin("batch", "v1", "CronJob", "cronjobs", true, true),
-        builtin(
-            "networking.k8s.io",
-            "v1",
-            "Ingress",
-            "ingresses",
-            true,
-            true,
-        ),
-        builtin(
-            "networking.k8s.io",
-            "v1",
-            "IngressClass",
-            "ingressclasses",
-            false,
-            false,
-        ),
-        builtin(
-            "networking.k8s.io",
-            "v1",
-            "NetworkPolicy",
-            "networkpolicies",
-            true,
-            false,
-        ),
-        builtin(
-            "discovery.k8s.io",
-            "v1",
-            "EndpointSlice",
-            "endpointslices",
-            true,
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "Role",
-            "roles",
-            true,
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "RoleBinding",
-            "rolebindings",
-            true,
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRole",
-            "clusterroles",
-            false,
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRoleBinding",
-            "clusterrolebindings",
-            false,
-            false,
-        ),
-        builtin(
-            "storage.k8s.io",
-            "v1",
-            "StorageClass",
-            "storageclasses",
-            false,
-            false,
-        ),
-        builtin(
-            "policy",
-            "v1",
-            "PodDisruptionBudget",
-            "poddisruptionbudgets",
-            true,
-            true,
-        ),
-        builtin("coordination.k8s.io", "v1", "Lease", "leases", true, false),
-        builtin(
-            "admissionregistration.k8s.io",
-            "v1",
-            "ValidatingWebhookConfiguration",
-            "validatingwebhookconfigurations",
-            false,
-            false,
-        ),
-        builtin(
-            "admissionregistration.k8s.io",
-            "v1",
-            "MutatingWebhookConfiguration",
-            "mutatingwebhookconfigurations",
-            false,
-            false,
-        ),
-        builtin(
-            "apiextensions.k8s.io",
-            "v1",
-            "CustomResourceDefinition",
-            "customresourcedefinitions",
-            false,
-            true,
-        ),
-        builtin(
-            "apiregistration.k8s.io",
-            "v1",
-            "APIService",
-            "apiservices",
-            false,
-            true,
-        ),
-    ]
+    BUILTIN
+        .iter()
+        .map(|&(group, version, kind, plural, namespaced, status)| {
+            builtin(group, version, kind, plural, namespaced, status)
+        })
+        .collect()
 }
 
 /// Object identity in the store: group, plural, namespace ("" when cluster-scoped), name.
@@ -423,7 +321,7 @@ impl Store {
             .collect()
     }
 
-    fn key_of(rt: &ResourceType, ns: &str, name: &str) -> Key {
+    pub fn key_of(rt: &ResourceType, ns: &str, name: &str) -> Key {
         (
             rt.group.clone(),
             rt.plural.clone(),
@@ -443,16 +341,8 @@ impl Store {
         let rt = self.type_for(&api_version, &kind).ok_or_else(|| {
             ApiError::new(404, "NotFound", format!("no type {api_version} {kind}"))
         })?;
-        let ns = obj
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let ns = str_at(&obj, "/metadata/namespace");
+        let name = str_at(&obj, "/metadata/name");
         let key = Self::key_of(&rt, &ns, &name);
         match self.objects.get(&key).cloned() {
             None => {
@@ -482,16 +372,8 @@ impl Store {
         let rt = self
             .type_for(&api_version, &kind)
             .expect("type checked by caller");
-        let ns = obj
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let ns = str_at(&obj, "/metadata/namespace");
+        let name = str_at(&obj, "/metadata/name");
         let key = Self::key_of(&rt, &ns, &name);
         self.uid += 1;
         let rv = self.next_rv();
@@ -551,16 +433,8 @@ impl Store {
     fn register_crd(&mut self, crd: &Value) {
         let spec = &crd["spec"];
         let group = spec["group"].as_str().unwrap_or_default().to_string();
-        let plural = spec
-            .pointer("/names/plural")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let kind = spec
-            .pointer("/names/kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let plural = str_at(spec, "/names/plural");
+        let kind = str_at(spec, "/names/kind");
         let namespaced = spec["scope"] == "Namespaced";
         self.types
             .retain(|t| !(t.custom && t.group == group && t.plural == plural));
@@ -861,11 +735,7 @@ impl Store {
         manager: &str,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let name = str_at(&obj, "/metadata/name");
         if name.is_empty() {
             return Err(ApiError::invalid(
                 rt,
@@ -1136,16 +1006,8 @@ impl Store {
             }
         }
         if key.1 == "customresourcedefinitions" {
-            let group = obj
-                .pointer("/spec/group")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let plural = obj
-                .pointer("/spec/names/plural")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let group = str_at(&obj, "/spec/group");
+            let plural = str_at(&obj, "/spec/names/plural");
             let inside: Vec<Key> = self
                 .objects
                 .keys()
@@ -1910,4 +1772,12 @@ fn fold_string_data(obj: &mut Value) {
             );
         }
     }
+}
+
+/// The string at `pointer` in `obj`, "" when absent.
+fn str_at(obj: &Value, pointer: &str) -> String {
+    obj.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }

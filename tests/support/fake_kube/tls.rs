@@ -10,12 +10,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::http_kit::tls::{certs, key, provider};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The cluster CA and what it signed for one API server.
 #[derive(Clone)]
@@ -100,10 +99,10 @@ impl ClusterPki {
 
     /// The server side: the API server certificate, client certificates required.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = provider();
         let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
+        for c in certs(&self.ca_pem) {
+            roots.add(c).unwrap();
         }
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             roots.into(),
@@ -111,16 +110,11 @@ impl ClusterPki {
         )
         .build()
         .unwrap();
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).unwrap();
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)
+            .with_single_cert(certs(&self.server_cert_pem), key(&self.server_key_pem))
             .unwrap();
         // kube-rs speaks HTTP/1.1 to the API server (and needs it for exec's upgrade).
         config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -91,6 +91,18 @@ impl World {
         ))
     }
 
+    /// The value a `secretKeyRef`/`configMapKeyRef` (`r`) names, or the kubelet's error when
+    /// the object (`plural`, called `what` in the message) or its key is missing.
+    fn key_ref(&self, plural: &str, what: &str, ns: &str, r: &Value) -> Result<String, String> {
+        let (n, k) = (
+            r["name"].as_str().unwrap_or(""),
+            r["key"].as_str().unwrap_or(""),
+        );
+        self.data(plural, ns, n)
+            .and_then(|d| d.get(k).cloned())
+            .ok_or_else(|| format!("{what} \"{n}\" not found or has no key \"{k}\""))
+    }
+
     /// A ConfigMap's or Secret's data, decoded.
     pub fn data(&self, plural: &str, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
         let obj = self.object("", plural, ns, name)?;
@@ -130,21 +142,9 @@ impl World {
                 }
                 out
             } else if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
-                let (n, k) = (
-                    r["name"].as_str().unwrap_or(""),
-                    r["key"].as_str().unwrap_or(""),
-                );
-                self.data("secrets", ns, n)
-                    .and_then(|d| d.get(k).cloned())
-                    .ok_or_else(|| format!("secret \"{n}\" not found or has no key \"{k}\""))?
+                self.key_ref("secrets", "secret", ns, r)?
             } else if let Some(r) = e.pointer("/valueFrom/configMapKeyRef") {
-                let (n, k) = (
-                    r["name"].as_str().unwrap_or(""),
-                    r["key"].as_str().unwrap_or(""),
-                );
-                self.data("configmaps", ns, n)
-                    .and_then(|d| d.get(k).cloned())
-                    .ok_or_else(|| format!("configmap \"{n}\" not found or has no key \"{k}\""))?
+                self.key_ref("configmaps", "configmap", ns, r)?
             } else if let Some(p) = e
                 .pointer("/valueFrom/fieldRef/fieldPath")
                 .and_then(Value::as_str)
@@ -374,6 +374,37 @@ impl World {
             })
     }
 
+    /// The pod of `server` (which listens on `port`, served at `addr`) answers on the
+    /// container ports with that number; none is a pod that never gets Ready.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_pod(
+        &self,
+        id: &str,
+        ns: &str,
+        labels: BTreeMap<String, String>,
+        template: &Value,
+        server: &str,
+        port: &str,
+        addr: std::net::SocketAddr,
+    ) -> PodsVerdict {
+        let ports = Network::ports_on(template, port, addr);
+        if ports.is_empty() {
+            return waiting(
+                "Unhealthy",
+                format!("{server} listens on {port}, which no container port names"),
+            );
+        }
+        self.net.register(
+            id,
+            PodEndpoint {
+                namespace: ns.into(),
+                labels,
+                ports,
+            },
+        );
+        Ok(())
+    }
+
     async fn gitea_pod(
         &self,
         id: &str,
@@ -405,22 +436,7 @@ impl World {
             .get("GITEA__server__HTTP_PORT")
             .cloned()
             .unwrap_or_else(|| "3000".into());
-        let ports = Network::ports_on(template, &port, gitea.addr);
-        if ports.is_empty() {
-            return waiting(
-                "Unhealthy",
-                format!("Gitea listens on {port}, which no container port names"),
-            );
-        }
-        self.net.register(
-            id,
-            PodEndpoint {
-                namespace: ns.into(),
-                labels,
-                ports,
-            },
-        );
-        Ok(())
+        self.serve_pod(id, ns, labels, template, "Gitea", &port, gitea.addr)
     }
 
     async fn drone_pod(
@@ -494,22 +510,7 @@ impl World {
         );
         let port = get("DRONE_SERVER_PORT");
         let port = port.trim_start_matches(':');
-        let ports = Network::ports_on(template, port, drone.addr);
-        if ports.is_empty() {
-            return waiting(
-                "Unhealthy",
-                format!("Drone listens on {port}, which no container port names"),
-            );
-        }
-        self.net.register(
-            id,
-            PodEndpoint {
-                namespace: ns.into(),
-                labels,
-                ports,
-            },
-        );
-        Ok(())
+        self.serve_pod(id, ns, labels, template, "Drone", port, drone.addr)
     }
 
     #[allow(clippy::too_many_arguments)]
