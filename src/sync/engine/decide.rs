@@ -18,6 +18,7 @@ use crate::sync::backoff;
 use crate::sync::plan::SyncPlan;
 use crate::sync::status::{InitiatedBy, SyncCode};
 
+/// What this reconcile does.
 pub(super) enum Act {
     Nothing,
     Sync {
@@ -26,6 +27,7 @@ pub(super) enum Act {
     },
 }
 
+/// What to do now, and when to look again.
 pub(super) struct Decision {
     pub(super) action: Act,
     pub(super) wake_in: Option<Duration>,
@@ -34,6 +36,7 @@ pub(super) struct Decision {
 }
 
 impl Engine {
+    /// Decide whether to sync now; `requested`: the Application carries an `operation`.
     pub(super) fn decide(
         &self,
         spec: &AppSpec,

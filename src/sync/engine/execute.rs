@@ -26,6 +26,7 @@ use crate::sync::plan::{self, Action, SyncPlan};
 use crate::sync::status::{HealthCode, ResourceResult, ResultCode};
 use crate::sync::tracking::{self, Owner};
 
+/// What running the plan did; `error` is the first failure, which stops the run.
 #[derive(Default)]
 pub(super) struct Executed {
     pub(super) applied: usize,
