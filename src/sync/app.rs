@@ -29,6 +29,8 @@ pub const PLURAL: &str = "applications";
 pub const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
 /// The in-cluster destination name, as Argo names it.
 pub const IN_CLUSTER_NAME: &str = "in-cluster";
+/// Annotation Argo CD uses to ask for a refresh (`normal` or `hard`).
+pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
 /// Finalizer asking for cascading deletion of the app's resources (foreground).
 pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
 /// The same, with background propagation.

@@ -27,8 +27,7 @@ use super::cache::Touched;
 use super::engine::{Engine, Fetch, Mode};
 use super::webhook::Push;
 
-/// Annotation Argo CD uses to ask for a refresh (`normal` or `hard`).
-pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
+use super::app::REFRESH_ANNOTATION;
 
 /// Something that asks for reconciles.
 #[derive(Clone, Debug)]

@@ -25,7 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::engine::Engine;
-use super::run::{REFRESH_ANNOTATION, Trigger};
+use super::app::REFRESH_ANNOTATION;
+use super::run::Trigger;
 use super::webhook::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, Webhook};
 
 /// The webhook path (what the Gitea hook uses).

@@ -2586,7 +2586,7 @@ async fn a_failed_sync_is_retried_with_the_applications_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_engine_hands_a_webhook_to_the_lease_holder_through_the_refresh_annotation() {
-    use homelab::sync::run::REFRESH_ANNOTATION;
+    use homelab::sync::app::REFRESH_ANNOTATION;
     use homelab::sync::server::{ServerState, serve};
     use homelab::sync::webhook::{Webhook, WebhookConfig, sign};
     let lab = Lab::new().await;

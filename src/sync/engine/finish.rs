@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::{Engine, EngineError, Mode, ObjectDiff, Outcome, random};
 use crate::kube::describe;
 use crate::sync::backoff;
-use crate::sync::run::REFRESH_ANNOTATION;
+use crate::sync::app::REFRESH_ANNOTATION;
 use crate::sync::status::{
     self, Condition, Deployed, Health, HealthCode, InitiatedBy, OperationState, ResourceStatus,
     StatusInput, SyncCode,
@@ -127,7 +127,7 @@ impl Engine {
                 if !app["metadata"]["annotations"][REFRESH_ANNOTATION].is_null() {
                     // A refresh asked for (by a standby engine or `argocd app get --refresh`) is done.
                     patch["metadata"] =
-                        json!({"annotations": {crate::sync::run::REFRESH_ANNOTATION: null}});
+                        json!({"annotations": {crate::sync::app::REFRESH_ANNOTATION: null}});
                 }
                 let pp = PatchParams::default();
                 let merge = Patch::Merge(&patch);
