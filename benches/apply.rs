@@ -16,8 +16,8 @@ mod http_kit;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use homelab::apply::{Applier, ApplyOptions, Manifest};
-use homelab::render::label;
+use homelab::cluster::apply::{Applier, ApplyOptions, Manifest};
+use homelab::model::render::label;
 use serde_json::json;
 
 fn objects() -> Vec<Manifest> {
@@ -79,8 +79,8 @@ fn main() {
     rt.block_on(async {
         let fake = fake_kube::FakeKube::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let target = homelab::kube::KubeTarget::new(fake.write_kubeconfig(dir.path()));
-        let client = homelab::kube::connect(&target, &Default::default())
+        let target = homelab::cluster::kube::KubeTarget::new(fake.write_kubeconfig(dir.path()));
+        let client = homelab::cluster::kube::connect(&target, &Default::default())
             .await
             .unwrap();
         let set = objects();
@@ -102,8 +102,8 @@ fn main() {
             println!(
                 "{run}: {:.0} ms, {} created, {} unchanged, requests {:?}, writes {}",
                 elapsed.as_secs_f64() * 1000.0,
-                report.count(homelab::apply::Change::Created),
-                report.count(homelab::apply::Change::Unchanged),
+                report.count(homelab::cluster::apply::Change::Created),
+                report.count(homelab::cluster::apply::Change::Unchanged),
                 counts,
                 fake.writes().len()
             );

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use git_http::Repo;
-use homelab::apply::{Applier, ApplyOptions, Manifest};
+use homelab::cluster::apply::{Applier, ApplyOptions, Manifest};
 use homelab::sync::diff::{self, CompareConfig};
 use homelab::sync::engine::{Engine, EngineConfig, Mode, app_resource};
 use homelab::sync::run::{self, Trigger};
@@ -94,8 +94,8 @@ async fn target(dir: &Path) -> Target {
             (Some(fake), p)
         }
     };
-    let client = homelab::kube::connect(
-        &homelab::kube::KubeTarget::new(&kubeconfig),
+    let client = homelab::cluster::kube::connect(
+        &homelab::cluster::kube::KubeTarget::new(&kubeconfig),
         &Default::default(),
     )
     .await
@@ -310,7 +310,7 @@ async fn bench() {
             .await
             .unwrap();
         for item in list.items {
-            let v = homelab::apply::to_value(&item, &r);
+            let v = homelab::cluster::apply::to_value(&item, &r);
             live.insert(
                 (
                     kind.to_string(),
@@ -328,7 +328,7 @@ async fn bench() {
         for d in &desired {
             let mut obj = d.clone();
             diff::normalize(&mut obj, "bench", Some(&dest_ns), true);
-            let obj = homelab::apply::diff::prepare(&obj);
+            let obj = homelab::cluster::apply::diff::prepare(&obj);
             let key = (
                 obj["kind"].as_str().unwrap().to_string(),
                 obj["metadata"]["name"].as_str().unwrap().to_string(),
@@ -380,7 +380,7 @@ async fn bench() {
     ));
     let _ = ready_rx.wait_for(|r| *r).await;
     let hook = Arc::new(Webhook::new(WebhookConfig {
-        secret: homelab::redact::Secret::new("bench-secret"),
+        secret: homelab::edges::redact::Secret::new("bench-secret"),
         max_body: 1 << 20,
         remembered: 64,
     }));

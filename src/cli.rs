@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::output::OutputFormat;
-use crate::settings::{ByteSize, Layer, ProviderKind};
+use crate::edges::output::OutputFormat;
+use crate::model::settings::{ByteSize, Layer, ProviderKind};
 
 /// One command to a complete, wired GitOps lab on your laptop.
 ///
@@ -336,7 +336,7 @@ pub struct ExportLogsArgs {
     pub dir: Option<PathBuf>,
 
     /// Log lines kept per container and per VM log file
-    #[arg(long, value_name = "N", default_value_t = crate::export::DEFAULT_TAIL_LINES)]
+    #[arg(long, value_name = "N", default_value_t = crate::host::export::DEFAULT_TAIL_LINES)]
     pub tail: usize,
 }
 

@@ -1,42 +1,34 @@
 //! homelab: one command to a complete, wired GitOps lab.
 //!
-//! Data flow (see `../shared/DESIGN.md`): argv → [`cli`] → [`settings`] → [`stack`] →
-//! [`plan`] → provider → [`render`] → apply → wire → verify. The pure modules (settings, stack,
-//! plan, render, templates, kinds, tls material) do no I/O beyond what they are handed; the
-//! edges ([`process`], [`state`], [`upstream`], [`doctor`]'s probes) each have one seam.
+//! The tree follows the data flow (see `../shared/DESIGN.md` and the README's architecture
+//! section), each folder importing only from those below it:
+//!
+//! ```text
+//! argv → cli → commands ─┬─ up: the step graph `plan` lists and `up` runs
+//!                        │    ├─ provider: Multipass VMs or an existing cluster (plain operations)
+//!                        │    ├─ cluster: apply and deploy the rendered stack
+//!                        │    ├─ services: wire Gitea and the CI (Drone)
+//!                        │    └─ verify: prove the loop hop by hop
+//!                        ├─ sync: the in-cluster GitOps engine (`homelab sync`)
+//!                        └─ host: trust, doctor, export logs
+//! model: settings → stack → plan → render (pure, no I/O)      edges: process, git, http, state, …
+//! ```
 
-pub mod apply;
-pub mod assets;
-pub mod ci;
 pub mod cli;
 pub mod commands;
-pub mod deploy;
-pub mod doctor;
-pub mod error;
-pub mod export;
-pub mod git;
-pub mod gitea;
-pub mod http;
-pub mod kinds;
-pub mod kube;
-pub mod kubeconfig;
-pub mod output;
-pub mod plan;
-pub mod process;
-pub mod provider;
-pub mod redact;
-pub mod reissue;
-pub mod render;
-pub mod settings;
-pub mod stack;
-pub mod state;
-pub mod sync;
-pub mod templates;
-pub mod tls;
-pub mod tools;
-pub mod trust;
+
 pub mod up;
-pub mod upstream;
+
+pub mod provider;
+
+pub mod cluster;
+pub mod services;
 pub mod verify;
-pub mod wire;
-pub mod yaml;
+
+pub mod sync;
+
+pub mod host;
+
+pub mod model;
+
+pub mod edges;

@@ -6,7 +6,7 @@ use clap::Parser;
 
 use homelab::cli::Cli;
 use homelab::commands::{self, ExitStatus};
-use homelab::output::{Printer, Ui};
+use homelab::edges::output::{Printer, Ui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

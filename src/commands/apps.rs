@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use super::{Ctx, ExitStatus};
 use crate::cli::AppsArgs;
-use crate::error::{Error, Result};
-use crate::output::OutputFormat;
+use crate::edges::error::{Error, Result};
+use crate::edges::output::OutputFormat;
 use crate::sync::engine::app_resource;
 
 pub(super) async fn run(ctx: &Ctx, args: &AppsArgs) -> Result<ExitStatus> {
@@ -17,7 +17,7 @@ pub(super) async fn run(ctx: &Ctx, args: &AppsArgs) -> Result<ExitStatus> {
         Error::msg(format!(
             "list Applications in `{}`: {}",
             args.kube.app_namespace,
-            crate::kube::describe(&e)
+            crate::cluster::kube::describe(&e)
         ))
         .hint("check that the Application CRD is installed (`kubectl get crd applications.argoproj.io`)")
     })?;
@@ -33,7 +33,7 @@ pub(super) async fn run(ctx: &Ctx, args: &AppsArgs) -> Result<ExitStatus> {
                 "health": s["health"]["status"].as_str().unwrap_or("Unknown"),
                 "revision": s["sync"]["revision"],
                 "reconciledAt": s["reconciledAt"],
-                "repoURL": crate::redact::redact_url(v["spec"]["source"]["repoURL"].as_str().unwrap_or_default()),
+                "repoURL": crate::edges::redact::redact_url(v["spec"]["source"]["repoURL"].as_str().unwrap_or_default()),
                 "path": v["spec"]["source"]["path"],
                 "conditions": s["conditions"].as_array().cloned().unwrap_or_default(),
                 "operation": s["operationState"]["phase"],

@@ -3,13 +3,13 @@
 
 use super::{Ctx, ExitStatus};
 use crate::cli::CaPathArgs;
-use crate::error::{Error, Result};
-use crate::output::OutputFormat;
+use crate::edges::error::{Error, Result};
+use crate::edges::output::OutputFormat;
+use crate::edges::state::LabState;
+use crate::host::trust::{Ledger, TrustError};
+use crate::model::settings::ProviderKind;
+use crate::model::tls::{self, CA_CERT_FILE, CA_KEY_FILE, CaInfo, LabCa, TlsError};
 use crate::provider::LabRecord;
-use crate::settings::ProviderKind;
-use crate::state::LabState;
-use crate::tls::{self, CA_CERT_FILE, CA_KEY_FILE, CaInfo, LabCa, TlsError};
-use crate::trust::{Ledger, TrustError};
 
 fn existing(state: &LabState) -> Result<LabCa> {
     tls::load(state)?.ok_or_else(|| {

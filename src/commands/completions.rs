@@ -4,7 +4,7 @@ use clap::CommandFactory;
 
 use super::ExitStatus;
 use crate::cli::Cli;
-use crate::error::Result;
+use crate::edges::error::Result;
 
 pub(super) fn run(shell: clap_complete::Shell) -> Result<ExitStatus> {
     let mut cmd = Cli::command();

@@ -3,9 +3,9 @@
 use serde_json::json;
 
 use super::{Ctx, ExitStatus};
-use crate::error::Result;
-use crate::output::OutputFormat;
-use crate::settings::Settings;
+use crate::edges::error::Result;
+use crate::edges::output::OutputFormat;
+use crate::model::settings::Settings;
 
 pub(super) fn show(ctx: &Ctx) -> Result<ExitStatus> {
     let s = &ctx.settings;

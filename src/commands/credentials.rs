@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 
 use super::{Ctx, ExitStatus};
-use crate::error::{Error, Result};
-use crate::gitea::decide::{GITEA_RECORD_FILE, GITEA_TOKEN_KEY, GiteaRecord};
-use crate::output::OutputFormat;
-use crate::redact::Secret;
-use crate::render::Domain;
-use crate::state::{LabState, SECRETS_FILE};
-use crate::wire::access::{AccessInput, LabAccess, domain_from_gitea_url};
+use crate::edges::error::{Error, Result};
+use crate::edges::output::OutputFormat;
+use crate::edges::redact::Secret;
+use crate::edges::state::{LabState, SECRETS_FILE};
+use crate::model::render::Domain;
+use crate::services::gitea::decide::{GITEA_RECORD_FILE, GITEA_TOKEN_KEY, GiteaRecord};
+use crate::services::wire::access::{AccessInput, LabAccess, domain_from_gitea_url};
 
 pub(super) fn run(ctx: &Ctx) -> Result<ExitStatus> {
     let settings = &ctx.settings;

@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::{Ctx, ExitStatus};
 use crate::cli::DiffArgs;
-use crate::error::{Error, Result};
-use crate::output::OutputFormat;
+use crate::edges::error::{Error, Result};
+use crate::edges::output::OutputFormat;
 use crate::sync::engine::{Engine, EngineConfig, Mode, app_resource};
 
 pub(super) async fn run(ctx: &Ctx, args: &DiffArgs) -> Result<ExitStatus> {
@@ -21,7 +21,7 @@ pub(super) async fn run(ctx: &Ctx, args: &DiffArgs) -> Result<ExitStatus> {
             Error::msg(format!(
                 "read Application `{}`: {}",
                 args.app,
-                crate::kube::describe(&e)
+                crate::cluster::kube::describe(&e)
             ))
         })?
         .ok_or_else(|| {

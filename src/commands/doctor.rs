@@ -1,9 +1,9 @@
 //! `homelab doctor`: check prerequisites; exit 1 when something blocks `up`.
 
 use super::{Ctx, ExitStatus};
-use crate::doctor::{Status, evaluate, gather, has_blocker};
-use crate::error::Result;
-use crate::output::OutputFormat;
+use crate::edges::error::Result;
+use crate::edges::output::OutputFormat;
+use crate::host::doctor::{Status, evaluate, gather, has_blocker};
 
 pub(super) fn run(ctx: &Ctx) -> Result<ExitStatus> {
     let facts = gather(&ctx.settings)?;

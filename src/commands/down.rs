@@ -5,16 +5,16 @@ use serde_json::json;
 
 use super::{Ctx, ExitStatus};
 use crate::cli::DownArgs;
-use crate::deploy;
-use crate::error::{Error, Result};
-use crate::kubeconfig::UserKubeconfig;
-use crate::output::OutputFormat;
+use crate::cluster::deploy;
+use crate::cluster::kubeconfig::UserKubeconfig;
+use crate::edges::error::{Error, Result};
+use crate::edges::output::OutputFormat;
+use crate::edges::state::LabState;
+use crate::host::trust;
+use crate::model::settings::ProviderKind;
+use crate::model::tls::CA_CERT_FILE;
 use crate::provider::multipass::{self, Multipass, MultipassError};
 use crate::provider::{KUBECONFIG_FILE, LAB_RECORD_FILE, LabRecord};
-use crate::settings::ProviderKind;
-use crate::state::LabState;
-use crate::tls::CA_CERT_FILE;
-use crate::trust;
 use crate::up::{CLOUD_INIT_FILE, UP_STATE_FILE, Waits};
 
 /// Files that describe the cluster; they go with it.

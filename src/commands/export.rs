@@ -1,5 +1,5 @@
 //! `homelab export logs [DIR]`: gather what the lab shows into one scrubbed archive, print its
-//! path. The collecting is [`crate::export`]'s; this file hands it what only commands know
+//! path. The collecting is [`crate::host::export`]'s; this file hands it what only commands know
 //! (`status`, `config show`, the stack with its overrides) and prints the result.
 
 use std::time::{Duration, Instant};
@@ -8,11 +8,11 @@ use serde_json::json;
 
 use super::{Ctx, ExitStatus};
 use crate::cli::ExportLogsArgs;
-use crate::error::Result;
-use crate::export::{self, ExportInput, archive};
-use crate::output::{Outcome, OutputFormat, Progress};
-use crate::settings::DEFAULT_LAB;
-use crate::state::LabState;
+use crate::edges::error::Result;
+use crate::edges::output::{Outcome, OutputFormat, Progress};
+use crate::edges::state::LabState;
+use crate::host::export::{self, ExportInput, archive};
+use crate::model::settings::DEFAULT_LAB;
 use crate::up::Waits;
 
 /// `status` reads the VMs and the cluster with bounded calls of its own; this bounds it as a

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use super::Ctx;
 use crate::cli::KubeArgs;
-use crate::error::{Error, Result};
-use crate::kube::{ClientOptions, KubeTarget, connect};
-use crate::state::LabState;
+use crate::cluster::kube::{ClientOptions, KubeTarget, connect};
+use crate::edges::error::{Error, Result};
+use crate::edges::state::LabState;
 
 /// The lab state file holding the lab's kubeconfig.
 const LAB_KUBECONFIG: &str = "kubeconfig";

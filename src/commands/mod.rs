@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 
 use crate::cli::{CaCommand, Cli, Command, ConfigCommand, ExportCommand};
-use crate::error::Result;
-use crate::output::{Printer, human_duration};
-use crate::settings::{Inputs, Settings};
-use crate::stack::{self, Stack};
-use crate::state::{LabLock, LabState, LockHolder};
+use crate::edges::error::Result;
+use crate::edges::output::{Printer, human_duration};
+use crate::edges::state::{LabLock, LabState, LockHolder};
+use crate::model::settings::{Inputs, Settings};
+use crate::model::stack::{self, Stack};
 use crate::up::Waits;
 
 mod apps;
@@ -65,7 +65,7 @@ impl Ctx {
             && c.images.contains_key("engine")
         {
             stack::check_image_pinned(image).map_err(|why| {
-                crate::error::Error::msg(format!("`sync.image` `{image}` {why}"))
+                crate::edges::error::Error::msg(format!("`sync.image` `{image}` {why}"))
                     .hint("pin the sync engine image to a version tag or a digest")
             })?;
             c.images.insert("engine".into(), image.clone());
@@ -112,7 +112,9 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         // learn why. Bad input and a failed preflight left nothing to look at, and their own
         // hints say what to do.
         Command::Up(args) => up::run(&ctx, args).await.map_err(|e| {
-            let preflight = e.downcast_ref::<crate::doctor::PreflightError>().is_some();
+            let preflight = e
+                .downcast_ref::<crate::host::doctor::PreflightError>()
+                .is_some();
             let stored = LabState::locate(&ctx.settings.lab)
                 .is_ok_and(|s| s.exists() && !s.holds_only_the_lock().unwrap_or(true));
             if preflight || !stored {

@@ -2,12 +2,12 @@
 //! files only.
 
 use super::{Ctx, ExitStatus};
-use crate::error::Result;
-use crate::output::OutputFormat;
-use crate::plan::{Known, plan};
-use crate::render::Domain;
-use crate::state::{LabState, SECRETS_FILE};
-use crate::tls::CA_CERT_FILE;
+use crate::edges::error::Result;
+use crate::edges::output::OutputFormat;
+use crate::edges::state::{LabState, SECRETS_FILE};
+use crate::model::plan::{Known, plan};
+use crate::model::render::Domain;
+use crate::model::tls::CA_CERT_FILE;
 use crate::up;
 
 pub(super) fn run(ctx: &Ctx) -> Result<ExitStatus> {

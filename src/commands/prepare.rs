@@ -7,10 +7,10 @@
 use serde_json::json;
 
 use super::{Ctx, ExitStatus};
-use crate::error::Result;
-use crate::output::OutputFormat;
-use crate::state::{self, LabState};
-use crate::upstream;
+use crate::cluster::upstream;
+use crate::edges::error::Result;
+use crate::edges::output::OutputFormat;
+use crate::edges::state::{self, LabState};
 
 pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
     let stack = ctx.stack()?;

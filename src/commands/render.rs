@@ -2,12 +2,12 @@
 
 use super::{Ctx, ExitStatus};
 use crate::cli::RenderArgs;
-use crate::error::Result;
-use crate::output::OutputFormat;
-use crate::render::{Domain, RenderInput, render};
-use crate::state::{self, LabState, SECRETS_FILE, Secrets};
-use crate::templates::Templates;
-use crate::{tls, upstream};
+use crate::edges::error::Result;
+use crate::edges::output::OutputFormat;
+use crate::edges::state::{self, LabState, SECRETS_FILE, Secrets};
+use crate::model::render::{Domain, RenderInput, render};
+use crate::model::templates::Templates;
+use crate::{cluster::upstream, model::tls};
 
 pub(super) fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;

@@ -4,19 +4,19 @@
 use serde::Serialize;
 
 use super::{Ctx, ExitStatus};
-use crate::deploy::{self, ComponentHealth};
-use crate::error::Result;
-use crate::kubeconfig::UserKubeconfig;
-use crate::output::OutputFormat;
+use crate::cluster::deploy::{self, ComponentHealth};
+use crate::cluster::kubeconfig::UserKubeconfig;
+use crate::edges::error::Result;
+use crate::edges::output::OutputFormat;
+use crate::edges::state;
+use crate::edges::state::LabState;
+use crate::model::render::{self, Domain, RenderInput};
+use crate::model::settings::ProviderKind;
+use crate::model::templates::Templates;
 use crate::provider::multipass::{self, ClusterView, Multipass, VmView, decide::gib};
 use crate::provider::{LabRecord, existing};
-use crate::render::{self, Domain, RenderInput};
-use crate::settings::ProviderKind;
-use crate::state;
-use crate::state::LabState;
-use crate::templates::Templates;
 use crate::up::{self, UpRecord, Waits};
-use crate::{tls, upstream};
+use crate::{cluster::upstream, model::tls};
 
 /// What `status` reports; `export logs` writes it into its archive as JSON.
 #[derive(Serialize)]
@@ -189,7 +189,7 @@ async fn component_health(
 }
 
 /// An existing cluster as seen through the user's kubeconfig; failures are shown, not raised.
-async fn existing_view(settings: &crate::settings::Settings) -> ClusterView {
+async fn existing_view(settings: &crate::model::settings::Settings) -> ClusterView {
     let unreachable = |detail: String| ClusterView {
         reachable: false,
         detail,

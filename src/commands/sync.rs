@@ -10,9 +10,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Ctx, ExitStatus};
 use crate::cli::SyncArgs;
-use crate::error::{Error, Result, io_err};
-use crate::output::OutputFormat;
-use crate::redact::Secret;
+use crate::edges::error::{Error, Result, io_err};
+use crate::edges::output::OutputFormat;
+use crate::edges::redact::Secret;
 use crate::sync::engine::{Engine, EngineConfig, Mode, Outcome};
 use crate::sync::lease::{Leader, LeaseConfig};
 use crate::sync::run::{self, SchedulerConfig, Trigger};
@@ -65,7 +65,7 @@ pub(super) async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<ExitStatus> {
     // `--in-cluster` with `--kubeconfig` runs the in-cluster mode (endpoints, JSON logs) from
     // anywhere, e.g. to debug it from a laptop.
     let client = if args.in_cluster && args.kube.kubeconfig.is_none() {
-        crate::kube::connect_in_cluster(&Default::default()).await?
+        crate::cluster::kube::connect_in_cluster(&Default::default()).await?
     } else {
         super::kube_target::client(ctx, &args.kube).await?
     };

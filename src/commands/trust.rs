@@ -2,12 +2,12 @@
 
 use super::{Ctx, ExitStatus};
 use crate::cli::TrustArgs;
-use crate::error::Result;
-use crate::output::{Outcome, OutputFormat};
-use crate::render::{self, Domain};
-use crate::state::LabState;
-use crate::tls::{self, CA_CERT_FILE, TlsError};
-use crate::trust::{self, DetectConfig, LEDGER_FILE, Runner, TrustTarget};
+use crate::edges::error::Result;
+use crate::edges::output::{Outcome, OutputFormat};
+use crate::edges::state::LabState;
+use crate::host::trust::{self, DetectConfig, LEDGER_FILE, Runner, TrustTarget};
+use crate::model::render::{self, Domain};
+use crate::model::tls::{self, CA_CERT_FILE, TlsError};
 
 pub(super) fn trust(ctx: &Ctx, args: &TrustArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;

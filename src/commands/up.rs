@@ -2,18 +2,18 @@
 
 use super::{Ctx, ExitStatus};
 use crate::cli::UpArgs;
-use crate::doctor;
-use crate::error::{Error, Result};
-use crate::output::{OutputFormat, human_duration};
-use crate::plan::{self, Known};
+use crate::edges::error::{Error, Result};
+use crate::edges::output::{OutputFormat, human_duration};
+use crate::edges::state::{LabState, SECRETS_FILE};
+use crate::host::doctor;
+use crate::model::plan::{self, Known};
+use crate::model::render::Domain;
+use crate::model::stack::Stack;
+use crate::model::tls::CA_CERT_FILE;
 use crate::provider::multipass::decide::preflight_demand;
 use crate::provider::{self, Cluster, LabRecord};
-use crate::render::Domain;
-use crate::stack::Stack;
-use crate::state::{LabState, SECRETS_FILE};
-use crate::tls::CA_CERT_FILE;
+use crate::services::wire::access::{AccessInput, LabAccess};
 use crate::up::{self, StepOutcome, UpEnv, UpOptions, UpReport, UpStop, Waits};
-use crate::wire::access::{AccessInput, LabAccess};
 
 pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;

@@ -6,11 +6,11 @@
 //! creates lab state.
 
 use super::{Ctx, ExitStatus};
-use crate::error::{Error, Result};
-use crate::output::OutputFormat;
+use crate::edges::error::{Error, Result};
+use crate::edges::output::OutputFormat;
+use crate::edges::state::{LabState, SECRETS_FILE};
+use crate::model::render::Domain;
 use crate::provider::LabRecord;
-use crate::render::Domain;
-use crate::state::{LabState, SECRETS_FILE};
 use crate::verify::{LabVerify, VerifyOptions};
 
 pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
@@ -30,14 +30,14 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
         .as_ref()
         .and_then(|c| c.node_ips.first())
         .and_then(|ip| ip.parse().ok());
-    let gitea: Option<crate::gitea::decide::GiteaRecord> =
-        state.read_json(crate::gitea::decide::GITEA_RECORD_FILE)?;
+    let gitea: Option<crate::services::gitea::decide::GiteaRecord> =
+        state.read_json(crate::services::gitea::decide::GITEA_RECORD_FILE)?;
     let domain = match (&settings.domain, node_ip, gitea) {
         (Some(d), _, _) => Domain::resolve(Some(d), None),
         (None, _, Some(g))
-            if crate::wire::access::domain_from_gitea_url(&stack, &g.url).is_some() =>
+            if crate::services::wire::access::domain_from_gitea_url(&stack, &g.url).is_some() =>
         {
-            crate::wire::access::domain_from_gitea_url(&stack, &g.url).expect("checked")
+            crate::services::wire::access::domain_from_gitea_url(&stack, &g.url).expect("checked")
         }
         (None, Some(ip), _) => Domain::resolve(None, Some(&ip.to_string())),
         (None, None, _) => {
@@ -48,11 +48,11 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
             .hint("pass the lab's domain with `--domain`"));
         }
     };
-    let ca = crate::tls::load(&state)?.ok_or_else(|| {
+    let ca = crate::model::tls::load(&state)?.ok_or_else(|| {
         Error::msg(format!(
             "lab `{}` has no CA in `{}`",
             settings.lab,
-            state.path(crate::tls::CA_CERT_FILE).display()
+            state.path(crate::model::tls::CA_CERT_FILE).display()
         ))
         .hint("run `homelab up` first")
     })?;
@@ -63,7 +63,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
         ingress_port: settings.ingress_port(),
         state: &state,
         ca_pem: &ca.cert_pem,
-        ci: crate::ci::CiKind::Drone,
+        ci: crate::services::ci::CiKind::Drone,
     };
     let target = crate::verify::target_for_lab(&lab)?;
     let cluster = cluster.ok_or_else(|| {

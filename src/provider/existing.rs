@@ -23,9 +23,9 @@ use serde::Serialize;
 use super::multipass::{NodeRecord, NodeView};
 use super::op::{OpCx, StepReport};
 use super::{Cluster, ClusterError, LabRecord};
-use crate::error::{Diagnostic, Result};
-use crate::settings::{ProviderKind, Settings};
-use crate::stack::Stack;
+use crate::edges::error::{Diagnostic, Result};
+use crate::model::settings::{ProviderKind, Settings};
+use crate::model::stack::Stack;
 
 /// The annotation that marks the default StorageClass (and its old beta spelling).
 const DEFAULT_CLASS: [&str; 2] = [
@@ -47,7 +47,7 @@ pub enum ExistingError {
     Config(#[from] ClusterError),
     /// No client could be built from the kubeconfig.
     #[error(transparent)]
-    Client(#[from] crate::kube::KubeError),
+    Client(#[from] crate::cluster::kube::KubeError),
     /// The API did not answer.
     #[error("the cluster of context `{context}` ({server}) is not reachable: {message}")]
     Unreachable {
@@ -394,7 +394,7 @@ mod tests {
     use super::*;
 
     fn stack() -> Stack {
-        crate::stack::load("default", std::path::Path::new(".")).unwrap()
+        crate::model::stack::load("default", std::path::Path::new(".")).unwrap()
     }
 
     fn facts(minor: u32, classes: &[(&str, bool)]) -> Facts {

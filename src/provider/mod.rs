@@ -12,9 +12,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Diagnostic, Error};
-use crate::settings::{ProviderKind, Settings};
-use crate::state::{LabState, StateError};
+use crate::edges::error::{Diagnostic, Error};
+use crate::edges::state::{LabState, StateError};
+use crate::model::settings::{ProviderKind, Settings};
 
 pub mod existing;
 pub mod multipass;
@@ -112,13 +112,13 @@ impl Diagnostic for ClusterError {
 
 impl Cluster {
     /// A Kubernetes client for this cluster (no client-side throttling; watches not cut).
-    pub async fn client(&self) -> Result<kube::Client, crate::kube::KubeError> {
-        crate::kube::connect(
-            &crate::kube::KubeTarget {
+    pub async fn client(&self) -> Result<kube::Client, crate::cluster::kube::KubeError> {
+        crate::cluster::kube::connect(
+            &crate::cluster::kube::KubeTarget {
                 kubeconfig: self.kubeconfig.clone(),
                 context: Some(self.context.clone()),
             },
-            &crate::kube::ClientOptions::default(),
+            &crate::cluster::kube::ClientOptions::default(),
         )
         .await
     }

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::output::Outcome;
-use crate::settings::Settings;
-use crate::state::LabState;
+use crate::edges::error::{Error, Result};
+use crate::edges::output::Outcome;
+use crate::edges::state::LabState;
+use crate::model::settings::Settings;
 
 /// What an operation (or an `up` step) found or did.
 #[derive(Clone, Debug, PartialEq, Eq)]

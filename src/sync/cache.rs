@@ -24,8 +24,8 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::tracking::{TRACKING_ID, parse_tracking_id};
-use crate::apply::{Resolved, to_value};
-use crate::kinds::ObjectRef;
+use crate::cluster::apply::{Resolved, to_value};
+use crate::model::kinds::ObjectRef;
 
 /// An event worth a reconcile: a tracked object of this app key changed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -87,7 +87,7 @@ pub struct CacheError {
     pub message: String,
 }
 
-impl crate::error::Diagnostic for CacheError {
+impl crate::edges::error::Diagnostic for CacheError {
     fn hints(&self) -> Vec<String> {
         vec!["check that the engine may list and watch this kind (its ClusterRole)".into()]
     }

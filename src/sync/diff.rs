@@ -20,8 +20,8 @@ use serde_json::{Map, Value};
 use super::app::IgnoreRule;
 use super::status::SyncCode;
 use super::tracking::{TRACKING_ID, set_annotation, tracking_id};
-use crate::kinds::ObjectRef;
-use crate::redact::REDACTED;
+use crate::edges::redact::REDACTED;
+use crate::model::kinds::ObjectRef;
 
 /// Metadata fields the server owns; never compared.
 const SERVER_METADATA: &[&str] = &[
@@ -429,9 +429,9 @@ pub fn render(desired: &Value, live: Option<&Value>, manager: &str, cfg: RenderC
     let a = if live_view.is_null() {
         String::new()
     } else {
-        crate::yaml::to_string(&live_view).unwrap_or_default()
+        crate::edges::yaml::to_string(&live_view).unwrap_or_default()
     };
-    let b = crate::yaml::to_string(&desired_view).unwrap_or_default();
+    let b = crate::edges::yaml::to_string(&desired_view).unwrap_or_default();
     unified(&a, &b, cfg.context)
 }
 

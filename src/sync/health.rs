@@ -19,7 +19,7 @@ pub fn assess(obj: &Value) -> Option<Health> {
         return Some(Health::new(HealthCode::Progressing, "Pending deletion"));
     }
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-    let group = crate::kinds::group_version(api_version).0;
+    let group = crate::model::kinds::group_version(api_version).0;
     let kind = obj["kind"].as_str().unwrap_or_default();
     let h = match (group, kind) {
         ("apps" | "extensions", "Deployment") => deployment(obj),
@@ -564,7 +564,8 @@ mod tests {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
             let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-            let v: Value = crate::yaml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            let v: Value =
+                crate::edges::yaml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
             out.push((name, v));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));

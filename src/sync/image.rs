@@ -17,25 +17,24 @@
 //! the binary and, for a dynamically linked binary, its loader and libraries as `ldd` lists them,
 //! plus `git` (the engine runs real git) with its helpers and libraries and the host's CA bundle.
 //!
-//! Layout: `origin` decides, purely, where the lab's engine image comes from (this build, the
-//! host, the stack's pin); `oci` encodes an image as an OCI archive, purely (bytes in, bytes
+//! Layout: where the lab's engine image comes from (this build, the host, the stack's pin) is
+//! decided, purely, in [`crate::model::engine_image`] and re-exported here; `oci` encodes an image as an OCI archive, purely (bytes in, bytes
 //! out); `build` is the effectful part, reading the binary, git and their libraries from the
 //! host and writing the archive to a file.
 
 mod build;
 mod oci;
-mod origin;
 
+pub use crate::model::engine_image::{
+    BuildInfo, DEFAULT_OWNER, EngineImageSource, Host, NoEngineImage, can_side_load,
+    engine_image_source, image_repository, oci_arch,
+};
 pub use build::{
     EngineImageConfig, elf_info, engine_image, parse_ldd, shared_libraries, write_engine_archive,
 };
 pub use oci::{ArchiveInfo, ImageFile, ImageSpec, ctr_import_argv, digest, write_archive};
-pub use origin::{
-    BuildInfo, DEFAULT_OWNER, EngineImageSource, Host, NoEngineImage, can_side_load,
-    engine_image_source, image_repository, oci_arch,
-};
 
-use crate::error::Diagnostic;
+use crate::edges::error::Diagnostic;
 use std::path::PathBuf;
 
 /// Building the image failed.
@@ -60,7 +59,7 @@ pub enum ImageError {
     Write(String),
     /// `ldd` failed.
     #[error(transparent)]
-    Ldd(#[from] crate::process::ProcessError),
+    Ldd(#[from] crate::edges::process::ProcessError),
 }
 
 impl Diagnostic for ImageError {

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::kube::{describe, status_code};
+use crate::cluster::kube::{describe, status_code};
 
 /// Default Lease name.
 pub const LEASE_NAME: &str = "homelab-sync-engine";
@@ -86,7 +86,7 @@ pub enum LeaseError {
     },
 }
 
-impl crate::error::Diagnostic for LeaseError {
+impl crate::edges::error::Diagnostic for LeaseError {
     fn hints(&self) -> Vec<String> {
         match self {
             LeaseError::NoNamespace { namespace } => vec![format!(

@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use super::app::Source;
 use super::glob::Glob;
-use crate::error::Diagnostic;
-use crate::kinds::ObjectRef;
+use crate::edges::error::Diagnostic;
+use crate::model::kinds::ObjectRef;
 
 /// One desired object and where it was read from.
 #[derive(Clone, Debug, PartialEq)]
@@ -177,7 +177,7 @@ pub fn read(checkout: &Path, source: &Source) -> Result<Vec<Manifest>, ManifestE
 
 /// Parse one file's documents into `out`.
 pub fn parse_file(file: &str, text: &str, out: &mut Vec<Manifest>) -> Result<(), ManifestError> {
-    let docs = crate::yaml::documents(text).map_err(|e| ManifestError::Yaml {
+    let docs = crate::edges::yaml::documents(text).map_err(|e| ManifestError::Yaml {
         file: file.to_string(),
         line: e.line.unwrap_or(1),
         message: e.message,

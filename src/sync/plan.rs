@@ -13,7 +13,7 @@
 
 use serde_json::Value;
 
-use crate::kinds::{ObjectRef, kind_rank};
+use crate::model::kinds::{ObjectRef, kind_rank};
 
 use super::status::SyncCode;
 use super::tracking::ResourceOptions;

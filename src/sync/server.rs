@@ -24,8 +24,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use super::engine::Engine;
 use super::app::REFRESH_ANNOTATION;
+use super::engine::Engine;
 use super::run::Trigger;
 use super::webhook::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, Webhook};
 

@@ -1,6 +1,6 @@
 //! The git source: a shallow fetch of one revision (branch, tag, commit or `HEAD`) into a local
 //! checkout per repository, with real `git` run through homelab's one git runner
-//! (`crate::git::Git::command`) and its [`GitAuth`].
+//! (`crate::edges::git::Git::command`) and its [`GitAuth`].
 //!
 //! Place in the data flow: Application `spec.source` → [`GitSource::with_checkout`] → a
 //! directory at a commit → [`super::manifests::read`].
@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::error::Diagnostic;
-use crate::git::{Git, GitSetup};
-use crate::process::{Cmd, ProcessError};
-use crate::redact::redact_url;
+use crate::edges::error::Diagnostic;
+use crate::edges::git::{Git, GitSetup};
+use crate::edges::process::{Cmd, ProcessError};
+use crate::edges::redact::redact_url;
 
-/// How to authenticate to a repository: the one [`crate::git::GitAuth`], here under its old path.
-pub use crate::git::GitAuth;
+/// How to authenticate to a repository: the one [`crate::edges::git::GitAuth`], here under its old path.
+pub use crate::edges::git::GitAuth;
 
 /// A checkout at a commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl GitSource {
     }
 
     fn dir_for(&self, url: &str) -> PathBuf {
-        let h = crate::upstream::sha256_hex(url.as_bytes());
+        let h = crate::edges::digest::sha256_hex(url.as_bytes());
         self.work.join(&h[..16])
     }
 
@@ -270,7 +270,7 @@ impl GitSource {
             // the system bundle too, so public hosts stay trusted.
             let path = self.work.join(format!(
                 "ca-{}.pem",
-                &crate::upstream::sha256_hex(pem.as_bytes())[..12]
+                &crate::edges::digest::sha256_hex(pem.as_bytes())[..12]
             ));
             if !path.exists() {
                 let mut bundle = SYSTEM_CA_BUNDLES

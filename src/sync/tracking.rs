@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use crate::kinds::{ObjectRef, group_version};
+use crate::model::kinds::{ObjectRef, group_version};
 
 /// The tracking annotation.
 pub const TRACKING_ID: &str = "argocd.argoproj.io/tracking-id";

@@ -160,7 +160,7 @@ impl Push {
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
     /// The shared secret (from the Secret named in the Deployment).
-    pub secret: crate::redact::Secret,
+    pub secret: crate::edges::redact::Secret,
     /// Body cap in bytes.
     pub max_body: usize,
     /// How many delivery ids to remember.
@@ -297,7 +297,7 @@ pub fn normalize_repo_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redact::Secret;
+    use crate::edges::redact::Secret;
 
     fn hook() -> Webhook {
         Webhook::new(WebhookConfig {

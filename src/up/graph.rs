@@ -18,13 +18,13 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::UpEnv;
-use crate::error::{Error, Result};
-use crate::output::{Outcome, Progress};
-use crate::plan::PlannedStep;
+use crate::edges::error::{Error, Result};
+use crate::edges::output::{Outcome, Progress};
+use crate::edges::state::{LabState, StateError};
+use crate::model::plan::PlannedStep;
+use crate::model::settings::Settings;
+use crate::model::stack::Stack;
 use crate::provider::op::{OpCx, StepReport, Waits};
-use crate::settings::Settings;
-use crate::stack::Stack;
-use crate::state::{LabState, StateError};
 
 /// Where the runner records finished steps.
 pub const UP_STATE_FILE: &str = "up.json";

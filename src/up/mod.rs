@@ -40,13 +40,13 @@ pub use graph::{
 pub use steps::CLUSTER_READY;
 pub use steps::lab::{Deployed, Lab, UpstreamTexts};
 
-use crate::deploy::DeployReport;
-use crate::output::Progress;
+use crate::cluster::deploy::DeployReport;
+use crate::edges::output::Progress;
+use crate::edges::state::LabState;
+use crate::model::render::Domain;
+use crate::model::settings::{ProviderKind, Settings};
+use crate::model::stack::Stack;
 use crate::provider::Cluster;
-use crate::render::Domain;
-use crate::settings::{ProviderKind, Settings};
-use crate::stack::Stack;
-use crate::state::LabState;
 use steps::ClusterReady;
 
 /// Options of this `up` run that are not settings.

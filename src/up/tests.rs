@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::error::{Error, Result};
-use crate::output::Silent;
-use crate::settings::Inputs;
+use crate::edges::error::{Error, Result};
+use crate::edges::output::Silent;
+use crate::model::settings::Inputs;
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -44,7 +44,7 @@ fn env_parts() -> (tempfile::TempDir, Settings, Stack, LabState) {
         ..Inputs::default()
     })
     .unwrap();
-    let stack = crate::stack::load("default", std::path::Path::new(".")).unwrap();
+    let stack = crate::model::stack::load("default", std::path::Path::new(".")).unwrap();
     let state = LabState::at("t", tmp.path().join("t"));
     (tmp, settings, stack, state)
 }

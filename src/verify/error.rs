@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use super::hops::short;
 use super::{AppStatus, HOPS};
-use crate::ci::{CiError, FailedStep};
-use crate::error::Diagnostic;
-use crate::gitea::GiteaError;
-use crate::output::human_duration;
+use crate::edges::error::Diagnostic;
+use crate::edges::output::human_duration;
+use crate::services::ci::{CiError, FailedStep};
+use crate::services::gitea::GiteaError;
 
 /// A hop failed.
 #[derive(Debug, thiserror::Error)]

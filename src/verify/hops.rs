@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::ci::{BuildState, Ci};
-use crate::http::Endpoint;
-use crate::redact::Secret;
+use crate::edges::http::Endpoint;
+use crate::edges::redact::Secret;
+use crate::services::ci::{BuildState, Ci};
 
 /// The hops, in order, with the titles `plan` and the report show.
 pub const HOPS: [&str; 6] = [
@@ -36,7 +36,7 @@ pub struct AppRef {
 #[derive(Clone)]
 pub struct VerifyTarget {
     /// Gitea's public endpoint.
-    pub gitea: crate::http::Endpoint,
+    pub gitea: crate::edges::http::Endpoint,
     /// A Gitea token that may write the app repository (`gitea_token` from the lab state).
     pub gitea_token: Secret,
     /// The CI, with its API token.

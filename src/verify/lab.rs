@@ -8,35 +8,35 @@
 use super::{
     AppRef, KubeApplications, VerifyFailure, VerifyOptions, VerifyReport, VerifyTarget, verify,
 };
-use crate::http::Endpoint;
-use crate::output::Progress;
+use crate::edges::http::Endpoint;
+use crate::edges::output::Progress;
 
 /// What [`target_for_lab`] needs: the lab as `up` (or the `verify` command) knows it.
 pub struct LabVerify<'a> {
     /// The stack (host names, the app's namespaces).
-    pub stack: &'a crate::stack::Stack,
+    pub stack: &'a crate::model::stack::Stack,
     /// The lab's domain.
-    pub domain: &'a crate::render::Domain,
+    pub domain: &'a crate::model::render::Domain,
     /// The first node's IP: connections go there instead of through DNS (routers that drop
     /// private-IP answers for `*.sslip.io`); `None` resolves names normally.
     pub node_ip: Option<std::net::IpAddr>,
     /// The port of the node's ingress (443; see `Settings::ingress_port`).
     pub ingress_port: u16,
     /// The lab state (Gitea and CI tokens).
-    pub state: &'a crate::state::LabState,
+    pub state: &'a crate::edges::state::LabState,
     /// The lab CA, PEM: the only trust root.
     pub ca_pem: &'a str,
     /// The CI the lab runs.
-    pub ci: crate::ci::CiKind,
+    pub ci: crate::services::ci::CiKind,
 }
 
 /// The verify target of a lab built by `up`: the stack's host names under the domain, the
 /// tokens the wiring stored, the NyanCat names the templates use.
-pub fn target_for_lab(l: &LabVerify<'_>) -> Result<VerifyTarget, crate::error::Error> {
-    let hosts = crate::render::hosts(l.stack, l.domain);
+pub fn target_for_lab(l: &LabVerify<'_>) -> Result<VerifyTarget, crate::edges::error::Error> {
+    let hosts = crate::model::render::hosts(l.stack, l.domain);
     let host = |c: &str| {
         hosts.get(c).cloned().ok_or_else(|| {
-            crate::error::Error::msg(format!(
+            crate::edges::error::Error::msg(format!(
                 "stack `{}` has no `{c}` component with a host name; verify needs it",
                 l.stack.name
             ))
@@ -51,27 +51,27 @@ pub fn target_for_lab(l: &LabVerify<'_>) -> Result<VerifyTarget, crate::error::E
         resolve: pin,
     };
     let gitea_host = host("gitea")?;
-    let gitea = crate::http::Endpoint {
+    let gitea = crate::edges::http::Endpoint {
         base_url: format!("https://{gitea_host}"),
         ca_pem: Some(l.ca_pem.to_string()),
         resolve: pin,
     };
     let ci_host = host(match l.ci {
-        crate::ci::CiKind::Drone => "drone",
+        crate::services::ci::CiKind::Drone => "drone",
     })?;
-    let ci = crate::ci::client_from_state(l.ci, &endpoint(ci_host), l.state)?;
+    let ci = crate::services::ci::client_from_state(l.ci, &endpoint(ci_host), l.state)?;
     let gitea_token = l
         .state
         .secrets()?
-        .get(crate::gitea::decide::GITEA_TOKEN_KEY);
+        .get(crate::services::gitea::decide::GITEA_TOKEN_KEY);
     if gitea_token.is_empty() {
-        return Err(crate::error::Error::msg(format!(
+        return Err(crate::edges::error::Error::msg(format!(
             "the lab state has no Gitea API token (`{}` in `secrets.json`)",
-            crate::gitea::decide::GITEA_TOKEN_KEY
+            crate::services::gitea::decide::GITEA_TOKEN_KEY
         ))
         .hint("run `homelab up`: its wiring creates the token"));
     }
-    let org = crate::render::GITEA_ORG.to_string();
+    let org = crate::model::render::GITEA_ORG.to_string();
     let app_namespace = l
         .stack
         .component("nyan-cat")
@@ -104,7 +104,7 @@ pub async fn run_for_lab(
     kube: ::kube::Client,
     opts: &VerifyOptions,
     progress: &dyn Progress,
-) -> Result<Result<VerifyReport, Box<VerifyFailure>>, crate::error::Error> {
+) -> Result<Result<VerifyReport, Box<VerifyFailure>>, crate::edges::error::Error> {
     let target = target_for_lab(l)?;
     Ok(verify(&target, &KubeApplications::new(kube), opts, progress).await)
 }

@@ -60,9 +60,9 @@ pub fn bump_version(html: &str) -> Result<(String, String, String), usize> {
 
 /// The tag of `image` in a manifest (any container of any document), if it is there.
 pub fn image_tag(manifest: &str, image: &str) -> Option<String> {
-    fn walk(v: &crate::yaml::Value, image: &str, out: &mut Option<String>) {
+    fn walk(v: &crate::edges::yaml::Value, image: &str, out: &mut Option<String>) {
         match v {
-            crate::yaml::Value::Mapping(m) => {
+            crate::edges::yaml::Value::Mapping(m) => {
                 for (k, x) in m {
                     if k.as_str() == Some("image")
                         && let Some(s) = x.as_str()
@@ -73,19 +73,22 @@ pub fn image_tag(manifest: &str, image: &str) -> Option<String> {
                     walk(x, image, out);
                 }
             }
-            crate::yaml::Value::Sequence(s) => s.iter().for_each(|x| walk(x, image, out)),
+            crate::edges::yaml::Value::Sequence(s) => s.iter().for_each(|x| walk(x, image, out)),
             _ => {}
         }
     }
     let mut out = None;
-    for v in crate::yaml::each_document(manifest).into_iter().flatten() {
+    for v in crate::edges::yaml::each_document(manifest)
+        .into_iter()
+        .flatten()
+    {
         walk(&v, image, &mut out);
     }
     out
 }
 
 /// The text of a file as Gitea's contents API returns it (base64, perhaps wrapped).
-pub(super) fn decode_content(c: &crate::gitea::types::ContentsResponse) -> String {
+pub(super) fn decode_content(c: &crate::services::gitea::types::ContentsResponse) -> String {
     let raw: String = c
         .content
         .as_deref()
@@ -149,13 +152,13 @@ mod tests {
 
     #[test]
     fn gitea_contents_are_decoded_across_line_breaks() {
-        let file = crate::gitea::types::ContentsResponse {
+        let file = crate::services::gitea::types::ContentsResponse {
             content: Some("PHA+\ndjE8L3A+\n".into()),
             ..Default::default()
         };
         assert_eq!(decode_content(&file), "<p>v1</p>");
         assert_eq!(
-            decode_content(&crate::gitea::types::ContentsResponse::default()),
+            decode_content(&crate::services::gitea::types::ContentsResponse::default()),
             ""
         );
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::VerifyError;
-use crate::output::human_duration;
+use crate::edges::output::human_duration;
 
 /// One hop of the report.
 #[derive(Clone, Debug, Serialize)]

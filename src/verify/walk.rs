@@ -19,11 +19,11 @@ use super::{
     AppStatus, Applications, HOPS, Hop, VerifyError, VerifyFailure, VerifyOptions, VerifyReport,
     VerifyTarget, bump_version, image_tag, version_marker,
 };
-use crate::ci::{BuildInfo, BuildState, RepoRef};
-use crate::gitea::types::{Identity, UpdateFileOptions};
-use crate::gitea::{Credentials, GiteaClient};
-use crate::output::{Outcome, Progress, human_duration};
-use crate::redact::redact_url;
+use crate::edges::output::{Outcome, Progress, human_duration};
+use crate::edges::redact::redact_url;
+use crate::services::ci::{BuildInfo, BuildState, RepoRef};
+use crate::services::gitea::types::{Identity, UpdateFileOptions};
+use crate::services::gitea::{Credentials, GiteaClient};
 
 /// The bounded wait for HTTP servers, which have no watch: ask, then wait a delay that grows
 /// from `poll_min` to `poll_max`, until the bound would pass.
@@ -462,13 +462,13 @@ async fn app_serves(
         after: opts.serve,
     };
     // The lab CA is the only trust root: a certificate it did not sign fails here, by design.
-    let http = crate::http::client(&[&target.site], None, Duration::from_secs(30))
+    let http = crate::edges::http::client(&[&target.site], None, Duration::from_secs(30))
         .map_err(|e| unreachable(e.clone()))?;
     let mut last: Result<(u16, Option<String>), String>;
     let mut backoff = Backoff::new(opts, opts.serve);
     let served = loop {
         last = match http.get(&url).send().await {
-            Err(e) => Err(crate::http::error_chain(&e)),
+            Err(e) => Err(crate::edges::http::error_chain(&e)),
             Ok(r) => {
                 let status = r.status().as_u16();
                 let body = r.text().await.unwrap_or_default();

@@ -21,14 +21,14 @@ use fake_gitea::oauth::WebFlavor;
 use fake_gitea::{FakeGitea, Options};
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use homelab::ci::drone::{self as drone_ci, DroneClient, pipeline};
-use homelab::ci::{
+use homelab::edges::http::Endpoint;
+use homelab::edges::output::{Outcome, Silent};
+use homelab::edges::redact::Secret;
+use homelab::edges::state::LabState;
+use homelab::services::ci::drone::{self as drone_ci, DroneClient, pipeline};
+use homelab::services::ci::{
     AdminLogin, Ci, CiKind, CiReport, CiWiring, WireTimeouts, WorkloadError, Workloads,
 };
-use homelab::http::Endpoint;
-use homelab::output::{Outcome, Silent};
-use homelab::redact::Secret;
-use homelab::state::LabState;
 use homelab::verify::{
     AppRef, AppStatus, Applications, VerifyError, VerifyOptions, VerifyTarget, verify,
 };
@@ -190,7 +190,7 @@ struct Site {
 }
 
 impl Site {
-    async fn start(ca: &homelab::tls::LabCa, page: &str) -> Site {
+    async fn start(ca: &homelab::model::tls::LabCa, page: &str) -> Site {
         let listener = crate::support::http_kit::tls::TlsListener::for_host(ca, NYAN_HOST).await;
         let addr = axum::serve::Listener::local_addr(&listener).unwrap();
         let page = Arc::new(Mutex::new(page.to_string()));
@@ -206,7 +206,7 @@ impl Site {
         Site { page, addr }
     }
 
-    fn endpoint(&self, ca: &homelab::tls::LabCa) -> Endpoint {
+    fn endpoint(&self, ca: &homelab::model::tls::LabCa) -> Endpoint {
         let base_url = format!("https://{NYAN_HOST}:{}", self.addr.port());
         fixtures::pinned_endpoint(base_url, ca, self.addr)
     }
@@ -289,7 +289,9 @@ impl Lab {
         let password = state.secrets().unwrap().get("gitea_admin_password");
         gitea.add_user(ADMIN, password.expose(), true);
         // homelab's own token, as the Gitea wiring leaves it in the state.
-        let gitea_token = Secret::new(hex::encode(homelab::state::random_bytes(20).unwrap()));
+        let gitea_token = Secret::new(hex::encode(
+            homelab::edges::state::random_bytes(20).unwrap(),
+        ));
         {
             let mut d = gitea.data();
             d.tokens.push(fake_gitea::Token {
@@ -423,8 +425,8 @@ impl Lab {
         }
     }
 
-    async fn try_wire(&self) -> Result<CiReport, homelab::error::Error> {
-        homelab::ci::wire(&self.wiring(), &self.workloads, &Silent).await
+    async fn try_wire(&self) -> Result<CiReport, homelab::edges::error::Error> {
+        homelab::services::ci::wire(&self.wiring(), &self.workloads, &Silent).await
     }
 
     async fn wire(&self) -> CiReport {
@@ -446,16 +448,16 @@ impl Lab {
     }
 
     fn forget(&self, key: &str) {
-        let path = self.state.path(homelab::state::SECRETS_FILE);
+        let path = self.state.path(homelab::edges::state::SECRETS_FILE);
         let mut map: BTreeMap<String, String> =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         map.remove(key);
         self.state
-            .write_json(homelab::state::SECRETS_FILE, &map)
+            .write_json(homelab::edges::state::SECRETS_FILE, &map)
             .unwrap();
     }
 
-    fn step<'r>(report: &'r CiReport, name: &str) -> &'r homelab::ci::StepReport {
+    fn step<'r>(report: &'r CiReport, name: &str) -> &'r homelab::services::ci::StepReport {
         report
             .steps
             .iter()
@@ -682,7 +684,8 @@ async fn a_second_run_only_reads() {
     lab.gitea.clear_log();
     lab.drone.clear_log();
     lab.workloads.calls.lock().unwrap().clear();
-    let secrets_before = std::fs::read(lab.state.path(homelab::state::SECRETS_FILE)).unwrap();
+    let secrets_before =
+        std::fs::read(lab.state.path(homelab::edges::state::SECRETS_FILE)).unwrap();
 
     let report = lab.wire().await;
     assert_eq!(report.writes(), 0, "{:#?}", report.steps);
@@ -710,7 +713,7 @@ async fn a_second_run_only_reads() {
     );
     assert_eq!(lab.drone.data().restarts, 1);
     assert_eq!(
-        std::fs::read(lab.state.path(homelab::state::SECRETS_FILE)).unwrap(),
+        std::fs::read(lab.state.path(homelab::edges::state::SECRETS_FILE)).unwrap(),
         secrets_before
     );
     assert!(
@@ -738,8 +741,8 @@ async fn gitea_1_25_login_sends_the_forms_csrf_token() {
     );
 
     // The fake is as strict as Gitea 1.25: a sign-in POST without the token is refused.
-    let http =
-        homelab::http::client(&[&lab.gitea.endpoint()], None, Duration::from_secs(5)).unwrap();
+    let http = homelab::edges::http::client(&[&lab.gitea.endpoint()], None, Duration::from_secs(5))
+        .unwrap();
     let r = http
         .post(format!("{}/user/login", lab.gitea.base_url()))
         .form(&[("user_name", ADMIN), ("password", lab.password.expose())])
@@ -819,7 +822,7 @@ async fn an_unregistered_client_id_is_named() {
     })
     .await
     .unwrap_err();
-    let text = homelab::error::Error::from(err).render();
+    let text = homelab::edges::error::Error::from(err).render();
     assert!(
         text.starts_with("error: Gitea does not know the OAuth2 client id `not-a-client`\nhint: the CI server holds a client id Gitea no longer has"),
         "{text}"
@@ -840,7 +843,7 @@ async fn a_wrong_password_is_reported_with_gitea_s_message() {
     })
     .await
     .unwrap_err();
-    let text = homelab::error::Error::from(err).render();
+    let text = homelab::edges::error::Error::from(err).render();
     assert!(
         text.starts_with("error: Gitea refused the web sign-in of `lab-admin`: Username or password is incorrect.\nhint:"),
         "{text}"
@@ -962,8 +965,8 @@ async fn changed_secrets_are_updated_never_posted_twice() {
     assert_eq!(lab.drone.data().secrets["lab/nyan-cat"].len(), 3);
 
     // The fake answers a duplicate POST the way Drone does.
-    let http =
-        homelab::http::client(&[&lab.drone.endpoint()], None, Duration::from_secs(5)).unwrap();
+    let http = homelab::edges::http::client(&[&lab.drone.endpoint()], None, Duration::from_secs(5))
+        .unwrap();
     let r = http
         .post(format!(
             "{}/api/repos/lab/nyan-cat/secrets",
@@ -996,8 +999,8 @@ async fn a_pipeline_that_skips_custom_events_gets_no_first_build_and_a_hint() {
 #[tokio::test]
 async fn the_fake_drone_refuses_what_drone_2_24_refuses() {
     let lab = Lab::new(LabOptions::default()).await;
-    let http =
-        homelab::http::client(&[&lab.drone.endpoint()], None, Duration::from_secs(5)).unwrap();
+    let http = homelab::edges::http::client(&[&lab.drone.endpoint()], None, Duration::from_secs(5))
+        .unwrap();
     let base = lab.drone.base_url();
     // A route Drone does not have.
     let r = http
@@ -1092,13 +1095,13 @@ async fn an_untrusted_repositorys_build_fails_with_the_runner_linters_message() 
     let info = lab
         .target()
         .ci
-        .build(&homelab::ci::RepoRef::new("lab", "nyan-cat"), n)
+        .build(&homelab::services::ci::RepoRef::new("lab", "nyan-cat"), n)
         .await
         .unwrap();
     assert_eq!(
         (info.state, info.error.as_str()),
         (
-            homelab::ci::BuildState::Failed("error".into()),
+            homelab::services::ci::BuildState::Failed("error".into()),
             LINT_CONFIG_MAP
         )
     );
@@ -1112,8 +1115,8 @@ async fn an_untrusted_repositorys_build_fails_with_the_runner_linters_message() 
 #[test]
 fn the_fake_linters_refuse_what_drone_refuses_of_an_untrusted_repository() {
     use fake_drone::lint;
-    let doc = |extra: &str| -> homelab::yaml::Value {
-        homelab::yaml::from_str(&format!(
+    let doc = |extra: &str| -> homelab::edges::yaml::Value {
+        homelab::edges::yaml::from_str(&format!(
             "kind: pipeline\ntype: kubernetes\nname: x\nsteps:\n  - name: a\n    image: alpine\n{extra}"
         ))
         .unwrap()
@@ -1247,8 +1250,8 @@ async fn a_token_of_no_drone_admin_cannot_trust_and_wiring_says_so() {
 
     // The same call from a Drone admin changes it.
     lab.drone.set_admin(true);
-    let http =
-        homelab::http::client(&[&lab.drone.endpoint()], None, Duration::from_secs(5)).unwrap();
+    let http = homelab::edges::http::client(&[&lab.drone.endpoint()], None, Duration::from_secs(5))
+        .unwrap();
     let r: serde_json::Value = http
         .patch(format!("{}/api/repos/lab/nyan-cat", lab.drone.base_url()))
         .bearer_auth(&lab.drone.shared.options.admin_token)
@@ -1335,7 +1338,7 @@ async fn a_build_of_the_head_under_way_is_not_duplicated() {
 
 /// The `.drone.yml` the default stack seeds into `lab/nyan-cat` for `domain`.
 fn rendered_pipeline(domain: &str) -> String {
-    let domain = homelab::render::Domain::resolve(Some(domain), None);
+    let domain = homelab::model::render::Domain::resolve(Some(domain), None);
     let manifests = fixtures::render_placeholders("t", &fixtures::stack("default"), &domain);
     manifests
         .components
@@ -1469,7 +1472,7 @@ async fn verify_build_started_hop_fails_without_a_build() {
         report.hops.iter().map(|h| h.ok).collect::<Vec<_>>(),
         [true, false]
     );
-    let hints = homelab::error::Error::from(err).render();
+    let hints = homelab::edges::error::Error::from(err).render();
     assert!(
         hints.contains("hint: check that the repository is active in Drone"),
         "{hints}"
@@ -1492,7 +1495,7 @@ async fn verify_build_hop_shows_the_failed_steps_log_tail() {
     assert!(text.ends_with("  | kaniko line 30"), "{text}");
     assert!(!text.contains("kaniko line 10\n"), "{text}");
     assert_eq!(report.hops.len(), 3);
-    let rendered = homelab::error::Error::from(err).render();
+    let rendered = homelab::edges::error::Error::from(err).render();
     assert!(
         rendered.contains(&format!(
             "hint: the build's page: {}/lab/nyan-cat/2",
@@ -1589,7 +1592,7 @@ fn verify_without_a_wired_lab_says_what_to_run_and_shows_no_secret() {
     // A lab state with secrets but no Drone token yet.
     let state = LabState::at("homelab", ctx.state_dir("homelab"));
     let secrets = state.secrets().unwrap();
-    homelab::tls::load_or_create(&state, None).unwrap();
+    homelab::model::tls::load_or_create(&state, None).unwrap();
     state
         .store_secrets(&[("gitea_token", "0123456789abcdef0123456789abcdef01234567")])
         .unwrap();
@@ -1624,7 +1627,7 @@ fn verify_without_a_wired_lab_says_what_to_run_and_shows_no_secret() {
 // HOMELAB_TEST_KUBECONFIG is set, for the parts that do not need fake-only control).
 
 use fake_kube::test_cluster::TestCluster;
-use homelab::ci::cluster::KubeWorkloads;
+use homelab::services::ci::cluster::KubeWorkloads;
 
 async fn namespace(tc: &TestCluster, name: &str) -> String {
     let ns = tc.ns(name);
@@ -1758,7 +1761,7 @@ async fn kube_workloads_roll_the_deployment_and_wait_for_the_rollout() {
             "`Deployment/drone` in `{ns}` did not finish rolling out within 0.3s: rollout not observed yet"
         )
     );
-    let rendered = homelab::error::Error::from(err).render();
+    let rendered = homelab::edges::error::Error::from(err).render();
     assert!(
         rendered.contains(&format!(
             "hint: see why with `kubectl -n {ns} describe deploy/drone`"
@@ -1768,7 +1771,7 @@ async fn kube_workloads_roll_the_deployment_and_wait_for_the_rollout() {
 }
 
 fn drone_ci_annotations() -> BTreeMap<String, String> {
-    homelab::ci::drone::client_annotations("client-1", &Secret::new("s3cret"))
+    homelab::services::ci::drone::client_annotations("client-1", &Secret::new("s3cret"))
 }
 
 #[tokio::test]

@@ -17,14 +17,14 @@ use fake_gitea::front::{Door, FrontDoor};
 use fake_gitea::pod::FakePodExec;
 use fake_gitea::swagger::Swagger;
 use fake_gitea::{FakeGitea, Options};
-use homelab::git::{Git, GitAuth, GitRemote, Identity, ObjectFormat, PushRequest, tree_id};
-use homelab::gitea::{Credentials, Endpoint, GiteaClient};
-use homelab::http::Patience;
-use homelab::output::Silent;
-use homelab::redact::Secret;
-use homelab::render::Domain;
-use homelab::state::{LabState, SECRETS_FILE};
-use homelab::wire::gitea::{
+use homelab::edges::git::{Git, GitAuth, GitRemote, Identity, ObjectFormat, PushRequest, tree_id};
+use homelab::edges::http::Patience;
+use homelab::edges::output::Silent;
+use homelab::edges::redact::Secret;
+use homelab::edges::state::{LabState, SECRETS_FILE};
+use homelab::model::render::Domain;
+use homelab::services::gitea::{Credentials, Endpoint, GiteaClient};
+use homelab::services::wire::gitea::{
     AdminLogin, DEFAULT_SYNC_WEBHOOK_URL, DEFAULT_TOKEN_NAME, GITEA_RECORD_FILE, GITEA_TOKEN_KEY,
     GiteaCli, GiteaRecord, GiteaReport, GiteaWiring, RepoSeed, WebhookSpec, wire,
 };
@@ -112,7 +112,7 @@ impl Lab {
         self.fake.assert_no_violations();
         match report {
             Ok(r) => r,
-            Err(e) => panic!("{:?}", homelab::error::Error::from(e)),
+            Err(e) => panic!("{:?}", homelab::edges::error::Error::from(e)),
         }
     }
 
@@ -140,7 +140,10 @@ impl Lab {
         )
     }
 
-    fn step<'r>(report: &'r GiteaReport, name: &str) -> &'r homelab::output::steps::StepReport {
+    fn step<'r>(
+        report: &'r GiteaReport,
+        name: &str,
+    ) -> &'r homelab::edges::output::steps::StepReport {
         report
             .steps
             .iter()
@@ -153,13 +156,13 @@ impl Lab {
 #[derive(Default)]
 struct Recorder(Mutex<Vec<String>>);
 
-impl homelab::output::Progress for Recorder {
+impl homelab::edges::output::Progress for Recorder {
     fn start(&self, _: &str, _: &str) {}
     fn update(&self, _: &str, _: &str) {}
     fn finish(
         &self,
         step: &str,
-        outcome: homelab::output::Outcome,
+        outcome: homelab::edges::output::Outcome,
         _: std::time::Duration,
         _: &str,
     ) {
@@ -198,12 +201,13 @@ impl Updates {
     }
 }
 
-impl homelab::output::Progress for Updates {
+impl homelab::edges::output::Progress for Updates {
     fn start(&self, _: &str, _: &str) {}
     fn update(&self, step: &str, detail: &str) {
         self.0.send_modify(|l| l.push(format!("{step}: {detail}")));
     }
-    fn finish(&self, _: &str, _: homelab::output::Outcome, _: std::time::Duration, _: &str) {}
+    fn finish(&self, _: &str, _: homelab::edges::output::Outcome, _: std::time::Duration, _: &str) {
+    }
 }
 
 /// A fake Gitea reached only through a [`FrontDoor`] that starts closed.
@@ -222,7 +226,7 @@ async fn wire_while(
     lab: &Lab,
     progress: &Updates,
     drive: impl std::future::Future<Output = ()>,
-) -> Result<GiteaReport, homelab::wire::gitea::GiteaWireError> {
+) -> Result<GiteaReport, homelab::services::wire::gitea::GiteaWireError> {
     let wiring = lab.wiring();
     let run = wire(&wiring, progress);
     tokio::pin!(run);
@@ -259,7 +263,7 @@ async fn the_first_call_waits_through_a_refused_port_and_a_wrong_certificate() {
         Ok(r) => r,
         Err(e) => panic!(
             "{}\n{:#?}",
-            homelab::error::Error::from(e).render(),
+            homelab::edges::error::Error::from(e).render(),
             progress.lines()
         ),
     };
@@ -278,7 +282,7 @@ async fn the_first_call_waits_through_a_refused_port_and_a_wrong_certificate() {
         "{lines:#?}"
     );
     // Then the whole wiring went on through the now open door.
-    assert!(Lab::step(&report, "gitea admin").outcome == homelab::output::Outcome::Done);
+    assert!(Lab::step(&report, "gitea admin").outcome == homelab::edges::output::Outcome::Done);
     let accepted = door.accepted.lock().unwrap().clone();
     assert!(accepted.contains(&Door::WrongCert) && accepted.contains(&Door::Open));
 }
@@ -294,7 +298,7 @@ async fn a_gitea_never_reachable_over_https_fails_within_the_bound_saying_what_w
     };
     let progress = Updates::new();
     let err = wire(&lab.wiring(), &progress).await.unwrap_err();
-    let text = homelab::error::Error::from(err).render();
+    let text = homelab::edges::error::Error::from(err).render();
     let url = format!("https://{}:{}", fake_gitea::HOST, door.addr.port());
     assert!(
         text.starts_with(&format!(
@@ -328,7 +332,7 @@ async fn an_http_error_answer_on_the_first_call_is_not_retried() {
     };
     let progress = Updates::new();
     let err = wire(&lab.wiring(), &progress).await.unwrap_err();
-    let text = homelab::error::Error::from(err).render();
+    let text = homelab::edges::error::Error::from(err).render();
     assert!(
         text.starts_with("error: read Gitea's version: Gitea answered 502"),
         "{text}"
@@ -467,7 +471,9 @@ async fn the_fake_records_a_bad_call_and_refuses_it() {
     let client = GiteaClient::new(&fake.endpoint()).unwrap();
     // A raw request with a misspelt field, as a buggy client would send it.
     let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(homelab::http::rustls_config(Some(&fake.ca.cert_pem)).unwrap())
+        .tls_backend_preconfigured(
+            homelab::edges::http::rustls_config(Some(&fake.ca.cert_pem)).unwrap(),
+        )
         .resolve(fake_gitea::HOST, fake.addr)
         .build()
         .unwrap();
@@ -774,7 +780,7 @@ async fn a_cli_failure_names_the_command_without_the_password() {
     let mut lab = Lab::new(Options::default()).await;
     lab.admin.user = "admin".into();
     let err = wire(&lab.wiring(), &Silent).await.unwrap_err();
-    let err = homelab::error::Error::from(err);
+    let err = homelab::edges::error::Error::from(err);
     let text = err.render();
     assert!(text.starts_with("error: create the Gitea admin user `admin`: `gitea --config /etc/gitea/app.ini admin user create --username admin"), "{text}");
     assert!(text.contains("--password ***"), "{text}");
@@ -971,8 +977,8 @@ async fn verbose_logs_never_contain_the_password_token_or_webhook_secret() {
 
 #[tokio::test]
 async fn the_client_maps_gitea_status_codes() {
-    use homelab::gitea::Created;
-    use homelab::gitea::types::*;
+    use homelab::services::gitea::Created;
+    use homelab::services::gitea::types::*;
     let fake = FakeGitea::start(Options::default()).await;
     fake.add_user("lab-admin", "pw", true);
     let client = GiteaClient::new(&fake.endpoint()).unwrap();
@@ -1026,7 +1032,7 @@ async fn the_client_maps_gitea_status_codes() {
         .create_org(&org)
         .await
         .unwrap_err();
-    let err = homelab::error::Error::from(err);
+    let err = homelab::edges::error::Error::from(err);
     assert_eq!(
         err.render(),
         "error: create organization `lab`: Gitea answered 403: token does not have at least one of required scope(s): [write:organization]\nhint: the stored token lacks a scope this call needs; delete `gitea_token` from the lab's `secrets.json` and run `homelab up` to create a new one"
@@ -1119,7 +1125,7 @@ async fn git_push_needs_the_token_and_the_lab_ca() {
         .push_tree(&lab.remote("nyan-cat", false), &req)
         .await
         .unwrap_err();
-    let err = homelab::error::Error::from(err);
+    let err = homelab::edges::error::Error::from(err);
     assert!(
         err.render().contains("push the content of `lab/nyan-cat`"),
         "{}",
@@ -1140,7 +1146,8 @@ async fn git_push_needs_the_token_and_the_lab_ca() {
     // No lab CA: git does not trust the server.
     let mut untrusted = lab.remote("nyan-cat", true);
     untrusted.auth.ca_pem = None;
-    let err = homelab::error::Error::from(git.remote_head(&untrusted, "main").await.unwrap_err());
+    let err =
+        homelab::edges::error::Error::from(git.remote_head(&untrusted, "main").await.unwrap_err());
     assert!(
         err.render()
             .contains("hint: git does not trust Gitea's certificate"),
@@ -1149,7 +1156,7 @@ async fn git_push_needs_the_token_and_the_lab_ca() {
     );
 
     // Another CA: not trusted either.
-    let other = homelab::tls::generate(
+    let other = homelab::model::tls::generate(
         "other",
         &["sslip.io".into()],
         time::OffsetDateTime::now_utc(),
@@ -1197,7 +1204,7 @@ async fn the_api_client_trusts_only_the_lab_ca() {
         ..fake.endpoint()
     })
     .unwrap();
-    let err = homelab::error::Error::from(untrusted.version().await.unwrap_err());
+    let err = homelab::edges::error::Error::from(untrusted.version().await.unwrap_err());
     let text = err.render();
     assert!(text.starts_with("error: read Gitea's version: could not reach Gitea at https://gitea.127.0.0.1.sslip.io:"), "{text}");
     assert!(
@@ -1322,8 +1329,8 @@ fn credentials_before_the_domain_is_known_still_shows_the_login() {
 
 #[test]
 fn the_summary_card_shows_urls_and_points_to_credentials_without_secrets() {
-    use homelab::wire::access::{AccessInput, LabAccess};
-    let stack = homelab::stack::load("default", std::path::Path::new(".")).unwrap();
+    use homelab::services::wire::access::{AccessInput, LabAccess};
+    let stack = homelab::model::stack::load("default", std::path::Path::new(".")).unwrap();
     let domain = Domain::resolve(Some("10.1.2.3.sslip.io"), None);
     let access = LabAccess::new(AccessInput {
         lab: "workshop",
@@ -1371,13 +1378,16 @@ async fn opt_in_real_gitea_token_org_repos_webhook_and_registry() {
         .ok()
         .map(|p| std::fs::read_to_string(p).unwrap());
     struct NoPod;
-    impl homelab::wire::pod_exec::PodExec for NoPod {
+    impl homelab::services::wire::pod_exec::PodExec for NoPod {
         fn exec<'a>(
             &'a self,
-            req: &'a homelab::wire::pod_exec::ExecRequest,
+            req: &'a homelab::services::wire::pod_exec::ExecRequest,
         ) -> futures::future::BoxFuture<
             'a,
-            Result<homelab::wire::pod_exec::ExecOutput, homelab::wire::pod_exec::PodExecError>,
+            Result<
+                homelab::services::wire::pod_exec::ExecOutput,
+                homelab::services::wire::pod_exec::PodExecError,
+            >,
         > {
             panic!(
                 "the admin given in HOMELAB_TEST_GITEA_ADMIN did not sign in, so wiring wanted to {}",
@@ -1387,7 +1397,7 @@ async fn opt_in_real_gitea_token_org_repos_webhook_and_registry() {
     }
     let dir = tempfile::tempdir().unwrap();
     let state = LabState::at("real", dir.path().join("real"));
-    let suffix = hex::encode(homelab::state::random_bytes(3).unwrap());
+    let suffix = hex::encode(homelab::edges::state::random_bytes(3).unwrap());
     let host = reqwest::Url::parse(&url)
         .unwrap()
         .host_str()
@@ -1420,12 +1430,12 @@ async fn opt_in_real_gitea_token_org_repos_webhook_and_registry() {
     };
     let first = wire(&w, &Silent)
         .await
-        .map_err(homelab::error::Error::from)
+        .map_err(homelab::edges::error::Error::from)
         .unwrap();
     assert!(first.writes() >= 5, "{:#?}", first.steps);
     let second = wire(&w, &Silent)
         .await
-        .map_err(homelab::error::Error::from)
+        .map_err(homelab::edges::error::Error::from)
         .unwrap();
     assert_eq!(second.writes(), 0, "{:#?}", second.steps);
     eprintln!(
@@ -1446,7 +1456,7 @@ async fn opt_in_kube_exec_in_the_gitea_pod() {
         );
         return;
     };
-    use homelab::wire::pod_exec::{ExecRequest, KubePodExec, PodExec};
+    use homelab::services::wire::pod_exec::{ExecRequest, KubePodExec, PodExec};
     let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
@@ -1455,7 +1465,7 @@ async fn opt_in_kube_exec_in_the_gitea_pod() {
     let exec = KubePodExec {
         client,
         namespace: std::env::var("HOMELAB_TEST_GITEA_NAMESPACE").unwrap_or_else(|_| "gitea".into()),
-        selector: homelab::wire::gitea::DEFAULT_GITEA_POD_SELECTOR.into(),
+        selector: homelab::services::wire::gitea::DEFAULT_GITEA_POD_SELECTOR.into(),
         container: None,
     };
     let out = exec

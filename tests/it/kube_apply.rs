@@ -14,11 +14,11 @@ use std::sync::Mutex;
 use fake_kube::controllers::CaInjection;
 use fake_kube::test_cluster::TestCluster;
 use fake_kube::{Controllers, FakeKube, Fault, FaultAction};
-use homelab::apply::{Applier, ApplyOptions, Change, Manifest, parse_documents};
-use homelab::deploy::{self, ComponentOutcome, DeployError, DeployOptions, DeployReport};
-use homelab::output::Silent;
-use homelab::render::{ComponentManifests, Manifests, label};
-use homelab::stack::{Component, Source, Stack};
+use homelab::cluster::apply::{Applier, ApplyOptions, Change, Manifest, parse_documents};
+use homelab::cluster::deploy::{self, ComponentOutcome, DeployError, DeployOptions, DeployReport};
+use homelab::edges::output::Silent;
+use homelab::model::render::{ComponentManifests, Manifests, label};
+use homelab::model::stack::{Component, Source, Stack};
 use serde_json::{Value, json};
 
 fn manifests(origin: &str, objs: &[Value]) -> Vec<Manifest> {
@@ -116,7 +116,7 @@ fn stack_of(components: &[Spec<'_>], lab: &str) -> (Stack, Manifests) {
         name: "test".into(),
         description: String::new(),
         origin: "test".into(),
-        cluster: homelab::stack::ClusterSpec {
+        cluster: homelab::model::stack::ClusterSpec {
             kubernetes: "1.36".into(),
             channel: "1.36/stable".into(),
             image: None,
@@ -544,7 +544,7 @@ async fn the_default_stack_deploys_and_a_second_deploy_writes_nothing() {
     // A real CA: cert-manager (and the fake playing it) calls the ClusterIssuer Ready only when
     // its Secret holds a usable key pair.
     let ca = lab_ca(&tc.lab, Some("lab.test"));
-    let domain = homelab::render::Domain::resolve(Some("lab.test"), None);
+    let domain = homelab::model::render::Domain::resolve(Some("lab.test"), None);
     let manifests = fixtures::render(&tc.lab, &stack, &domain, &ca, &upstream);
     let total: usize = manifests.components.iter().map(|c| c.objects.len()).sum();
     // Every namespace the rendered objects use is created by some component: the API rejects
@@ -579,7 +579,7 @@ async fn the_default_stack_deploys_and_a_second_deploy_writes_nothing() {
     );
     // Every rendered object is live.
     for (_, obj) in manifests.objects() {
-        let r = homelab::kinds::ObjectRef::of(obj).unwrap();
+        let r = homelab::model::kinds::ObjectRef::of(obj).unwrap();
         assert!(
             fake.get(
                 obj["apiVersion"].as_str().unwrap(),
@@ -679,7 +679,7 @@ async fn readiness_timeout_says_what_is_wrong() {
     for e in expected {
         assert!(msg.contains(e), "missing {e:?} in:\n{msg}");
     }
-    let homelab_err: homelab::error::Error = err.into();
+    let homelab_err: homelab::edges::error::Error = err.into();
     assert!(
         homelab_err.render().contains("hint: "),
         "{}",
@@ -724,7 +724,7 @@ async fn watches_survive_410_gone_and_dropped_streams() {
 #[derive(Default)]
 struct Recorded(Mutex<Vec<(String, String)>>);
 
-impl homelab::output::Progress for Recorded {
+impl homelab::edges::output::Progress for Recorded {
     fn start(&self, _: &str, _: &str) {}
     fn update(&self, step: &str, detail: &str) {
         self.0
@@ -732,7 +732,7 @@ impl homelab::output::Progress for Recorded {
             .unwrap()
             .push((step.to_string(), detail.to_string()));
     }
-    fn finish(&self, _: &str, _: homelab::output::Outcome, _: Duration, _: &str) {}
+    fn finish(&self, _: &str, _: homelab::edges::output::Outcome, _: Duration, _: &str) {}
 }
 
 impl Recorded {
@@ -765,7 +765,7 @@ fn cert_manager_and_lab_ca(lab: &str, cert_manager_timeout: Option<u64>) -> (Sta
     let url = cm.source.upstream.clone().unwrap().url;
     let upstream = BTreeMap::from([(url, fake_kube::controllers::cert_manager_stand_in())]);
     let ca = lab_ca(lab, Some("lab.test"));
-    let domain = homelab::render::Domain::resolve(Some("lab.test"), None);
+    let domain = homelab::model::render::Domain::resolve(Some("lab.test"), None);
     let manifests = fixtures::render(lab, &stack, &domain, &ca, &upstream);
     (stack, manifests)
 }

@@ -64,7 +64,7 @@ async fn serve() -> Server {
 }
 
 fn sha256(text: &str) -> String {
-    homelab::upstream::sha256_hex(text.as_bytes())
+    homelab::edges::digest::sha256_hex(text.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,7 +151,7 @@ impl Lab {
 
     fn kubeconfig(&self) -> Value {
         let text = std::fs::read_to_string(self.ctx.home.join(".kube/config")).unwrap();
-        homelab::yaml::from_str(&text).unwrap()
+        homelab::edges::yaml::from_str(&text).unwrap()
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
@@ -619,7 +619,7 @@ fn fresh_up_launches_waits_and_writes_the_kube_context() {
         "https://10.77.0.2:16443"
     );
     assert_eq!(kc["users"][0]["user"]["token"], "t");
-    let stored: Value = homelab::yaml::from_str(
+    let stored: Value = homelab::edges::yaml::from_str(
         &std::fs::read_to_string(lab.state_dir().join("kubeconfig")).unwrap(),
     )
     .unwrap();
@@ -1643,7 +1643,9 @@ fn down_purge_leaves_nothing_behind() {
     assert!(!lab.state_dir().exists());
     let kc = lab.kubeconfig();
     assert!(
-        !homelab::yaml::to_string(&kc).unwrap().contains("homelab-t"),
+        !homelab::edges::yaml::to_string(&kc)
+            .unwrap()
+            .contains("homelab-t"),
         "{kc:?}"
     );
     assert_eq!(

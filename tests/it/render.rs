@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{TestContext, fixtures};
-use homelab::render::{Domain, Manifests};
-use homelab::stack::{self, Stack};
-use homelab::state::Secrets;
-use homelab::templates::Templates;
+use homelab::edges::state::Secrets;
+use homelab::model::render::{Domain, Manifests};
+use homelab::model::stack::{self, Stack};
+use homelab::model::templates::Templates;
 use serde_json::{Value, json};
 
 const DOMAIN: &str = "lab.example.test";
@@ -66,7 +66,7 @@ impl Rendered {
 }
 
 fn docs(name: &str, text: &str) -> Vec<Value> {
-    homelab::yaml::documents(text)
+    homelab::edges::yaml::documents(text)
         .unwrap_or_else(|e| panic!("`{name}` is not YAML: {e}"))
         .into_iter()
         .map(|(_, v)| v)
@@ -152,12 +152,12 @@ fn load_stack(name: &str) -> Stack {
 fn render_lib(stack: &Stack, node_ip: Option<&str>) -> Manifests {
     let domain = Domain::resolve(Some(DOMAIN), node_ip);
     let secrets = Secrets::placeholders();
-    let ca = homelab::tls::placeholder();
+    let ca = homelab::model::tls::placeholder();
     let upstream = BTreeMap::new();
     let mut input = fixtures::render_input("homelab", stack, &domain, &secrets, &ca, &upstream);
     input.channel = stack.cluster.channel.clone();
     input.node_ip = node_ip;
-    homelab::render::render(&Templates::embedded().unwrap(), &input).unwrap()
+    homelab::model::render::render(&Templates::embedded().unwrap(), &input).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ fn snapshot_text(r: &Rendered) -> String {
         }
         for o in objects {
             out.push_str(&format!("==== {component} {}/{} ====\n", kind(o), name(o)));
-            out.push_str(&homelab::yaml::to_string(o).unwrap());
+            out.push_str(&homelab::edges::yaml::to_string(o).unwrap());
         }
     }
     for (path, text) in &r.repos {
@@ -460,7 +460,7 @@ fn every_template_directory_a_stack_names_exists_and_none_is_orphaned() {
         }
     }
     // Every template belongs to a directory some stack uses (cloud-init is rendered for the VMs).
-    for (path, _) in homelab::assets::under("templates/") {
+    for (path, _) in homelab::model::assets::under("templates/") {
         let rel = path.strip_prefix("templates/").unwrap();
         if rel.starts_with("cloud-init/") {
             continue;
@@ -1185,7 +1185,7 @@ fn argo_cds_reference_application_and_ours_validate_against_our_crd() {
     let script = ctx.write("validate.py", VALIDATE_WITH_SCHEMA);
     let m = render_lib(&load_stack("default"), None);
     let app = find(m.objects().map(|(_, o)| o), "Application", "nyan-cat");
-    let ours_file = ctx.write("ours.yaml", &homelab::yaml::to_string(app).unwrap());
+    let ours_file = ctx.write("ours.yaml", &homelab::edges::yaml::to_string(app).unwrap());
     let broken = ctx.write(
         "broken.yaml",
         "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: x}\nspec: {project: default, source: {repoURL: 5}}\n",
@@ -1843,7 +1843,7 @@ fn render_to_stdout_redacts_secrets_unless_asked_and_out_files_are_private() {
 // The lab's names (issue 12): the cluster's DNS and the nodes' /etc/hosts
 
 /// The `lab-dns` component rendered for a node at 10.0.0.5.
-fn lab_dns(stack: &Stack, node_ip: Option<&str>) -> homelab::render::ComponentManifests {
+fn lab_dns(stack: &Stack, node_ip: Option<&str>) -> homelab::model::render::ComponentManifests {
     render_lib(stack, node_ip)
         .components
         .into_iter()
@@ -1895,7 +1895,10 @@ fn the_cluster_dns_answers_the_lab_domain_with_the_node_address() {
     );
     // Valid for the API server.
     let ctx = TestContext::new();
-    let file = ctx.write("coredns.yaml", &homelab::yaml::to_string(cm).unwrap());
+    let file = ctx.write(
+        "coredns.yaml",
+        &homelab::edges::yaml::to_string(cm).unwrap(),
+    );
     if let Err(report) = common::validate_manifests(KUBERNETES, &[file]) {
         panic!("{report}");
     }

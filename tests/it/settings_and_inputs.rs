@@ -256,7 +256,7 @@ fn unknown_stack_name() {
 
 #[test]
 fn template_with_undefined_variable() {
-    let t = homelab::templates::Templates::from_sources([(
+    let t = homelab::model::templates::Templates::from_sources([(
         "demo/deployment.yaml",
         "kind: Deployment\nmetadata:\n  name: {{ component.name }}\n  namespace: {{ nope.namespace }}\n",
     )])
@@ -264,7 +264,7 @@ fn template_with_undefined_variable() {
     let mut ctx = tera::Context::new();
     ctx.insert("component", &serde_json::json!({"name": "x"}));
     let err = t.render("demo/deployment.yaml", &ctx).unwrap_err();
-    let err: homelab::error::Error = err.into();
+    let err: homelab::edges::error::Error = err.into();
     assert_eq!(
         err.render(),
         "error: template `demo/deployment.yaml` line 4: variable `nope` is not defined; available variables: component\nhint: templates may use only the variables `render::context` provides; run `homelab render --placeholder-secrets` to see them used"

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use fake_kube::test_cluster::TestCluster;
 use fake_kube::{Controllers, Fault, FaultAction};
 use git_http::{GitHttp, Repo};
-use homelab::apply::{Applier, ApplyOptions, Manifest};
+use homelab::cluster::apply::{Applier, ApplyOptions, Manifest};
 use homelab::sync::cache::Touched;
 use homelab::sync::engine::{Engine, EngineConfig, Mode, Outcome, app_resource};
 use homelab::sync::source::{GitAuth, GitSource, SourceError};
@@ -249,7 +249,7 @@ impl Lab {
         &self,
         api_version: &str,
         kind: &str,
-    ) -> (Api<DynamicObject>, homelab::apply::Resolved) {
+    ) -> (Api<DynamicObject>, homelab::cluster::apply::Resolved) {
         let r = self
             .applier
             .discovery()
@@ -265,7 +265,7 @@ impl Lab {
         api.get_opt(name)
             .await
             .unwrap()
-            .map(|o| homelab::apply::to_value(&o, &r))
+            .map(|o| homelab::cluster::apply::to_value(&o, &r))
     }
 
     /// Change an object as another tool would (a different field manager, `kubectl edit`-like).
@@ -1557,7 +1557,7 @@ async fn git_source_fetches_branches_tags_and_commits_over_file_and_smart_http_w
     let http_url = format!("{}/lab/gitops.git", http.base);
     let auth = GitAuth {
         username: Some("lab-admin".into()),
-        password: Some(homelab::redact::Secret::new(token)),
+        password: Some(homelab::edges::redact::Secret::new(token)),
         ca_pem: None,
     };
     let read = |c: &homelab::sync::source::Checkout| {
@@ -1778,7 +1778,7 @@ async fn the_webhook_endpoint_rejects_and_counts_bad_signatures_oversized_bodies
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let (_leader_tx, leader_rx) = tokio::sync::watch::channel(true);
     let hook = Arc::new(Webhook::new(WebhookConfig {
-        secret: homelab::redact::Secret::new("hook-secret"),
+        secret: homelab::edges::redact::Secret::new("hook-secret"),
         max_body: 4096,
         remembered: 100,
     }));
@@ -2496,7 +2496,7 @@ async fn git_over_https_trusts_the_lab_ca_it_is_given_and_nothing_else() {
     let read = |c: &homelab::sync::source::Checkout| c.commit.clone();
     let with_ca = GitAuth {
         username: None,
-        password: Some(homelab::redact::Secret::new(token)),
+        password: Some(homelab::edges::redact::Secret::new(token)),
         ca_pem: Some(ca.cert_pem.clone()),
     };
     let src = GitSource::new(temp.path().join("work-ca"));
@@ -2601,7 +2601,7 @@ async fn a_standby_engine_hands_a_webhook_to_the_lease_holder_through_the_refres
     let state = Arc::new(ServerState {
         engine: engine.clone(),
         webhook: Some(Arc::new(Webhook::new(WebhookConfig {
-            secret: homelab::redact::Secret::new("s"),
+            secret: homelab::edges::redact::Secret::new("s"),
             max_body: 1 << 20,
             remembered: 16,
         }))),

@@ -7,8 +7,8 @@ use crate::support::common;
 use std::time::Duration;
 
 use common::TestContext;
-use homelab::state::LabState;
-use homelab::tls::{
+use homelab::edges::state::LabState;
+use homelab::model::tls::{
     self, CA_CERT_FILE, CA_KEY_FILE, LabCa, Leaf, LeafSpec, TlsError, generate, issue_leaf,
     load_or_create, pem_to_der, permitted_domains,
 };
@@ -311,7 +311,7 @@ fn domain_outside_the_stored_ca_is_an_error_not_a_new_ca() {
     let ca = load_or_create(&state, Some(DOMAIN)).unwrap();
     let err = load_or_create(&state, Some("other.test")).unwrap_err();
     assert!(matches!(err, TlsError::DomainNotCovered { .. }), "{err}");
-    let err = homelab::error::Error::from(err);
+    let err = homelab::edges::error::Error::from(err);
     let path = state.path(CA_CERT_FILE).display().to_string();
     assert_eq!(
         err.render(),
@@ -338,7 +338,7 @@ fn expired_or_mismatched_ca_is_refused_with_a_hint() {
     let err = load_or_create(&state, None).unwrap_err();
     assert!(matches!(err, TlsError::Expired { .. }), "{err}");
     assert_eq!(
-        homelab::error::Error::from(err).hints(),
+        homelab::edges::error::Error::from(err).hints(),
         [
             "run `homelab ca regenerate` to replace it (run `homelab untrust` first if you trusted it)"
         ]

@@ -9,11 +9,11 @@ use crate::support::common;
 use std::path::PathBuf;
 
 use common::TestContext;
-use homelab::tls::CaInfo;
-use homelab::tools::Os;
-use homelab::trust::{
+use homelab::edges::tools::Os;
+use homelab::host::trust::{
     HostFacts, Ledger, LinuxFamily, NssDb, NssKind, TrustPlan, TrustTarget, plan,
 };
+use homelab::model::tls::CaInfo;
 
 // ---- the commands per OS (pure, snapshotted) ----
 
@@ -792,15 +792,17 @@ fn trust_prints_the_commands_for_this_host() {
 #[test]
 fn purge_reminder_names_what_is_still_trusted() {
     let host = Host::new();
-    let state = homelab::state::LabState::at("homelab", host.ctx.state_dir("homelab"));
-    assert_eq!(homelab::trust::purge_reminder(&state).unwrap(), None);
+    let state = homelab::edges::state::LabState::at("homelab", host.ctx.state_dir("homelab"));
+    assert_eq!(homelab::host::trust::purge_reminder(&state).unwrap(), None);
     host.apply().success();
     assert_eq!(
-        homelab::trust::purge_reminder(&state).unwrap().unwrap(),
+        homelab::host::trust::purge_reminder(&state)
+            .unwrap()
+            .unwrap(),
         "this computer still trusts the CA of lab `homelab` (system trust store (Debian/Ubuntu); Firefox profile `abcd.default-release`; git, for `https://gitea.lab.example.test/` only); `homelab down --purge` would delete the record of those changes, so run `homelab untrust` first, or `homelab down --purge --untrust` to do both"
     );
     host.ctx.homelab(&["untrust"]).success();
-    assert_eq!(homelab::trust::purge_reminder(&state).unwrap(), None);
+    assert_eq!(homelab::host::trust::purge_reminder(&state).unwrap(), None);
 }
 
 #[test]

@@ -112,7 +112,7 @@ fn app_status(sim: &Sim) -> homelab::verify::AppStatus {
 /// `https://nyan.<domain>/` through the ingress, trusting only the lab CA.
 async fn site(sim: &Sim) -> (u16, String) {
     let ca = sim.world.lab_ca();
-    let tls = homelab::http::rustls_config(Some(&ca.cert_pem)).unwrap();
+    let tls = homelab::edges::http::rustls_config(Some(&ca.cert_pem)).unwrap();
     let host = format!("nyan.{}", sim.domain);
     let http = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
@@ -535,7 +535,7 @@ async fn up_on_an_existing_cluster_with_a_domain_proves_the_loop_and_changes_not
         let d = sim.fake.get("apps/v1", "Deployment", ns, name).unwrap();
         assert_eq!(
             d["spec"]["template"]["metadata"]["annotations"]["homelab.dev/lab-ca-sha256"],
-            homelab::upstream::sha256_hex(sim.world.lab_ca().cert_pem.as_bytes()),
+            homelab::edges::digest::sha256_hex(sim.world.lab_ca().cert_pem.as_bytes()),
             "{ns}/{name} rolls with the new CA"
         );
     }
@@ -579,7 +579,8 @@ fn every_secret_form(sim: &Sim) -> Vec<(String, String)> {
         }
     }
     let kubeconfig: Value =
-        homelab::yaml::from_str(&std::fs::read_to_string(dir.join("kubeconfig")).unwrap()).unwrap();
+        homelab::edges::yaml::from_str(&std::fs::read_to_string(dir.join("kubeconfig")).unwrap())
+            .unwrap();
     for u in kubeconfig["users"].as_array().unwrap() {
         if let Some(k) = u["user"]["client-key-data"].as_str() {
             out.push(("kubeconfig client key".into(), k.to_string()));

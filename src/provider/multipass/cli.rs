@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::json::{self, Instance, JsonError};
-use crate::error::Diagnostic;
-use crate::process::{Cmd, Output, ProcessError};
-use crate::tools::{Os, Tool, ToolNotFound};
+use crate::edges::error::Diagnostic;
+use crate::edges::process::{Cmd, Output, ProcessError};
+use crate::edges::tools::{Os, Tool, ToolNotFound};
 
 /// Something Multipass could not do, sorted by what the user can do about it.
 #[derive(Debug, thiserror::Error)]

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::json::{Instance, NodeView, VmState};
-use crate::doctor::Demand;
+use crate::model::demand::Demand;
+use crate::model::settings::{ByteSize, Origin, ProviderKind, Settings};
 use crate::provider::LabRecord;
-use crate::settings::{ByteSize, Origin, ProviderKind, Settings};
 
 /// The name of node `index` (1-based) of `lab`: `homelab-<lab>-<index>`.
 ///
@@ -211,7 +211,7 @@ pub fn size_drift(want: &VmSpec, have: &Instance) -> Vec<String> {
     out
 }
 
-pub use crate::settings::gib;
+pub use crate::model::settings::gib;
 
 /// One node as the lab state remembers it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,7 +296,7 @@ pub fn readiness(expected: &[String], nodes: &[NodeView]) -> Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::Inputs;
+    use crate::model::settings::Inputs;
 
     fn inst(name: &str, state: VmState) -> Instance {
         Instance {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::cli::{Multipass, MultipassError, classify};
-use crate::process::Output;
+use crate::edges::process::Output;
 
 /// How long `version`/`info` may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -15,10 +15,10 @@ use futures::future::join_all;
 
 use super::cli::Multipass;
 use super::ops::Vms;
-use crate::error::Result;
+use crate::edges::error::Result;
+use crate::model::render::{self, Domain};
+use crate::model::stack::Stack;
 use crate::provider::op::{OpCx, StepReport};
-use crate::render::{self, Domain};
-use crate::stack::Stack;
 
 /// The program cloud-init installs on every VM.
 pub const HOSTS_TOOL: &str = "/usr/local/sbin/homelab-hosts";
@@ -102,8 +102,9 @@ async fn one_node(
         .await
     {
         Ok(_) => Ok(Some(vm.to_string())),
-        Err(super::MultipassError::Failed(crate::process::ProcessError::Failed {
-            stderr, ..
+        Err(super::MultipassError::Failed(crate::edges::process::ProcessError::Failed {
+            stderr,
+            ..
         })) if stderr.contains("command not found") => {
             // A VM launched by a homelab from before the tool: it keeps working as it did.
             cx.warn(&format!(

@@ -16,8 +16,8 @@
 
 use serde::Serialize;
 
-use crate::error::Diagnostic;
-use crate::output::human_duration;
+use crate::edges::error::Diagnostic;
+use crate::edges::output::human_duration;
 
 pub mod cli;
 pub mod cloud_init;

@@ -19,12 +19,12 @@ use super::decide::{
 };
 use super::json::{self, Instance, NodeView, VmState};
 use super::{CLOUD_INIT_FILE, CloudInit, FAILED_MARKER, PROVISIONED_MARKER, ProvisionError, limit};
-use crate::error::{Error, Result};
-use crate::kubeconfig::{self, UserKubeconfig};
-use crate::output::human_duration;
+use crate::cluster::kubeconfig::{self, UserKubeconfig};
+use crate::edges::error::{Error, Result};
+use crate::edges::output::human_duration;
+use crate::model::settings::{ProviderKind, Settings};
 use crate::provider::op::{OpCx, StepReport};
 use crate::provider::{Cluster, KUBECONFIG_FILE, LabRecord};
-use crate::settings::{ProviderKind, Settings};
 
 /// The lab's VMs once they run, first node first, with the `multipass` that runs them.
 #[derive(Clone, Debug)]

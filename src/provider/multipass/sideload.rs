@@ -15,9 +15,9 @@
 use sha2::{Digest, Sha256};
 
 use super::ops::Vms;
-use crate::error::{Error, Result};
+use crate::edges::error::{Error, Result};
+use crate::model::stack::Stack;
 use crate::provider::op::{OpCx, StepReport};
-use crate::stack::Stack;
 use crate::sync::image::{self, EngineImageConfig};
 
 /// Registry part of side-loaded references: not a real registry, so a node that lacks the image
@@ -136,7 +136,7 @@ pub async fn engine_image(
 
     cx.update(&format!("building `{reference}`"));
     // In the cache, not the lab state: it is derived from this binary and removed afterwards.
-    let dir = crate::state::cache_root()?.join("engine");
+    let dir = crate::edges::state::cache_root()?.join("engine");
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::msg(format!("create `{}`: {e}", dir.display())))?;
     let archive = dir.join(format!("{}.tar", &reference[reference.len() - 12..]));

@@ -104,7 +104,7 @@ fn the_contract_example_reports_every_unsupported_part() {
         crate::sync::tests_support::contracts_dir().join("argocd/application-example.yaml"),
     )
     .unwrap();
-    let v: Value = crate::yaml::from_str(&text).unwrap();
+    let v: Value = crate::edges::yaml::from_str(&text).unwrap();
     let p = parse(&v);
     assert!(p.blocked());
     let text = p

@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use super::finish::previous_health;
 use super::{Engine, Fetch, Ident, ManifestKey};
-use crate::apply::{self, Resolved};
-use crate::kinds::ObjectRef;
-use crate::kube::describe;
+use crate::cluster::apply::{self, Resolved};
+use crate::cluster::kube::describe;
+use crate::model::kinds::ObjectRef;
 use crate::sync::app::AppSpec;
 use crate::sync::diff::{self, CompareConfig, Comparison};
 use crate::sync::health;
@@ -433,7 +433,7 @@ fn bad_manifests(e: &ManifestError, revision: &str) -> Stop {
 
 /// Scope of a kind that a CRD in the same set defines.
 fn crd_scope(manifests: &[Manifest], obj: &Value) -> Option<bool> {
-    let (group, _) = crate::kinds::group_version(obj["apiVersion"].as_str()?);
+    let (group, _) = crate::model::kinds::group_version(obj["apiVersion"].as_str()?);
     let kind = obj["kind"].as_str()?;
     manifests.iter().find_map(|m| {
         let spec = &m.object["spec"];

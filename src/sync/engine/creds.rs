@@ -12,8 +12,8 @@ use kube::api::{Api, ListParams};
 use serde_json::Value;
 
 use super::Engine;
-use crate::kube::describe;
-use crate::redact::Secret;
+use crate::cluster::kube::describe;
+use crate::edges::redact::Secret;
 use crate::sync::source::GitAuth;
 use crate::sync::tracking;
 
@@ -84,7 +84,7 @@ impl Engine {
         }
         let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
             Api::namespaced(self.client.clone(), &self.cfg.app_namespace);
-        let read = crate::kube::retry(&Default::default(), || {
+        let read = crate::cluster::kube::retry(&Default::default(), || {
             cms.get_opt(tracking::SETTINGS_CONFIG_MAP)
         })
         .await;

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::{Engine, EngineError, Mode, ObjectDiff, Outcome, random};
-use crate::kube::describe;
-use crate::sync::backoff;
+use crate::cluster::kube::describe;
 use crate::sync::app::REFRESH_ANNOTATION;
+use crate::sync::backoff;
 use crate::sync::status::{
     self, Condition, Deployed, Health, HealthCode, InitiatedBy, OperationState, ResourceStatus,
     StatusInput, SyncCode,
@@ -131,14 +131,16 @@ impl Engine {
                 }
                 let pp = PatchParams::default();
                 let merge = Patch::Merge(&patch);
-                crate::kube::retry(&Default::default(), || self.apps.patch(&name, &pp, &merge))
-                    .await
-                    .map_err(|e| EngineError::App {
-                        action: "write the status of",
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                        message: describe(&e),
-                    })?;
+                crate::cluster::kube::retry(&Default::default(), || {
+                    self.apps.patch(&name, &pp, &merge)
+                })
+                .await
+                .map_err(|e| EngineError::App {
+                    action: "write the status of",
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    message: describe(&e),
+                })?;
                 wrote = true;
             }
         }

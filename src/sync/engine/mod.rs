@@ -45,10 +45,10 @@ use super::manifests::Manifest;
 use super::source::GitSource;
 use super::status::{Condition, Health, OperationPhase, SyncCode};
 use super::tracking::{self, Owner};
-use crate::apply::{Applier, FIELD_MANAGER};
-use crate::error::Diagnostic;
-use crate::kinds::ObjectRef;
-use crate::kube::describe;
+use crate::cluster::apply::{Applier, FIELD_MANAGER};
+use crate::cluster::kube::describe;
+use crate::edges::error::Diagnostic;
+use crate::model::kinds::ObjectRef;
 
 mod compare;
 mod creds;
@@ -325,7 +325,7 @@ impl Engine {
     /// Every Application in the engine's namespace.
     pub async fn list_apps(&self) -> Result<Vec<Value>, EngineError> {
         let lp = ListParams::default();
-        let list = crate::kube::retry(&Default::default(), || self.apps.list(&lp))
+        let list = crate::cluster::kube::retry(&Default::default(), || self.apps.list(&lp))
             .await
             .map_err(|e| EngineError::List {
                 namespace: self.cfg.app_namespace.clone(),

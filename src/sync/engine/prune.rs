@@ -14,9 +14,9 @@ use serde_json::Value;
 use super::Engine;
 use super::compare::Compared;
 use super::execute::{Executed, result};
-use crate::apply::Resolved;
-use crate::kinds::ObjectRef;
-use crate::kube::{describe, status_code};
+use crate::cluster::apply::Resolved;
+use crate::cluster::kube::{describe, status_code};
+use crate::model::kinds::ObjectRef;
 use crate::sync::app::{AppSpec, Propagation};
 use crate::sync::plan::{self, SyncPlan};
 use crate::sync::status::{ResourceResult, ResultCode};
@@ -78,7 +78,9 @@ impl Engine {
         compared: &Compared,
         p: &plan::PruneTask,
     ) -> (ResourceResult, Option<Going>) {
-        let version = crate::kinds::group_version(&p.api_version).1.to_string();
+        let version = crate::model::kinds::group_version(&p.api_version)
+            .1
+            .to_string();
         let Some((r, live)) = compared
             .tracked
             .iter()
@@ -116,7 +118,9 @@ impl Engine {
             Propagation::Background => DeleteParams::background(),
             Propagation::Orphan => DeleteParams::orphan(),
         };
-        match crate::kube::retry(&Default::default(), || api.delete(&p.key.name, &dp)).await {
+        match crate::cluster::kube::retry(&Default::default(), || api.delete(&p.key.name, &dp))
+            .await
+        {
             // The server answers with the object while finalizers hold it (foreground and orphan
             // propagation add one), with a Status once it is gone.
             Ok(answer) if answer.is_left() => (

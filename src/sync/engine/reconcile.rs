@@ -15,7 +15,7 @@ use super::compare::{Compared, Item};
 use super::decide::{Act, Decision};
 use super::finish::Finish;
 use super::{Engine, EngineError, Fetch, Ident, Mode, Outcome};
-use crate::kinds::ObjectRef;
+use crate::model::kinds::ObjectRef;
 use crate::sync::app::{self, AppSpec};
 use crate::sync::backoff;
 use crate::sync::plan::{self, Desired, PlanConfig, SyncPlan, Tracked};

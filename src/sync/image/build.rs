@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::ImageError;
 use super::oci::{ArchiveInfo, ImageFile, ImageSpec, write_archive};
-use crate::process::Cmd;
+use crate::edges::process::Cmd;
 
 /// Architecture of a 64-bit little-endian ELF executable: `amd64` or `arm64`; and whether it
 /// asks for a dynamic loader (`PT_INTERP`).

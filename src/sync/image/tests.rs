@@ -2,8 +2,8 @@
 //! from, and building it from this test binary.
 
 use super::*;
-use crate::process::Cmd;
-use crate::settings::ProviderKind;
+use crate::edges::process::Cmd;
+use crate::model::settings::ProviderKind;
 use serde_json::json;
 use std::path::Path;
 

@@ -10,18 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ClusterReady;
-use crate::deploy::{self, DeployOptions, DeployReport};
-use crate::error::Error;
+use crate::cluster::deploy::{self, DeployOptions, DeployReport};
+use crate::cluster::reissue;
+use crate::cluster::upstream;
+use crate::edges::error::Error;
+use crate::edges::state::{self, Secrets};
+use crate::model::render::{self, Domain, Manifests, RenderInput};
+use crate::model::templates::Templates;
+use crate::model::tls::LabCa;
 use crate::provider::Cluster;
 use crate::provider::multipass::sideload::EngineImage;
 use crate::provider::op::StepReport;
-use crate::reissue;
-use crate::render::{self, Domain, Manifests, RenderInput};
-use crate::state::{self, Secrets};
-use crate::templates::Templates;
-use crate::tls::LabCa;
 use crate::up::graph::{Made, StepCx};
-use crate::upstream;
 
 /// Upstream manifest texts by release URL, checked against the lab's lock.
 #[derive(Clone, Debug, Default)]

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::super::graph::{Made, StepCx};
+use crate::edges::state::{SECRETS_FILE, Secrets};
+use crate::model::render::{self, Domain, RenderInput};
+use crate::model::templates::Templates;
+use crate::model::tls::{self, CA_CERT_FILE, CA_KEY_FILE, LabCa};
 use crate::provider::multipass::{CLOUD_INIT_FILE, CloudInit};
 use crate::provider::op::StepReport;
-use crate::render::{self, Domain, RenderInput};
-use crate::state::{SECRETS_FILE, Secrets};
-use crate::templates::Templates;
-use crate::tls::{self, CA_CERT_FILE, CA_KEY_FILE, LabCa};
 
 /// `secrets`: generate the lab's secrets once (OS CSPRNG), reuse them afterwards.
 pub fn secrets<'a>(cx: &'a StepCx<'a>, (): ()) -> Made<'a, Secrets> {

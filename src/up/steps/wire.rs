@@ -9,21 +9,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use super::lab::{Deployed, Lab};
-use crate::ci::cluster::KubeWorkloads;
-use crate::ci::{self, CiKind, CiWiring, WireTimeouts};
-use crate::error::{Error, Result};
-use crate::git::{Git, Identity};
-use crate::http::{Endpoint, Patience};
+use crate::edges::error::{Error, Result};
+use crate::edges::git::{Git, Identity};
+use crate::edges::http::{Endpoint, Patience};
+use crate::model::render;
 use crate::provider::Cluster;
 use crate::provider::op::StepReport;
-use crate::render;
-use crate::up::graph::{Made, StepCx};
-use crate::verify::{self, LabVerify, VerifyOptions};
-use crate::wire::gitea::{
+use crate::services::ci::cluster::KubeWorkloads;
+use crate::services::ci::{self, CiKind, CiWiring, WireTimeouts};
+use crate::services::wire::gitea::{
     self as wire_gitea, AdminLogin, DEFAULT_GITEA_POD_SELECTOR, DEFAULT_SYNC_WEBHOOK_URL,
     DEFAULT_TOKEN_NAME, GiteaCli, RepoSeed, WebhookSpec,
 };
-use crate::wire::pod_exec::KubePodExec;
+use crate::services::wire::pod_exec::KubePodExec;
+use crate::up::graph::{Made, StepCx};
+use crate::verify::{self, LabVerify, VerifyOptions};
 
 /// The lab's public endpoint for `component` (`https://<host>`), trusting only the lab CA and
 /// connecting to the first node directly (some routers drop DNS answers with private IPs).

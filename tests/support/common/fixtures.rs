@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use homelab::http::Endpoint;
+use homelab::edges::http::Endpoint;
 
-use homelab::render::{Domain, Manifests, RenderInput};
-use homelab::stack::Stack;
-use homelab::state::Secrets;
-use homelab::templates::Templates;
-use homelab::tls::LabCa;
+use homelab::edges::state::Secrets;
+use homelab::model::render::{Domain, Manifests, RenderInput};
+use homelab::model::stack::Stack;
+use homelab::model::templates::Templates;
+use homelab::model::tls::LabCa;
 
 /// The Gitea admin the tests' labs have.
 pub const GITEA_ADMIN: &str = "lab-admin";
@@ -30,7 +30,7 @@ pub fn pinned_endpoint(base_url: String, ca: &LabCa, addr: SocketAddr) -> Endpoi
 
 /// A stack of this repository (`stacks/<name>`), as `homelab` loads it.
 pub fn stack(name: &str) -> Stack {
-    homelab::stack::load(name, Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
+    homelab::model::stack::load(name, Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 /// What `render` takes for `lab`: the tests' Gitea admin and channel, no node IP yet.
@@ -65,7 +65,7 @@ pub fn render(
     upstream: &BTreeMap<String, String>,
 ) -> Manifests {
     let secrets = Secrets::placeholders();
-    homelab::render::render(
+    homelab::model::render::render(
         &Templates::embedded().unwrap(),
         &render_input(lab, stack, domain, &secrets, ca, upstream),
     )
@@ -79,7 +79,7 @@ pub fn render_placeholders(lab: &str, stack: &Stack, domain: &Domain) -> Manifes
         lab,
         stack,
         domain,
-        &homelab::tls::placeholder(),
+        &homelab::model::tls::placeholder(),
         &BTreeMap::new(),
     )
 }

@@ -19,7 +19,7 @@
 //! order. Not modelled: the namespace rules (`DRONE_NAMESPACE_RULES`, unset in the lab), the
 //! server's platform check beyond `os`/`arch` words, service containers' ports.
 
-use homelab::yaml::Value;
+use homelab::edges::yaml::Value;
 
 fn seq(v: &Value) -> Vec<&Value> {
     v.as_sequence()
@@ -250,7 +250,7 @@ fn server_container(c: &Value, trusted: bool) -> Result<(), String> {
 /// The `kind: pipeline` documents of a `.drone.yml` (a file may hold several, `---` apart).
 pub fn pipelines(config: &str) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
-    for doc in homelab::yaml::each_document(config) {
+    for doc in homelab::edges::yaml::each_document(config) {
         let v = doc.map_err(|e| format!("yaml: {}", e.full()))?;
         if v["kind"].as_str() == Some("pipeline") {
             out.push(v);

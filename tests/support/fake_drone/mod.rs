@@ -57,8 +57,8 @@ use super::http_kit::cookies::{cookies, set_cookies};
 use super::http_kit::log::{RequestLog, Violations};
 use super::http_kit::query;
 use super::http_kit::tls::TlsListener;
-use homelab::http::Endpoint;
-use homelab::tls::LabCa;
+use homelab::edges::http::Endpoint;
+use homelab::model::tls::LabCa;
 
 /// Host the fake answers for.
 pub const HOST: &str = "drone.127.0.0.1.sslip.io";
@@ -384,7 +384,7 @@ pub struct FakeDrone {
 }
 
 fn random(n: usize) -> String {
-    hex::encode(homelab::state::random_bytes(n).unwrap())
+    hex::encode(homelab::edges::state::random_bytes(n).unwrap())
 }
 
 impl FakeDrone {
@@ -556,7 +556,7 @@ async fn gitea_get(shared: &Shared, url: &str, token: &str) -> reqwest::Result<r
 
 /// How the server reaches `DRONE_GITEA_SERVER`: trusting its CA, at its pinned address.
 fn gitea_client(gitea: &Endpoint) -> reqwest::Client {
-    let tls = homelab::http::rustls_config(gitea.ca_pem.as_deref()).unwrap();
+    let tls = homelab::edges::http::rustls_config(gitea.ca_pem.as_deref()).unwrap();
     let mut b = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none());

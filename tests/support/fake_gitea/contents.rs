@@ -429,7 +429,7 @@ pub(super) fn deliver_push(
 }
 
 fn random_id() -> String {
-    let b = homelab::state::random_bytes(16).unwrap();
+    let b = homelab::edges::state::random_bytes(16).unwrap();
     let h = hex::encode(b);
     format!(
         "{}-{}-{}-{}-{}",
@@ -505,7 +505,7 @@ impl FakeGitea {
 
     /// Let the fake deliver webhooks to HTTPS hosts signed by its CA, pinned to addresses.
     pub fn deliver_hooks_to(&self, hosts: &[(&str, std::net::SocketAddr)]) {
-        let tls = homelab::http::rustls_config(Some(&self.ca.cert_pem)).unwrap();
+        let tls = homelab::edges::http::rustls_config(Some(&self.ca.cert_pem)).unwrap();
         let mut b = reqwest::Client::builder().tls_backend_preconfigured(tls);
         for (h, a) in hosts {
             b = b.resolve(h, *a);

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::super::http_kit::tls::{acceptor, lab_ca, leaf};
 use super::HOST;
-use homelab::tls::LabCa;
+use homelab::model::tls::LabCa;
 
 /// What the door does with a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -36,8 +36,8 @@ use super::http_kit::git_backend;
 use super::http_kit::log::{RequestLog, Violations};
 use super::http_kit::query::{self, Page};
 use super::http_kit::tls::TlsListener;
-use homelab::gitea::Endpoint;
-use homelab::tls::LabCa;
+use homelab::model::tls::LabCa;
+use homelab::services::gitea::Endpoint;
 use swagger::Swagger;
 
 /// The host name the fake answers for (resolved to 127.0.0.1 through the client's pin).
@@ -702,7 +702,7 @@ fn operation(
                 None
             };
             let id = data.id();
-            let value = hex::encode(homelab::state::random_bytes(20).unwrap());
+            let value = hex::encode(homelab::edges::state::random_bytes(20).unwrap());
             let t = Token {
                 id,
                 name,
@@ -950,7 +950,7 @@ fn registry(shared: &Shared, path: &str, auth: Auth) -> Response {
         _ => return json_response(404, json!({"errors": [{"code": "NAME_UNKNOWN"}]})),
     }
     // Issue a registry bearer token (recorded as a token so `Bearer` auth finds it).
-    let value = hex::encode(homelab::state::random_bytes(24).unwrap());
+    let value = hex::encode(homelab::edges::state::random_bytes(24).unwrap());
     let mut data = shared.data.lock().unwrap();
     let id = data.id();
     data.registry_tokens.push(value.clone());

@@ -93,7 +93,7 @@ pub struct OAuthData {
 }
 
 fn random(n: usize) -> String {
-    hex::encode(homelab::state::random_bytes(n).unwrap())
+    hex::encode(homelab::edges::state::random_bytes(n).unwrap())
 }
 
 /// The operation ids of swagger.v1.json this module answers.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;
-use homelab::wire::pod_exec::{ExecOutput, ExecRequest, PodExec, PodExecError};
+use homelab::services::wire::pod_exec::{ExecOutput, ExecRequest, PodExec, PodExecError};
 
 use super::FakeGitea;
 

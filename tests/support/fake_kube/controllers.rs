@@ -11,7 +11,7 @@
 //! - cert-manager: a `ClusterIssuer`/`Issuer` is Ready when it is `selfSigned`, or `ca` with a
 //!   Secret holding a usable CA certificate and key (in `cert-manager`, the cluster resource
 //!   namespace, for a ClusterIssuer); a `Certificate` is issued once its issuer is Ready — a real
-//!   leaf signed by that CA (`homelab::tls::issue_leaf`, the shape cert-manager writes) into its
+//!   leaf signed by that CA (`homelab::model::tls::issue_leaf`, the shape cert-manager writes) into its
 //!   Secret; ingress-shim turns an Ingress annotated `cert-manager.io/cluster-issuer` (or
 //!   `issuer`) into a Certificate per `spec.tls` entry, named after its `secretName`; deleting a
 //!   Certificate's Secret issues it again.
@@ -357,7 +357,7 @@ fn later(
 
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    homelab::state::random_bytes(5)
+    homelab::edges::state::random_bytes(5)
         .unwrap()
         .iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
@@ -492,7 +492,8 @@ fn replace_pods(store: &mut Store, workload: &Value, waiting: Option<&PodsWaitin
         .pointer("/spec/template")
         .cloned()
         .unwrap_or(Value::Null);
-    let hash = homelab::upstream::sha256_hex(template.to_string().as_bytes())[..10].to_string();
+    let hash =
+        homelab::edges::digest::sha256_hex(template.to_string().as_bytes())[..10].to_string();
     let replicas = match kind.as_str() {
         "DaemonSet" => 1,
         _ => workload
@@ -625,7 +626,7 @@ fn replace_pods(store: &mut Store, workload: &Value, waiting: Option<&PodsWaitin
 // cert-manager
 
 /// The CA an issuer signs with, when it is usable: `Some(None)` for `selfSigned`.
-fn issuer_ca(store: &Store, issuer: &Value) -> Option<Option<homelab::tls::LabCa>> {
+fn issuer_ca(store: &Store, issuer: &Value) -> Option<Option<homelab::model::tls::LabCa>> {
     if issuer.pointer("/spec/selfSigned").is_some() {
         return Some(None);
     }
@@ -649,13 +650,13 @@ fn issuer_ca(store: &Store, issuer: &Value) -> Option<Option<homelab::tls::LabCa
             .ok()?;
         String::from_utf8(b).ok()
     };
-    let ca = homelab::tls::LabCa {
+    let ca = homelab::model::tls::LabCa {
         cert_pem: decode("tls.crt")?,
-        key_pem: homelab::redact::Secret::new(decode("tls.key")?),
+        key_pem: homelab::edges::redact::Secret::new(decode("tls.key")?),
     };
     // cert-manager verifies the key pair before it calls the issuer Ready.
     rcgen::KeyPair::from_pem(ca.key_pem.expose()).ok()?;
-    homelab::tls::inspect(&ca.cert_pem).ok()?;
+    homelab::model::tls::inspect(&ca.cert_pem).ok()?;
     Some(Some(ca))
 }
 
@@ -695,17 +696,21 @@ fn issue_later(inner: &Arc<Inner>, delay: Duration, cert: Value) {
                 .filter_map(|d| d.as_str().map(str::to_string))
                 .collect();
             let now = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
-            let mut spec = homelab::tls::LeafSpec::for_names(&dns, now);
+            let mut spec = homelab::model::tls::LeafSpec::for_names(&dns, now);
             spec.common_name = live
                 .pointer("/spec/commonName")
                 .and_then(Value::as_str)
                 .map(str::to_string);
             // selfSigned: a CA of its own signs the leaf (the shape is what matters to clients).
             let ca = ca.unwrap_or_else(|| {
-                homelab::tls::generate("self-signed", &homelab::tls::permitted_domains(None), now)
-                    .unwrap()
+                homelab::model::tls::generate(
+                    "self-signed",
+                    &homelab::model::tls::permitted_domains(None),
+                    now,
+                )
+                .unwrap()
             });
-            let Ok(leaf) = homelab::tls::issue_leaf(&ca, &spec) else {
+            let Ok(leaf) = homelab::model::tls::issue_leaf(&ca, &spec) else {
                 return;
             };
             use base64::Engine as _;

@@ -429,7 +429,8 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     }
     serde_json::from_slice(body)
         .or_else(|_| {
-            homelab::yaml::from_str::<Value>(&String::from_utf8_lossy(body)).map_err(|e| e.message)
+            homelab::edges::yaml::from_str::<Value>(&String::from_utf8_lossy(body))
+                .map_err(|e| e.message)
         })
         .map_err(|e| {
             ApiError::new(

@@ -40,8 +40,8 @@ impl TestCluster {
                 (Some(fake), path)
             }
         };
-        let target = homelab::kube::KubeTarget::new(&kubeconfig);
-        let client = homelab::kube::connect(&target, &Default::default())
+        let target = homelab::cluster::kube::KubeTarget::new(&kubeconfig);
+        let client = homelab::cluster::kube::connect(&target, &Default::default())
             .await
             .expect("client");
         TestCluster {
@@ -88,8 +88,8 @@ impl Drop for TestCluster {
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let target = homelab::kube::KubeTarget::new(&kubeconfig);
-                let Ok(client) = homelab::kube::connect(&target, &Default::default()).await else { return };
+                let target = homelab::cluster::kube::KubeTarget::new(&kubeconfig);
+                let Ok(client) = homelab::cluster::kube::connect(&target, &Default::default()).await else { return };
                 let lp = kube::api::ListParams::default().labels(&format!("homelab.dev/lab={lab}"));
                 let dp = kube::api::DeleteParams::background();
                 // One by one: Namespaces have no deletecollection (kube-apiserver answers 405,

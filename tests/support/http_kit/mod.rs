@@ -7,7 +7,7 @@
 //! - [`reply`]: a JSON answer as the Go servers write one (no body with 204);
 //! - [`auth`]: Basic credentials of an `Authorization` header;
 //! - [`cookies`]: reading a request's cookies and setting them on an answer;
-//! - [`tls`]: server certificates from the lab CA (through `homelab::tls::issue_leaf`), TLS
+//! - [`tls`]: server certificates from the lab CA (through `homelab::model::tls::issue_leaf`), TLS
 //!   acceptors, a TLS listener for axum and an accept loop for hyper servers;
 //! - [`git_backend`]: bare repositories and git's smart HTTP answered by the real
 //!   `git http-backend` (CGI).

@@ -1,5 +1,5 @@
 //! HTTPS for the test servers: a server certificate from the lab CA (issued by the library's own
-//! `homelab::tls::issue_leaf`, as cert-manager would), rustls server configurations, a listener
+//! `homelab::model::tls::issue_leaf`, as cert-manager would), rustls server configurations, a listener
 //! for axum that completes handshakes off the accept path, and an accept loop for hyper servers
 //! (plain or TLS, optionally with client certificates) that stops on a notification.
 
@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use homelab::tls::{LabCa, LeafSpec};
+use homelab::model::tls::{LabCa, LeafSpec};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -17,11 +17,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// A fresh lab CA called `name`, valid from now, its names constrained as
-/// `homelab::tls::permitted_domains(domain)` says (the lab's domain, or the defaults).
+/// `homelab::model::tls::permitted_domains(domain)` says (the lab's domain, or the defaults).
 pub fn lab_ca(name: &str, domain: Option<&str>) -> LabCa {
-    homelab::tls::generate(
+    homelab::model::tls::generate(
         name,
-        &homelab::tls::permitted_domains(domain),
+        &homelab::model::tls::permitted_domains(domain),
         time::OffsetDateTime::now_utc(),
     )
     .expect("a lab CA")
@@ -33,7 +33,7 @@ pub fn leaf(ca: &LabCa, host: &str) -> (String, String) {
     let now = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
     let mut spec = LeafSpec::for_names(&[host], now);
     spec.common_name = Some(host.to_string());
-    let leaf = homelab::tls::issue_leaf(ca, &spec).expect("a leaf from the lab CA");
+    let leaf = homelab::model::tls::issue_leaf(ca, &spec).expect("a leaf from the lab CA");
     (leaf.cert_pem, leaf.key_pem.expose().to_string())
 }
 

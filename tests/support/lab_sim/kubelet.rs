@@ -477,7 +477,7 @@ impl World {
                     .and_then(|u| u.host_str().map(str::to_string))
                     .unwrap_or_default();
                 let options = fake_drone::Options {
-                    gitea: homelab::http::Endpoint {
+                    gitea: homelab::edges::http::Endpoint {
                         base_url: gitea_server,
                         ca_pem,
                         // The pod's resolver: the cluster's DNS, at each connection.

@@ -101,11 +101,11 @@ impl World {
     }
 
     /// The lab CA, as `up` stored it.
-    pub fn lab_ca(&self) -> homelab::tls::LabCa {
+    pub fn lab_ca(&self) -> homelab::model::tls::LabCa {
         let read = |f: &str| std::fs::read_to_string(self.state_dir.join("ca").join(f)).unwrap();
-        homelab::tls::LabCa {
+        homelab::model::tls::LabCa {
             cert_pem: read("ca.crt"),
-            key_pem: homelab::redact::Secret::new(read("ca.key")),
+            key_pem: homelab::edges::redact::Secret::new(read("ca.key")),
         }
     }
 
@@ -297,7 +297,7 @@ impl Sim {
             Provider::Multipass => format!("{node_ip}.sslip.io"),
             Provider::Existing { domain } => domain.clone(),
         };
-        let stack = homelab::stack::load("default", std::path::Path::new(".")).unwrap();
+        let stack = homelab::model::stack::load("default", std::path::Path::new(".")).unwrap();
         let lab_hosts: Vec<String> = stack
             .components
             .iter()

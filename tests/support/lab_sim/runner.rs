@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use homelab::yaml::Value;
+use homelab::edges::yaml::Value;
 
 use super::World;
 use crate::support::fake_drone::{BuildJob, Runner, StageRun, StepRun};
@@ -124,7 +124,7 @@ async fn run(world: &Arc<World>, job: &BuildJob, dir: &Path) -> Result<Vec<StepR
     }
     let text = substitute(&job.config, &job.env);
     let pipeline: Value =
-        homelab::yaml::from_str(&text).map_err(|e| Fail(format!("yaml: {}", e.full())))?;
+        homelab::edges::yaml::from_str(&text).map_err(|e| Fail(format!("yaml: {}", e.full())))?;
     if pipeline["kind"].as_str() != Some("pipeline")
         || pipeline["type"].as_str() != Some("kubernetes")
     {
@@ -457,7 +457,7 @@ async fn kaniko(
             .get(registry)
             .and_then(|p| host_path(p))
             .and_then(|p| std::fs::read_to_string(p).ok());
-        let tls = homelab::http::rustls_config(ca.as_deref()).unwrap();
+        let tls = homelab::edges::http::rustls_config(ca.as_deref()).unwrap();
         // The registry's name as the pod's resolver (the cluster's DNS) answers it.
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -488,7 +488,7 @@ async fn kaniko(
                         &mut log,
                         format!(
                             "checking push permission for \"{dest}\": {}",
-                            homelab::http::error_chain(&e)
+                            homelab::edges::http::error_chain(&e)
                         ),
                     ),
                     log,

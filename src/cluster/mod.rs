@@ -1,0 +1,10 @@
+//! Reaching a Kubernetes cluster: the client and kubeconfigs, server-side apply with its
+//! readiness waits, deploying the stack's components in order, reissuing certificates after the
+//! lab CA changes.
+
+pub mod apply;
+pub mod deploy;
+pub mod kube;
+pub mod kubeconfig;
+pub mod reissue;
+pub mod upstream;
