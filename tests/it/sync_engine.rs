@@ -781,6 +781,19 @@ impl Lab {
     }
 }
 
+/// Take the engine's watch reports until none has come for a while (bounded): every change made
+/// so far has reached its cache, as it has when the run loop reconciles on the last report.
+async fn until_quiet(touched: &mut mpsc::UnboundedReceiver<Touched>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(300), touched.recv()).await {
+            Ok(Some(_)) => continue,
+            _ => return,
+        }
+    }
+    panic!("the engine's watch kept reporting changes for 10 s");
+}
+
 fn resource<'a>(app: &'a Value, name: &str) -> Option<&'a Value> {
     app["status"]["resources"]
         .as_array()
@@ -920,7 +933,7 @@ async fn an_object_in_git_whose_copy_is_being_deleted_is_recreated_once_it_is_go
     lab.create_app("nyan", spec).await;
     let mut cfg = lab.engine_config();
     cfg.wave_timeout = Duration::from_secs(2);
-    let (engine, _t) = lab.engine_with(cfg);
+    let (engine, mut touched) = lab.engine_with(cfg);
     assert_eq!(lab.reconcile(&engine, "nyan").await.applied, 1);
     let first = lab.live("v1", "ConfigMap", "a").await.unwrap();
     lab.hold("a").await;
@@ -938,6 +951,9 @@ async fn an_object_in_git_whose_copy_is_being_deleted_is_recreated_once_it_is_go
         .unwrap();
     let held = lab.live("v1", "ConfigMap", "a").await.unwrap();
     assert!(held["metadata"]["deletionTimestamp"].is_string());
+    // The engine learns of the deletion from its watch, as its run loop does before the reconcile
+    // that event starts; reconciling at once could race the watch event.
+    until_quiet(&mut touched).await;
     if let Some(f) = lab.tc.fake() {
         f.clear_requests();
     }
