@@ -110,6 +110,50 @@ fn app_status(sim: &Sim) -> homelab::verify::AppStatus {
 }
 
 /// `https://nyan.<domain>/` through the ingress, trusting only the lab CA.
+/// One step graph: `plan --output json` lists exactly the steps a whole `up` ran and recorded,
+/// in the order it ran them.
+async fn assert_plan_is_what_up_ran(sim: &Sim, flags: &[&str]) {
+    let plan = sim
+        .homelab(&[&["plan", "--output", "json"], flags].concat())
+        .await;
+    ok(sim, "plan", &plan);
+    let plan: Value = serde_json::from_str(&plan.stdout).unwrap();
+    let planned: Vec<&str> = plan["pipeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(sim.ctx.state_dir(LAB).join("up.json")).unwrap(),
+    )
+    .unwrap();
+    let mut recorded: Vec<&str> = record["steps"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut sorted = planned.clone();
+    sorted.sort();
+    recorded.sort();
+    assert_eq!(recorded, sorted, "up recorded the steps the plan lists");
+    let status = sim.homelab(&["status", "--output", "json"]).await;
+    ok(sim, "status", &status);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let listed: Vec<(&str, bool)> = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["done"].as_bool().unwrap()))
+        .collect();
+    let all_done: Vec<(&str, bool)> = planned.iter().map(|n| (*n, true)).collect();
+    assert_eq!(
+        listed, all_done,
+        "status shows the plan's steps, in order, all done"
+    );
+}
+
 async fn site(sim: &Sim) -> (u16, String) {
     let ca = sim.world.lab_ca();
     let tls = homelab::edges::http::rustls_config(Some(&ca.cert_pem)).unwrap();
@@ -255,6 +299,7 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
     }
     assert!(step_line(&up.stdout, "verify").contains("loop proven: v2"));
     assert_loop_proven(&sim, "v2").await;
+    assert_plan_is_what_up_ran(&sim, &[]).await;
     assert_no_secret_in(&sim, "`up -vv` (stdout)", &up.stdout);
     assert_no_secret_in(&sim, "`up -vv` (stderr)", &up.stderr);
     // The CLI reached the cluster with the x509 client certificate `microk8s config` gave.
@@ -456,6 +501,7 @@ async fn up_on_an_existing_cluster_with_a_domain_proves_the_loop_and_changes_not
     debug(&sim, "up --provider existing", &up);
     assert!(step_line(&up.stdout, "verify").contains("loop proven: v2"));
     assert_loop_proven(&sim, "v2").await;
+    assert_plan_is_what_up_ran(&sim, &["--provider", "existing", "--domain", "lab.test"]).await;
     // The cluster itself is never changed: no Node, StorageClass or namespace outside the lab.
     let writes: Vec<String> = sim
         .fake
