@@ -1,7 +1,11 @@
 //! YAML in and out — the only module that names the YAML library.
 //!
-//! Architecture invariant: no other module (nor test) imports `serde_yaml`. It is archived
-//! upstream, so swapping it must be a one-file change; every caller goes through [`from_str`],
+//! The library is `yaml_serde`, the YAML organization's maintained fork of the archived
+//! `serde_yaml` (same API and output: every snapshot and error text stayed as it was when it
+//! replaced `serde_yaml` 0.9.34).
+//!
+//! Architecture invariant: no other module (nor test) imports the YAML library, so swapping it
+//! is a one-file change; every caller goes through [`from_str`],
 //! [`to_string`], [`documents`], [`each_document`] and [`YamlError`]. Dynamic documents are
 //! `serde_json::Value`, except where the key order of a file must survive a rewrite
 //! (kubeconfigs) or a lenient walk over any document (pipelines): those use [`Value`].
@@ -16,10 +20,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// An ordered dynamic YAML document: mappings keep their keys in file order.
-pub type Value = serde_yaml::Value;
+pub type Value = yaml_serde::Value;
 
 /// The mapping inside a [`Value`], keys in insertion order.
-pub type Mapping = serde_yaml::Mapping;
+pub type Mapping = yaml_serde::Mapping;
 
 /// A YAML parse or type error with its position, when the parser knows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,14 +40,14 @@ pub struct YamlError {
 }
 
 impl YamlError {
-    fn from_lib(err: serde_yaml::Error) -> Self {
+    fn from_lib(err: yaml_serde::Error) -> Self {
         let (line, column) = match err.location() {
             Some(loc) => (Some(loc.line()), Some(loc.column())),
             None => (None, None),
         };
         let full = err.to_string();
         let mut message = full.clone();
-        // serde_yaml appends " at line L column C"; the position is kept separately.
+        // The library appends " at line L column C"; the position is kept separately.
         if let Some(idx) = message.find(" at line ") {
             message.truncate(idx);
         }
@@ -133,7 +137,7 @@ pub enum Problem {
     },
 }
 
-/// serde_yaml prefixes errors inside nested values with the dotted path and ": ".
+/// The library prefixes errors inside nested values with the dotted path and ": ".
 fn split_path(message: &str) -> (Option<&str>, &str) {
     if let Some((head, tail)) = message.split_once(": ")
         && !head.is_empty()
@@ -148,12 +152,12 @@ fn split_path(message: &str) -> (Option<&str>, &str) {
 
 /// Deserialize one YAML document into `T`.
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
-    serde_yaml::from_str(text).map_err(YamlError::from_lib)
+    yaml_serde::from_str(text).map_err(YamlError::from_lib)
 }
 
 /// Serialize `value` as one YAML document (no leading `---`).
 pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String, YamlError> {
-    serde_yaml::to_string(value).map_err(YamlError::from_lib)
+    yaml_serde::to_string(value).map_err(YamlError::from_lib)
 }
 
 /// Split a multi-document YAML stream into JSON values, skipping empty documents
@@ -161,7 +165,7 @@ pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String, YamlError> 
 pub fn documents(text: &str) -> Result<Vec<(usize, serde_json::Value)>, YamlError> {
     let mut out = Vec::new();
     for (start_line, chunk) in split_documents(text) {
-        let value: serde_json::Value = match serde_yaml::from_str(&chunk) {
+        let value: serde_json::Value = match yaml_serde::from_str(&chunk) {
             Ok(v) => v,
             Err(e) => {
                 let mut err = YamlError::from_lib(e);
@@ -183,7 +187,7 @@ pub fn documents(text: &str) -> Result<Vec<(usize, serde_json::Value)>, YamlErro
 pub fn each_document(text: &str) -> Vec<Result<Value, YamlError>> {
     use serde::Deserialize as _;
     let mut out: Vec<Result<Value, YamlError>> = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
+    for doc in yaml_serde::Deserializer::from_str(text) {
         let next = Value::deserialize(doc).map_err(YamlError::from_lib);
         if let (Err(e), Some(Err(last))) = (&next, out.last())
             && e == last
