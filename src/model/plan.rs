@@ -7,6 +7,7 @@
 //! the steps `up` runs ([`PlannedStep`], listed from `up`'s own step graph by the caller, so the
 //! plan and the run cannot drift apart). The wiring's sub-steps are named once, in [`wiring`].
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -57,6 +58,44 @@ pub struct PlannedStep {
     pub needs: Vec<String>,
 }
 
+/// The names of `up`'s steps: one constant each, used by the step graph (`up::steps`), the
+/// lab record and `status`, and by [`Plan::to_text`] to place each step's details.
+pub mod step {
+    /// Generate or reuse the lab's secrets.
+    pub const SECRETS: &str = "secrets";
+    /// Create or reuse the lab CA.
+    pub const CA: &str = "ca";
+    /// Render the VMs' cloud-init (multipass).
+    pub const CLOUD_INIT: &str = "cloud-init";
+    /// Launch, start or reuse the lab's VMs (multipass).
+    pub const VMS: &str = "vms";
+    /// Wait for cloud-init (multipass).
+    pub const PROVISIONED: &str = "provisioned";
+    /// Join the VMs into one cluster (multipass).
+    pub const JOIN: &str = "join";
+    /// Write the lab's kube context (multipass).
+    pub const KUBECONFIG: &str = "kubeconfig";
+    /// Side-load the sync engine's image (multipass).
+    pub const ENGINE_IMAGE: &str = "engine-image";
+    /// The name of every provider's last step: after it, the cluster answers and can take the
+    /// lab. Later steps that talk to the cluster need this one.
+    pub const CLUSTER_READY: &str = "ready";
+    /// The lab's hostnames in the VMs' `/etc/hosts` (multipass).
+    pub const NODE_NAMES: &str = "node-names";
+    /// Fetch the stack's pinned upstream manifests.
+    pub const PREPARE: &str = "prepare";
+    /// Render the stack for the lab's domain.
+    pub const RENDER: &str = "render";
+    /// Apply the stack and wait until it is ready.
+    pub const DEPLOY: &str = "deploy";
+    /// Wire Gitea.
+    pub const WIRE_GITEA: &str = "wire-gitea";
+    /// Wire the CI server.
+    pub const WIRE_CI: &str = "wire-ci";
+    /// Prove the loop.
+    pub const VERIFY: &str = "verify";
+}
+
 /// The names of the wiring's sub-steps, as the wiring reports them and the plan lists them.
 pub mod wiring {
     /// Create the Gitea admin.
@@ -83,6 +122,18 @@ pub mod wiring {
     pub const DRONE_SECRETS: &str = "drone secrets";
     /// Build the app repository's head.
     pub const DRONE_BUILD: &str = "drone build";
+
+    /// The sub-steps of `wire-ci` (the others are `wire-gitea`'s).
+    pub const CI: [&str; 8] = [
+        DRONE_OAUTH_APP,
+        DRONE_CONFIG,
+        DRONE_READY,
+        DRONE_LOGIN,
+        DRONE_ACTIVATE,
+        DRONE_TRUST,
+        DRONE_SECRETS,
+        DRONE_BUILD,
+    ];
 
     /// Create repository `full` (`org/name`).
     pub fn repo(full: &str) -> String {
@@ -422,7 +473,9 @@ impl Plan {
         }
     }
 
-    /// The plan as text for people.
+    /// The plan as text for people: `up`'s steps in the order it runs them (the same list as
+    /// [`Plan::pipeline`]), each with its description and, where the plan knows more, the details
+    /// of what it will do (the VMs, the CA, the components in waves, the wiring, the hops).
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let domain_note = if self.domain.known {
@@ -436,62 +489,61 @@ impl Plan {
             self.lab, self.stack, self.domain.name
         )
         .unwrap();
-        for (i, step) in self.steps.iter().enumerate() {
-            let n = i + 1;
-            match step {
+        let mut details = self.details();
+        for (i, p) in self.pipeline.iter().enumerate() {
+            writeln!(out, "\n{:>2}. {:<13} {}", i + 1, p.name, p.description).unwrap();
+            for line in details.remove(p.name.as_str()).unwrap_or_default() {
+                writeln!(out, "      {line}").unwrap();
+            }
+        }
+        debug_assert!(
+            details.is_empty(),
+            "details of steps up does not run: {details:?}"
+        );
+        out
+    }
+
+    /// The detail lines of the plan's steps, by the name of the step of `up` they describe.
+    fn details(&self) -> BTreeMap<&'static str, Vec<String>> {
+        let mut out: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        for s in &self.steps {
+            match s {
                 Step::Provision(p) => match p.provider {
                     ProviderKind::Multipass => {
-                        writeln!(
-                            out,
-                            "\n{n}. provision  multipass: {} VM{} × {} CPU, {} memory, {} disk, Ubuntu {}",
-                            p.nodes,
-                            if p.nodes == 1 { "" } else { "s" },
-                            p.cpus,
-                            p.memory,
-                            p.disk,
-                            p.image
-                        )
-                        .unwrap();
-                        writeln!(
-                            out,
-                            "              microk8s {} with addons {}",
-                            p.channel,
-                            p.addons.join(", ")
-                        )
-                        .unwrap();
-                        writeln!(out, "              kube context `{}`", p.context).unwrap();
+                        out.entry(step::VMS).or_default().extend([
+                            format!(
+                                "multipass: {} VM{} × {} CPU, {} memory, {} disk, Ubuntu {}",
+                                p.nodes,
+                                if p.nodes == 1 { "" } else { "s" },
+                                p.cpus,
+                                p.memory,
+                                p.disk,
+                                p.image
+                            ),
+                            format!("microk8s {} with addons {}", p.channel, p.addons.join(", ")),
+                            format!("kube context `{}`", p.context),
+                        ]);
                     }
                     ProviderKind::Existing => {
-                        writeln!(
-                            out,
-                            "\n{n}. provision  existing cluster, kube context `{}`",
-                            p.context
-                        )
-                        .unwrap();
+                        out.entry(step::CLUSTER_READY)
+                            .or_default()
+                            .push(format!("existing cluster, kube context `{}`", p.context));
                     }
                 },
                 Step::Ca {
                     action,
                     permitted_domains,
-                } => {
-                    writeln!(
-                        out,
-                        "\n{n}. ca         {action} the lab CA (ECDSA P-256), valid only for {}",
-                        permitted_domains.join(", ")
-                    )
-                    .unwrap();
-                }
-                Step::Secrets { action } => {
-                    writeln!(
-                        out,
-                        "\n{n}. secrets    {action} the lab's secrets (kept 0600 in the lab state)"
-                    )
-                    .unwrap();
-                }
+                } => out.entry(step::CA).or_default().push(format!(
+                    "{action} the lab CA (ECDSA P-256), valid only for {}",
+                    permitted_domains.join(", ")
+                )),
+                Step::Secrets { action } => out.entry(step::SECRETS).or_default().push(format!(
+                    "{action} the lab's secrets (kept 0600 in the lab state)"
+                )),
                 Step::Deploy { components } => {
-                    writeln!(out, "\n{n}. deploy").unwrap();
+                    let lines = out.entry(step::DEPLOY).or_default();
                     if let Some(source) = &self.engine_image {
-                        writeln!(out, "     sync engine image: {}", source.describe()).unwrap();
+                        lines.push(format!("sync engine image: {}", source.describe()));
                     }
                     for c in components {
                         let waits = if c.needs.is_empty() {
@@ -504,26 +556,28 @@ impl Plan {
                             .as_ref()
                             .map(|h| format!("  https://{h}"))
                             .unwrap_or_default();
-                        writeln!(
-                            out,
-                            "     wave {}  {:<15} {:<18} {waits}{host}",
+                        lines.push(format!(
+                            "wave {}  {:<15} {:<18} {waits}{host}",
                             c.wave, c.name, c.source
-                        )
-                        .unwrap();
+                        ));
                     }
                 }
                 Step::Wire { steps } => {
-                    writeln!(out, "\n{n}. wire").unwrap();
-                    for s in steps {
-                        writeln!(out, "     {:<20} {}", s.name, s.description).unwrap();
+                    for w in steps {
+                        let at = if wiring::CI.contains(&w.name.as_str()) {
+                            step::WIRE_CI
+                        } else {
+                            step::WIRE_GITEA
+                        };
+                        out.entry(at)
+                            .or_default()
+                            .push(format!("{:<20} {}", w.name, w.description));
                     }
                 }
-                Step::Verify { hops } => {
-                    writeln!(out, "\n{n}. verify").unwrap();
-                    for h in hops {
-                        writeln!(out, "     → {h}").unwrap();
-                    }
-                }
+                Step::Verify { hops } => out
+                    .entry(step::VERIFY)
+                    .or_default()
+                    .extend(hops.iter().map(|h| format!("→ {h}"))),
             }
         }
         out

@@ -16,39 +16,10 @@ pub mod material;
 pub mod multipass;
 pub mod wire;
 
-/// Generate or reuse the lab's secrets.
-pub const SECRETS: &str = "secrets";
-/// Create or reuse the lab CA.
-pub const CA: &str = "ca";
-/// Render the VMs' cloud-init (multipass).
-pub const CLOUD_INIT: &str = "cloud-init";
-/// Launch, start or reuse the lab's VMs (multipass).
-pub const VMS: &str = "vms";
-/// Wait for cloud-init (multipass).
-pub const PROVISIONED: &str = "provisioned";
-/// Join the VMs into one cluster (multipass).
-pub const JOIN: &str = "join";
-/// Write the lab's kube context (multipass).
-pub const KUBECONFIG: &str = "kubeconfig";
-/// Side-load the sync engine's image (multipass).
-pub const ENGINE_IMAGE: &str = "engine-image";
-/// The name of every provider's last step: after it, the cluster answers and can take the
-/// lab. Later steps that talk to the cluster need this one.
-pub const CLUSTER_READY: &str = "ready";
-/// The lab's hostnames in the VMs' `/etc/hosts` (multipass).
-pub const NODE_NAMES: &str = "node-names";
-/// Fetch the stack's pinned upstream manifests.
-pub const PREPARE: &str = "prepare";
-/// Render the stack for the lab's domain.
-pub const RENDER: &str = "render";
-/// Apply the stack and wait until it is ready.
-pub const DEPLOY: &str = "deploy";
-/// Wire Gitea.
-pub const WIRE_GITEA: &str = "wire-gitea";
-/// Wire the CI server.
-pub const WIRE_CI: &str = "wire-ci";
-/// Prove the loop.
-pub const VERIFY: &str = "verify";
+pub use crate::model::plan::step::{
+    CA, CLOUD_INIT, CLUSTER_READY, DEPLOY, ENGINE_IMAGE, JOIN, KUBECONFIG, NODE_NAMES, PREPARE,
+    PROVISIONED, RENDER, SECRETS, VERIFY, VMS, WIRE_CI, WIRE_GITEA,
+};
 
 /// What every provider's `ready` step hands on: the cluster, answering.
 #[derive(Clone, Debug)]
