@@ -415,17 +415,11 @@ async fn the_plan_lists_the_steps_up_runs_and_records_on_an_existing_cluster() {
 
     let status = homelab(&ctx, &["status", "--output", "json"]).await;
     status.success();
-    let status: Value = serde_json::from_str(&status.stdout).unwrap();
-    let listed: Vec<(&str, bool)> = status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["name"].as_str().unwrap(), s["done"].as_bool().unwrap()))
-        .collect();
-    let want: Vec<(&str, bool)> = names
+    let listed = common::status_steps(&status.stdout);
+    let want: Vec<(String, bool)> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| (*n, i < through_ready))
+        .map(|(i, n)| (n.to_string(), i < through_ready))
         .collect();
     assert_eq!(listed, want);
 }

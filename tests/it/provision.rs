@@ -1945,17 +1945,11 @@ fn the_plan_lists_the_steps_up_runs_and_records() {
     );
     let status = lab.homelab(&["status", "--output", "json"]);
     status.success();
-    let status: Value = serde_json::from_str(&status.stdout).unwrap();
-    let listed: Vec<(&str, bool)> = status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["name"].as_str().unwrap(), s["done"].as_bool().unwrap()))
-        .collect();
-    let expected: Vec<(&str, bool)> = planned
+    let listed = common::status_steps(&status.stdout);
+    let expected: Vec<(String, bool)> = planned
         .iter()
         .enumerate()
-        .map(|(i, n)| (n.as_str(), i < through_ready))
+        .map(|(i, n)| (n.clone(), i < through_ready))
         .collect();
     assert_eq!(listed, expected);
 }

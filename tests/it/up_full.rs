@@ -140,14 +140,8 @@ async fn assert_plan_is_what_up_ran(sim: &Sim, flags: &[&str]) {
     assert_eq!(recorded, sorted, "up recorded the steps the plan lists");
     let status = sim.homelab(&["status", "--output", "json"]).await;
     ok(sim, "status", &status);
-    let status: Value = serde_json::from_str(&status.stdout).unwrap();
-    let listed: Vec<(&str, bool)> = status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["name"].as_str().unwrap(), s["done"].as_bool().unwrap()))
-        .collect();
-    let all_done: Vec<(&str, bool)> = planned.iter().map(|n| (*n, true)).collect();
+    let listed = common::status_steps(&status.stdout);
+    let all_done: Vec<(String, bool)> = planned.iter().map(|n| (n.to_string(), true)).collect();
     assert_eq!(
         listed, all_done,
         "status shows the plan's steps, in order, all done"

@@ -134,6 +134,20 @@ impl TestContext {
     }
 }
 
+/// The steps `status --output json` lists, in order, each with whether it is done.
+pub fn status_steps(status_json: &str) -> Vec<(String, bool)> {
+    let status: serde_json::Value = serde_json::from_str(status_json).unwrap();
+    status["steps"]
+        .as_array()
+        .expect("status lists the steps")
+        .iter()
+        .map(|s| {
+            let name = s["name"].as_str().unwrap().to_string();
+            (name, s["done"].as_bool().unwrap())
+        })
+        .collect()
+}
+
 /// The hint every failed `homelab up` ends with (issue 12): where to get the lab's logs.
 pub fn export_hint(lab: &str) -> String {
     format!(
