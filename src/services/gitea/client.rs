@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use super::types::*;
 use crate::edges::error::Diagnostic;
 use crate::edges::http::Endpoint;
-use crate::edges::http::api::{Answer, ApiCore, Auth, Failure, authorization, decode, fail};
+use crate::edges::http::api::{
+    Answer, ApiCore, Auth, Failure, authorization, decode, fail, success,
+};
 use crate::edges::redact::{Secret, redact_url};
 
 /// How a request authenticates.
@@ -331,11 +333,7 @@ impl GiteaClient {
     /// `DELETE /users/{username}/tokens/{token}` by name or id (basic auth only).
     pub async fn delete_token(&self, user: &str, token: &str) -> Result<(), GiteaError> {
         let call = format!("delete the API token `{token}` of `{user}`");
-        let Answer {
-            status,
-            body: bytes,
-            ..
-        } = self
+        let answer = self
             .send(
                 &call,
                 Method::DELETE,
@@ -343,11 +341,7 @@ impl GiteaClient {
                 None,
             )
             .await?;
-        if status.is_success() || status == StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(fail(&call, status, &bytes).into())
-        }
+        success(&call, &answer, &[StatusCode::NOT_FOUND])
     }
 
     /// `GET /orgs/{org}`; `None` on 404.
@@ -460,11 +454,7 @@ impl GiteaClient {
     pub async fn delete_hook(&self, owner: &str, repo: &str, id: i64) -> Result<(), GiteaError> {
         let call = format!("delete duplicate webhook {id} on `{owner}/{repo}`");
         let id = id.to_string();
-        let Answer {
-            status,
-            body: bytes,
-            ..
-        } = self
+        let answer = self
             .send(
                 &call,
                 Method::DELETE,
@@ -472,11 +462,7 @@ impl GiteaClient {
                 None,
             )
             .await?;
-        if status.is_success() || status == StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(fail(&call, status, &bytes).into())
-        }
+        success(&call, &answer, &[StatusCode::NOT_FOUND])
     }
 
     /// `GET /user/applications/oauth2`, every page: the signed-in user's OAuth2 apps (without
@@ -524,11 +510,7 @@ impl GiteaClient {
     pub async fn delete_oauth2_app(&self, id: i64) -> Result<(), GiteaError> {
         let call = format!("delete the OAuth2 application {id}");
         let id = id.to_string();
-        let Answer {
-            status,
-            body: bytes,
-            ..
-        } = self
+        let answer = self
             .send(
                 &call,
                 Method::DELETE,
@@ -536,11 +518,7 @@ impl GiteaClient {
                 None,
             )
             .await?;
-        if status.is_success() || status == StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(fail(&call, status, &bytes).into())
-        }
+        success(&call, &answer, &[StatusCode::NOT_FOUND])
     }
 
     /// `GET /repos/{owner}/{repo}/contents/{filepath}?ref=`; `None` on 404.

@@ -568,24 +568,8 @@ impl Store {
         if existing.is_none() && opts.subresource_status {
             return Err(ApiError::not_found(rt, name));
         }
-        if let (Some(live), Some(want)) = (
-            &existing,
-            applied
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str),
-        ) && live
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            != Some(want)
-        {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                    rt.qualified()
-                ),
-            ));
+        if let Some(live) = &existing {
+            check_resource_version(rt, name, live, &applied)?;
         }
         strip_server_fields(&mut applied);
         drop_nulls(&mut applied);
@@ -835,23 +819,7 @@ impl Store {
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
-        if let Some(want) = obj
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            && live
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                != Some(want)
-        {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                    rt.qualified()
-                ),
-            ));
-        }
+        check_resource_version(rt, name, &live, &obj)?;
         strip_server_fields(&mut obj);
         let mut new = if opts.subresource_status {
             let mut n = live.clone();
@@ -1067,6 +1035,33 @@ impl Default for Store {
 }
 
 /// The body must name the same kind, name and namespace as the URL.
+/// A write that names a `resourceVersion` must name the live one, or it is a 409 Conflict
+/// (kubernetes v1.24 `staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go`,
+/// `OptimisticLockErrorMsg`); a write without one is not checked.
+fn check_resource_version(
+    rt: &ResourceType,
+    name: &str,
+    live: &Value,
+    sent: &Value,
+) -> Result<(), ApiError> {
+    let version = |v: &Value| {
+        v.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match version(sent) {
+        Some(want) if version(live).as_deref() != Some(want.as_str()) => Err(ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                rt.qualified()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_identity(rt: &ResourceType, ns: &str, name: &str, obj: &Value) -> Result<(), ApiError> {
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
     let kind = obj["kind"].as_str().unwrap_or_default();

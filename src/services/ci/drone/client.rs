@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use super::types::*;
 use crate::edges::error::Diagnostic;
 use crate::edges::http::Endpoint;
-use crate::edges::http::api::{Answer, ApiCore, Auth, Failure, authorization, decode, fail};
+use crate::edges::http::api::{
+    Answer, ApiCore, Auth, Failure, authorization, decode, fail, success,
+};
 use crate::edges::redact::{Secret, redact_url};
 
 /// A Drone call failed.
@@ -190,18 +192,10 @@ impl DroneClient {
     /// `GET /healthz`: the server is up (200, plain text).
     pub async fn healthz(&self) -> Result<(), DroneError> {
         let call = "check Drone's health";
-        let Answer {
-            status,
-            body: bytes,
-            ..
-        } = self
+        let answer = self
             .send(call, Method::GET, self.url(&["healthz"], &[]), None)
             .await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(fail(call, status, &bytes).into())
-        }
+        success(call, &answer, &[])
     }
 
     /// `GET /api/user`: who the token belongs to; `None` when Drone answers 401.
@@ -236,23 +230,9 @@ impl DroneClient {
     /// `GET /api/repos/{owner}/{name}`; `None` on 404 (not synced yet).
     pub async fn repo(&self, owner: &str, name: &str) -> Result<Option<Repo>, DroneError> {
         let call = format!("read `{owner}/{name}` in Drone");
-        let Answer {
-            status,
-            body: bytes,
-            ..
-        } = self
-            .send(
-                &call,
-                Method::GET,
-                self.api(&["repos", owner, name], &[]),
-                None,
-            )
-            .await?;
-        match status {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => decode(&call, &bytes).map(Some),
-            s => Err(fail(&call, s, &bytes).into()),
-        }
+        self.core
+            .get_optional(&call, self.api(&["repos", owner, name], &[]), self.auth())
+            .await
     }
 
     /// `POST /api/repos/{owner}/{name}`: activate (Drone creates its webhook in Gitea).
@@ -314,11 +294,7 @@ impl DroneClient {
             secret.name
         );
         let body = serde_json::to_vec(secret).expect("secret bodies serialize");
-        let Answer {
-            status,
-            body: bytes,
-            ..
-        } = self
+        let answer = self
             .send(
                 &call,
                 Method::POST,
@@ -326,11 +302,7 @@ impl DroneClient {
                 Some(body),
             )
             .await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(fail(&call, status, &bytes).into())
-        }
+        success(&call, &answer, &[])
     }
 
     /// `PATCH /api/repos/{owner}/{name}/secrets/{secret}`.
@@ -343,11 +315,7 @@ impl DroneClient {
     ) -> Result<(), DroneError> {
         let call = format!("update secret `{secret}` of `{owner}/{name}` in Drone");
         let body = serde_json::to_vec(update).expect("secret bodies serialize");
-        let Answer {
-            status,
-            body: bytes,
-            ..
-        } = self
+        let answer = self
             .send(
                 &call,
                 Method::PATCH,
@@ -355,11 +323,7 @@ impl DroneClient {
                 Some(body),
             )
             .await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(fail(&call, status, &bytes).into())
-        }
+        success(&call, &answer, &[])
     }
 
     /// `GET /api/repos/{owner}/{name}/builds`: the most recent builds, newest first.
