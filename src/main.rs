@@ -39,7 +39,8 @@ fn main() -> ExitCode {
         Ok(ExitStatus::Success) => ExitCode::SUCCESS,
         Ok(ExitStatus::Failure) => ExitCode::from(1),
         Err(err) => {
-            let text = err.render();
+            // For people: files under the home directory read `~/…` (issue 16).
+            let text = homelab::edges::output::human::tilde_in(&err.render());
             if ui.color {
                 let text = text
                     .replacen("error:", "\x1b[1;31merror:\x1b[0m", 1)

@@ -43,7 +43,7 @@ pub(super) fn path(ctx: &Ctx, args: &CaPathArgs) -> Result<ExitStatus> {
         })),
         OutputFormat::Text => {
             let p = if args.key { key } else { cert };
-            ctx.printer.data(&p.display().to_string());
+            ctx.printer.data(&ctx.printer.path(&p));
         }
     }
     Ok(ExitStatus::Success)

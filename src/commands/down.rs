@@ -9,6 +9,7 @@ use crate::cluster::deploy;
 use crate::cluster::kubeconfig::UserKubeconfig;
 use crate::edges::error::{Error, Result};
 use crate::edges::output::OutputFormat;
+use crate::edges::output::human::tilde;
 use crate::edges::state::LabState;
 use crate::host::trust;
 use crate::model::settings::ProviderKind;
@@ -98,7 +99,7 @@ pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
     for f in &kubeconfigs {
         lines.push(format!(
             "removed kube context `{context}` from `{}`",
-            f.display()
+            tilde(f)
         ));
     }
 
@@ -109,7 +110,7 @@ pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
         if existed {
             lines.push(format!(
                 "deleted the lab's CA, secrets and state in `{}`",
-                state.dir().display()
+                tilde(state.dir())
             ));
         }
         if ca_existed {
@@ -128,7 +129,7 @@ pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
         if state.exists() {
             lines.push(format!(
                 "kept the lab's CA and secrets in `{}` (`homelab down --purge` deletes them)",
-                state.dir().display()
+                tilde(state.dir())
             ));
         }
     }

@@ -108,7 +108,7 @@ pub(super) async fn logs(ctx: &Ctx, args: &ExportLogsArgs) -> Result<ExitStatus>
             "skipped": skipped,
             "entries": packed.records,
         })),
-        OutputFormat::Text => ctx.printer.data(&path.display().to_string()),
+        OutputFormat::Text => ctx.printer.data(&ctx.printer.path(&path)),
     }
     Ok(ExitStatus::Success)
 }

@@ -2,12 +2,14 @@
 //! an earlier run finished. Read-only.
 
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use super::{Ctx, ExitStatus};
 use crate::cluster::deploy::{self, ComponentHealth};
 use crate::cluster::kubeconfig::UserKubeconfig;
 use crate::edges::error::Result;
 use crate::edges::output::OutputFormat;
+use crate::edges::output::human;
 use crate::edges::state;
 use crate::edges::state::LabState;
 use crate::model::render::{self, Domain, RenderInput};
@@ -47,13 +49,16 @@ struct StepView {
     name: String,
     done: bool,
     completed_at: Option<String>,
+    /// How long it took; for people (the JSON keeps its shape).
+    #[serde(skip)]
+    duration_ms: Option<u64>,
 }
 
 pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
     let status = gather(ctx, Components::Health).await?;
     match ctx.printer.ui().format {
         OutputFormat::Json => ctx.printer.json(&status),
-        OutputFormat::Text => ctx.printer.data(&text(&status)),
+        OutputFormat::Text => ctx.printer.data(&text(&status, OffsetDateTime::now_utc())),
     }
     Ok(ExitStatus::Success)
 }
@@ -130,6 +135,7 @@ pub(super) async fn gather(ctx: &Ctx, components: Components) -> Result<Status> 
             name: n.to_string(),
             done: up_record.steps.contains_key(n),
             completed_at: up_record.steps.get(n).map(|r| r.completed_at.clone()),
+            duration_ms: up_record.steps.get(n).map(|r| r.duration_ms),
         })
         .collect();
     let reachable = cluster.as_ref().is_some_and(|c| c.reachable);
@@ -218,7 +224,9 @@ async fn existing_view(settings: &crate::model::settings::Settings) -> ClusterVi
     }
 }
 
-fn text(s: &Status) -> String {
+/// What `status` prints for people, seen at `now`: ages and durations, paths under the home
+/// directory as `~/…` (the JSON keeps RFC 3339 times and whole paths).
+fn text(s: &Status, now: OffsetDateTime) -> String {
     if !s.exists {
         return format!("Lab `{}` does not exist; `homelab up` creates it\n", s.lab);
     }
@@ -275,7 +283,8 @@ fn text(s: &Status) -> String {
     match &s.context {
         Some(c) => out.push_str(&format!(
             "\nKube context: `{}` in `{}`\n",
-            c.name, c.kubeconfig
+            c.name,
+            human::tilde_in(&c.kubeconfig)
         )),
         None => out.push_str("\nKube context: none\n"),
     }
@@ -300,11 +309,92 @@ fn text(s: &Status) -> String {
     let width = s.steps.iter().map(|x| x.name.len()).max().unwrap_or(0);
     for st in &s.steps {
         let line = match &st.completed_at {
-            Some(at) => format!("  ✓ {:<width$}  done {at}", st.name),
+            Some(at) => format!(
+                "  ✓ {:<width$}  {}",
+                st.name,
+                done_text(at, st.duration_ms, now)
+            ),
             None => format!("  - {:<width$}  not done", st.name),
         };
         out.push_str(&line);
         out.push('\n');
     }
     out
+}
+
+/// `done 3 min ago, took 1.4s` for a step an earlier `up` recorded.
+fn done_text(completed_at: &str, duration_ms: Option<u64>, now: OffsetDateTime) -> String {
+    let mut text = format!("done {}", human::age_of(completed_at, now));
+    if let Some(ms) = duration_ms {
+        text.push_str(&format!(
+            ", took {}",
+            human::duration(std::time::Duration::from_millis(ms))
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-12-05 09:00:00 UTC);
+
+    fn step(name: &str, done: Option<(&str, u64)>) -> StepView {
+        StepView {
+            name: name.into(),
+            done: done.is_some(),
+            completed_at: done.map(|(at, _)| at.to_string()),
+            duration_ms: done.map(|(_, ms)| ms),
+        }
+    }
+
+    #[test]
+    fn steps_read_in_ages_and_durations() {
+        assert_eq!(
+            done_text("2026-12-05T08:56:40.125873689Z", Some(1400), NOW),
+            "done 3 min ago, took 1.4s"
+        );
+        assert_eq!(
+            done_text("2026-12-05T08:59:58Z", None, NOW),
+            "done just now"
+        );
+    }
+
+    #[test]
+    fn status_text_has_no_raw_timestamps() {
+        let status = Status {
+            lab: "t".into(),
+            exists: true,
+            provider: ProviderKind::Existing,
+            vms: Vec::new(),
+            cluster: None,
+            context: Some(ContextView {
+                name: "homelab-t".into(),
+                kubeconfig: "(your kubeconfig)".into(),
+            }),
+            steps: vec![
+                step("secrets", Some(("2026-12-04T08:00:00Z", 12))),
+                step("ready", Some(("2026-12-05T08:54:19.125873689Z", 2_300))),
+                step("deploy", Some(("2026-12-05T08:58:30Z", 95_000))),
+                step("verify", None),
+            ],
+            components: Vec::new(),
+            components_note: None,
+        };
+        assert_eq!(
+            text(&status, NOW),
+            "Lab `t` (existing)
+
+Kube context: `homelab-t` in `(your kubeconfig)`
+
+Steps of `homelab up`
+  ✓ secrets  done 25 h ago, took 0.0s
+  ✓ ready    done 5 min ago, took 2.3s
+  ✓ deploy   done 1 min ago, took 1m35s
+  - verify   not done
+"
+        );
+    }
 }

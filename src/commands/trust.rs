@@ -76,7 +76,7 @@ pub(super) fn trust(ctx: &Ctx, args: &TrustArgs) -> Result<ExitStatus> {
             }
             out.push_str(&format!(
                 "ledger: `{}`; `homelab untrust` undoes exactly what it lists\n",
-                ledger.display()
+                crate::edges::output::human::tilde(&ledger)
             ));
             ctx.printer.data(&out);
         }

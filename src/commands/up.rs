@@ -6,6 +6,7 @@ use crate::edges::error::{Error, Result};
 use crate::edges::output::{OutputFormat, human_duration};
 use crate::edges::state::{LabState, SECRETS_FILE};
 use crate::host::doctor;
+use crate::host::trust::Ledger;
 use crate::model::plan::{self, Known};
 use crate::model::render::Domain;
 use crate::model::stack::Stack;
@@ -76,11 +77,37 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
     let (report, result) = graph.pipeline.run(&env, interrupt).await;
     let cluster = graph.cluster(&report);
     let deployed = graph.deployed(&report);
-    let card = match (&result, graph.domain(&report)) {
-        (Ok(()), Some(domain)) => Some(access_card(ctx, &state, &stack, &domain)?),
+    let access = match (&result, graph.domain(&report)) {
+        (Ok(()), Some(domain)) => Some(lab_access(ctx, &state, &stack, &domain)?),
         _ => None,
     };
+    let card = access.as_ref().map(LabAccess::summary_card);
     match ctx.printer.ui().format {
+        // On a terminal each step was drawn once as it ran: one short closing block, not the
+        // steps again (issue 16).
+        OutputFormat::Text if ctx.printer.ui().steps_shown_live() => {
+            let trusted = !Ledger::load(&state)?.entries.is_empty();
+            let closing = Closing {
+                lab: &report.lab,
+                outcome: closing_outcome(&report, &result),
+                urls: access
+                    .as_ref()
+                    .map(|a| {
+                        let mut rows: Vec<(String, String)> = a
+                            .urls
+                            .iter()
+                            .map(|u| (u.component.clone(), u.url.clone()))
+                            .collect();
+                        if !a.repos.is_empty() {
+                            rows.push(("repos".into(), a.repos.join(", ")));
+                        }
+                        rows
+                    })
+                    .unwrap_or_default(),
+                next: next_steps(result.is_ok(), access.is_some(), trusted, cluster.as_ref()),
+            };
+            ctx.printer.data(&closing.render());
+        }
         OutputFormat::Json => ctx.printer.json(&serde_json::json!({
             "report": report,
             "cluster": cluster.as_ref(),
@@ -111,7 +138,7 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
 }
 
 /// URLs of the lab and where to get the logins (never the secrets themselves).
-fn access_card(ctx: &Ctx, state: &LabState, stack: &Stack, domain: &Domain) -> Result<String> {
+fn lab_access(ctx: &Ctx, state: &LabState, stack: &Stack, domain: &Domain) -> Result<LabAccess> {
     let secrets = state.stored_secrets()?;
     let access = LabAccess::new(AccessInput {
         lab: &ctx.settings.lab,
@@ -127,7 +154,7 @@ fn access_card(ctx: &Ctx, state: &LabState, stack: &Stack, domain: &Domain) -> R
             .is_some_and(|s| !s.get("gitea_token").is_empty()),
         secrets_file: state.path(SECRETS_FILE),
     });
-    Ok(access.summary_card())
+    Ok(access)
 }
 
 fn summary(report: &UpReport, cluster: Option<&Cluster>, result: &Result<(), UpStop>) -> String {
@@ -173,4 +200,225 @@ fn summary(report: &UpReport, cluster: Option<&Cluster>, result: &Result<(), UpS
         ));
     }
     out
+}
+
+/// How a run ended, for the closing block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ClosingOutcome {
+    /// Every step succeeded; `changed` of `steps` steps wrote something.
+    Up {
+        changed: usize,
+        steps: usize,
+        total: String,
+    },
+    /// A step failed (or Ctrl-C): what never ran.
+    Stopped {
+        why: String,
+        total: String,
+        not_run: Vec<String>,
+    },
+}
+
+fn closing_outcome(report: &UpReport, result: &Result<(), UpStop>) -> ClosingOutcome {
+    let total = human_duration(std::time::Duration::from_millis(report.elapsed_ms as u64));
+    match result {
+        Ok(()) => ClosingOutcome::Up {
+            changed: report
+                .steps
+                .iter()
+                .filter(|s| s.outcome == StepOutcome::Done)
+                .count(),
+            steps: report.steps.len(),
+            total,
+        },
+        Err(stop) => ClosingOutcome::Stopped {
+            why: match stop {
+                UpStop::Failed { step, .. } => format!("stopped at step `{step}`"),
+                UpStop::Interrupted => "interrupted".into(),
+            },
+            total,
+            not_run: report
+                .steps
+                .iter()
+                .filter(|s| s.outcome == StepOutcome::NotRun)
+                .map(|s| s.name.clone())
+                .collect(),
+        },
+    }
+}
+
+/// What to do next: the commands a person runs after this `up`, with why.
+fn next_steps(
+    ok: bool,
+    wired: bool,
+    trusted: bool,
+    cluster: Option<&Cluster>,
+) -> Vec<(String, String)> {
+    let mut next = Vec::new();
+    if !ok {
+        return next;
+    }
+    if wired && !trusted {
+        next.push((
+            "homelab trust --apply".into(),
+            "make this computer's browsers and git trust the lab CA".into(),
+        ));
+    }
+    if wired {
+        next.push((
+            "homelab credentials".into(),
+            "the logins, passwords and the API token".into(),
+        ));
+    }
+    if let Some(c) = cluster {
+        next.push((
+            format!("kubectl --context {} get nodes", c.context),
+            "the cluster".into(),
+        ));
+    }
+    next
+}
+
+/// The short block `up` ends with on a terminal, where every step was already shown once:
+/// what changed and how long it took, the lab's URLs, what to do next. Never a secret.
+struct Closing<'a> {
+    lab: &'a str,
+    outcome: ClosingOutcome,
+    /// (label, URL) rows: the stack's hostnames (every component with one), then the repos.
+    urls: Vec<(String, String)>,
+    /// (command, why) rows.
+    next: Vec<(String, String)>,
+}
+
+impl Closing<'_> {
+    fn render(&self) -> String {
+        let mut out = match &self.outcome {
+            ClosingOutcome::Up {
+                changed: 0, total, ..
+            } => format!(
+                "Lab `{}` was already up; nothing changed ({total})\n",
+                self.lab
+            ),
+            ClosingOutcome::Up {
+                changed,
+                steps,
+                total,
+            } => format!(
+                "Lab `{}` is up ({total}): {changed} of {steps} steps changed something\n",
+                self.lab
+            ),
+            ClosingOutcome::Stopped {
+                why,
+                total,
+                not_run,
+            } => {
+                let mut s = format!("Lab `{}`: {why} after {total}\n", self.lab);
+                if !not_run.is_empty() {
+                    s.push_str(&format!("  not run: {}\n", not_run.join(", ")));
+                }
+                s
+            }
+        };
+        let w = self.urls.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        for (label, url) in &self.urls {
+            out.push_str(&format!("  {label:<w$}  {url}\n"));
+        }
+        if !self.next.is_empty() {
+            out.push_str("Next\n");
+            let w = self
+                .next
+                .iter()
+                .map(|(c, _)| c.len())
+                .filter(|l| *l <= 24)
+                .max()
+                .unwrap_or(0);
+            for (cmd, why) in &self.next {
+                if cmd.len() > w {
+                    out.push_str(&format!("  {cmd}\n"));
+                } else {
+                    out.push_str(&format!("  {cmd:<w$}  {why}\n"));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod closing_tests {
+    use super::*;
+
+    fn urls() -> Vec<(String, String)> {
+        vec![
+            ("gitea".into(), "https://gitea.10.0.0.5.sslip.io".into()),
+            ("nyan-cat".into(), "https://nyan.10.0.0.5.sslip.io".into()),
+            ("repos".into(), "lab/gitops, lab/nyan-cat".into()),
+        ]
+    }
+
+    #[test]
+    fn a_lab_that_came_up_says_what_changed_where_it_is_and_what_next() {
+        let closing = Closing {
+            lab: "t",
+            outcome: ClosingOutcome::Up {
+                changed: 12,
+                steps: 16,
+                total: "4m12s".into(),
+            },
+            urls: urls(),
+            next: vec![
+                ("homelab trust --apply".into(), "trust the CA".into()),
+                ("homelab credentials".into(), "the logins".into()),
+                (
+                    "kubectl --context homelab-t get nodes".into(),
+                    "the cluster".into(),
+                ),
+            ],
+        };
+        assert_eq!(
+            closing.render(),
+            "Lab `t` is up (4m12s): 12 of 16 steps changed something
+  gitea     https://gitea.10.0.0.5.sslip.io
+  nyan-cat  https://nyan.10.0.0.5.sslip.io
+  repos     lab/gitops, lab/nyan-cat
+Next
+  homelab trust --apply  trust the CA
+  homelab credentials    the logins
+  kubectl --context homelab-t get nodes
+"
+        );
+    }
+
+    #[test]
+    fn a_stopped_run_names_the_step_and_what_never_ran() {
+        let closing = Closing {
+            lab: "t",
+            outcome: ClosingOutcome::Stopped {
+                why: "stopped at step `deploy`".into(),
+                total: "2m03s".into(),
+                not_run: vec!["wire-gitea".into(), "wire-ci".into()],
+            },
+            urls: Vec::new(),
+            next: next_steps(false, false, false, None),
+        };
+        assert_eq!(
+            closing.render(),
+            "Lab `t`: stopped at step `deploy` after 2m03s\n  not run: wire-gitea, wire-ci\n"
+        );
+    }
+
+    #[test]
+    fn trust_is_suggested_only_until_this_computer_trusts_the_lab() {
+        let cmds = |trusted| {
+            next_steps(true, true, trusted, None)
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            cmds(false),
+            ["homelab trust --apply", "homelab credentials"]
+        );
+        assert_eq!(cmds(true), ["homelab credentials"]);
+    }
 }

@@ -85,6 +85,11 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
             }
             ctx.printer.json(&v);
         }
+        // On a terminal the hops were drawn once as they ran: only the verdict (issue 16).
+        OutputFormat::Text if ctx.printer.ui().steps_shown_live() => {
+            let text = report.to_text();
+            ctx.printer.data(text.lines().last().unwrap_or_default());
+        }
         OutputFormat::Text => ctx.printer.data(&report.to_text()),
     }
     match error {

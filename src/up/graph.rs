@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::UpEnv;
 use crate::edges::error::{Error, Result};
-use crate::edges::output::{Outcome, Progress};
+use crate::edges::output::{Outcome, Progress, Within};
 use crate::edges::state::{LabState, StateError};
 use crate::model::plan::PlannedStep;
 use crate::model::settings::Settings;
@@ -183,6 +183,8 @@ impl<V: Send + 'static, T: Send + Sync + 'static> Node for TypedNode<V, T> {
 pub struct StepCx<'a> {
     name: &'static str,
     env: &'a UpEnv<'a>,
+    /// What library code this step calls reports: sub-steps of this step.
+    within: Within<'a>,
     changed: &'a AtomicBool,
     previous: Option<StepRecord>,
 }
@@ -218,10 +220,10 @@ impl<'a> StepCx<'a> {
         &self.env.options
     }
 
-    /// Where progress goes, for library code that reports its own sub-steps (one line per
-    /// component while deploying).
+    /// Where progress goes, for library code that reports its own sub-steps (a component
+    /// while deploying): they are reported as sub-steps of this step.
     pub fn progress(&self) -> &dyn Progress {
-        self.env.progress
+        &self.within
     }
 
     /// Say what the step is doing now (replaces the spinner's message, or prints a line).
@@ -450,6 +452,10 @@ impl Pipeline {
             .map(|s| StepCx {
                 name: s.name(),
                 env,
+                within: Within {
+                    parent: s.name(),
+                    inner: env.progress,
+                },
                 changed: &changed,
                 previous: record.steps.get(s.name()).cloned(),
             })

@@ -5,10 +5,11 @@
 //! CLI's [`Printer`] decides how that looks (spinner on a TTY, plain lines otherwise, JSON events
 //! with `--output json`, nothing with `--quiet`).
 
+pub mod human;
+pub mod live;
 pub mod steps;
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -35,6 +36,9 @@ pub struct Ui {
     pub progress: bool,
     /// Colour allowed (TTY and no `NO_COLOR`).
     pub color: bool,
+    /// stdout is a terminal too: with `progress`, what stderr drew live is on the same screen,
+    /// so summaries on stdout do not repeat it.
+    pub stdout_tty: bool,
 }
 
 impl Ui {
@@ -48,7 +52,15 @@ impl Ui {
             verbosity,
             progress: tty && !no_progress && verbosity == 0 && format == OutputFormat::Text,
             color: tty && !no_color,
+            stdout_tty: std::io::stdout().is_terminal(),
         }
+    }
+
+    /// Whether each step was already shown on the screen as it ran and ended (live lines on a
+    /// terminal that stdout shares): a summary then says each step once, by not listing them
+    /// again (issue 16). Off a terminal, or with stdout in a file, summaries list every step.
+    pub fn steps_shown_live(&self) -> bool {
+        self.progress && self.stdout_tty
     }
 }
 
@@ -72,6 +84,52 @@ pub trait Progress: Send + Sync {
     fn update(&self, step: &str, detail: &str);
     /// A step ended.
     fn finish(&self, step: &str, outcome: Outcome, elapsed: Duration, detail: &str);
+
+    /// A sub-step of the running step `parent` started (a component while deploying, a call
+    /// while wiring). Unless a reporter says otherwise, a step like any other.
+    fn sub_start(&self, parent: &str, step: &str, detail: &str) {
+        let _ = parent;
+        self.start(step, detail)
+    }
+    /// A line about a sub-step of `parent`.
+    fn sub_update(&self, parent: &str, step: &str, detail: &str) {
+        let _ = parent;
+        self.update(step, detail)
+    }
+    /// A sub-step of `parent` ended.
+    fn sub_finish(
+        &self,
+        parent: &str,
+        step: &str,
+        outcome: Outcome,
+        elapsed: Duration,
+        detail: &str,
+    ) {
+        let _ = parent;
+        self.finish(step, outcome, elapsed, detail)
+    }
+}
+
+/// The progress seam as a step hands it to the library code it calls: what that code reports
+/// as steps are sub-steps of `parent`.
+pub struct Within<'a> {
+    /// The step the work belongs to.
+    pub parent: &'static str,
+    /// Where progress goes.
+    pub inner: &'a dyn Progress,
+}
+
+impl Progress for Within<'_> {
+    fn start(&self, step: &str, detail: &str) {
+        self.inner.sub_start(self.parent, step, detail)
+    }
+    fn update(&self, step: &str, detail: &str) {
+        self.inner.sub_update(self.parent, step, detail)
+    }
+    fn finish(&self, step: &str, outcome: Outcome, elapsed: Duration, detail: &str) {
+        self.inner
+            .sub_finish(self.parent, step, outcome, elapsed, detail)
+    }
 }
 
 /// Progress that goes nowhere (tests, `--quiet`).
@@ -86,8 +144,8 @@ impl Progress for Silent {
 /// The CLI's printer and progress reporter.
 pub struct Printer {
     ui: Ui,
-    spinners: Mutex<Vec<(String, indicatif::ProgressBar)>>,
-    multi: indicatif::MultiProgress,
+    /// Live lines, when `ui.progress`.
+    live: Option<live::Live>,
 }
 
 #[derive(Serialize)]
@@ -106,10 +164,7 @@ impl Printer {
     pub fn new(ui: Ui) -> Printer {
         Printer {
             ui,
-            spinners: Mutex::new(Vec::new()),
-            multi: indicatif::MultiProgress::with_draw_target(
-                indicatif::ProgressDrawTarget::stderr(),
-            ),
+            live: ui.progress.then(|| live::Live::new(ui.color)),
         }
     }
 
@@ -145,10 +200,22 @@ impl Printer {
     }
 
     fn line(&self, msg: &str) {
-        if self.ui.progress {
-            let _ = self.multi.println(msg);
+        // Messages are for people: files under the home directory read `~/…` (issue 16).
+        let msg = human::tilde_in(msg);
+        if let Some(live) = &self.live {
+            live.println(&msg);
         } else {
             eprintln!("{msg}");
+        }
+    }
+
+    /// A path printed alone on stdout as a command's result (`ca path`, `export logs`): `~/…` on
+    /// a terminal, where a person reads it; whole in a pipe, where a script uses it.
+    pub fn path(&self, path: &std::path::Path) -> String {
+        if self.ui.stdout_tty {
+            human::tilde(path)
+        } else {
+            path.display().to_string()
         }
     }
 
@@ -180,15 +247,9 @@ impl Printer {
     }
 }
 
-/// `1.2s`, `2m03s`.
+/// `1.2s`, `2m03s` (see [`human::duration`]).
 pub fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 60.0 {
-        format!("{secs:.1}s")
-    } else {
-        let s = d.as_secs();
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
+    human::duration(d)
 }
 
 impl Progress for Printer {
@@ -199,16 +260,8 @@ impl Progress for Printer {
         if self.ui.verbosity < 0 {
             return;
         }
-        if self.ui.progress {
-            let pb = self.multi.add(indicatif::ProgressBar::new_spinner());
-            pb.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {prefix:<16} {msg} {elapsed}")
-                    .expect("valid template"),
-            );
-            pb.set_prefix(step.to_string());
-            pb.set_message(detail.to_string());
-            pb.enable_steady_tick(Duration::from_millis(120));
-            self.spinners.lock().unwrap().push((step.to_string(), pb));
+        if let Some(live) = &self.live {
+            live.start(step, detail);
         } else {
             eprintln!("{step:<16} {detail}");
         }
@@ -221,16 +274,8 @@ impl Progress for Printer {
         if self.ui.verbosity < 0 {
             return;
         }
-        if self.ui.progress {
-            if let Some((_, pb)) = self
-                .spinners
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(s, _)| s == step)
-            {
-                pb.set_message(detail.to_string());
-            }
+        if let Some(live) = &self.live {
+            live.update(step, detail);
         } else {
             eprintln!("{step:<16} {detail}");
         }
@@ -240,25 +285,47 @@ impl Progress for Printer {
         if self.ui.format == OutputFormat::Json {
             return self.event("finish", step, Some(&outcome), Some(elapsed), detail);
         }
+        if let Some(live) = &self.live {
+            return live.finish(step, outcome, elapsed, detail);
+        }
         let mark = match outcome {
             Outcome::Done => self.paint("✓", "32"),
             Outcome::Skipped => self.paint("=", "2"),
             Outcome::Failed => self.paint("✗", "31"),
         };
         let line = format!("{mark} {step:<16} {detail} ({})", human_duration(elapsed));
-        let pb = {
-            let mut spinners = self.spinners.lock().unwrap();
-            spinners
-                .iter()
-                .position(|(s, _)| s == step)
-                .map(|i| spinners.remove(i).1)
-        };
-        if let Some(pb) = pb {
-            pb.finish_and_clear();
-            self.multi.remove(&pb);
-        }
         if self.ui.verbosity >= 0 || outcome == Outcome::Failed {
             self.line(&line);
+        }
+    }
+
+    // On a terminal, sub-steps are their parent's current action (one line per step); JSON
+    // events and plain lines stay as they were: one event or line per sub-step.
+    fn sub_start(&self, parent: &str, step: &str, detail: &str) {
+        match &self.live {
+            Some(live) if live.has(parent) => live.sub_update(parent, step, detail, true),
+            _ => self.start(step, detail),
+        }
+    }
+
+    fn sub_update(&self, parent: &str, step: &str, detail: &str) {
+        match &self.live {
+            Some(live) if live.has(parent) => live.sub_update(parent, step, detail, false),
+            _ => self.update(step, detail),
+        }
+    }
+
+    fn sub_finish(
+        &self,
+        parent: &str,
+        step: &str,
+        outcome: Outcome,
+        elapsed: Duration,
+        detail: &str,
+    ) {
+        match &self.live {
+            Some(live) if live.has(parent) => live.sub_finish(parent, step, outcome, detail),
+            _ => self.finish(step, outcome, elapsed, detail),
         }
     }
 }
