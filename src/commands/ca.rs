@@ -83,8 +83,8 @@ pub(super) fn show(ctx: &Ctx) -> Result<ExitStatus> {
             ctx.printer.data(&format!(
                 "CA of lab `{lab}`\n  certificate  {cert}\n  key          {key} (never printed)\n  subject      {subject}\n  SHA-256      {sha}\n  valid        {from} to {to}\n  constraints  {constraints}\n  CA           {ca} (path length {path_len})\n  key usages   {usages}\n  algorithm    {alg}\n",
                 lab = state.lab(),
-                cert = cert.display(),
-                key = key.display(),
+                cert = crate::edges::output::human::tilde(&cert),
+                key = crate::edges::output::human::tilde(&key),
                 subject = info.subject,
                 sha = info.sha256,
                 from = info.not_before,

@@ -1261,7 +1261,7 @@ fn credentials_prints_urls_and_logins() {
   gitea     https://gitea.10.1.2.3.sslip.io
     user       lab-admin
     password   {password}
-    API token  key `gitea_token` in `[HOME]/.local/share/homelab/homelab/secrets.json`
+    API token  key `gitea_token` in `~/.local/share/homelab/homelab/secrets.json`
     registry   gitea.10.1.2.3.sslip.io (`docker login gitea.10.1.2.3.sslip.io -u lab-admin` with the password or the token)
   drone     https://drone.10.1.2.3.sslip.io (sign in through Gitea as `lab-admin`)
   nyan-cat  https://nyan.10.1.2.3.sslip.io
@@ -1301,7 +1301,7 @@ fn credentials_of_a_lab_never_built_is_an_error_and_creates_nothing() {
     run.failure(1);
     assert_eq!(
         run.stderr,
-        "error: lab `nope` has no credentials yet: `[HOME]/.local/share/homelab/nope/secrets.json` does not exist\nhint: run `homelab up` to build the lab; `--lab NAME` picks another lab\n"
+        "error: lab `nope` has no credentials yet: `~/.local/share/homelab/nope/secrets.json` does not exist\nhint: run `homelab up` to build the lab; `--lab NAME` picks another lab\n"
     );
     assert!(!ctx.state_dir("nope").exists());
 }

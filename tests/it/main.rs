@@ -16,6 +16,7 @@ mod provision;
 mod render;
 mod settings_and_inputs;
 mod sync_engine;
+mod terminal;
 mod tls_ca;
 mod trust_host;
 mod up_full;

@@ -29,14 +29,15 @@ fn python() -> &'static str {
     })
 }
 
-struct Lab {
-    ctx: TestContext,
+/// Also the terminal tests' lab (`terminal.rs`).
+pub(crate) struct Lab {
+    pub(crate) ctx: TestContext,
     fake_dir: PathBuf,
 }
 
 impl Lab {
     /// A sandbox with the fake `multipass` on PATH and short waits; lab `t`.
-    fn new() -> Lab {
+    pub(crate) fn new() -> Lab {
         let mut lab = Lab::without_multipass();
         let script = FAKE.replacen("#!/usr/bin/env python3", &format!("#!{}", python()), 1);
         lab.ctx.fake_tool("multipass", &script);
@@ -73,7 +74,7 @@ impl Lab {
 
     /// Runs `homelab`; `up` stops once the cluster is ready (`--until ready`): these tests are
     /// about provisioning, and the lab half of `up` is tested against the fake API server.
-    fn homelab(&self, args: &[&str]) -> Run {
+    pub(crate) fn homelab(&self, args: &[&str]) -> Run {
         if args.first() == Some(&"up") {
             let mut with_until = args.to_vec();
             with_until.extend(["--until", "ready"]);
@@ -670,7 +671,7 @@ fn fresh_up_launches_waits_and_writes_the_kube_context() {
     );
     assert!(
         run.stdout
-            .contains("context `homelab-t` (https://10.77.0.2:16443) in `[HOME]/.kube/config`\n"),
+            .contains("context `homelab-t` (https://10.77.0.2:16443) in `~/.kube/config`\n"),
         "{}",
         run.stdout
     );
@@ -1557,15 +1558,24 @@ fn status_shows_vms_cluster_context_and_steps() {
     let stdout: String = run
         .stdout
         .lines()
-        .map(|l| match l.find(" done 20") {
-            Some(i) => format!("{} done [TIME]", &l[..i]),
+        .map(|l| match l.find(" done ") {
+            // Ages and durations for people (issue 16), never a raw timestamp.
+            Some(i) => {
+                let (age, took) = l[i + 6..].split_once(", took ").expect("a duration");
+                assert!(
+                    age == "just now" || age.ends_with(" s ago") || age.ends_with(" min ago"),
+                    "{l}"
+                );
+                assert!(took.ends_with('s') && !took.contains('T'), "{l}");
+                format!("{} done [AGE], took [DURATION]", &l[..i])
+            }
             None => l.to_string(),
         })
         .collect::<Vec<_>>()
         .join("\n");
     assert_eq!(
         stdout,
-        "Lab `t` (multipass)\n\nVMs\n  homelab-t-1  Running  10.77.0.2  4 CPUs  0.4G of 7.8G memory\n\nCluster: reachable (1 of 1 nodes Ready)\n  homelab-t-1  Ready  v1.36.0\n\nKube context: `homelab-t` in `[HOME]/.kube/config`\n\nSteps of `homelab up`\n  ✓ secrets       done [TIME]\n  ✓ ca            done [TIME]\n  ✓ cloud-init    done [TIME]\n  ✓ vms           done [TIME]\n  ✓ provisioned   done [TIME]\n  ✓ join          done [TIME]\n  ✓ kubeconfig    done [TIME]\n  ✓ engine-image  done [TIME]\n  ✓ ready         done [TIME]\n  - node-names    not done\n  - prepare       not done\n  - render        not done\n  - deploy        not done\n  - wire-gitea    not done\n  - wire-ci       not done\n  - verify        not done"
+        "Lab `t` (multipass)\n\nVMs\n  homelab-t-1  Running  10.77.0.2  4 CPUs  0.4G of 7.8G memory\n\nCluster: reachable (1 of 1 nodes Ready)\n  homelab-t-1  Ready  v1.36.0\n\nKube context: `homelab-t` in `~/.kube/config`\n\nSteps of `homelab up`\n  ✓ secrets       done [AGE], took [DURATION]\n  ✓ ca            done [AGE], took [DURATION]\n  ✓ cloud-init    done [AGE], took [DURATION]\n  ✓ vms           done [AGE], took [DURATION]\n  ✓ provisioned   done [AGE], took [DURATION]\n  ✓ join          done [AGE], took [DURATION]\n  ✓ kubeconfig    done [AGE], took [DURATION]\n  ✓ engine-image  done [AGE], took [DURATION]\n  ✓ ready         done [AGE], took [DURATION]\n  - node-names    not done\n  - prepare       not done\n  - render        not done\n  - deploy        not done\n  - wire-gitea    not done\n  - wire-ci       not done\n  - verify        not done"
     );
     assert_eq!(lab.argv(), [INFO, NODES], "status only looks");
 
@@ -1598,7 +1608,7 @@ fn down_keeps_ca_and_secrets_and_up_reuses_them() {
     assert_eq!(lab.fake_state()["instances"], json!({}));
     assert_eq!(
         run.stdout,
-        "deleted and purged VM(s) homelab-t-1\nremoved kube context `homelab-t` from `[HOME]/.kube/config`\nkept the lab's CA and secrets in `[HOME]/.local/share/homelab/t` (`homelab down --purge` deletes them)\n"
+        "deleted and purged VM(s) homelab-t-1\nremoved kube context `homelab-t` from `~/.kube/config`\nkept the lab's CA and secrets in `~/.local/share/homelab/t` (`homelab down --purge` deletes them)\n"
     );
     let kc = lab.kubeconfig();
     assert_eq!(kc["clusters"].as_array().unwrap().len(), 1);

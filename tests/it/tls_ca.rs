@@ -391,7 +391,7 @@ fn ca_show_and_path_before_and_after_the_ca_exists() {
     run.failure(1);
     assert_eq!(
         run.stderr,
-        "error: lab `homelab` has no CA yet (no `[HOME]/.local/share/homelab/homelab/ca/ca.crt`)\nhint: `homelab up` creates it (so do `homelab render` and `homelab trust`, without a VM)\n"
+        "error: lab `homelab` has no CA yet (no `~/.local/share/homelab/homelab/ca/ca.crt`)\nhint: `homelab up` creates it (so do `homelab render` and `homelab trust`, without a VM)\n"
     );
     ctx.homelab(&["ca", "path"]).failure(1);
     assert!(
@@ -403,7 +403,7 @@ fn ca_show_and_path_before_and_after_the_ca_exists() {
     let (json, text) = show(&ctx);
     assert_eq!(
         text,
-        "CA of lab `homelab`\n  certificate  [HOME]/.local/share/homelab/homelab/ca/ca.crt\n  key          [HOME]/.local/share/homelab/homelab/ca/ca.key (never printed)\n  subject      CN=homelab CA (homelab), O=homelab\n  SHA-256      [SHA256]\n  valid        [NOT-BEFORE] to [NOT-AFTER]\n  constraints  permitted DNS sslip.io, lab.example.test; excluded IP 0.0.0.0/0, IP ::/0\n  CA           yes (path length 0)\n  key usages   digitalSignature, keyCertSign, cRLSign\n  algorithm    ECDSA P-256\n"
+        "CA of lab `homelab`\n  certificate  ~/.local/share/homelab/homelab/ca/ca.crt\n  key          ~/.local/share/homelab/homelab/ca/ca.key (never printed)\n  subject      CN=homelab CA (homelab), O=homelab\n  SHA-256      [SHA256]\n  valid        [NOT-BEFORE] to [NOT-AFTER]\n  constraints  permitted DNS sslip.io, lab.example.test; excluded IP 0.0.0.0/0, IP ::/0\n  CA           yes (path length 0)\n  key usages   digitalSignature, keyCertSign, cRLSign\n  algorithm    ECDSA P-256\n"
     );
     let sha = json["sha256"].as_str().unwrap().to_string();
     assert_eq!(sha.len(), 95);
@@ -470,7 +470,7 @@ fn new_domain_needs_a_deliberate_regenerate() {
     run.failure(1);
     assert_eq!(
         run.stderr,
-        "error: domain `other.test` is outside the name constraints of the lab CA `[HOME]/.local/share/homelab/homelab/ca/ca.crt`, which may only issue for `sslip.io`, `lab.example.test`\nhint: use a domain under `sslip.io`, `lab.example.test` with `--domain`\nhint: or replace the lab CA with one that covers `other.test`: `homelab ca regenerate --domain other.test` (run `homelab untrust` first if you trusted the old one)\n"
+        "error: domain `other.test` is outside the name constraints of the lab CA `~/.local/share/homelab/homelab/ca/ca.crt`, which may only issue for `sslip.io`, `lab.example.test`\nhint: use a domain under `sslip.io`, `lab.example.test` with `--domain`\nhint: or replace the lab CA with one that covers `other.test`: `homelab ca regenerate --domain other.test` (run `homelab untrust` first if you trusted the old one)\n"
     );
     let (unchanged, _) = show(&ctx);
     assert_eq!(unchanged["sha256"], before["sha256"]);

@@ -394,6 +394,8 @@ fn error_part(stderr: &str) -> &str {
 }
 
 const CA: &str = "[HOME]/.local/share/homelab/homelab/ca/ca.crt";
+/// The CA file as messages for people name it (issue 16).
+const CA_IN_MESSAGES: &str = "~/.local/share/homelab/homelab/ca/ca.crt";
 const PROFILE: &str = "[HOME]/.mozilla/firefox/abcd.default-release";
 
 /// Issue 12: `trust --apply`, `untrust` and `ca regenerate` change the lab, so each takes its
@@ -472,7 +474,7 @@ fn apply_then_untrust_round_trips_through_the_ledger() {
         "applied  system trust store (Debian/Ubuntu): applied and recorded\n\
          applied  Firefox profile `abcd.default-release`: applied and recorded\n\
          applied  git, for `https://gitea.lab.example.test/` only: applied and recorded\n\
-         ledger: `[HOME]/.local/share/homelab/homelab/trust-ledger.json`; `homelab untrust` undoes exactly what it lists\n"
+         ledger: `~/.local/share/homelab/homelab/trust-ledger.json`; `homelab untrust` undoes exactly what it lists\n"
     );
     assert_eq!(
         host.log(),
@@ -546,7 +548,7 @@ fn apply_then_untrust_round_trips_through_the_ledger() {
         "skipped  system trust store (Debian/Ubuntu): already applied (recorded in `trust-ledger.json`)\n\
          skipped  Firefox profile `abcd.default-release`: already applied (recorded in `trust-ledger.json`)\n\
          skipped  git, for `https://gitea.lab.example.test/` only: already applied (recorded in `trust-ledger.json`)\n\
-         ledger: `[HOME]/.local/share/homelab/homelab/trust-ledger.json`; `homelab untrust` undoes exactly what it lists\n"
+         ledger: `~/.local/share/homelab/homelab/trust-ledger.json`; `homelab untrust` undoes exactly what it lists\n"
     );
     assert_eq!(host.log(), "");
     assert_eq!(std::fs::read_to_string(host.ledger_path()).unwrap(), before);
@@ -593,7 +595,7 @@ fn failing_undo_leaves_exactly_what_is_still_applied() {
     assert_eq!(
         error_part(&run.stderr),
         format!(
-            "error: could not undo 1 recorded trust change; `[HOME]/.local/share/homelab/homelab/trust-ledger.json` still lists it:\n  \
+            "error: could not undo 1 recorded trust change; `~/.local/share/homelab/homelab/trust-ledger.json` still lists it:\n  \
              - remove the lab CA from Firefox profile `abcd.default-release`: `certutil -D -d sql:{PROFILE} -n 'homelab CA (homelab)'` exited with 255\n    \
              certutil: could not find certificate named \"homelab CA (homelab)\": SEC_ERROR_BAD_DATABASE\n\
              hint: fix the cause and run `homelab untrust` again; it retries only what is still listed\n"
@@ -656,7 +658,7 @@ fn a_failed_change_is_not_recorded_and_a_failed_refresh_is_retried() {
     assert_eq!(
         error_part(&run.stderr),
         format!(
-            "error: add the lab CA to system trust store (Debian/Ubuntu): `sudo -n -- install -D -m 0644 {CA} /usr/local/share/ca-certificates/homelab-homelab.crt` exited with 1\n\
+            "error: add the lab CA to system trust store (Debian/Ubuntu): `sudo -n -- install -D -m 0644 {CA_IN_MESSAGES} /usr/local/share/ca-certificates/homelab-homelab.crt` exited with 1\n\
              install: failed on purpose\n\
              hint: this step changed nothing; fix the cause and run `homelab trust --apply` again (steps already applied are skipped)\n"
         )

@@ -68,16 +68,32 @@ pub fn tilde(path: &Path) -> String {
     tilde_with(path, home.as_deref())
 }
 
-/// `text` with every path under `home` written as `~/…` (messages that name a file).
+/// `text` with every path under `home` that starts a word written as `~/…` (messages that
+/// name a file). Only where a shell would expand `~` again — at the start, after a space, a
+/// backtick or a parenthesis — so a command copied from a message still works (`sql:/home/…`
+/// and quoted paths stay whole).
 pub fn tilde_in_with(text: &str, home: Option<&Path>) -> String {
-    match home.filter(|h| h.is_absolute() && h.parent().is_some()) {
-        Some(home) => {
-            let home = home.display().to_string();
-            let home = home.trim_end_matches('/');
-            text.replace(&format!("{home}/"), "~/")
-        }
-        None => text.to_string(),
+    let Some(home) = home.filter(|h| h.is_absolute() && h.parent().is_some()) else {
+        return text.to_string();
+    };
+    let home = format!("{}/", home.display().to_string().trim_end_matches('/'));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(&home) {
+        let starts_word = match rest[..i].chars().next_back() {
+            None => out.chars().next_back().is_none_or(starts_a_word),
+            Some(c) => starts_a_word(c),
+        };
+        out.push_str(&rest[..i]);
+        out.push_str(if starts_word { "~/" } else { &home });
+        rest = &rest[i + home.len()..];
     }
+    out.push_str(rest);
+    out
+}
+
+fn starts_a_word(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '`' | '(')
 }
 
 /// `text` for people, paths under `$HOME` as `~/…` (see [`tilde_in_with`]).

@@ -115,9 +115,12 @@ impl Live {
         human::terminal_width().unwrap_or(80).max(40)
     }
 
-    /// A line above the live area (notes, warnings, finished steps).
+    /// A line above the live area (notes, warnings, finished steps). Written while the live
+    /// lines are lifted off, as a plain line: indicatif's own `println` pads every line to the
+    /// terminal's width, which leaves trailing spaces in what people copy and breaks each line in
+    /// two when the window gets narrower.
     pub fn println(&self, line: &str) {
-        let _ = self.multi.println(line);
+        self.multi.suspend(|| eprintln!("{line}"));
     }
 
     fn paint(&self, text: &str, code: &str) -> String {

@@ -151,7 +151,7 @@ impl LabAccess {
             out.push_str(&format!(
                 "    API token  key `{}` in `{}`\n",
                 self.token_key,
-                self.token_file.display()
+                crate::edges::output::human::tilde(&self.token_file)
             ));
         } else {
             out.push_str("    API token  not created yet: run `homelab up`\n");
