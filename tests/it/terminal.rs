@@ -57,9 +57,6 @@ fn up_on_terminal(lab: &Lab) -> String {
     cmd.args(["up", "--until", "ready"]);
     let (raw, code) = run_on_terminal(&cmd);
     let raw = lab.ctx.filter(&raw);
-    if let Some(path) = std::env::var_os("TERMINAL_DUMP") {
-        std::fs::write(path, &raw).unwrap();
-    }
     assert_eq!(code, Some(0), "up failed on the terminal:\n{raw}");
     assert!(
         raw.contains("\x1b["),
@@ -216,4 +213,68 @@ fn without_ages(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The whole `up` (every step, against the lab simulator) on a terminal: deploying's
+/// components and wiring's calls are their step's current action, never lines of their own;
+/// the closing block has the lab's URLs and what to do next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_up_on_a_terminal_ends_with_the_urls_and_what_to_do_next() {
+    use crate::support::lab_sim::{LAB, Provider, Sim};
+    let sim = Sim::start(Provider::Multipass, 4).await;
+    let mut cmd = sim.ctx.command();
+    cmd.arg("up");
+    let (raw, code) = tokio::task::spawn_blocking(move || run_on_terminal(&cmd))
+        .await
+        .unwrap();
+    let raw = sim.ctx.filter(&raw);
+    assert_eq!(code, Some(0), "up failed on the terminal:\n{raw}");
+    let mut screen = Screen::new(COLUMNS);
+    screen.feed(&raw);
+    let text = screen.text();
+    assert!(screen.overflows().is_empty(), "{:#?}", screen.overflows());
+    let plan = sim.homelab(&["plan", "--output", "json"]).await;
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let steps: Vec<&str> = plan["pipeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps.len(), 16, "{steps:?}");
+    let marked: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(['✓', '–', '✗']))
+        .collect();
+    // One line per step of `up`, and nothing else drawn as a step: no component, no call.
+    assert_eq!(marked.len(), steps.len(), "{text}");
+    for step in &steps {
+        let n = marked
+            .iter()
+            .filter(|l| l.split_whitespace().nth(1) == Some(step))
+            .count();
+        assert_eq!(n, 1, "`{step}` shows once:\n{text}");
+    }
+    let closing: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("Lab `{LAB}` is up")))
+        .collect();
+    assert!(!closing.is_empty(), "{text}");
+    for expected in [
+        format!("https://gitea.{}", sim.domain),
+        format!("https://nyan.{}", sim.domain),
+        "homelab trust --apply".to_string(),
+        "homelab credentials".to_string(),
+    ] {
+        assert!(
+            closing.iter().any(|l| l.contains(&expected)),
+            "the closing block names `{expected}`:\n{}",
+            closing.join("\n")
+        );
+    }
+    assert!(
+        closing.len() <= 14,
+        "a short closing block:\n{}",
+        closing.join("\n")
+    );
 }
