@@ -671,7 +671,7 @@ fn fresh_up_launches_waits_and_writes_the_kube_context() {
     );
     assert!(
         run.stdout
-            .contains("context `homelab-t` (https://10.77.0.2:16443) in `~/.kube/config`\n"),
+            .contains("context `homelab-t` (https://10.77.0.2:16443) in `[HOME]/.kube/config`\n"),
         "{}",
         run.stdout
     );
