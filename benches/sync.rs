@@ -396,6 +396,7 @@ async fn bench() {
             triggers: trig_tx,
             ready: ready2_rx,
             leader: leader_rx,
+            page: None,
         }),
         stop(stop_rx.clone()),
     ));

@@ -123,6 +123,13 @@ pub enum Command {
     /// token is stored, and the Drone and app URLs. `--output json` for scripts.
     Credentials(CredentialsArgs),
 
+    /// Open the lab page, https://lab.<domain>, in the default browser
+    ///
+    /// The page shows every component with its URL and health, the Applications, the last
+    /// verify and how to trust the lab CA. The URL is always printed; `--print` only prints it
+    /// (for a browser on another computer).
+    Open(OpenArgs),
+
     /// Prove the loop works: commit a change to `lab/nyan-cat` and follow it to the live site
     ///
     /// Commits a new version marker through Gitea's API, then waits for each hop and reports
@@ -512,6 +519,16 @@ pub struct CredentialsArgs {
     pub stack: StackArgs,
 }
 
+/// Arguments of `open`.
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// Only print the URL; do not start a browser
+    #[arg(long)]
+    pub print: bool,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
 /// Arguments of `doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -563,6 +580,7 @@ impl Cli {
             Command::Ca(CaCommand::Regenerate(a)) => layer.domain = a.domain.clone(),
             Command::Untrust | Command::Ca(_) => {}
             Command::Credentials(a) => a.stack.apply(&mut layer),
+            Command::Open(a) => a.stack.apply(&mut layer),
             Command::Verify(a) => a.stack.apply(&mut layer),
             Command::Up(a) => {
                 a.stack.apply(&mut layer);

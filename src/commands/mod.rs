@@ -23,6 +23,7 @@ mod doctor;
 mod down;
 mod export;
 mod kube_target;
+mod open;
 mod plan;
 mod prepare;
 mod render;
@@ -136,6 +137,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Ca(CaCommand::Show) => ca::show(&ctx),
         Command::Ca(CaCommand::Regenerate(_)) => ca::regenerate(&ctx),
         Command::Credentials(_) => credentials::run(&ctx),
+        Command::Open(args) => open::run(&ctx, args),
         Command::Verify(_) => verify::run(&ctx).await,
         Command::Sync(args) => sync::run(&ctx, args).await,
         Command::Apps(args) => apps::run(&ctx, args).await,

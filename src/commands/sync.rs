@@ -1,6 +1,6 @@
 //! `homelab sync`: the sync engine, once (`--once`, or named Applications), from a laptop
 //! (`--watch`), or as the in-cluster Deployment (`--in-cluster`: service account, `/healthz`,
-//! `/readyz`, `/webhook`, `/metrics`, JSON logs).
+//! `/readyz`, `/webhook`, `/metrics`, the lab page at `/`, JSON logs).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::edges::output::OutputFormat;
 use crate::edges::redact::Secret;
 use crate::sync::engine::{Engine, EngineConfig, Mode, Outcome};
 use crate::sync::lease::{Leader, LeaseConfig};
+use crate::sync::page::gather::{PageConfig, PageSource};
 use crate::sync::run::{self, SchedulerConfig, Trigger};
 use crate::sync::server::{self, ServerState};
 use crate::sync::webhook::{DEFAULT_MAX_BODY, DEFAULT_REMEMBERED, Webhook, WebhookConfig};
@@ -136,6 +137,23 @@ pub(super) async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<ExitStatus> {
                 args.poll
             );
         }
+        let mut scrub = crate::edges::redact::Scrubber::new();
+        if let Some(s) = &secret {
+            scrub.add_secret(s);
+        }
+        let page = Arc::new(PageSource::new(PageConfig {
+            namespace: std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|n| !n.is_empty())
+                .or_else(|| args.lease_namespace.clone())
+                .unwrap_or_else(|| "homelab-system".into()),
+            ca_pem: engine
+                .config()
+                .ca_pem
+                .as_deref()
+                .and_then(crate::sync::page::public_certificates),
+            scrub,
+        }));
         let hook = secret.map(|secret| {
             Arc::new(Webhook::new(WebhookConfig {
                 secret,
@@ -146,13 +164,14 @@ pub(super) async fn run(ctx: &Ctx, args: &SyncArgs) -> Result<ExitStatus> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| Error::msg(format!("listen on `{}`: {e}", args.listen)))?;
-        tracing::info!(addr = %args.listen, "serving /healthz, /readyz, /webhook, /metrics");
+        tracing::info!(addr = %args.listen, "serving /healthz, /readyz, /webhook, /metrics and the lab page at /");
         let state = Arc::new(ServerState {
             engine: engine.clone(),
             webhook: hook,
             triggers: trig_tx.clone(),
             ready: ready_rx,
             leader: leader_rx,
+            page: Some(page),
         });
         Some(tokio::spawn(server::serve(
             listener,

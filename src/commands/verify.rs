@@ -69,13 +69,20 @@ pub(super) async fn run(ctx: &Ctx) -> Result<ExitStatus> {
     let cluster = cluster.ok_or_else(|| {
         Error::msg(format!("lab `{}` has no cluster", settings.lab)).hint("run `homelab up` first")
     })?;
-    let apps = crate::verify::KubeApplications::new(cluster.client().await?);
+    let client = cluster.client().await?;
+    let apps = crate::verify::KubeApplications::new(client.clone());
     let result =
         crate::verify::verify(&target, &apps, &VerifyOptions::default(), &ctx.printer).await;
     let (report, error) = match result {
         Ok(r) => (r, None),
         Err(f) => (f.report, Some(f.error)),
     };
+    // The lab page shows the last verify.
+    if let Some(ns) = crate::verify::publish::page_namespace(&stack) {
+        let run =
+            crate::verify::publish::page_run(&report, error.as_ref(), &crate::sync::status::now());
+        crate::verify::publish::publish(client, &ns, &run).await;
+    }
     match ctx.printer.ui().format {
         OutputFormat::Json => {
             let mut v = serde_json::to_value(&report).expect("reports serialize");

@@ -217,12 +217,14 @@ pub fn hosts(stack: &Stack, domain: &Domain) -> BTreeMap<String, String> {
 fn component_value(c: &Component, hosts: &BTreeMap<String, String>) -> Value {
     json!({
         "name": c.name,
+        "description": c.description,
         "namespace": c.namespace.clone().unwrap_or_default(),
         "version": c.version.clone().unwrap_or_default(),
         "images": c.images,
         "resources": c.resources.as_ref().map(|r| json!({"cpu": r.cpu, "memory": r.memory}))
             .unwrap_or_else(|| json!({"cpu": "50m", "memory": "64Mi"})),
         "host": hosts.get(&c.name).cloned().unwrap_or_default(),
+        "url": hosts.get(&c.name).map(|h| format!("https://{h}")).unwrap_or_default(),
         "timeout": c.timeout.unwrap_or(300),
     })
 }
@@ -230,8 +232,8 @@ fn component_value(c: &Component, hosts: &BTreeMap<String, String>) -> Value {
 /// The one function that builds the template context.
 ///
 /// Variables: `lab`, `domain`, `stack` {name, kubernetes}, `component` (the one being rendered:
-/// name, namespace, version, images, resources {cpu, memory}, host), `components` (all, by name,
-/// same shape), `hosts` and `urls` (by component name), `secrets` (by name), `ca` {cert_pem,
+/// name, description, namespace, version, images, resources {cpu, memory}, host, url), `components`
+/// (all, by name, same shape), `stack_components` (the same, as a list in stack order), `hosts` and `urls` (by component name), `secrets` (by name), `ca` {cert_pem,
 /// key_pem}, `gitea` {admin_user, org, url, internal_url}, `labels` {lab, component}, `channel`.
 ///
 /// Also:
@@ -275,6 +277,14 @@ pub fn context(input: &RenderInput<'_>, component: Option<&Component>) -> tera::
     );
     ctx.insert("channel", &input.channel);
     ctx.insert("components", &components);
+    // The same values as a list in stack order (the lab page lists components as the stack does).
+    let in_order: Vec<Value> = input
+        .stack
+        .components
+        .iter()
+        .map(|c| component_value(c, &hosts))
+        .collect();
+    ctx.insert("stack_components", &in_order);
     ctx.insert("hosts", &hosts);
     ctx.insert("urls", &urls);
     ctx.insert("secrets", &secrets);

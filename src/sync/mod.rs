@@ -12,8 +12,8 @@
 //! ```
 //!
 //! Architecture invariant: everything above the engine line is pure (values in, values out) and
-//! tested without a cluster; only [`source`], [`cache`], [`engine`], [`run`], [`lease`] and
-//! [`server`] do I/O.
+//! tested without a cluster; only [`source`], [`cache`], [`engine`], [`run`], [`lease`],
+//! [`server`] and [`page::gather`] do I/O.
 //! The layout follows argoproj/gitops-engine: `sync` (plan + tasks), `diff`, `health`, `cache`.
 
 pub mod app;
@@ -26,6 +26,7 @@ pub mod health;
 pub mod image;
 pub mod lease;
 pub mod manifests;
+pub mod page;
 pub mod plan;
 pub mod run;
 pub mod server;

@@ -1,6 +1,8 @@
 //! The in-cluster engine's HTTP endpoints on one port: `GET /healthz` (the process serves),
 //! `GET /readyz` (Applications are listed and watched), `POST /webhook` and `POST /api/webhook`
-//! (Gitea pushes; the second is Argo CD's path) and `GET /metrics` (Prometheus text).
+//! (Gitea pushes; the second is Argo CD's path), `GET /metrics` (Prometheus text), and the lab
+//! page: `GET /` (HTML, see [`super::page`]) and `GET /lab/ca.crt` (the lab CA's public
+//! certificate), which the `lab-page` Ingress publishes as `https://lab.<domain>`.
 //!
 //! Place in the data flow: Gitea → `POST /webhook` → [`super::webhook::Webhook::check`] →
 //! a [`super::run::Trigger`] (or, on a standby engine, Argo's refresh annotation on the matching
@@ -47,6 +49,8 @@ pub struct ServerState {
     pub ready: watch::Receiver<bool>,
     /// Holding the Lease.
     pub leader: watch::Receiver<bool>,
+    /// The lab page; `None` serves no page (404).
+    pub page: Option<Arc<super::page::gather::PageSource>>,
 }
 
 type Body = Full<Bytes>;
@@ -104,6 +108,35 @@ async fn handle(state: &ServerState, req: Request<Incoming>) -> Response<Body> {
             }
         }
         (&Method::GET, "/metrics") => text(StatusCode::OK, metrics(state)),
+        (&Method::GET | &Method::HEAD, "/") if state.page.is_some() => {
+            let page = state.page.as_ref().expect("checked");
+            let html = page.html(&state.engine).await;
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "text/html; charset=utf-8")
+                .header("cache-control", "no-store")
+                .header(
+                    "content-security-policy",
+                    super::page::html::content_security_policy(),
+                )
+                .header("x-content-type-options", "nosniff")
+                .header("referrer-policy", "no-referrer")
+                .body(Full::new(Bytes::from(html)))
+                .expect("a valid response")
+        }
+        (&Method::GET, super::page::CA_PATH) => {
+            match state.page.as_ref().and_then(|p| p.cfg.ca_pem.clone()) {
+                Some(pem) => Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "application/x-pem-file")
+                    .header("x-content-type-options", "nosniff")
+                    // The page's `download` attribute names the file.
+                    .header("content-disposition", "attachment")
+                    .body(Full::new(Bytes::from(pem)))
+                    .expect("a valid response"),
+                None => text(StatusCode::NOT_FOUND, "no lab CA certificate here\n"),
+            }
+        }
         (&Method::POST, WEBHOOK_PATH | ARGO_WEBHOOK_PATH) => webhook(state, req).await,
         (_, WEBHOOK_PATH | ARGO_WEBHOOK_PATH) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n")

@@ -106,5 +106,21 @@ pub async fn run_for_lab(
     progress: &dyn Progress,
 ) -> Result<Result<VerifyReport, Box<VerifyFailure>>, crate::edges::error::Error> {
     let target = target_for_lab(l)?;
-    Ok(verify(&target, &KubeApplications::new(kube), opts, progress).await)
+    let result = verify(
+        &target,
+        &KubeApplications::new(kube.clone()),
+        opts,
+        progress,
+    )
+    .await;
+    if let Some(ns) = super::publish::page_namespace(l.stack) {
+        let run = match &result {
+            Ok(r) => super::publish::page_run(r, None, &crate::sync::status::now()),
+            Err(f) => {
+                super::publish::page_run(&f.report, Some(&f.error), &crate::sync::status::now())
+            }
+        };
+        super::publish::publish(kube, &ns, &run).await;
+    }
+    Ok(result)
 }

@@ -25,6 +25,7 @@ mod error;
 mod hops;
 mod lab;
 mod page;
+pub mod publish;
 mod report;
 mod walk;
 mod watch;

@@ -1263,6 +1263,7 @@ fn credentials_prints_urls_and_logins() {
     password   {password}
     API token  key `gitea_token` in `~/.local/share/homelab/homelab/secrets.json`
     registry   gitea.10.1.2.3.sslip.io (`docker login gitea.10.1.2.3.sslip.io -u lab-admin` with the password or the token)
+  lab-page  https://lab.10.1.2.3.sslip.io
   drone     https://drone.10.1.2.3.sslip.io (sign in through Gitea as `lab-admin`)
   nyan-cat  https://nyan.10.1.2.3.sslip.io
   repos     lab/gitops, lab/nyan-cat
@@ -1345,6 +1346,7 @@ fn the_summary_card_shows_urls_and_points_to_credentials_without_secrets() {
         access.summary_card(),
         "Lab `workshop` is ready
   gitea     https://gitea.10.1.2.3.sslip.io
+  lab-page  https://lab.10.1.2.3.sslip.io
   drone     https://drone.10.1.2.3.sslip.io
   nyan-cat  https://nyan.10.1.2.3.sslip.io
   repos     lab/gitops, lab/nyan-cat

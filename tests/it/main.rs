@@ -9,6 +9,7 @@ mod existing_provider;
 mod export_logs;
 mod gitea_wiring;
 mod kube_apply;
+mod lab_page;
 mod layers;
 mod node_names;
 mod prepare;

@@ -120,7 +120,7 @@ fn assert_step(run: &Run, name: &str, mark: &str) {
 
 fn block(address: &str, domain: &str) -> String {
     format!(
-        "# BEGIN homelab lab names\n{address} drone.{domain} gitea.{domain} nyan.{domain}\n# END homelab lab names\n"
+        "# BEGIN homelab lab names\n{address} drone.{domain} gitea.{domain} lab.{domain} nyan.{domain}\n# END homelab lab names\n"
     )
 }
 

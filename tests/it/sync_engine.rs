@@ -1804,6 +1804,7 @@ async fn the_webhook_endpoint_rejects_and_counts_bad_signatures_oversized_bodies
         triggers: trig_tx,
         ready: ready_rx,
         leader: leader_rx,
+        page: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -2624,6 +2625,7 @@ async fn a_standby_engine_hands_a_webhook_to_the_lease_holder_through_the_refres
         triggers: trig_tx,
         ready: ready_rx,
         leader: leader_rx,
+        page: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/webhook", listener.local_addr().unwrap());

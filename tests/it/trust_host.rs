@@ -838,3 +838,57 @@ fn down_purge_refuses_while_trusted_and_untrusts_first_when_asked() {
     assert!(!state_dir.exists(), "nothing of the lab is left");
     assert!(host.log().contains("certutil -D -d sql:"), "{}", host.log());
 }
+
+/// The lab page tells a person on another computer how to trust the downloaded CA file by hand:
+/// those lines are exactly the system step `homelab trust --apply` runs on each OS (with the file
+/// name the page's download gives), so the page and the command cannot drift apart.
+#[test]
+fn the_lab_page_s_trust_steps_are_the_commands_homelab_trust_runs() {
+    use homelab::sync::page::{ca_file_name, trust_steps};
+    let lab = "workshop";
+    let file = ca_file_name(lab);
+    let shell = |cmd: &homelab::host::trust::HostCmd, sudo: bool| {
+        let mut words = Vec::new();
+        if cmd.elevated && sudo {
+            words.push("sudo".to_string());
+        }
+        words.push(cmd.program.clone());
+        words.extend(cmd.args.iter().cloned());
+        words.join(" ")
+    };
+    let system_step = |facts: HostFacts, sudo: bool| -> Vec<String> {
+        let plan = plan(&target(&file, false), &facts);
+        let step = plan.steps.iter().find(|s| s.id == "system").unwrap();
+        step.apply.iter().map(|c| shell(c, sudo)).collect()
+    };
+    let page = trust_steps(lab);
+    let by_os = |os: &str| {
+        page.iter()
+            .find(|t| t.os == os)
+            .unwrap_or_else(|| panic!("the page has no steps for {os}"))
+            .commands
+            .clone()
+    };
+    for (os, family) in [
+        ("Debian, Ubuntu", LinuxFamily::Debian),
+        ("Fedora, RHEL", LinuxFamily::Fedora),
+        ("Arch", LinuxFamily::Arch),
+        ("openSUSE", LinuxFamily::Suse),
+    ] {
+        assert_eq!(
+            by_os(os),
+            system_step(linux(family, false, vec![]), true),
+            "{os}"
+        );
+    }
+    let bare = |os| HostFacts {
+        os,
+        linux_family: None,
+        nss_certutil: false,
+        nss_databases: vec![],
+    };
+    assert_eq!(by_os("macOS"), system_step(bare(Os::Macos), true));
+    // Windows has no sudo: the page says to use an administrator terminal instead.
+    assert_eq!(by_os("Windows"), system_step(bare(Os::Windows), false));
+    assert_eq!(page.len(), 6, "a page entry no plan checks");
+}

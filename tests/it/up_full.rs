@@ -422,8 +422,9 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
         .skip(1)
         .take_while(|l| !l.is_empty())
         .collect();
-    // The stack's ten, and `lab-dns` (the lab's names in the cluster's DNS) on Multipass.
-    assert_eq!(components.len(), 11, "{}", status.stdout);
+    // The stack's eleven (with the lab page), and `lab-dns` (the lab's names in the cluster's
+    // DNS) on Multipass.
+    assert_eq!(components.len(), 12, "{}", status.stdout);
     for c in &components {
         let state = c.split_whitespace().nth(1).unwrap_or_default();
         assert!(
@@ -559,7 +560,7 @@ async fn up_on_an_existing_cluster_with_a_domain_proves_the_loop_and_changes_not
     ok(&sim, "up after ca regenerate", &renewed);
     let deploy = step_line(&renewed.stdout, "deploy");
     assert!(
-        deploy.contains("3 certificates issued again from the new lab CA"),
+        deploy.contains("4 certificates issued again from the new lab CA"),
         "{deploy}"
     );
     assert!(

@@ -144,6 +144,16 @@ impl Engine {
                 wrote = true;
             }
         }
+        if let (Some(phase), true) = (operation_phase, mode != Mode::Preview) {
+            self.history.push(crate::sync::page::SyncRecord {
+                at: now.clone(),
+                app: name.clone(),
+                revision: f.revision.clone().unwrap_or_default(),
+                phase: format!("{phase:?}"),
+                applied: f.applied,
+                pruned: f.pruned,
+            });
+        }
         Ok(Outcome {
             name,
             sync: f.sync,

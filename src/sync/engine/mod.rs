@@ -266,6 +266,8 @@ pub struct Engine {
     installation: Mutex<Option<InstallationRead>>,
     /// Counters.
     pub stats: Stats,
+    /// The last syncs, for the lab page.
+    pub history: crate::sync::page::History,
 }
 
 /// Whose objects are this Application's: its tracking-id key, within this engine's installation.
@@ -304,6 +306,7 @@ impl Engine {
             creds: Mutex::default(),
             installation: Mutex::default(),
             stats: Stats::default(),
+            history: Default::default(),
         }
     }
 
