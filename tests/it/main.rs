@@ -11,6 +11,7 @@ mod gitea_wiring;
 mod kube_apply;
 mod layers;
 mod node_names;
+mod offline_up;
 mod prepare;
 mod provision;
 mod render;
