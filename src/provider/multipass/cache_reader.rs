@@ -162,7 +162,6 @@ impl ImageCache for CacheReader {
             let (algo, hex) = d.split_once(':').expect("checked by blob");
             add(&format!("blobs/{algo}/{hex}"), &bytes)?;
         }
-        drop(add);
         tar.finish()
             .map_err(|e| Error::msg(format!("write the image archive: {e}")))
     }

@@ -3,8 +3,8 @@
 //!
 //! Place in the data flow: `render` (which images the lab runs) and the joined VMs → per node,
 //! `ctr image ls -q` ([`super::sideload::images_on`]) → one OCI archive of what that node lacks,
-//! written from the cache's layout ([`super::cache_reader`]) → `multipass transfer`
-//! + `microk8s ctr image import` ([`super::sideload::import_archive`], the engine image's path) →
+//! written from the cache's layout ([`super::cache_reader`]) → `multipass transfer` and
+//! `microk8s ctr image import` ([`super::sideload::import_archive`], the engine image's path) →
 //! `deploy`, whose workloads find their images on the node (`imagePullPolicy: IfNotPresent`).
 //!
 //! Architecture invariant: look first. A node that holds every cached image gets nothing, so a

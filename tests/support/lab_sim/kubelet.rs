@@ -389,7 +389,12 @@ impl World {
         if !pull {
             return Ok(());
         }
-        let registry = reference.split('/').next().unwrap_or_default();
+        // containerd resolves Docker Hub's `docker.io` at `registry-1.docker.io`
+        // (containerd v1.7 `remotes/docker/config/hosts.go`, `defaultHost`).
+        let registry = match reference.split('/').next().unwrap_or_default() {
+            "docker.io" => "registry-1.docker.io",
+            r => r,
+        };
         self.reach_outside(&format!("pull {reference}")).map_err(|why| {
             format!(
                 "failed to pull and unpack image \"{reference}\": failed to resolve reference \"{reference}\": failed to do request: Head \"https://{registry}/v2/\": dial tcp: lookup {registry}: no such host ({why})"
