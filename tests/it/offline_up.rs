@@ -45,18 +45,17 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// An OCI image layout at `root` holding one tiny image per reference (one layer with a file
-/// naming it), indexed as `homelab prepare` indexes its cache: both annotations carry the fully
-/// qualified reference.
+/// The image cache at `root`, filled through the cache's own layout API with one tiny image per
+/// reference (one layer with a file naming it), as `homelab prepare` leaves it.
 fn fill_cache(root: &std::path::Path, references: &[String]) {
-    let blobs = root.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
+    use homelab::cluster::image_cache::layout::Platform;
+    use homelab::cluster::image_cache::{Entry, Layout};
+    let layout = Layout::create(root).unwrap();
     let put = |bytes: &[u8]| -> String {
         let d = sha256(bytes);
-        std::fs::write(blobs.join(&d["sha256:".len()..]), bytes).unwrap();
+        layout.write_blob(&d, bytes).unwrap();
         d
     };
-    let mut manifests = Vec::new();
     for r in references {
         let mut layer = tar::Builder::new(Vec::new());
         let body = format!("test image {r}\n");
@@ -106,22 +105,19 @@ fn fill_cache(root: &std::path::Path, references: &[String]) {
         }))
         .unwrap();
         let manifest_digest = put(&manifest);
-        manifests.push(json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest, "size": manifest.len(),
-            "platform": {"architecture": "amd64", "os": "linux"},
-            "annotations": {
-                "io.containerd.image.name": r,
-                "org.opencontainers.image.ref.name": r,
-            },
-        }));
+        layout
+            .set_entry(Entry {
+                reference: r.clone(),
+                digest: manifest_digest,
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: manifest.len() as u64,
+                platform: Some(Platform {
+                    os: "linux".into(),
+                    architecture: "amd64".into(),
+                }),
+            })
+            .unwrap();
     }
-    std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    std::fs::write(
-        root.join("index.json"),
-        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap(),
-    )
-    .unwrap();
 }
 
 /// The images the lab pulls from public registries, as containerd names them.

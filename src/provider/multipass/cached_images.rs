@@ -3,7 +3,7 @@
 //!
 //! Place in the data flow: `render` (which images the lab runs) and the joined VMs → per node,
 //! `ctr image ls -q` ([`super::sideload::images_on`]) → one OCI archive of what that node lacks,
-//! written from the cache's layout ([`super::cache_reader`]) → `multipass transfer` and
+//! written from the cache's layout ([`Layout::export_archive`], every blob's digest checked) → `multipass transfer` and
 //! `microk8s ctr image import` ([`super::sideload::import_archive`], the engine image's path) →
 //! `deploy`, whose workloads find their images on the node (`imagePullPolicy: IfNotPresent`).
 //!
@@ -14,9 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use super::cache_reader::{CacheReader, normalize_reference};
 use super::ops::Vms;
 use super::sideload::{images_on, import_archive};
+use crate::cluster::image_cache::{Layout, normalize_reference};
 use crate::edges::error::{Error, Result};
 use crate::edges::output::human_duration;
 use crate::edges::state;
@@ -53,13 +53,24 @@ pub trait ImageCache: Send + Sync {
     fn export(&self, refs: &[String], out: &mut dyn std::io::Write) -> Result<()>;
 }
 
+impl ImageCache for Layout {
+    fn holds(&self, reference: &str) -> bool {
+        self.entry(reference).ok().flatten().is_some()
+    }
+
+    fn export(&self, refs: &[String], out: &mut dyn std::io::Write) -> Result<()> {
+        let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+        Ok(self.export_archive(&refs, out)?)
+    }
+}
+
 /// The cache `homelab prepare` filled (`<cache>/images`), when there is one.
 fn open_cache() -> Result<Option<std::sync::Arc<dyn ImageCache>>> {
-    let root = state::cache_root()?.join("images");
+    let root = crate::cluster::image_cache::layout::images_dir(&state::cache_root()?);
     if !root.join("index.json").is_file() {
         return Ok(None);
     }
-    Ok(Some(std::sync::Arc::new(CacheReader::open(&root)?)))
+    Ok(Some(std::sync::Arc::new(Layout::open(&root)?)))
 }
 
 /// Side-load the cached images of `wanted` (fully-qualified references) into every node of

@@ -20,7 +20,6 @@ use serde::Serialize;
 use crate::edges::error::Diagnostic;
 use crate::edges::output::human_duration;
 
-pub mod cache_reader;
 pub mod cached_images;
 pub mod cli;
 pub mod cloud_init;
