@@ -147,14 +147,42 @@ pub async fn connect(target: &KubeTarget, opts: &ClientOptions) -> Result<kube::
         context: target.context.clone(),
         ..Default::default()
     };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+    let names_proxy = kubeconfig_names_proxy(&kubeconfig, target.context.as_deref());
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(|source| KubeError::Context {
             path: path.clone(),
             context: target.context.clone().unwrap_or_else(|| "current".into()),
             source,
         })?;
+    // kube-client 5.0.0 (`config/file_loader.rs`, `proxy_url`) falls back to `HTTPS_PROXY` /
+    // `https_proxy` when the kubeconfig names no `proxy-url`, and a client with a proxy needs
+    // kube's `http-proxy` feature, which this build leaves out: with a proxy for the internet
+    // in the environment every client failed to build. The cluster is reached directly (the
+    // lab's API server is on the VMs' own network), unless the kubeconfig itself names a proxy.
+    if !names_proxy {
+        config.proxy_url = None;
+    }
     build(config, opts)
+}
+
+/// Whether the cluster of `context` (else the current one) in `kubeconfig` names a `proxy-url`.
+fn kubeconfig_names_proxy(kubeconfig: &kube::config::Kubeconfig, context: Option<&str>) -> bool {
+    let Some(context) = context.or(kubeconfig.current_context.as_deref()) else {
+        return false;
+    };
+    let cluster = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone());
+    kubeconfig
+        .clusters
+        .iter()
+        .filter(|c| Some(&c.name) == cluster.as_ref())
+        .filter_map(|c| c.cluster.as_ref())
+        .any(|c| c.proxy_url.as_deref().is_some_and(|p| !p.is_empty()))
 }
 
 /// The client for a resolved configuration: connect timeout, no read timeout, our user agent,
@@ -424,6 +452,25 @@ pub fn display_path(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A proxy for the internet in the environment is not the cluster's: only a kubeconfig's
+    /// own `proxy-url` counts.
+    #[test]
+    fn only_the_kubeconfig_names_the_cluster_proxy() {
+        let text = |proxy: &str| {
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: c\n  cluster:\n    server: https://10.0.0.2:16443\n{proxy}contexts:\n- name: a\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user: {{token: t}}\n"
+            )
+        };
+        let plain = kube::config::Kubeconfig::from_yaml(&text("")).unwrap();
+        assert!(!kubeconfig_names_proxy(&plain, None));
+        let named =
+            kube::config::Kubeconfig::from_yaml(&text("    proxy-url: http://proxy:3128\n"))
+                .unwrap();
+        assert!(kubeconfig_names_proxy(&named, None));
+        assert!(kubeconfig_names_proxy(&named, Some("a")));
+        assert!(!kubeconfig_names_proxy(&named, Some("other")));
+    }
 
     /// The texts kube-apiserver 1.36 sends when cert-manager's webhook cannot be called yet
     /// (`Post "<url>": <dial or TLS error>`), and one it sends when a webhook answered.

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod deploy;
+pub mod image_cache;
 pub mod kube;
 pub mod kubeconfig;
 pub mod reissue;

@@ -86,6 +86,8 @@ pub mod step {
     pub const PREPARE: &str = "prepare";
     /// Render the stack for the lab's domain.
     pub const RENDER: &str = "render";
+    /// Side-load the cached images into the VMs (multipass; said unavailable elsewhere).
+    pub const IMAGES: &str = "images";
     /// Apply the stack and wait until it is ready.
     pub const DEPLOY: &str = "deploy";
     /// Wire Gitea.

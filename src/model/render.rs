@@ -575,6 +575,36 @@ impl ComponentManifests {
 }
 
 impl Manifests {
+    /// The image of every container, init container and ephemeral container of every object
+    /// (Pod templates at any depth), sorted and deduplicated: what the cluster will run.
+    pub fn container_images(&self) -> std::collections::BTreeSet<String> {
+        fn walk(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+            match v {
+                Value::Object(m) => {
+                    for (k, x) in m {
+                        if matches!(
+                            k.as_str(),
+                            "containers" | "initContainers" | "ephemeralContainers"
+                        ) && let Some(list) = x.as_array()
+                        {
+                            out.extend(
+                                list.iter()
+                                    .filter_map(|c| c.get("image").and_then(Value::as_str))
+                                    .map(str::to_string),
+                            );
+                        }
+                        walk(x, out);
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        let mut out = std::collections::BTreeSet::new();
+        self.objects().for_each(|(_, o)| walk(o, &mut out));
+        out
+    }
+
     /// Every object, in component then apply order.
     pub fn objects(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.components

@@ -131,7 +131,7 @@ pub fn graph_for(settings: &Settings) -> UpGraph {
         material::secrets,
     );
     let ca = p.step(CA, "create or reuse the lab CA", (), material::ca);
-    let (ready, kubeconfig) = match settings.provider {
+    let (ready, kubeconfig, joined) = match settings.provider {
         ProviderKind::Multipass => {
             let cloud_init = p.step(
                 CLOUD_INIT,
@@ -182,7 +182,7 @@ pub fn graph_for(settings: &Settings) -> UpGraph {
                 (&provisioned,),
                 multipass::node_names,
             );
-            (ready, Some(kubeconfig))
+            (ready, Some(kubeconfig), Some(joined))
         }
         ProviderKind::Existing => {
             let ready = p.step(
@@ -191,7 +191,7 @@ pub fn graph_for(settings: &Settings) -> UpGraph {
                 (),
                 existing::ready,
             );
-            (ready, None)
+            (ready, None, None)
         }
     };
     let upstream = p.step(
@@ -206,10 +206,21 @@ pub fn graph_for(settings: &Settings) -> UpGraph {
         (&secrets, &ca, &upstream, &ready),
         lab::render,
     );
+    let describe_images =
+        "side-load the cached images each node lacks (`homelab prepare` caches them)";
+    let images = match &joined {
+        Some(joined) => p.step(
+            IMAGES,
+            describe_images,
+            (joined, &render),
+            images::side_load,
+        ),
+        None => p.step(IMAGES, describe_images, (&render,), images::not_available),
+    };
     let deploy = p.step(
         DEPLOY,
         "apply the stack and wait until every component is ready",
-        (&render,),
+        (&render, &images),
         lab::deploy,
     );
     let gitea = p.step(

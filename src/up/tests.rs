@@ -234,14 +234,18 @@ fn the_multipass_and_existing_graphs_keep_their_steps_and_needs() {
         p.planned().into_iter().map(|s| (s.name, s.needs)).collect()
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let lab = [
-        ("prepare", s(&[])),
-        ("render", s(&["secrets", "ca", "prepare", "ready"])),
-        ("deploy", s(&["render"])),
-        ("wire-gitea", s(&["deploy"])),
-        ("wire-ci", s(&["wire-gitea"])),
-        ("verify", s(&["wire-ci"])),
-    ];
+    // `images` sits between `render` and `deploy`; it needs the VMs only where there are VMs.
+    let lab = |images: Vec<String>| {
+        [
+            ("prepare", s(&[])),
+            ("render", s(&["secrets", "ca", "prepare", "ready"])),
+            ("images", images),
+            ("deploy", s(&["render", "images"])),
+            ("wire-gitea", s(&["deploy"])),
+            ("wire-ci", s(&["wire-gitea"])),
+            ("verify", s(&["wire-ci"])),
+        ]
+    };
     let mut want: Vec<(String, Vec<String>)> = [
         ("secrets", s(&[])),
         ("ca", s(&[])),
@@ -255,14 +259,14 @@ fn the_multipass_and_existing_graphs_keep_their_steps_and_needs() {
         ("node-names", s(&["provisioned"])),
     ]
     .into_iter()
-    .chain(lab.clone())
+    .chain(lab(s(&["join", "render"])))
     .map(|(n, d)| (n.to_string(), d))
     .collect();
     assert_eq!(needs(&pipeline(&settings)), want);
     settings.provider = ProviderKind::Existing;
     want = [("secrets", s(&[])), ("ca", s(&[])), ("ready", s(&[]))]
         .into_iter()
-        .chain(lab)
+        .chain(lab(s(&["render"])))
         .map(|(n, d)| (n.to_string(), d))
         .collect();
     assert_eq!(needs(&pipeline(&settings)), want);

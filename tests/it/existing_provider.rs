@@ -381,6 +381,7 @@ async fn the_plan_lists_the_steps_up_runs_and_records_on_an_existing_cluster() {
             "ready",
             "prepare",
             "render",
+            "images",
             "deploy",
             "wire-gitea",
             "wire-ci",

@@ -12,6 +12,7 @@ mod kube_apply;
 mod lab_page;
 mod layers;
 mod node_names;
+mod offline_up;
 mod prepare;
 mod provision;
 mod render;

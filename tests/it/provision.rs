@@ -1575,7 +1575,7 @@ fn status_shows_vms_cluster_context_and_steps() {
         .join("\n");
     assert_eq!(
         stdout,
-        "Lab `t` (multipass)\n\nVMs\n  homelab-t-1  Running  10.77.0.2  4 CPUs  0.4G of 7.8G memory\n\nCluster: reachable (1 of 1 nodes Ready)\n  homelab-t-1  Ready  v1.36.0\n\nKube context: `homelab-t` in `~/.kube/config`\n\nSteps of `homelab up`\n  ✓ secrets       done [AGE], took [DURATION]\n  ✓ ca            done [AGE], took [DURATION]\n  ✓ cloud-init    done [AGE], took [DURATION]\n  ✓ vms           done [AGE], took [DURATION]\n  ✓ provisioned   done [AGE], took [DURATION]\n  ✓ join          done [AGE], took [DURATION]\n  ✓ kubeconfig    done [AGE], took [DURATION]\n  ✓ engine-image  done [AGE], took [DURATION]\n  ✓ ready         done [AGE], took [DURATION]\n  - node-names    not done\n  - prepare       not done\n  - render        not done\n  - deploy        not done\n  - wire-gitea    not done\n  - wire-ci       not done\n  - verify        not done"
+        "Lab `t` (multipass)\n\nVMs\n  homelab-t-1  Running  10.77.0.2  4 CPUs  0.4G of 7.8G memory\n\nCluster: reachable (1 of 1 nodes Ready)\n  homelab-t-1  Ready  v1.36.0\n\nKube context: `homelab-t` in `~/.kube/config`\n\nSteps of `homelab up`\n  ✓ secrets       done [AGE], took [DURATION]\n  ✓ ca            done [AGE], took [DURATION]\n  ✓ cloud-init    done [AGE], took [DURATION]\n  ✓ vms           done [AGE], took [DURATION]\n  ✓ provisioned   done [AGE], took [DURATION]\n  ✓ join          done [AGE], took [DURATION]\n  ✓ kubeconfig    done [AGE], took [DURATION]\n  ✓ engine-image  done [AGE], took [DURATION]\n  ✓ ready         done [AGE], took [DURATION]\n  - node-names    not done\n  - prepare       not done\n  - render        not done\n  - images        not done\n  - deploy        not done\n  - wire-gitea    not done\n  - wire-ci       not done\n  - verify        not done"
     );
     assert_eq!(lab.argv(), [INFO, NODES], "status only looks");
 
@@ -1683,8 +1683,8 @@ fn the_engine_image_is_side_loaded_once_and_found_on_rerun() {
     let uname = "exec homelab-t-1 -- uname -m";
     let list = "exec homelab-t-1 -- sudo microk8s ctr image ls -q";
     let import =
-        "exec homelab-t-1 -- sudo microk8s ctr image import --digests /tmp/homelab-engine.tar";
-    let remove = "exec homelab-t-1 -- rm -f /tmp/homelab-engine.tar";
+        "exec homelab-t-1 -- sudo microk8s ctr image import --digests /tmp/homelab-images.tar";
+    let remove = "exec homelab-t-1 -- rm -f /tmp/homelab-images.tar";
     for expected in [uname, list, import, remove] {
         assert!(
             argv.iter().any(|a| a == expected),
@@ -1696,19 +1696,21 @@ fn the_engine_image_is_side_loaded_once_and_found_on_rerun() {
         .find(|a| a.starts_with("transfer "))
         .expect("the archive is copied into the VM");
     assert!(
-        transfer.ends_with(" homelab-t-1:/tmp/homelab-engine.tar"),
+        transfer.ends_with(" homelab-t-1:/tmp/homelab-images.tar"),
         "{transfer}"
     );
     // The fake read the archive as `ctr` does (OCI layout, every blob's digest) and kept the
     // name it declares; the transferred copy is gone again.
     let vm = lab.instance("homelab-t-1");
-    let images: Vec<&str> = vm["_images"]
+    let all: Vec<&str> = vm["_images"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(images.len(), 1, "{images:?}");
+    // `--digests` adds an `import-<date>@sha256:…` name beside the declared one.
+    let (digests, images): (Vec<&str>, Vec<&str>) = all.iter().partition(|r| r.contains('@'));
+    assert_eq!((images.len(), digests.len()), (1, 1), "{all:?}");
     let reference = images[0];
     let tag = reference
         .strip_prefix("homelab.local/homelab:0.1.0-")
@@ -1717,7 +1719,7 @@ fn the_engine_image_is_side_loaded_once_and_found_on_rerun() {
         tag.len() == 12 && tag.chars().all(|c| c.is_ascii_hexdigit()),
         "{reference}"
     );
-    assert!(vm["_files"].get("/tmp/homelab-engine.tar").is_none());
+    assert!(vm["_files"].get("/tmp/homelab-images.tar").is_none());
     assert!(
         run.stdout
             .contains(&format!("`{reference}` imported on homelab-t-1")),
@@ -1929,6 +1931,7 @@ fn the_plan_lists_the_steps_up_runs_and_records() {
             "node-names",
             "prepare",
             "render",
+            "images",
             "deploy",
             "wire-gitea",
             "wire-ci",

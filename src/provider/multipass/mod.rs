@@ -5,7 +5,8 @@
 //! [`ops::vms`] (launch/start/recover/reuse) → [`ops::provisioned`] (cloud-init's completion
 //! marker, or [`cloud_init`]'s verdict that it will never come) → [`ops::join`] →
 //! [`ops::kubeconfig`] → [`sideload::engine_image`] → [`ops::ready`], and [`hosts::node_names`]
-//! (the lab's hostnames in the VMs' `/etc/hosts`), then `down` ([`teardown`]) and `status`
+//! (the lab's hostnames in the VMs' `/etc/hosts`), [`cached_images::side_load`] (the cached
+//! images, once `render` knows which the lab runs), then `down` ([`teardown`]) and `status`
 //! ([`observe_vms`], [`observe_cluster`]).
 //!
 //! Architecture invariant: a pure core and one effectful shell. [`json`] reads what Multipass
@@ -19,6 +20,7 @@ use serde::Serialize;
 use crate::edges::error::Diagnostic;
 use crate::edges::output::human_duration;
 
+pub mod cached_images;
 pub mod cli;
 pub mod cloud_init;
 pub mod decide;

@@ -14,6 +14,10 @@
 
 use sha2::{Digest, Sha256};
 
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::cli::Multipass;
 use super::ops::Vms;
 use crate::edges::error::{Error, Result};
 use crate::model::stack::Stack;
@@ -23,8 +27,8 @@ use crate::sync::image::{self, EngineImageConfig};
 /// Registry part of side-loaded references: not a real registry, so a node that lacks the image
 /// fails to pull it loudly instead of fetching something else.
 pub const SIDELOAD_REPOSITORY: &str = "homelab.local/homelab";
-/// Where the archive is put inside a VM while it is imported.
-const ARCHIVE_IN_VM: &str = "/tmp/homelab-engine.tar";
+/// Where an archive is put inside a VM while it is imported.
+const ARCHIVE_IN_VM: &str = "/tmp/homelab-images.tar";
 
 /// The engine image reference the `render` step must use instead of the stack's pin.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,14 +120,7 @@ pub async fn engine_image(
 
     let mut missing = Vec::new();
     for node in &vms.nodes {
-        let listed = mp
-            .exec_ok(
-                &node.name,
-                &["sudo", "microk8s", "ctr", "image", "ls", "-q"],
-                format!("list the images on `{}`", node.name),
-            )
-            .await?;
-        if !listed.stdout.lines().any(|l| l.trim() == reference) {
+        if !images_on(mp, &node.name).await?.contains(&reference) {
             missing.push(node.name.clone());
         }
     }
@@ -155,27 +152,61 @@ pub async fn engine_image(
     .expect("image thread panicked")?;
     for name in &missing {
         cx.update(&format!("importing into `{name}`"));
-        mp.transfer(&archive, name, ARCHIVE_IN_VM).await?;
-        let mut import = vec!["sudo".to_string()];
-        import.extend(image::ctr_import_argv(ARCHIVE_IN_VM));
-        let argv: Vec<&str> = import.iter().map(String::as_str).collect();
-        let imported = mp
-            .exec_ok(name, &argv, format!("import the engine image on `{name}`"))
-            .await;
-        // The copy is only needed while importing; remove it whatever happened.
-        mp.exec(
-            name,
-            &["rm", "-f", ARCHIVE_IN_VM],
-            format!("remove the archive from `{name}`"),
-        )
-        .await?;
-        imported?;
+        import_archive(mp, name, &archive, "the engine image").await?;
     }
     let _ = std::fs::remove_file(&archive);
     Ok((
         StepReport::done(format!("`{reference}` imported on {}", missing.join(", "))),
         Some(EngineImage(reference)),
     ))
+}
+
+/// The image names `node`'s containerd holds in microk8s's namespace (`k8s.io`, which the
+/// `microk8s ctr` wrapper passes), one per line of `ctr image ls -q`.
+pub async fn images_on(mp: &Multipass, node: &str) -> Result<BTreeSet<String>> {
+    let listed = mp
+        .exec_ok(
+            node,
+            &["sudo", "microk8s", "ctr", "image", "ls", "-q"],
+            format!("list the images on `{node}`"),
+        )
+        .await?;
+    Ok(listed
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Copy the OCI archive `archive` into `node` and import it into microk8s's containerd (`what`
+/// names it in errors); the copy in the VM is removed whatever happened. The one side-load path,
+/// for the engine image and the cached images alike.
+///
+/// `microk8s ctr image import`, not microk8s's sideload folder: containerd's sideload plugin as
+/// microk8s patches it in (canonical/microk8s
+/// `build-scripts/components/containerd/patches/default/0001-microk8s-sideload-images-plugin.patch`)
+/// imports `*.tar` from `$SNAP_COMMON/etc/sideload` on its own 5-second poll and only logs a
+/// failure, so `up` could neither wait for it nor report a broken archive; `ctr` imports before
+/// it exits and fails with containerd's error.
+pub async fn import_archive(mp: &Multipass, node: &str, archive: &Path, what: &str) -> Result<()> {
+    mp.transfer(archive, node, ARCHIVE_IN_VM).await?;
+    let mut import = vec!["sudo".to_string()];
+    import.extend(image::ctr_import_argv(ARCHIVE_IN_VM));
+    let argv: Vec<&str> = import.iter().map(String::as_str).collect();
+    let imported = mp
+        .exec_ok(node, &argv, format!("import {what} on `{node}`"))
+        .await;
+    // The copy is only needed while importing; remove it whatever happened.
+    mp.exec(
+        node,
+        &["rm", "-f", ARCHIVE_IN_VM],
+        format!("remove the archive from `{node}`"),
+    )
+    .await?;
+    imported?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::model::render::{self, Domain, Manifests, RenderInput};
 use crate::model::templates::Templates;
 use crate::model::tls::LabCa;
 use crate::provider::Cluster;
+use crate::provider::multipass::cached_images::SideLoaded;
 use crate::provider::multipass::sideload::EngineImage;
 use crate::provider::op::StepReport;
 use crate::up::graph::{Made, StepCx};
@@ -144,8 +145,11 @@ pub fn render<'a>(
 }
 
 /// `deploy`: server-side apply of every component along `needs`, waiting for readiness by
-/// watches; a healthy lab gets no writes.
-pub fn deploy<'a>(cx: &'a StepCx<'a>, (lab,): (Arc<Lab>,)) -> Made<'a, Deployed> {
+/// watches; a healthy lab gets no writes. After `images`, so the nodes hold what the cache had.
+pub fn deploy<'a>(
+    cx: &'a StepCx<'a>,
+    (lab, _images): (Arc<Lab>, Arc<SideLoaded>),
+) -> Made<'a, Deployed> {
     Box::pin(async move {
         let stack = cx.stack();
         let client = lab.cluster.client().await?;

@@ -14,6 +14,11 @@
 //! Pods reach the lab's public names (Drone → Gitea) only as the cluster's DNS answers them
 //! ([`super::network::Network::lab_name`]).
 //!
+//! Before any of that, an image from a public registry is pulled only as the kubelet would
+//! ([`World::pull_if_needed`]: its pull policy and whether the node's containerd holds it, as the
+//! fake multipass records `ctr image import`); each pull is a connection outside the lab, which
+//! fails with `ErrImagePull` while the test has the registries cut.
+//!
 //! Other images (cert-manager, NIC, CoreDNS) need nothing to run here: the fake API server's
 //! controllers and [`super::ingress`] play them.
 
@@ -277,6 +282,11 @@ impl World {
                 format!("failed to pull image \"{image}\": not imported on the node"),
             );
         }
+        if !image.starts_with("homelab.local/")
+            && let Err(why) = self.pull_if_needed(&container, &image)
+        {
+            return waiting("ErrImagePull", why);
+        }
         let env = match self.env(&ns, &pod, &container) {
             Ok(e) => e,
             Err(e) => return waiting("CreateContainerConfigError", e),
@@ -350,6 +360,48 @@ impl World {
             })
     }
 
+    /// Pull `image` from its public registry when the kubelet would, as kubernetes v1.36
+    /// `pkg/kubelet/images/image_manager.go` `shouldPullImage` decides: never for `Never`,
+    /// always for `Always`, for `IfNotPresent` only when the node lacks it. An unset policy is
+    /// what the API server defaulted it to (`pkg/apis/core/v1/defaults.go`
+    /// `SetDefaults_Container`: `Always` for a `:latest` or untagged image, else
+    /// `IfNotPresent`). The pull is a connection outside the lab ([`World::reach_outside`]);
+    /// cut, it fails as containerd's resolver does without a route to the registry.
+    pub fn pull_if_needed(&self, container: &Value, image: &str) -> Result<(), String> {
+        let reference = docker_reference(image);
+        let latest = reference.ends_with(":latest");
+        let policy = container["imagePullPolicy"].as_str().unwrap_or(if latest {
+            "Always"
+        } else {
+            "IfNotPresent"
+        });
+        let present = self.node_has_image(&reference);
+        let pull = match policy {
+            "Never" => false,
+            "Always" => true,
+            _ => !present,
+        };
+        if policy == "Never" && !present {
+            return Err(format!(
+                "Container image \"{image}\" is not present with pull policy of Never"
+            ));
+        }
+        if !pull {
+            return Ok(());
+        }
+        // containerd resolves Docker Hub's `docker.io` at `registry-1.docker.io`
+        // (containerd v1.7 `remotes/docker/config/hosts.go`, `defaultHost`).
+        let registry = match reference.split('/').next().unwrap_or_default() {
+            "docker.io" => "registry-1.docker.io",
+            r => r,
+        };
+        self.reach_outside(&format!("pull {reference}")).map_err(|why| {
+            format!(
+                "failed to pull and unpack image \"{reference}\": failed to resolve reference \"{reference}\": failed to do request: Head \"https://{registry}/v2/\": dial tcp: lookup {registry}: no such host ({why})"
+            )
+        })
+    }
+
     /// Whether `image` was imported into the first node's containerd (`microk8s ctr image
     /// import`, as the fake multipass records it).
     fn node_has_image(&self, image: &str) -> bool {
@@ -370,7 +422,7 @@ impl World {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .any(|r| r.as_str() == Some(image))
+                    .any(|r| r.as_str().map(docker_reference) == Some(docker_reference(image)))
             })
     }
 
@@ -627,6 +679,25 @@ impl World {
         let tail = std::fs::read_to_string(&log).unwrap_or_default();
         waiting("Unhealthy", format!("Readiness probe failed; log:\n{tail}"))
     }
+}
+
+/// An image reference as containerd's CRI plugin names it (distribution/reference v0.6.0
+/// `normalize.go`, `ParseDockerRef`): `docker.io/` for a name without a registry, `library/` for
+/// one Docker Hub path component, `:latest` when it has neither tag nor digest.
+pub fn docker_reference(image: &str) -> String {
+    let (first, rest) = image.split_once('/').unwrap_or(("", image));
+    let domain =
+        !first.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut out = match (domain, first.is_empty()) {
+        (true, _) => image.to_string(),
+        (false, true) => format!("docker.io/library/{rest}"),
+        (false, false) => format!("docker.io/{image}"),
+    };
+    let last = out.rsplit('/').next().unwrap_or_default();
+    if !last.contains(':') && !last.contains('@') {
+        out.push_str(":latest");
+    }
+    out
 }
 
 /// Commands run in pods: the Gitea pod's image has the `gitea` CLI, played by

@@ -88,6 +88,12 @@ pub struct World {
     pub site_files: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
     pub site_addr: SocketAddr,
     pub notes: Mutex<Vec<String>>,
+    /// The network from the lab to registries outside it is cut (`up` after `prepare`, offline):
+    /// a pull from one fails as containerd's does when the registry cannot be reached.
+    pub registries_cut: std::sync::atomic::AtomicBool,
+    /// Every connection the lab tried to make outside itself (a node's image pull from a public
+    /// registry, kaniko fetching a base image), as `what reference` lines.
+    pub outside: Mutex<Vec<String>>,
     me: Weak<World>,
 }
 
@@ -98,6 +104,19 @@ impl World {
 
     pub fn note(&self, s: &str) {
         self.notes.lock().unwrap().push(s.to_string());
+    }
+
+    /// A connection outside the lab: recorded; refused while registries are cut.
+    pub fn reach_outside(&self, what: &str) -> Result<(), String> {
+        self.outside.lock().unwrap().push(what.to_string());
+        if self
+            .registries_cut
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            Err("the network to public registries is cut".into())
+        } else {
+            Ok(())
+        }
     }
 
     /// The lab CA, as `up` stored it.
@@ -326,6 +345,8 @@ impl Sim {
             site_files,
             site_addr,
             notes: Mutex::new(Vec::new()),
+            registries_cut: std::sync::atomic::AtomicBool::new(false),
+            outside: Mutex::new(Vec::new()),
             me: me.clone(),
         });
         let ingress = ingress::Ingress::start(ingress_listener, fake.inner.clone(), net);

@@ -19,6 +19,9 @@
 //! Steps with an `entrypoint` run that program: only kaniko's `/kaniko/executor` is emulated
 //! ([`kaniko`]). The first failed step ends the build.
 //!
+//! Each step's image is pulled as the kubelet would for its pod (`pull`, and whether the node
+//! holds the image: [`super::World::pull_if_needed`]).
+//!
 //! Not emulated: services, `depends_on` graphs (steps run in order), `when` conditions on steps,
 //! the images themselves (the host's `sh`, `git`, `base64`, `sed` stand in for `alpine/git`).
 
@@ -259,6 +262,30 @@ async fn run(world: &Arc<World>, job: &BuildJob, dir: &Path) -> Result<Vec<StepR
                 *v = h.display().to_string();
             }
         }
+        // The step's pod: its image pulled as the kubelet would. drone-runner-kube v1.0.0-rc.5
+        // reads `pull` as drone/runner-go `manifest` does (`always`, `never`,
+        // `if-not-exists`) and `engine/util.go` `toPullPolicy` gives the pod `Always`, `Never`,
+        // else `IfNotPresent` (also when unset).
+        let image = step["image"].as_str().unwrap_or_default();
+        let policy = match step["pull"]
+            .as_str()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("always") => "Always",
+            Some("never") => "Never",
+            _ => "IfNotPresent",
+        };
+        if let Err(why) =
+            world.pull_if_needed(&serde_json::json!({"imagePullPolicy": policy}), image)
+        {
+            steps.push(StepRun {
+                name: sname,
+                exit_code: 2,
+                log: vec![format!("ErrImagePull: {why}")],
+            });
+            break;
+        }
         let (code, log) = if let Some(entry) = step["entrypoint"].as_sequence() {
             let program = entry.first().and_then(Value::as_str).unwrap_or_default();
             if program != "/kaniko/executor" {
@@ -347,7 +374,7 @@ async fn shell(script: &str, cwd: &Path, env: &BTreeMap<String, String>) -> (i64
 
 /// kaniko's executor, for what the pipeline asks of it: `--context=dir://…`, `--dockerfile`,
 /// `--destination` (pushed), `--registry-certificate=<host>=<file>` (the only extra root for
-/// that registry). The Dockerfile's `FROM` is the base (not fetched), `COPY` takes files from the
+/// that registry). The Dockerfile's `FROM` base is fetched from its registry (see there), `COPY` takes files from the
 /// context, metadata instructions are recorded as nothing; `RUN` cannot be emulated and fails the
 /// build. The push authenticates at `https://<registry>/v2/` through the ingress with the docker
 /// config's `auth` for that registry (as kaniko does), then stores the image's files.
@@ -394,7 +421,34 @@ async fn kaniko(
     {
         let (instr, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         match instr.to_ascii_uppercase().as_str() {
-            "FROM" => log.push(format!("INFO Retrieving image manifest {}", rest.trim())),
+            // kaniko fetches the base image from its registry, never from the node's
+            // containerd (osscontainertools/kaniko v1.28.3 `pkg/util/image_util.go`
+            // `RetrieveSourceImage` → `remote.RetrieveRemoteImage`): one from the lab's own
+            // registry must be there; one from elsewhere is a connection outside the lab.
+            "FROM" => {
+                let base = rest.split_whitespace().next().unwrap_or_default();
+                log.push(format!("INFO Retrieving image manifest {base}"));
+                if let Some(path) = base.strip_prefix(&format!("{}/", world.gitea_host)) {
+                    let (img, tag) = path.rsplit_once(':').unwrap_or((path, "latest"));
+                    let found = world
+                        .gitea
+                        .lock()
+                        .unwrap()
+                        .as_ref()
+                        .and_then(|g| g.image(img, tag));
+                    if found.is_none() {
+                        return (fail(&mut log, format!("{base}: MANIFEST_UNKNOWN")), log);
+                    }
+                } else if let Err(why) = world.reach_outside(&format!(
+                    "kaniko base {}",
+                    super::kubelet::docker_reference(base)
+                )) {
+                    return (
+                        fail(&mut log, format!("retrieving image {base}: {why}")),
+                        log,
+                    );
+                }
+            }
             "COPY" => {
                 let parts: Vec<&str> = rest
                     .split_whitespace()
