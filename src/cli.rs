@@ -503,6 +503,18 @@ pub struct PlanArgs {
 pub struct PrepareArgs {
     #[command(flatten)]
     pub stack: StackArgs,
+    /// After preparing, serve the cache (images, snaps, upstream manifests) read-only over HTTP
+    /// for a workshop room, until Ctrl-C [default address: 0.0.0.0:8787]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "0.0.0.0:8787")]
+    pub serve: Option<String>,
+    /// Fetch from a workshop mirror (`http://HOST:8787`, what `prepare --serve` prints) instead
+    /// of the internet; every digest is still checked here (sets `upstream.mirror`)
+    #[arg(long, value_name = "URL", conflicts_with = "serve")]
+    pub from: Option<String>,
+    /// Only the upstream manifests: download them and list the images they and the stack
+    /// name, without pulling any image
+    #[arg(long, conflicts_with = "serve")]
+    pub manifests_only: bool,
 }
 
 /// Arguments of `verify`.
@@ -534,6 +546,13 @@ pub struct OpenArgs {
 pub struct DoctorArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Stack whose cache `--offline` looks at (`default`, `argocd`) or path to a stack file
+    #[arg(long, value_name = "NAME|FILE", requires = "offline")]
+    pub stack: Option<String>,
+    /// Say what the cache holds for the stack and what would still be downloaded; exit 1 when
+    /// anything would be
+    #[arg(long)]
+    pub offline: bool,
 }
 
 impl StackArgs {
@@ -570,8 +589,18 @@ impl Cli {
                 a.stack.apply(&mut layer);
                 a.cluster.apply(&mut layer);
             }
-            Command::Doctor(a) => a.cluster.apply(&mut layer),
-            Command::Prepare(a) => a.stack.apply(&mut layer),
+            Command::Doctor(a) => {
+                a.cluster.apply(&mut layer);
+                if a.stack.is_some() {
+                    layer.stack = a.stack.clone();
+                }
+            }
+            Command::Prepare(a) => {
+                a.stack.apply(&mut layer);
+                if a.from.is_some() {
+                    layer.upstream_mirror = a.from.clone();
+                }
+            }
             Command::Config(ConfigCommand::Show(a)) => {
                 a.stack.apply(&mut layer);
                 a.cluster.apply(&mut layer);

@@ -24,6 +24,9 @@ pub struct Lock {
     /// Upstream URL → entry.
     #[serde(default)]
     pub upstream: BTreeMap<String, LockEntry>,
+    /// Fully-qualified image reference → the image manifest it resolved to (`homelab prepare`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, crate::cluster::image_cache::pull::ImageLock>,
 }
 
 /// One pinned upstream file.

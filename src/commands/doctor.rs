@@ -42,3 +42,49 @@ pub(super) fn run(ctx: &Ctx) -> Result<ExitStatus> {
         ExitStatus::Success
     })
 }
+
+/// `doctor --offline`: what the cache holds for the stack; exit 1 when anything would still be
+/// downloaded.
+pub(super) fn offline(ctx: &Ctx) -> Result<ExitStatus> {
+    let stack = ctx.stack()?;
+    let lab = crate::edges::state::LabState::locate(&ctx.settings.lab)?;
+    let lock = crate::cluster::upstream::read_lock(&lab)?;
+    let report = crate::host::offline::report(&stack, &lock, &crate::edges::state::cache_root()?);
+    match ctx.printer.ui().format {
+        OutputFormat::Json => ctx.printer.json(&report),
+        OutputFormat::Text => {
+            let mut out = String::new();
+            for i in &report.items {
+                let mark = if i.cached {
+                    ctx.printer.paint("cached  ", "32")
+                } else {
+                    ctx.printer.paint("download", "33")
+                };
+                out.push_str(&format!("{mark}  {:<8} {}", i.kind, i.name));
+                if let Some(d) = &i.digest {
+                    out.push_str(&format!(" {d}"));
+                }
+                if let Some(m) = &i.missing {
+                    out.push_str(&format!(" ({m})"));
+                }
+                out.push('\n');
+            }
+            if !report.items.iter().any(|i| i.kind == "snap") {
+                out.push_str(
+                    "no snaps in the cache: the VMs install microk8s from the Snap Store\n",
+                );
+            }
+            out.push_str(if report.would_download {
+                "\n`homelab prepare` would still download the lines marked `download`.\n"
+            } else {
+                "\nEverything is cached: `homelab up` downloads no images or manifests.\n"
+            });
+            ctx.printer.data(&out);
+        }
+    }
+    Ok(if report.would_download {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
+}

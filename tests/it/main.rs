@@ -8,6 +8,7 @@ mod drone_ci;
 mod existing_provider;
 mod export_logs;
 mod gitea_wiring;
+mod image_cache;
 mod kube_apply;
 mod lab_page;
 mod layers;

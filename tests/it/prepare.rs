@@ -1,6 +1,6 @@
-//! `homelab prepare` against a local HTTP server standing in for the release host (through
-//! `HOMELAB_UPSTREAM_MIRROR`): first download records the sha256, the second run uses the cache,
-//! a changed file is refused.
+//! `homelab prepare --manifests-only` against a local HTTP server standing in for the release
+//! host (through `HOMELAB_UPSTREAM_MIRROR`): first download records the sha256, the second run
+//! uses the cache, a changed file is refused. Images: `image_cache.rs`.
 
 use crate::support::common;
 
@@ -82,7 +82,7 @@ async fn prepare_downloads_once_records_the_hash_and_refuses_a_changed_file() {
         )
     };
 
-    let (code, stdout, stderr) = run(&["prepare"]);
+    let (code, stdout, stderr) = run(&["prepare", "--manifests-only"]);
     assert_eq!(code, Some(0), "{stderr}");
     let first_sha = sha256(RELEASE);
     assert!(
@@ -109,7 +109,7 @@ async fn prepare_downloads_once_records_the_hash_and_refuses_a_changed_file() {
     assert_eq!(server.hits.lock().unwrap().len(), 1);
 
     // Second run: from the cache, no request.
-    let (code, stdout, _) = run(&["prepare"]);
+    let (code, stdout, _) = run(&["prepare", "--manifests-only"]);
     assert_eq!(code, Some(0));
     assert!(stdout.contains("(cached)"), "{stdout}");
     assert_eq!(server.hits.lock().unwrap().len(), 1, "the cache is used");
@@ -117,7 +117,7 @@ async fn prepare_downloads_once_records_the_hash_and_refuses_a_changed_file() {
     // The release file changes upstream (and the cache is gone): refused, lock untouched.
     *server.body.lock().unwrap() = RELEASE.replace("v1.21.1}", "v1.21.2}");
     std::fs::remove_dir_all(ctx.cache_dir().join("upstream")).unwrap();
-    let (code, _, stderr) = run(&["prepare"]);
+    let (code, _, stderr) = run(&["prepare", "--manifests-only"]);
     assert_eq!(code, Some(1));
     let changed_sha = sha256(&server.body.lock().unwrap());
     assert_eq!(
@@ -140,7 +140,11 @@ async fn a_missing_release_is_a_clear_error() {
         "HOMELAB_UPSTREAM_MIRROR".into(),
         format!("{}/elsewhere", server.url),
     );
-    let out = ctx.command().args(["prepare"]).output().unwrap();
+    let out = ctx
+        .command()
+        .args(["prepare", "--manifests-only"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = ctx.filter(&String::from_utf8_lossy(&out.stderr));
     assert!(

@@ -569,7 +569,8 @@ fn index_bytes(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-fn parse_index(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+/// The named entries of an `index.json`'s bytes.
+pub fn parse_index(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     let Some(list) = v.get("manifests").and_then(Value::as_array) else {
         return Err("no `manifests` list".into());

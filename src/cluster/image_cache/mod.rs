@@ -2,5 +2,6 @@
 //! `homelab prepare` and read by `up`'s side-load.
 
 pub mod layout;
+pub mod pull;
 
 pub use layout::{Entry, Layout, LayoutError, normalize_reference};
