@@ -24,6 +24,9 @@ pub struct Lock {
     /// Upstream URL → entry.
     #[serde(default)]
     pub upstream: BTreeMap<String, LockEntry>,
+    /// Snap name → the revision `prepare` took (microk8s and its base; `cluster::snaps`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snaps: BTreeMap<String, crate::cluster::snaps::SnapPin>,
 }
 
 /// One pinned upstream file.
