@@ -15,6 +15,7 @@ mod prepare;
 mod provision;
 mod render;
 mod settings_and_inputs;
+mod snaps;
 mod sync_engine;
 mod tls_ca;
 mod trust_host;

@@ -504,7 +504,19 @@ impl Fetcher<'_> {
                 )),
             }
         }
-        let remote = self.resolve(name, channel).await?;
+        // A mirror without this snap (an instructor who prepared another stack, or an older
+        // homelab): the store, said on screen; anything wrong with what it has is refused.
+        let mut source = self.source.clone();
+        let remote = match self.resolve(name, channel, &source).await {
+            Err(SnapError::NotOnMirror { .. }) => {
+                source = Source::choose(None);
+                (self.progress)(&format!(
+                    "{name} {channel} ({arch}): not on the mirror; from the Snap Store"
+                ));
+                self.resolve(name, channel, &source).await?
+            }
+            other => other?,
+        };
         if let Some(p) = &pin {
             if p.revision != remote.record.revision {
                 return Err(SnapError::PinMoved {
@@ -529,13 +541,13 @@ impl Fetcher<'_> {
             "{name} {channel} ({arch}): revision {}, {} from the {}",
             rec.revision,
             human_bytes(rec.size),
-            match self.source {
+            match source {
                 Source::Store(_) => "Snap Store",
                 Source::Mirror(_) => "mirror",
             }
         ));
-        let mut downloaded = self.download_snap(&remote).await?;
-        let (text, bytes) = self.assertions(&rec).await?;
+        let mut downloaded = self.download_snap(&remote, &source).await?;
+        let (text, bytes) = self.assertions(&rec, &source).await?;
         downloaded += bytes;
         let snap_id =
             assertions::check_covers(&text, &rec.sha3_384, rec.revision).map_err(|why| {
@@ -561,13 +573,18 @@ impl Fetcher<'_> {
         index.version = INDEX_VERSION;
         write_index(&self.cache_root, &index)?;
         pins.insert(name.to_string(), pin_of(&rec));
-        Ok((prepared(&rec, self.source.label(), downloaded), rec))
+        Ok((prepared(&rec, source.label(), downloaded), rec))
     }
 
     /// Which revision to fetch, and from where.
-    async fn resolve(&mut self, name: &str, channel: &str) -> Result<Remote, SnapError> {
+    async fn resolve(
+        &mut self,
+        name: &str,
+        channel: &str,
+        source: &Source,
+    ) -> Result<Remote, SnapError> {
         let arch = self.arch.clone();
-        match self.source.clone() {
+        match source.clone() {
             Source::Store(base) => {
                 let url = format!(
                     "{base}/v2/snaps/info/{name}?fields=base,confinement,download,revision,type,version&architecture={arch}"
@@ -619,12 +636,17 @@ impl Fetcher<'_> {
             Source::Mirror(base) => {
                 if self.mirror_index.is_none() {
                     let url = format!("{base}/{SNAPS_DIR}/{INDEX_FILE}");
-                    let body = self.get(&url, false, None).await?;
-                    let index: Index =
-                        serde_json::from_slice(&body).map_err(|e| SnapError::BadAnswer {
-                            url: redact_url(&url),
-                            why: e.to_string(),
-                        })?;
+                    let index = match self.get(&url, false, None).await {
+                        // A mirror whose cache holds no snaps.
+                        Err(SnapError::Status { status: 404, .. }) => Index::default(),
+                        Err(e) => return Err(e),
+                        Ok(body) => {
+                            serde_json::from_slice(&body).map_err(|e| SnapError::BadAnswer {
+                                url: redact_url(&url),
+                                why: e.to_string(),
+                            })?
+                        }
+                    };
                     self.mirror_index = Some(index);
                 }
                 let rec = self
@@ -687,7 +709,7 @@ impl Fetcher<'_> {
     }
 
     /// Stream the snap into the cache, hashing as it comes; kept only when the hash is right.
-    async fn download_snap(&self, remote: &Remote) -> Result<u64, SnapError> {
+    async fn download_snap(&self, remote: &Remote, source: &Source) -> Result<u64, SnapError> {
         let rec = &remote.record;
         let d = dir(&self.cache_root);
         let part = d.join(format!(".{}.part-{}", rec.file, std::process::id()));
@@ -719,7 +741,7 @@ impl Fetcher<'_> {
                 return Err(SnapError::HashMismatch {
                     file: rec.file.clone(),
                     url: shown.clone(),
-                    expected_from: match self.source {
+                    expected_from: match source {
                         Source::Store(_) => "the Snap Store",
                         Source::Mirror(_) => "the mirror's index",
                     },
@@ -740,8 +762,12 @@ impl Fetcher<'_> {
 
     /// The assertions for `rec`: from the store, following prerequisites as snapd's fetcher does
     /// (the order `snap download` writes them); from a mirror, its `.assert` file.
-    async fn assertions(&self, rec: &SnapRecord) -> Result<(String, u64), SnapError> {
-        match &self.source {
+    async fn assertions(
+        &self,
+        rec: &SnapRecord,
+        source: &Source,
+    ) -> Result<(String, u64), SnapError> {
+        match source {
             Source::Mirror(base) => {
                 let url = format!("{base}/{SNAPS_DIR}/{}", rec.assertions);
                 let body = self.get(&url, false, None).await?;
