@@ -485,7 +485,10 @@ async fn wait_marker(
                     }
                     // cloud-init left the install to `up` (microk8s from the cache): bring the
                     // files, once; the script's markers say how it went.
-                    if installed.is_none() && super::snaps::awaiting(mp, name).await? {
+                    if installed.is_none()
+                        && super::snaps::launched_awaiting(cx)?
+                        && super::snaps::awaiting(mp, name).await?
+                    {
                         installed = Some(super::snaps::install(cx, mp, name, channel).await?);
                         continue;
                     }

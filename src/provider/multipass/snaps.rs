@@ -45,6 +45,15 @@ pub fn cached(lab: &LabState, channel: &str) -> Result<Option<Vec<SnapRecord>>> 
     )?)
 }
 
+/// Whether the lab's VMs were last launched with the user-data that waits for the snaps (the
+/// copy `vms` keeps): only then is a VM asked, so a store-installed lab costs no extra call.
+pub fn launched_awaiting(cx: &dyn OpCx) -> Result<bool> {
+    Ok(cx
+        .state()
+        .read(super::CLOUD_INIT_FILE)?
+        .is_some_and(|u| String::from_utf8_lossy(&u).contains("provision.sh, --await-files,")))
+}
+
 /// Whether the VM waits for the snaps.
 pub async fn awaiting(mp: &Multipass, name: &str) -> Result<bool> {
     let out = mp
