@@ -128,8 +128,31 @@ pub async fn install(cx: &dyn OpCx, mp: &Multipass, name: &str, channel: &str) -
             .await?;
         }
     }
-    // A failure wrote the failure marker, which the wait reads and reports with its step.
-    let _ = out;
+    // A failure of the script wrote the failure marker, which the wait reads and reports with
+    // its step; a failure without one (the script could not run at all) is reported here.
+    if !out.success() {
+        let marked = mp
+            .exec(
+                name,
+                &["cat", super::FAILED_MARKER],
+                format!("check whether provisioning failed on `{name}`"),
+            )
+            .await?;
+        if !marked.success() || marked.stdout.trim().is_empty() {
+            let said = [out.stderr.trim(), out.stdout.trim()]
+                .into_iter()
+                .find(|s| !s.is_empty())
+                .unwrap_or("no output");
+            return Err(Error::msg(format!(
+                "install microk8s on `{name}` from the cache: `{}` exited with {}: {said}",
+                argv.join(" "),
+                out.code.map_or("a signal".into(), |c| c.to_string())
+            ))
+            .hint(format!(
+                "`multipass exec {name} -- sudo cat {PROVISION_SCRIPT}` shows the script cloud-init wrote"
+            )));
+        }
+    }
     Ok(list
         .iter()
         .map(|r| format!("{} {}", r.name, r.revision))
