@@ -1,6 +1,6 @@
 //! Reaching a Kubernetes cluster: the client and kubeconfigs, server-side apply with its
 //! readiness waits, deploying the stack's components in order, reissuing certificates after the
-//! lab CA changes.
+//! lab CA changes, and the microk8s snaps in the cache.
 
 pub mod apply;
 pub mod deploy;
@@ -8,4 +8,5 @@ pub mod image_cache;
 pub mod kube;
 pub mod kubeconfig;
 pub mod reissue;
+pub mod snaps;
 pub mod upstream;

@@ -27,6 +27,9 @@ pub struct Lock {
     /// Fully-qualified image reference → the image manifest it resolved to (`homelab prepare`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, crate::cluster::image_cache::pull::ImageLock>,
+    /// Snap name → the revision `prepare` took (microk8s and its base; `cluster::snaps`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snaps: BTreeMap<String, crate::cluster::snaps::SnapPin>,
 }
 
 /// One pinned upstream file.

@@ -41,7 +41,7 @@ pub(super) async fn run(
         .hint("the lab's VMs run this computer's architecture; images exist for amd64 and arm64")
     })?;
     let started = std::time::Instant::now();
-    let (prepared, pulled, lock) = {
+    let (prepared, pulled, lock, snaps) = {
         // It records pins in the lab's `lock.json`, which `up` reads and writes too.
         let _lock = super::lock_lab(ctx, &lab, "prepare")?;
         let mut lock = upstream::read_lock(&lab)?;
@@ -59,6 +59,16 @@ pub(super) async fn run(
             print_manifests_only(ctx, &prepared, &images);
             return Ok(ExitStatus::Success);
         }
+        let snaps = match prepare_snaps(ctx, &stack, &mut lock, mirror_url.as_deref()).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Pins of the snaps taken before a failure are kept.
+                if lock != before {
+                    lab.write_json(upstream::LOCK_FILE, &lock)?;
+                }
+                return Err(e);
+            }
+        };
         let layout = Layout::create(images_dir(&cache))?;
         let bars = Bars::new(ctx);
         let result = pull::pull_all(
@@ -77,7 +87,7 @@ pub(super) async fn run(
         if lock != before {
             lab.write_json(upstream::LOCK_FILE, &lock)?;
         }
-        (prepared, result?, lock)
+        (prepared, result?, lock, snaps)
     };
     let elapsed = started.elapsed();
     let from_mirror: u64 = pulled
@@ -103,9 +113,10 @@ pub(super) async fn run(
             "bytes": {"mirror": from_mirror, "registry": from_registry},
             "manifests_downloaded": {"mirror": manifests_mirror, "internet": manifests_internet},
             "elapsed_ms": elapsed.as_millis(),
+            "snaps": snaps,
         })),
         OutputFormat::Text => {
-            let mut out = String::new();
+            let mut out = snaps_text(&snaps);
             for p in &prepared {
                 out.push_str(&format!(
                     "{:<16} {} sha256:{} ({})\n",
@@ -298,4 +309,88 @@ impl Transfer for Bars {
             None => eprintln!("warning: {message}"),
         }
     }
+}
+/// The microk8s snap of the stack's channel and its base, for the VMs' architecture, into the
+/// cache (`cluster::snaps`), pinned in the lab's lock. `None` where the VMs' architecture has
+/// no snaps homelab knows.
+async fn prepare_snaps(
+    ctx: &Ctx,
+    stack: &crate::model::stack::Stack,
+    lock: &mut upstream::Lock,
+    mirror: Option<&str>,
+) -> Result<Option<SnapsPrepared>> {
+    use crate::cluster::snaps;
+    let Some(arch) = snaps::vm_architecture() else {
+        ctx.printer.warn(
+            "this host's architecture has no microk8s snaps homelab knows; the VMs will install microk8s from the Snap Store",
+        );
+        return Ok(None);
+    };
+    let channel = ctx.settings.channel(stack);
+    let source = snaps::Source::choose(mirror);
+    let started = std::time::Instant::now();
+    let progress = |line: &str| ctx.printer.info(line);
+    let list = snaps::prepare(
+        &channel,
+        arch,
+        &mut lock.snaps,
+        &state::cache_root()?,
+        &source,
+        &progress,
+    )
+    .await?;
+    let from = |s: &str| -> u64 {
+        list.iter()
+            .filter(|p| p.source == s)
+            .map(|p| p.downloaded)
+            .sum()
+    };
+    Ok(Some(SnapsPrepared {
+        from_store: from("store"),
+        from_mirror: from("mirror"),
+        seconds: started.elapsed().as_secs_f64(),
+        snaps: list,
+    }))
+}
+
+/// What `prepare` did for the snaps.
+#[derive(serde::Serialize)]
+struct SnapsPrepared {
+    snaps: Vec<crate::cluster::snaps::PreparedSnap>,
+    /// Bytes downloaded from the Snap Store.
+    from_store: u64,
+    /// Bytes downloaded from the mirror.
+    from_mirror: u64,
+    /// Time taken.
+    seconds: f64,
+}
+
+fn snaps_text(snaps: &Option<SnapsPrepared>) -> String {
+    use crate::cluster::snaps::human_bytes;
+    let Some(s) = snaps else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for p in &s.snaps {
+        out.push_str(&format!(
+            "{:<16} {} {} ({}) revision {} sha3-384:{} ({})\n",
+            "snap",
+            p.name,
+            p.channel,
+            p.architecture,
+            p.revision,
+            p.sha3_384,
+            if p.source == "cache" {
+                "cached".to_string()
+            } else {
+                format!("{} from the {}", human_bytes(p.downloaded), p.source)
+            }
+        ));
+    }
+    out.push_str(&format!(
+        "snaps: {} from the Snap Store, {} from the mirror\n",
+        human_bytes(s.from_store),
+        human_bytes(s.from_mirror)
+    ));
+    out
 }

@@ -433,6 +433,16 @@ pub fn render_cloud_init(
     templates: &Templates,
     input: &RenderInput<'_>,
 ) -> Result<String, RenderError> {
+    render_cloud_init_for(templates, input, false)
+}
+
+/// [`render_cloud_init`], where `snaps_from_files` says that `up` brings microk8s from its cache
+/// (the VMs wait for the files instead of installing from the Snap Store).
+pub fn render_cloud_init_for(
+    templates: &Templates,
+    input: &RenderInput<'_>,
+    snaps_from_files: bool,
+) -> Result<String, RenderError> {
     let wrap = |source| RenderError::Template {
         component: "cloud-init".into(),
         source,
@@ -468,6 +478,7 @@ pub fn render_cloud_init(
         .render("cloud-init/microk8s-launch.yaml", &ctx)
         .map_err(wrap)?;
     ctx.insert("launch_config", &launch);
+    ctx.insert("snaps_from_files", &snaps_from_files);
     templates
         .render("cloud-init/user-data.yaml", &ctx)
         .map_err(wrap)

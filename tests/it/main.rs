@@ -18,6 +18,7 @@ mod prepare;
 mod provision;
 mod render;
 mod settings_and_inputs;
+mod snaps;
 mod sync_engine;
 mod terminal;
 mod tls_ca;

@@ -1760,6 +1760,7 @@ fn provisioning_marks_success_last_and_failure_explicitly() {
             "snap wait system seed.loaded",
             "snap list microk8s",
             "snap install microk8s --classic --channel=1.36/stable",
+            "snap refresh --hold microk8s",
             "usermod -a -G microk8s ubuntu",
             "microk8s status --wait-ready --timeout 600",
         ]

@@ -6,6 +6,7 @@ pub mod common;
 pub mod fake_drone;
 pub mod fake_gitea;
 pub mod fake_kube;
+pub mod fake_snapstore;
 pub mod git_http;
 pub mod http_kit;
 pub mod lab_sim;

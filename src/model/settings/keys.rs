@@ -127,6 +127,8 @@ pub(super) const NON_SETTING_ENV: &[&str] = &[
     "HOMELAB_TEST_INGRESS_PORT",
     "HOMELAB_TEST_HOST",
     "HOMELAB_TEST_PLATFORM",
+    // Another Snap Store API base URL for `prepare` (tests' fake store, a store proxy).
+    "HOMELAB_SNAP_STORE_URL",
     // Runtime parameters of the in-cluster sync engine, set by its Deployment.
     "HOMELAB_SYNC_APPLICATION_NAMESPACE",
     "HOMELAB_SYNC_LEASE_NAMESPACE",

@@ -135,6 +135,14 @@ pub struct Multipass {
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Multipass {
+    /// The same program with another bound for each `multipass exec` (a long remote script).
+    pub fn with_exec_timeout(&self, exec_timeout: Duration) -> Multipass {
+        Multipass {
+            program: self.program.clone(),
+            exec_timeout,
+        }
+    }
+
     /// Find `multipass` on PATH. `exec_timeout` bounds each `multipass exec`.
     pub fn find(exec_timeout: Duration) -> Result<Multipass, MultipassError> {
         Ok(Multipass {

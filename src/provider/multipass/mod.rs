@@ -29,6 +29,7 @@ pub mod hosts;
 pub mod json;
 pub mod ops;
 pub mod sideload;
+pub mod snaps;
 
 pub use cli::{Multipass, MultipassError};
 pub use decide::{LabSpec, NodeRecord, VmSpec, vm_name};

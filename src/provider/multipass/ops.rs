@@ -369,20 +369,37 @@ async fn wait_running(
 /// Wait (bounded) until cloud-init wrote its completion marker on every VM. Multipass's own
 /// launch wait gives up after 5 minutes while cloud-init goes on; this one knows what "done"
 /// means.
-pub async fn provisioned(cx: &dyn OpCx, vms: &Vms) -> Result<StepReport> {
+///
+/// A VM whose cloud-init waits for the microk8s snaps from the cache (`channel`) gets them
+/// here ([`super::snaps`]), and the wait goes on.
+pub async fn provisioned(cx: &dyn OpCx, vms: &Vms, channel: &str) -> Result<StepReport> {
     let mp = &vms.multipass;
     let started = Instant::now();
-    let waited = join_all(vms.nodes.iter().map(|n| wait_marker(cx, mp, &n.name))).await;
+    let waited = join_all(
+        vms.nodes
+            .iter()
+            .map(|n| wait_marker(cx, mp, &n.name, channel)),
+    )
+    .await;
     let mut any_waited = false;
+    let mut from_cache = Vec::new();
     for w in waited {
-        any_waited |= w?;
+        let (waited, installed) = w?;
+        any_waited |= waited;
+        from_cache.extend(installed);
     }
     let n = vms.nodes.len();
-    let what = if n == 1 {
+    let mut what = if n == 1 {
         "cloud-init finished".to_string()
     } else {
         format!("cloud-init finished on {n} VMs")
     };
+    if let Some(snaps) = from_cache.first() {
+        what.push_str(&format!(
+            "; microk8s installed from the cache ({snaps}) on {} VM(s)",
+            from_cache.len()
+        ));
+    }
     Ok(if any_waited {
         StepReport::done(format!(
             "{what} after {}",
@@ -432,13 +449,20 @@ async fn look(mp: &Multipass, name: &str) -> Result<Look> {
     Ok(Look::Pending)
 }
 
-/// Wait for the marker on one VM; true when it was not there at first.
-async fn wait_marker(cx: &dyn OpCx, mp: &Multipass, name: &str) -> Result<bool> {
+/// Wait for the marker on one VM; true when it was not there at first, with the snaps it
+/// installed from the cache, if it did.
+async fn wait_marker(
+    cx: &dyn OpCx,
+    mp: &Multipass,
+    name: &str,
+    channel: &str,
+) -> Result<(bool, Option<String>)> {
     let started = Instant::now();
     let mut attempt = 0;
+    let mut installed = None;
     loop {
         if let Look::Provisioned = look(mp, name).await? {
-            return Ok(attempt > 0);
+            return Ok((attempt > 0 || installed.is_some(), installed));
         }
         // cloud-init itself may have failed before the script ran (issue 12): once it says it
         // is done, the marker will never come. It exits 1 or 2 with errors; the JSON is what
@@ -457,7 +481,16 @@ async fn wait_marker(cx: &dyn OpCx, mp: &Multipass, name: &str) -> Result<bool> 
                 Verdict::Finished(said) => {
                     // The script may have finished between the two looks.
                     if let Look::Provisioned = look(mp, name).await? {
-                        return Ok(true);
+                        return Ok((true, installed));
+                    }
+                    // cloud-init left the install to `up` (microk8s from the cache): bring the
+                    // files, once; the script's markers say how it went.
+                    if installed.is_none()
+                        && super::snaps::launched_awaiting(cx)?
+                        && super::snaps::awaiting(mp, name).await?
+                    {
+                        installed = Some(super::snaps::install(cx, mp, name, channel).await?);
+                        continue;
                     }
                     return Err(ProvisionError::CloudInitEnded {
                         name: name.to_string(),

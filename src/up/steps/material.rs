@@ -72,9 +72,13 @@ pub fn cloud_init<'a>(
         let domain = Domain::resolve(settings.domain.as_deref(), None);
         let templates = Templates::embedded()?;
         let upstream = BTreeMap::new();
-        let text = render::render_cloud_init(
+        // microk8s from the cache when `homelab prepare` put it there (the VMs wait for the
+        // files `provisioned` brings), else from the Snap Store.
+        let from_cache = crate::provider::multipass::snaps::cached(cx.state(), &channel)?;
+        let text = render::render_cloud_init_for(
             &templates,
             &RenderInput::for_lab(settings, stack, &domain, &secrets, &ca, None, &upstream),
+            from_cache.is_some(),
         )?;
         let launched_with = cx.state().read(CLOUD_INIT_FILE)?;
         let report = match launched_with {
@@ -84,7 +88,16 @@ pub fn cloud_init<'a>(
             Some(_) => StepReport::skipped(
                 "changed since the VMs were launched; new VMs get it (`--recreate` rebuilds the others)",
             ),
-            None => StepReport::done(format!("microk8s {channel}, lab CA trusted")),
+            None => match &from_cache {
+                Some(list) => StepReport::done(format!(
+                    "microk8s {channel} from the cache ({}), lab CA trusted",
+                    list.iter()
+                        .map(|r| format!("{} {}", r.name, r.revision))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                None => StepReport::done(format!("microk8s {channel}, lab CA trusted")),
+            },
         };
         Ok((report, CloudInit(text)))
     })

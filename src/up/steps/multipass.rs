@@ -20,7 +20,10 @@ pub fn vms<'a>(cx: &'a StepCx<'a>, (cloud_init,): (Arc<CloudInit>,)) -> Made<'a,
 
 /// `provisioned`: wait (bounded) until cloud-init finished on every VM; hands the VMs on.
 pub fn provisioned<'a>(cx: &'a StepCx<'a>, (vms,): (Arc<Vms>,)) -> Made<'a, Arc<Vms>> {
-    Box::pin(async move { Ok((ops::provisioned(cx, &vms).await?, vms)) })
+    Box::pin(async move {
+        let channel = cx.settings().channel(cx.stack());
+        Ok((ops::provisioned(cx, &vms, &channel).await?, vms))
+    })
 }
 
 /// `join`: nodes 2..N join the first, one at a time; hands the VMs on.

@@ -92,6 +92,8 @@ impl TestContext {
             )
             .env("NO_COLOR", "1")
             .env("LANG", "C.UTF-8")
+            // No test reaches the real Snap Store: one that needs a store starts the fake.
+            .env("HOMELAB_SNAP_STORE_URL", "http://127.0.0.1:9")
             .current_dir(&self.cwd);
         for (k, v) in &self.env {
             cmd.env(k, v);
