@@ -26,6 +26,7 @@ mod kube_target;
 mod plan;
 mod prepare;
 mod render;
+mod reset;
 mod status;
 mod sync;
 mod trust;
@@ -125,6 +126,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         }),
         Command::Down(args) => down::run(&ctx, args).await,
         Command::Status(_) => status::run(&ctx).await,
+        Command::Reset(args) => reset::run(&ctx, args).await,
         Command::Render(args) => render::run(&ctx, args),
         Command::Plan(_) => plan::run(&ctx),
         Command::Prepare(_) => prepare::run(&ctx).await,

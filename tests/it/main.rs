@@ -14,6 +14,7 @@ mod node_names;
 mod prepare;
 mod provision;
 mod render;
+mod reset;
 mod settings_and_inputs;
 mod sync_engine;
 mod tls_ca;

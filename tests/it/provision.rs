@@ -1565,7 +1565,7 @@ fn status_shows_vms_cluster_context_and_steps() {
         .join("\n");
     assert_eq!(
         stdout,
-        "Lab `t` (multipass)\n\nVMs\n  homelab-t-1  Running  10.77.0.2  4 CPUs  0.4G of 7.8G memory\n\nCluster: reachable (1 of 1 nodes Ready)\n  homelab-t-1  Ready  v1.36.0\n\nKube context: `homelab-t` in `[HOME]/.kube/config`\n\nSteps of `homelab up`\n  ✓ secrets       done [TIME]\n  ✓ ca            done [TIME]\n  ✓ cloud-init    done [TIME]\n  ✓ vms           done [TIME]\n  ✓ provisioned   done [TIME]\n  ✓ join          done [TIME]\n  ✓ kubeconfig    done [TIME]\n  ✓ engine-image  done [TIME]\n  ✓ ready         done [TIME]\n  - node-names    not done\n  - prepare       not done\n  - render        not done\n  - deploy        not done\n  - wire-gitea    not done\n  - wire-ci       not done\n  - verify        not done"
+        "Lab `t` (multipass)\n\nVMs\n  homelab-t-1  Running  10.77.0.2  4 CPUs  0.4G of 7.8G memory\n\nCluster: reachable (1 of 1 nodes Ready)\n  homelab-t-1  Ready  v1.36.0\n\nKube context: `homelab-t` in `[HOME]/.kube/config`\nSnapshot: none yet (the last step of `homelab up` takes it; `homelab reset` restores it)\n\nSteps of `homelab up`\n  ✓ secrets       done [TIME]\n  ✓ ca            done [TIME]\n  ✓ cloud-init    done [TIME]\n  ✓ vms           done [TIME]\n  ✓ provisioned   done [TIME]\n  ✓ join          done [TIME]\n  ✓ kubeconfig    done [TIME]\n  ✓ engine-image  done [TIME]\n  ✓ ready         done [TIME]\n  - node-names    not done\n  - prepare       not done\n  - render        not done\n  - deploy        not done\n  - wire-gitea    not done\n  - wire-ci       not done\n  - verify        not done\n  - snapshot      not done"
     );
     assert_eq!(lab.argv(), [INFO, NODES], "status only looks");
 
@@ -1922,7 +1922,8 @@ fn the_plan_lists_the_steps_up_runs_and_records() {
             "deploy",
             "wire-gitea",
             "wire-ci",
-            "verify"
+            "verify",
+            "snapshot"
         ]
     );
     lab.homelab(&["up"]).success();

@@ -5,8 +5,9 @@
 //! [`ops::vms`] (launch/start/recover/reuse) → [`ops::provisioned`] (cloud-init's completion
 //! marker, or [`cloud_init`]'s verdict that it will never come) → [`ops::join`] →
 //! [`ops::kubeconfig`] → [`sideload::engine_image`] → [`ops::ready`], and [`hosts::node_names`]
-//! (the lab's hostnames in the VMs' `/etc/hosts`), then `down` ([`teardown`]) and `status`
-//! ([`observe_vms`], [`observe_cluster`]).
+//! (the lab's hostnames in the VMs' `/etc/hosts`), [`snapshot::ensure`] (`up`'s last step, for
+//! `reset`'s [`snapshot::restore`]), then `down` ([`teardown`]) and `status` ([`observe_vms`],
+//! [`observe_cluster`]).
 //!
 //! Architecture invariant: a pure core and one effectful shell. [`json`] reads what Multipass
 //! and microk8s print, [`decide`] chooses what to do; only [`cli::Multipass`] runs `multipass`,
@@ -27,6 +28,7 @@ pub mod hosts;
 pub mod json;
 pub mod ops;
 pub mod sideload;
+pub mod snapshot;
 
 pub use cli::{Multipass, MultipassError};
 pub use decide::{LabSpec, NodeRecord, VmSpec, vm_name};

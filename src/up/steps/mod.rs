@@ -18,7 +18,7 @@ pub mod wire;
 
 pub use crate::model::plan::step::{
     CA, CLOUD_INIT, CLUSTER_READY, DEPLOY, ENGINE_IMAGE, JOIN, KUBECONFIG, NODE_NAMES, PREPARE,
-    PROVISIONED, RENDER, SECRETS, VERIFY, VMS, WIRE_CI, WIRE_GITEA,
+    PROVISIONED, RENDER, SECRETS, SNAPSHOT, VERIFY, VMS, WIRE_CI, WIRE_GITEA,
 };
 
 /// What every provider's `ready` step hands on: the cluster, answering.
