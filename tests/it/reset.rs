@@ -340,13 +340,40 @@ fn ok(sim: &Sim, what: &str, run: &Run) {
 async fn up_snapshots_once_and_reset_brings_a_changed_lab_back() {
     let sim = Sim::start(Provider::Multipass, 7).await;
     let vm = format!("homelab-{LAB}-1");
+    let snapshot_line = |run: &Run| -> String {
+        run.stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some("snapshot"))
+            .unwrap_or_else(|| panic!("no `snapshot` step in:\n{}", run.stdout))
+            .to_string()
+    };
+
+    // 1. `--no-snapshot`: the lab is built, nothing stopped, and `reset` has nothing to go to.
+    let bare = sim.homelab(&["up", "--no-verify", "--no-snapshot"]).await;
+    ok(&sim, "up --no-snapshot", &bare);
+    let line = snapshot_line(&bare);
+    assert!(
+        line.trim_start().starts_with('=') && line.contains("not taken (`--no-snapshot`)"),
+        "{line}"
+    );
+    assert!(sim.multipass_state()["instances"][&vm]["_snapshots"].is_null());
+    assert!(
+        !argv_names(&sim).iter().any(|c| c.starts_with("stop")),
+        "nothing was stopped"
+    );
+    let refused = sim.homelab(&["reset"]).await;
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("has no snapshot to reset to"),
+        "{}",
+        refused.stderr
+    );
+
+    // 2. The first whole `up` takes it.
+    sim.clear_argv();
     let up = sim.homelab(&["up", "--no-verify"]).await;
     ok(&sim, "up", &up);
-    let line = up
-        .stdout
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("snapshot"))
-        .unwrap_or_else(|| panic!("no `snapshot` step in:\n{}", up.stdout));
+    let line = snapshot_line(&up);
     assert!(
         line.trim_start().starts_with('✓') && line.contains("`homelab-ready` of 1 VM taken"),
         "{line}"
@@ -388,16 +415,24 @@ async fn up_snapshots_once_and_reset_brings_a_changed_lab_back() {
     assert_eq!(v["snapshot"]["name"], "homelab-ready");
     assert_eq!(v["snapshot"]["vms"], json!([vm]));
 
-    // 2. A second `up` finds the snapshot and stops nothing.
+    // 3. A later `up` finds the snapshot and stops nothing; when it changed the lab (here: the
+    // lab's kubeconfig written again), it says the snapshot is older than the lab.
+    std::fs::remove_file(sim.ctx.state_dir(LAB).join("kubeconfig")).unwrap();
     sim.clear_argv();
     let again = sim.homelab(&["up", "--no-verify"]).await;
     ok(&sim, "the second up", &again);
-    let line = again
-        .stdout
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("snapshot"))
-        .unwrap();
+    let line = snapshot_line(&again);
     assert!(line.trim_start().starts_with('='), "{line}");
+    assert!(
+        again
+            .stderr
+            .contains("this run changed the lab after its snapshot `homelab-ready` was taken")
+            && again
+                .stderr
+                .contains(&format!("`multipass delete --purge {vm}.homelab-ready`")),
+        "{}",
+        again.stderr
+    );
     for call in argv_names(&sim) {
         assert!(
             ["info", "version", "list --snapshots"]
@@ -407,7 +442,7 @@ async fn up_snapshots_once_and_reset_brings_a_changed_lab_back() {
         );
     }
 
-    // 3. The exercise changes the VM: a file, the images it holds, its /etc/hosts.
+    // 4. The exercise changes the VM: a file, the images it holds, its /etc/hosts.
     let path = sim.mp_dir.join("state.json");
     let mut state = sim.multipass_state();
     let before = state["instances"][&vm].clone();
@@ -454,7 +489,7 @@ async fn up_snapshots_once_and_reset_brings_a_changed_lab_back() {
         status.stdout
     );
 
-    // 4. `down --purge` deletes the VMs, and their snapshots with them.
+    // 5. `down --purge` deletes the VMs, and their snapshots with them.
     let down = sim.homelab(&["down", "--purge"]).await;
     ok(&sim, "down --purge", &down);
     assert!(

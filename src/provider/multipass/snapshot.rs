@@ -245,15 +245,24 @@ pub struct LabHealth<'a> {
     pub stack: &'a Stack,
 }
 
+/// What `up` tells the `snapshot` step.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnapshotOptions {
+    /// `--no-snapshot`: take none.
+    pub skip: bool,
+    /// An earlier step of this run changed the lab: a snapshot found is older than the lab.
+    pub lab_changed: bool,
+}
+
 /// `up`'s step `snapshot`: take [`SNAPSHOT_NAME`] of every lab VM that lacks it (stop, snapshot,
-/// start, wait until the lab is back), or find it there. `skip`: `--no-snapshot`.
+/// start, wait until the lab is back), or find it there.
 pub async fn ensure(
     cx: &dyn OpCx,
     vms: &Vms,
-    skip: bool,
+    options: SnapshotOptions,
     health: Option<LabHealth<'_>>,
 ) -> Result<StepReport> {
-    if skip {
+    if options.skip {
         return Ok(StepReport::skipped(
             "not taken (`--no-snapshot`); `homelab reset` needs it",
         ));
@@ -283,6 +292,18 @@ pub async fn ensure(
                 r
             }
         };
+        if options.lab_changed {
+            // Taken again only when asked: it costs a stop and start of every VM.
+            cx.warn(&format!(
+                "this run changed the lab after its snapshot `{SNAPSHOT_NAME}` was taken ({}): `homelab reset` goes back to the lab as it was then; to snapshot it as it is now, delete the old one (`multipass delete --purge {}`) and run `homelab up` again",
+                record.when(),
+                names
+                    .iter()
+                    .map(|n| format!("{n}.{SNAPSHOT_NAME}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
         return Ok(StepReport::skipped(format!(
             "`{SNAPSHOT_NAME}` of {} taken {}",
             count_vms(names.len()),
@@ -440,7 +461,10 @@ fn count_vms(n: usize) -> String {
 }
 
 fn now_rfc3339() -> String {
+    // Whole seconds: people read it in `status` and `reset`.
     time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 is a valid nanosecond")
         .format(&time::format_description::well_known::Rfc3339)
         .expect("UTC times format")
 }

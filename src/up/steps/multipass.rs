@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::ClusterReady;
 use crate::provider::Cluster;
 use crate::provider::multipass::sideload::{self, EngineImage};
-use crate::provider::multipass::snapshot::{self, LabHealth};
+use crate::provider::multipass::snapshot::{self, LabHealth, SnapshotOptions};
 use crate::provider::multipass::{CloudInit, Vms, hosts, ops};
 use crate::up::graph::{Made, StepCx};
 use crate::up::steps::lab::Lab;
@@ -71,8 +71,11 @@ pub fn snapshot<'a>(
             manifests: &lab.manifests,
             stack: cx.stack(),
         };
-        let skip = cx.options().no_snapshot;
-        Ok((snapshot::ensure(cx, &vms, skip, Some(health)).await?, ()))
+        let options = SnapshotOptions {
+            skip: cx.options().no_snapshot,
+            lab_changed: cx.changed_this_run(),
+        };
+        Ok((snapshot::ensure(cx, &vms, options, Some(health)).await?, ()))
     })
 }
 
