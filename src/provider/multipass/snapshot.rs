@@ -336,7 +336,11 @@ pub async fn ensure(
     let restarted = mp.start_all(&missing).await;
     taken?;
     restarted?;
-    back_up(cx, vms, health).await?;
+    for name in back_up(cx, vms, health).await? {
+        cx.warn(&format!(
+            "VM `{name}` came back from its snapshot stop with another address: run `homelab up` again to point the kube context and the lab's names at it"
+        ));
+    }
     let took = started.elapsed();
     let record = SnapshotRecord {
         name: SNAPSHOT_NAME.into(),
