@@ -76,6 +76,13 @@ pub enum Command {
     /// Show the lab: VMs, cluster, nodes, and which `up` steps are done
     Status(StatusArgs),
 
+    /// Put the lab back as `up` left it: restore every VM to the snapshot `up` took at its end
+    ///
+    /// Stops the lab's VMs, restores each to that Multipass snapshot, starts them and waits until
+    /// the cluster answers and every component is healthy again: between exercises, or before
+    /// the next group. Not available on an existing cluster.
+    Reset(ResetArgs),
+
     /// Print or write the complete manifest set the lab runs
     ///
     /// Renders every component of the stack with the lab's domain, secrets and CA, in dependency
@@ -445,6 +452,11 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_verify: bool,
 
+    /// Don't snapshot the lab's VMs at the end (Multipass; `homelab reset` restores that
+    /// snapshot; taking it stops and starts the VMs once)
+    #[arg(long)]
+    pub no_snapshot: bool,
+
     /// Stop after this step, e.g. `--until ready` for a bare cluster;
     /// `homelab status` lists the steps
     #[arg(long, value_name = "STEP")]
@@ -468,6 +480,17 @@ pub struct DownArgs {
 /// Arguments of `status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {}
+
+/// Arguments of `reset`.
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+
+    /// Where the lab runs [default: what the lab was built on]; `existing` has no snapshots
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub provider: Option<ProviderArg>,
+}
 
 /// Arguments of `render`.
 #[derive(Debug, Args)]
@@ -616,6 +639,13 @@ impl Cli {
                 a.cluster.apply(&mut layer);
             }
             Command::Down(_) | Command::Status(_) => {}
+            Command::Reset(a) => {
+                a.stack.apply(&mut layer);
+                layer.provider = a.provider.map(|p| match p {
+                    ProviderArg::Multipass => ProviderKind::Multipass,
+                    ProviderArg::Existing => ProviderKind::Existing,
+                });
+            }
             Command::Sync(a) => layer.context = a.kube.context.clone(),
             Command::Apps(a) => layer.context = a.kube.context.clone(),
             Command::Diff(a) => layer.context = a.kube.context.clone(),

@@ -14,16 +14,19 @@ use crate::edges::state::LabState;
 use crate::host::trust;
 use crate::model::settings::ProviderKind;
 use crate::model::tls::CA_CERT_FILE;
+use crate::provider::multipass::snapshot::{SNAPSHOT_FILE, SnapshotRecord};
 use crate::provider::multipass::{self, Multipass, MultipassError};
 use crate::provider::{KUBECONFIG_FILE, LAB_RECORD_FILE, LabRecord};
 use crate::up::{CLOUD_INIT_FILE, UP_STATE_FILE, Waits};
 
-/// Files that describe the cluster; they go with it.
+/// Files that describe the cluster; they go with it. The VMs' snapshot does too: purging a VM
+/// deletes its snapshots (Multipass removes the instance's directory).
 const CLUSTER_FILES: &[&str] = &[
     KUBECONFIG_FILE,
     LAB_RECORD_FILE,
     UP_STATE_FILE,
     CLOUD_INIT_FILE,
+    SNAPSHOT_FILE,
 ];
 
 pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
@@ -67,6 +70,14 @@ pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {
                     } else {
                         format!("deleted and purged VM(s) {}", deleted.join(", "))
                     });
+                    if let Some(snap) = SnapshotRecord::load(&state)?
+                        && !deleted.is_empty()
+                    {
+                        lines.push(format!(
+                            "their snapshot `{}` for `homelab reset` went with them",
+                            snap.name
+                        ));
+                    }
                 }
                 // Without Multipass and without a record, this lab never had VMs.
                 Err(MultipassError::NotInstalled(_)) if record.is_none() => {}

@@ -27,6 +27,7 @@ mod open;
 mod plan;
 mod prepare;
 mod render;
+mod reset;
 mod status;
 mod sync;
 mod trust;
@@ -126,6 +127,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         }),
         Command::Down(args) => down::run(&ctx, args).await,
         Command::Status(_) => status::run(&ctx).await,
+        Command::Reset(args) => reset::run(&ctx, args).await,
         Command::Render(args) => render::run(&ctx, args),
         Command::Plan(_) => plan::run(&ctx),
         Command::Prepare(a) => prepare::run(&ctx, a.serve.as_deref(), a.manifests_only).await,

@@ -12,9 +12,12 @@ use crate::edges::output::OutputFormat;
 use crate::edges::output::human;
 use crate::edges::state;
 use crate::edges::state::LabState;
+use crate::model::render::Manifests;
 use crate::model::render::{self, Domain, RenderInput};
 use crate::model::settings::ProviderKind;
+use crate::model::stack::Stack;
 use crate::model::templates::Templates;
+use crate::provider::multipass::snapshot::SnapshotRecord;
 use crate::provider::multipass::{self, ClusterView, Multipass, VmView, decide::gib};
 use crate::provider::{LabRecord, existing};
 use crate::up::{self, UpRecord, Waits};
@@ -36,6 +39,9 @@ pub(super) struct Status {
     /// Why component health could not be read, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     components_note: Option<String>,
+    /// The VMs' snapshot `homelab reset` restores (multipass labs), when taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot: Option<SnapshotRecord>,
 }
 
 #[derive(Serialize)]
@@ -157,7 +163,9 @@ pub(super) async fn gather(ctx: &Ctx, components: Components) -> Result<Status> 
         }
         _ => (Vec::new(), None),
     };
+    let snapshot = SnapshotRecord::load(&state)?;
     let status = Status {
+        snapshot,
         lab,
         exists: record.is_some() || !vms.is_empty(),
         provider,
@@ -177,10 +185,25 @@ async fn component_health(
     state: &LabState,
     record: &LabRecord,
 ) -> Result<Vec<ComponentHealth>> {
+    let Some((stack, manifests)) = lab_manifests(ctx, state, record)? else {
+        return Ok(Vec::new());
+    };
+    let client = record.cluster(state).client().await?;
+    Ok(deploy::health(&client, &manifests, &stack).await?)
+}
+
+/// The stack and the manifests the lab runs, rendered from its state as `up` rendered them
+/// (nothing generated or written); `None` before the lab has secrets and a CA. What `status`
+/// and `reset` read component health against.
+pub(super) fn lab_manifests(
+    ctx: &Ctx,
+    state: &LabState,
+    record: &LabRecord,
+) -> Result<Option<(Stack, Manifests)>> {
     let settings = &ctx.settings;
     let stack = ctx.stack()?;
     let (Some(secrets), Some(ca)) = (state.stored_secrets()?, tls::load(state)?) else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let cluster = record.cluster(state);
     let node_ip = cluster.node_ips.first().map(String::as_str);
@@ -190,8 +213,7 @@ async fn component_health(
         &Templates::embedded()?,
         &RenderInput::for_lab(settings, &stack, &domain, &secrets, &ca, node_ip, &upstream),
     )?;
-    let client = cluster.client().await?;
-    Ok(deploy::health(&client, &manifests, &stack).await?)
+    Ok(Some((stack, manifests)))
 }
 
 /// An existing cluster as seen through the user's kubeconfig; failures are shown, not raised.
@@ -288,6 +310,17 @@ fn text(s: &Status, now: OffsetDateTime) -> String {
         )),
         None => out.push_str("\nKube context: none\n"),
     }
+    if s.provider == ProviderKind::Multipass {
+        out.push_str(&match &s.snapshot {
+            Some(snap) => format!(
+                "Snapshot: `{}` of {} VM(s), taken {} (`homelab reset` restores it)\n",
+                snap.name,
+                snap.vms.len(),
+                snap.when()
+            ),
+            None => "Snapshot: none yet (the last step of `homelab up` takes it; `homelab reset` restores it)\n".into(),
+        });
+    }
     if !s.components.is_empty() || s.components_note.is_some() {
         out.push_str("\nComponents\n");
         if let Some(note) = &s.components_note {
@@ -382,6 +415,7 @@ mod tests {
             ],
             components: Vec::new(),
             components_note: None,
+            snapshot: None,
         };
         assert_eq!(
             text(&status, NOW),

@@ -66,6 +66,7 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
         options: UpOptions {
             recreate: args.recreate,
             no_verify: args.no_verify,
+            no_snapshot: args.no_snapshot,
         },
     };
     let interrupt = async {

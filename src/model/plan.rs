@@ -96,6 +96,8 @@ pub mod step {
     pub const WIRE_CI: &str = "wire-ci";
     /// Prove the loop.
     pub const VERIFY: &str = "verify";
+    /// Snapshot the lab's VMs for `homelab reset` (multipass).
+    pub const SNAPSHOT: &str = "snapshot";
 }
 
 /// The names of the wiring's sub-steps, as the wiring reports them and the plan lists them.

@@ -56,6 +56,8 @@ pub struct UpOptions {
     pub recreate: bool,
     /// `--no-verify`: skip the final end-to-end check of the loop.
     pub no_verify: bool,
+    /// `--no-snapshot`: don't snapshot the VMs for `homelab reset` at the end.
+    pub no_snapshot: bool,
 }
 
 /// What every step can see.
@@ -131,7 +133,7 @@ pub fn graph_for(settings: &Settings) -> UpGraph {
         material::secrets,
     );
     let ca = p.step(CA, "create or reuse the lab CA", (), material::ca);
-    let (ready, kubeconfig, joined) = match settings.provider {
+    let (ready, kubeconfig, joined, vms) = match settings.provider {
         ProviderKind::Multipass => {
             let cloud_init = p.step(
                 CLOUD_INIT,
@@ -182,7 +184,7 @@ pub fn graph_for(settings: &Settings) -> UpGraph {
                 (&provisioned,),
                 multipass::node_names,
             );
-            (ready, Some(kubeconfig), Some(joined))
+            (ready, Some(kubeconfig), Some(joined), Some(vms))
         }
         ProviderKind::Existing => {
             let ready = p.step(
@@ -191,7 +193,7 @@ pub fn graph_for(settings: &Settings) -> UpGraph {
                 (),
                 existing::ready,
             );
-            (ready, None, None)
+            (ready, None, None, None)
         }
     };
     let upstream = p.step(
@@ -235,12 +237,21 @@ pub fn graph_for(settings: &Settings) -> UpGraph {
         (&gitea,),
         wire::wire_ci,
     );
-    p.step(
+    let verified = p.step(
         VERIFY,
         "prove the loop: commit, build, bump, sync, serve over HTTPS",
         (&ci,),
         wire::verify,
     );
+    // Last: the lab as proven, for `homelab reset` (issue 14). Multipass VMs only.
+    if let Some(vms) = vms {
+        p.step(
+            SNAPSHOT,
+            "snapshot every VM for `homelab reset` (once: they stop and start again)",
+            (&vms, &ci, &verified),
+            multipass::snapshot,
+        );
+    }
     UpGraph {
         pipeline: p,
         kubeconfig,

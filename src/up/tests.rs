@@ -260,6 +260,8 @@ fn the_multipass_and_existing_graphs_keep_their_steps_and_needs() {
     ]
     .into_iter()
     .chain(lab(s(&["join", "render"])))
+    // The lab as proven, snapshotted for `homelab reset` (Multipass only).
+    .chain([("snapshot", s(&["vms", "wire-ci", "verify"]))])
     .map(|(n, d)| (n.to_string(), d))
     .collect();
     assert_eq!(needs(&pipeline(&settings)), want);

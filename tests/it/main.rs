@@ -17,6 +17,7 @@ mod offline_up;
 mod prepare;
 mod provision;
 mod render;
+mod reset;
 mod settings_and_inputs;
 mod snaps;
 mod sync_engine;

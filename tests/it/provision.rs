@@ -1575,7 +1575,7 @@ fn status_shows_vms_cluster_context_and_steps() {
         .join("\n");
     assert_eq!(
         stdout,
-        "Lab `t` (multipass)\n\nVMs\n  homelab-t-1  Running  10.77.0.2  4 CPUs  0.4G of 7.8G memory\n\nCluster: reachable (1 of 1 nodes Ready)\n  homelab-t-1  Ready  v1.36.0\n\nKube context: `homelab-t` in `~/.kube/config`\n\nSteps of `homelab up`\n  ✓ secrets       done [AGE], took [DURATION]\n  ✓ ca            done [AGE], took [DURATION]\n  ✓ cloud-init    done [AGE], took [DURATION]\n  ✓ vms           done [AGE], took [DURATION]\n  ✓ provisioned   done [AGE], took [DURATION]\n  ✓ join          done [AGE], took [DURATION]\n  ✓ kubeconfig    done [AGE], took [DURATION]\n  ✓ engine-image  done [AGE], took [DURATION]\n  ✓ ready         done [AGE], took [DURATION]\n  - node-names    not done\n  - prepare       not done\n  - render        not done\n  - images        not done\n  - deploy        not done\n  - wire-gitea    not done\n  - wire-ci       not done\n  - verify        not done"
+        "Lab `t` (multipass)\n\nVMs\n  homelab-t-1  Running  10.77.0.2  4 CPUs  0.4G of 7.8G memory\n\nCluster: reachable (1 of 1 nodes Ready)\n  homelab-t-1  Ready  v1.36.0\n\nKube context: `homelab-t` in `~/.kube/config`\nSnapshot: none yet (the last step of `homelab up` takes it; `homelab reset` restores it)\n\nSteps of `homelab up`\n  ✓ secrets       done [AGE], took [DURATION]\n  ✓ ca            done [AGE], took [DURATION]\n  ✓ cloud-init    done [AGE], took [DURATION]\n  ✓ vms           done [AGE], took [DURATION]\n  ✓ provisioned   done [AGE], took [DURATION]\n  ✓ join          done [AGE], took [DURATION]\n  ✓ kubeconfig    done [AGE], took [DURATION]\n  ✓ engine-image  done [AGE], took [DURATION]\n  ✓ ready         done [AGE], took [DURATION]\n  - node-names    not done\n  - prepare       not done\n  - render        not done\n  - images        not done\n  - deploy        not done\n  - wire-gitea    not done\n  - wire-ci       not done\n  - verify        not done\n  - snapshot      not done"
     );
     assert_eq!(lab.argv(), [INFO, NODES], "status only looks");
 
@@ -1935,7 +1935,8 @@ fn the_plan_lists_the_steps_up_runs_and_records() {
             "deploy",
             "wire-gitea",
             "wire-ci",
-            "verify"
+            "verify",
+            "snapshot"
         ]
     );
     lab.homelab(&["up"]).success();

@@ -370,6 +370,7 @@ fn version_help_and_completions() {
         "up",
         "down",
         "status",
+        "reset",
         "render",
         "plan",
         "doctor",

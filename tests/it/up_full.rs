@@ -284,6 +284,7 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
         "wire-gitea",
         "wire-ci",
         "verify",
+        "snapshot",
     ] {
         assert!(
             step_line(&up.stdout, step).trim_start().starts_with('✓'),
@@ -336,8 +337,10 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
     assert!(!argv.is_empty(), "the second up looked at the VMs");
     for argv in argv {
         let read = match argv.first().map(String::as_str) {
-            // `version` is the preflight's question (issue 12).
+            // `version` is the preflight's question (issue 12); `list --snapshots` the
+            // `snapshot` step's (issue 14).
             Some("info" | "version") => true,
+            Some("list") => argv.iter().any(|a| a == "--snapshots"),
             Some("exec") => {
                 let inner: Vec<&str> = argv
                     .iter()

@@ -6,8 +6,9 @@
 //! marker, or [`cloud_init`]'s verdict that it will never come) → [`ops::join`] →
 //! [`ops::kubeconfig`] → [`sideload::engine_image`] → [`ops::ready`], and [`hosts::node_names`]
 //! (the lab's hostnames in the VMs' `/etc/hosts`), [`cached_images::side_load`] (the cached
-//! images, once `render` knows which the lab runs), then `down` ([`teardown`]) and `status`
-//! ([`observe_vms`], [`observe_cluster`]).
+//! images, once `render` knows which the lab runs), [`snapshot::ensure`] (`up`'s last step, for
+//! `reset`'s [`snapshot::restore`]), then `down` ([`teardown`]) and `status` ([`observe_vms`],
+//! [`observe_cluster`]).
 //!
 //! Architecture invariant: a pure core and one effectful shell. [`json`] reads what Multipass
 //! and microk8s print, [`decide`] chooses what to do; only [`cli::Multipass`] runs `multipass`,
@@ -30,6 +31,7 @@ pub mod json;
 pub mod ops;
 pub mod sideload;
 pub mod snaps;
+pub mod snapshot;
 
 pub use cli::{Multipass, MultipassError};
 pub use decide::{LabSpec, NodeRecord, VmSpec, vm_name};

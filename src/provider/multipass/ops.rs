@@ -322,7 +322,7 @@ async fn wait_settled(cx: &dyn OpCx, mp: &Multipass, name: &str) -> Result<Insta
 }
 
 /// Poll `info` until every VM runs and has an address.
-async fn wait_running(
+pub(super) async fn wait_running(
     cx: &dyn OpCx,
     mp: &Multipass,
     names: &[String],

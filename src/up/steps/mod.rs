@@ -19,7 +19,7 @@ pub mod wire;
 
 pub use crate::model::plan::step::{
     CA, CLOUD_INIT, CLUSTER_READY, DEPLOY, ENGINE_IMAGE, IMAGES, JOIN, KUBECONFIG, NODE_NAMES,
-    PREPARE, PROVISIONED, RENDER, SECRETS, VERIFY, VMS, WIRE_CI, WIRE_GITEA,
+    PREPARE, PROVISIONED, RENDER, SECRETS, SNAPSHOT, VERIFY, VMS, WIRE_CI, WIRE_GITEA,
 };
 
 /// What every provider's `ready` step hands on: the cluster, answering.

@@ -1,5 +1,5 @@
 //! The multipass provider's steps: `vms`, `provisioned`, `join`, `kubeconfig`, `engine-image`,
-//! `ready` and `node-names`, each a thin call of a [`crate::provider::multipass`] operation with
+//! `ready`, `node-names` and `snapshot`, each a thin call of a [`crate::provider::multipass`] operation with
 //! the outputs of the steps before it.
 //!
 //! Architecture invariant: no logic here beyond handing values along; what to do and how to
@@ -10,8 +10,10 @@ use std::sync::Arc;
 use super::ClusterReady;
 use crate::provider::Cluster;
 use crate::provider::multipass::sideload::{self, EngineImage};
+use crate::provider::multipass::snapshot::{self, LabHealth, SnapshotOptions};
 use crate::provider::multipass::{CloudInit, Vms, hosts, ops};
 use crate::up::graph::{Made, StepCx};
+use crate::up::steps::lab::Lab;
 
 /// `vms`: make every lab VM exist and run, without ever rebuilding one silently.
 pub fn vms<'a>(cx: &'a StepCx<'a>, (cloud_init,): (Arc<CloudInit>,)) -> Made<'a, Vms> {
@@ -58,6 +60,25 @@ pub fn ready<'a>(
                 engine_image: (*engine_image).clone(),
             },
         ))
+    })
+}
+
+/// `snapshot`: the lab's VMs snapshotted once for `homelab reset`, the lab ready again after.
+pub fn snapshot<'a>(
+    cx: &'a StepCx<'a>,
+    (vms, lab, _verified): (Arc<Vms>, Arc<Arc<Lab>>, Arc<()>),
+) -> Made<'a, ()> {
+    Box::pin(async move {
+        let health = LabHealth {
+            client: lab.cluster.client().await?,
+            manifests: &lab.manifests,
+            stack: cx.stack(),
+        };
+        let options = SnapshotOptions {
+            skip: cx.options().no_snapshot,
+            lab_changed: cx.changed_this_run(),
+        };
+        Ok((snapshot::ensure(cx, &vms, options, Some(health)).await?, ()))
     })
 }
 
