@@ -337,6 +337,8 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
     for c in &input.stack.components {
         let mut ctx = context(input, Some(c));
         let mut objects = Vec::new();
+        // What the upstream manifest itself holds (`Kind/name`), before templates are added.
+        let mut from_upstream: BTreeSet<String> = BTreeSet::new();
         let mut note = None;
         if let Some(addon) = &c.source.addon {
             note = Some(format!(
@@ -350,6 +352,7 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
                     if let Some(ns) = &c.namespace {
                         parsed.iter_mut().for_each(|o| default_namespace(o, ns));
                     }
+                    from_upstream.extend(parsed.iter().map(kind_name));
                     objects.extend(parsed)
                 }
                 None => {
@@ -403,7 +406,7 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
             .contains_key(c.source.upstream.as_ref().map_or("", |u| u.url.as_str()))
         {
             for want in &configures {
-                if !objects.iter().any(|o| kind_name(o) == *want) {
+                if !from_upstream.contains(*want) {
                     return Err(RenderError::NotConfigurable {
                         component: c.name.clone(),
                         object: want.to_string(),
@@ -789,7 +792,13 @@ mod tests {
 
     #[test]
     fn upstream_objects_without_a_namespace_land_in_the_components() {
-        let stack = crate::model::stack::load("argocd", Path::new(".")).unwrap();
+        let mut stack = crate::model::stack::load("argocd", Path::new(".")).unwrap();
+        // This stand-in holds none of the objects the stack configures.
+        for c in &mut stack.components {
+            if let Some(u) = &mut c.source.upstream {
+                u.configures.clear();
+            }
+        }
         let url = stack
             .component("gitops-engine")
             .unwrap()
@@ -829,12 +838,21 @@ mod tests {
             engine
                 .objects
                 .iter()
-                .find(|o| o["kind"] == kind)
+                .find(|o| {
+                    o["kind"] == kind
+                        && o["metadata"]["name"] != "argocd-cm"
+                        && o["metadata"]["labels"]["app.kubernetes.io/part-of"] != "argocd"
+                })
                 .map(|o| o["metadata"]["namespace"].clone())
                 .unwrap()
         };
         assert_eq!(ns("ServiceAccount"), "argocd");
-        assert_eq!(ns("ConfigMap"), "other");
+        let elsewhere = engine
+            .objects
+            .iter()
+            .find(|o| o["metadata"]["name"] == "elsewhere")
+            .unwrap();
+        assert_eq!(elsewhere["metadata"]["namespace"], "other");
         assert_eq!(ns("ClusterRole"), Value::Null);
         assert_eq!(ns("Namespace"), Value::Null);
     }
