@@ -29,6 +29,7 @@ CRD_FILES = [
     "cert-manager/cert-manager.io_clusterissuers.json",
     "cert-manager/cert-manager.io_issuers.json",
     "argocd/application-crd.json",
+    "argocd/appproject-crd.json",
 ]
 
 

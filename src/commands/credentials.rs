@@ -51,6 +51,9 @@ pub(super) fn run(ctx: &Ctx) -> Result<ExitStatus> {
         admin_password: password,
         token_stored: stored.get(GITEA_TOKEN_KEY).is_some_and(|t| !t.is_empty()),
         secrets_file: state.path(SECRETS_FILE),
+        argocd_admin_password: stored
+            .get("argocd_admin_password")
+            .map(|p| Secret::new(p.clone())),
     });
     match ctx.printer.ui().format {
         OutputFormat::Json => ctx.printer.json(&access.credentials_json()),

@@ -154,6 +154,7 @@ fn lab_access(ctx: &Ctx, state: &LabState, stack: &Stack, domain: &Domain) -> Re
             .as_ref()
             .is_some_and(|s| !s.get("gitea_token").is_empty()),
         secrets_file: state.path(SECRETS_FILE),
+        argocd_admin_password: secrets.as_ref().map(|s| s.get("argocd_admin_password")),
     });
     Ok(access)
 }

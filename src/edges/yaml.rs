@@ -156,8 +156,67 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
 }
 
 /// Serialize `value` as one YAML document (no leading `---`).
+///
+/// The emitter follows YAML 1.2, where `no`, `yes`, `on`, `off`, `y` and `n` are plain strings;
+/// Kubernetes reads manifests as YAML 1.1 (sigs.k8s.io/yaml over go-yaml v2), where they are
+/// booleans. Such string values are written quoted, so `kubectl apply -f` of what homelab
+/// writes reads what homelab meant (Argo CD's redis runs with the args `--appendonly "no"`).
 pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String, YamlError> {
-    yaml_serde::to_string(value).map_err(YamlError::from_lib)
+    yaml_serde::to_string(value)
+        .map(|t| quote_yaml11_booleans(&t))
+        .map_err(YamlError::from_lib)
+}
+
+/// The words YAML 1.1 resolves to booleans that YAML 1.2 (and so the emitter) leaves plain.
+const YAML11_BOOLEANS: &[&str] = &[
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+    "OFF",
+];
+
+/// Quote plain scalar values (`key: no`, `- no`) that YAML 1.1 would read as booleans; block
+/// scalars' content is left alone.
+fn quote_yaml11_booleans(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // The indentation of the line that opened a block scalar (`key: |`, `- |-`) being read.
+    let mut block: Option<usize> = None;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let indent = body.len() - body.trim_start_matches(' ').len();
+        if let Some(at) = block {
+            if body.trim().is_empty() || indent > at {
+                out.push_str(line);
+                continue;
+            }
+            block = None;
+        }
+        let opens_block = body.rsplit_once(' ').is_some_and(|(_, last)| {
+            last.starts_with(['|', '>'])
+                && last[1..]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '-' || c == '+')
+        });
+        if opens_block {
+            block = Some(indent);
+            out.push_str(line);
+            continue;
+        }
+        let quoted = [": ", "- "].iter().find_map(|sep| {
+            let (head, word) = body.rsplit_once(sep)?;
+            (YAML11_BOOLEANS.contains(&word)
+                && (*sep == ": " || head.trim_start_matches(['-', ' ']).is_empty()))
+            .then(|| format!("{head}{sep}'{word}'"))
+        });
+        match quoted {
+            Some(q) => {
+                out.push_str(&q);
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// Split a multi-document YAML stream into JSON values, skipping empty documents
@@ -248,6 +307,24 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn yaml_1_1_booleans_are_written_quoted_outside_block_scalars() {
+        let v = serde_json::json!({
+            "args": ["--appendonly", "no", "yes-really"],
+            "switch": "off",
+            "script": "a\n- no\nb: yes\n",
+            "plain": "no way",
+        });
+        let text = super::to_string(&v).unwrap();
+        assert_eq!(
+            text,
+            "args:\n- --appendonly\n- 'no'\n- yes-really\nplain: no way\nscript: |\n  a\n  - no\n  b: yes\nswitch: 'off'\n"
+        );
+        // And it reads back as written.
+        let back: serde_json::Value = super::from_str(&text).unwrap();
+        assert_eq!(back, v);
+    }
+
     use super::*;
 
     #[test]

@@ -5,7 +5,7 @@
 //! the cache by the caller); output is deterministic: components in dependency order, objects in
 //! apply order, keys sorted, LF newlines, ownership labels on every object.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -169,6 +169,17 @@ pub enum RenderError {
         /// Line of the document.
         line: usize,
     },
+    /// A stack says its templates configure an upstream object that is not there (upstream
+    /// dropped or renamed it), or that the templates do not render.
+    #[error(
+        "component `{component}` configures `{object}` of its upstream manifest, which the manifest or its templates do not have"
+    )]
+    NotConfigurable {
+        /// The component.
+        component: String,
+        /// `Kind/name`.
+        object: String,
+    },
     /// The same object is rendered twice.
     #[error("{object} is rendered by both `{first}` and `{second}`")]
     DuplicateObject {
@@ -196,6 +207,9 @@ impl Diagnostic for RenderError {
             ],
             RenderError::Io(e) => e.hints(),
             RenderError::Write(e) => e.hints(),
+            RenderError::NotConfigurable { .. } => vec![
+                "check the pinned release's objects (`contracts/argocd/install.yaml` for Argo CD) and the stack's `configures` list".into(),
+            ],
             _ => Vec::new(),
         }
     }
@@ -245,6 +259,7 @@ fn component_value(c: &Component, hosts: &BTreeMap<String, String>) -> Value {
 /// - `ca.cert_pem_b64`, `ca.key_pem_b64`: the lab CA's certificate and key, base64-encoded.
 /// - `ca.cert_sha256`: SHA-256 (hex) of the CA certificate's PEM, for pod-template annotations
 ///   that roll a workload reading the CA at start when the CA is replaced.
+/// - `gitea.admin_user_b64`: the Gitea admin's login, base64-encoded (a Secret's `data`).
 /// - `gitea.host`: Gitea's public host name (`gitea.<domain>`), also the container registry host.
 /// - `partials`: for a component's templates, its directory's text partials rendered (see
 ///   [`Templates::text_partials_in`]), e.g. `partials.Corefile`.
@@ -304,6 +319,7 @@ pub fn context(input: &RenderInput<'_>, component: Option<&Component>) -> tera::
         "gitea",
         &json!({
             "admin_user": input.gitea_admin_user,
+            "admin_user_b64": b64(input.gitea_admin_user),
             "org": GITEA_ORG,
             "url": urls.get("gitea").cloned().unwrap_or_default(),
             "host": hosts.get("gitea").cloned().unwrap_or_default(),
@@ -331,6 +347,8 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
     for c in &input.stack.components {
         let mut ctx = context(input, Some(c));
         let mut objects = Vec::new();
+        // What the upstream manifest itself holds (`Kind/name`), before templates are added.
+        let mut from_upstream: BTreeSet<String> = BTreeSet::new();
         let mut note = None;
         if let Some(addon) = &c.source.addon {
             note = Some(format!(
@@ -344,6 +362,7 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
                     if let Some(ns) = &c.namespace {
                         parsed.iter_mut().for_each(|o| default_namespace(o, ns));
                     }
+                    from_upstream.extend(parsed.iter().map(kind_name));
                     objects.extend(parsed)
                 }
                 None => {
@@ -354,6 +373,13 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
                 }
             }
         }
+        // Upstream objects the component's templates configure (see `Upstream::configures`).
+        let configures: BTreeSet<&str> = c
+            .source
+            .upstream
+            .iter()
+            .flat_map(|u| u.configures.iter().map(String::as_str))
+            .collect();
         if let Some(dir) = &c.source.templates {
             let mut partials = BTreeMap::new();
             let render = |name: &str, ctx: &tera::Context| {
@@ -368,9 +394,34 @@ pub fn render(templates: &Templates, input: &RenderInput<'_>) -> Result<Manifest
                 partials.insert(key, render(&name, &ctx)?);
             }
             ctx.insert("partials", &partials);
+            let upstream_count = objects.len();
             for name in templates.in_dir(dir) {
                 let text = render(&name, &ctx)?;
-                objects.extend(parse_objects(&c.name, &name, &text)?);
+                for obj in parse_objects(&c.name, &name, &text)? {
+                    let key = kind_name(&obj);
+                    let over = configures.contains(key.as_str()).then(|| {
+                        objects[..upstream_count]
+                            .iter()
+                            .position(|u| ObjectRef::of(u) == ObjectRef::of(&obj))
+                    });
+                    match over.flatten() {
+                        Some(i) => overlay(&mut objects[i], &obj),
+                        None => objects.push(obj),
+                    }
+                }
+            }
+        }
+        if input
+            .upstream
+            .contains_key(c.source.upstream.as_ref().map_or("", |u| u.url.as_str()))
+        {
+            for want in &configures {
+                if !from_upstream.contains(*want) {
+                    return Err(RenderError::NotConfigurable {
+                        component: c.name.clone(),
+                        object: want.to_string(),
+                    });
+                }
             }
         }
         if c.source.templates.is_some() && objects.is_empty() && input.node_ip.is_none() {
@@ -551,6 +602,50 @@ fn default_namespace(obj: &mut Value, namespace: &str) {
             .is_empty()
     {
         meta.insert("namespace".into(), json!(namespace));
+    }
+}
+
+/// `Kind/name` of an object.
+fn kind_name(obj: &Value) -> String {
+    format!(
+        "{}/{}",
+        obj.get("kind").and_then(Value::as_str).unwrap_or(""),
+        obj.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    )
+}
+
+/// Lay `ours` over the upstream object `base`: `data`, `stringData`, labels and annotations
+/// key by key (ours win), everything else of `base` kept. Only configuration objects
+/// (ConfigMaps, Secrets) are configured this way.
+fn overlay(base: &mut Value, ours: &Value) {
+    for field in [
+        "/data",
+        "/stringData",
+        "/metadata/labels",
+        "/metadata/annotations",
+    ] {
+        let Some(theirs) = ours.pointer(field).and_then(Value::as_object) else {
+            continue;
+        };
+        let (parent, key) = field.rsplit_once('/').expect("a pointer");
+        let holder = if parent.is_empty() {
+            Some(&mut *base)
+        } else {
+            base.pointer_mut(parent)
+        };
+        let Some(holder) = holder.and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let target = holder.entry(key.to_string()).or_insert_with(|| json!({}));
+        if !target.is_object() {
+            *target = json!({});
+        }
+        let target = target.as_object_mut().expect("an object");
+        for (k, v) in theirs {
+            target.insert(k.clone(), v.clone());
+        }
     }
 }
 
@@ -748,7 +843,13 @@ mod tests {
 
     #[test]
     fn upstream_objects_without_a_namespace_land_in_the_components() {
-        let stack = crate::model::stack::load("argocd", Path::new(".")).unwrap();
+        let mut stack = crate::model::stack::load("argocd", Path::new(".")).unwrap();
+        // This stand-in holds none of the objects the stack configures.
+        for c in &mut stack.components {
+            if let Some(u) = &mut c.source.upstream {
+                u.configures.clear();
+            }
+        }
         let url = stack
             .component("gitops-engine")
             .unwrap()
@@ -788,12 +889,21 @@ mod tests {
             engine
                 .objects
                 .iter()
-                .find(|o| o["kind"] == kind)
+                .find(|o| {
+                    o["kind"] == kind
+                        && o["metadata"]["name"] != "argocd-cm"
+                        && o["metadata"]["labels"]["app.kubernetes.io/part-of"] != "argocd"
+                })
                 .map(|o| o["metadata"]["namespace"].clone())
                 .unwrap()
         };
         assert_eq!(ns("ServiceAccount"), "argocd");
-        assert_eq!(ns("ConfigMap"), "other");
+        let elsewhere = engine
+            .objects
+            .iter()
+            .find(|o| o["metadata"]["name"] == "elsewhere")
+            .unwrap();
+        assert_eq!(elsewhere["metadata"]["namespace"], "other");
         assert_eq!(ns("ClusterRole"), Value::Null);
         assert_eq!(ns("Namespace"), Value::Null);
     }

@@ -105,6 +105,11 @@ impl Templates {
         let mut tera = Tera::new();
         tera.set_escape_fn(yaml_escape);
         tera.autoescape_on([".yaml", ".yml"]);
+        // `{{ value | b64 }}`: standard padded base64, for a Secret's `data`.
+        tera.register_filter("b64", |x: &str, _: tera::Kwargs, _: &tera::State| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(x.as_bytes())
+        });
         let sources: Vec<(&str, &str)> = sources.into_iter().collect();
         tera.add_raw_templates(sources.iter().copied())
             .map_err(|e| convert(sources.first().map(|s| s.0).unwrap_or("?"), e))?;

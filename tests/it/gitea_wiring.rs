@@ -1341,6 +1341,7 @@ fn the_summary_card_shows_urls_and_points_to_credentials_without_secrets() {
         admin_password: Secret::new("pw-not-shown"),
         token_stored: true,
         secrets_file: "/x/secrets.json".into(),
+        argocd_admin_password: None,
     });
     assert_eq!(
         access.summary_card(),
@@ -1353,6 +1354,48 @@ fn the_summary_card_shows_urls_and_points_to_credentials_without_secrets() {
 Logins, passwords and the API token: run `homelab credentials`
 "
     );
+}
+
+/// The argocd stack (issue 15): Argo CD's UI in the card with its login name (never the
+/// password); `homelab credentials` shows the admin password the lab set in argocd-secret.
+#[test]
+fn with_argo_cd_the_card_shows_its_ui_and_credentials_its_admin_login() {
+    use homelab::services::wire::access::{AccessInput, LabAccess};
+    let stack = homelab::model::stack::load("argocd", std::path::Path::new(".")).unwrap();
+    let domain = Domain::resolve(Some("10.1.2.3.sslip.io"), None);
+    let access = LabAccess::new(AccessInput {
+        lab: "workshop",
+        stack: &stack,
+        domain: Some(&domain),
+        admin_user: "lab-admin",
+        admin_password: Secret::new("pw-not-shown"),
+        token_stored: true,
+        secrets_file: "/x/secrets.json".into(),
+        argocd_admin_password: Some(Secret::new("argo-pw")),
+    });
+    let card = access.summary_card();
+    assert_eq!(
+        card,
+        "Lab `workshop` is ready
+  gitops-engine  https://argocd.10.1.2.3.sslip.io (Argo CD, user `admin`)
+  gitea          https://gitea.10.1.2.3.sslip.io
+  drone          https://drone.10.1.2.3.sslip.io
+  nyan-cat       https://nyan.10.1.2.3.sslip.io
+  repos          lab/gitops, lab/nyan-cat
+Logins, passwords and the API token: run `homelab credentials`
+"
+    );
+    let text = access.credentials_text();
+    assert!(
+        text.contains(
+            "  gitops-engine  https://argocd.10.1.2.3.sslip.io\n    user       admin\n    password   argo-pw\n"
+        ),
+        "{text}"
+    );
+    let json = access.credentials_json();
+    assert_eq!(json["argocd"]["url"], "https://argocd.10.1.2.3.sslip.io");
+    assert_eq!(json["argocd"]["user"], "admin");
+    assert_eq!(json["argocd"]["password"], "argo-pw");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -110,6 +110,7 @@ fn stack_of(components: &[Spec<'_>], lab: &str) -> (Stack, Manifests) {
             timeout: None,
             providers: Vec::new(),
             adopts: false,
+            webhook: None,
         })
         .collect();
     let stack = Stack {

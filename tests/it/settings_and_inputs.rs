@@ -204,7 +204,7 @@ fn stack_with_unknown_key() {
         plan_fails(&format!(
             "{STACK_HEAD}  - name: a\n    source: {{addon: x}}\n    needz: [b]\n"
         )),
-        "error: unknown key `components[0].needz` in stack `broken.yaml` at line 6, column 5\nhint: the keys accepted there are `name`, `description`, `namespace`, `version`, `source`, `images`, `needs`, `resources`, `hostname`, `repos`, `timeout`, `providers`, `adopts`\n"
+        "error: unknown key `components[0].needz` in stack `broken.yaml` at line 6, column 5\nhint: the keys accepted there are `name`, `description`, `namespace`, `version`, `source`, `images`, `needs`, `resources`, `hostname`, `repos`, `timeout`, `providers`, `adopts`, `webhook`\n"
     );
 }
 

@@ -129,6 +129,24 @@ pub(super) fn validate(stack: &str, components: &[Component]) -> Result<(), Stac
                 ));
             }
         }
+        for what in c.source.upstream.iter().flat_map(|u| &u.configures) {
+            if !(what.starts_with("ConfigMap/") || what.starts_with("Secret/")) {
+                return Err(comp_err(
+                    stack,
+                    c,
+                    format!("`configures` names `{what}`, which is not a ConfigMap or Secret"),
+                    "an upstream manifest is configured through its ConfigMaps and Secrets only (`ConfigMap/<name>`, `Secret/<name>`); its workloads stay as upstream ships them",
+                ));
+            }
+            if c.source.templates.is_none() {
+                return Err(comp_err(
+                    stack,
+                    c,
+                    format!("`configures` names `{what}` but the component has no templates"),
+                    "add `templates: <dir>` with the objects that configure the upstream manifest",
+                ));
+            }
+        }
         if let Some(h) = &c.hostname
             && (h.is_empty()
                 || !h

@@ -41,6 +41,13 @@ pub struct Source {
 pub struct Upstream {
     /// Release URL naming an exact version.
     pub url: String,
+    /// Objects of the manifest (`Kind/name`, e.g. `ConfigMap/argocd-cm`) that the component's
+    /// own templates configure: the template's object is laid over the upstream one (its
+    /// `data`, `stringData`, labels and annotations win key by key) and the result is applied
+    /// once, so each object has one owner and keeps upstream's defaults. Only ConfigMaps and
+    /// Secrets, the upstream's documented configuration points, may be configured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configures: Vec<String>,
 }
 
 /// Resource requests for a component's main container.
@@ -98,6 +105,11 @@ pub struct Component {
     /// none of them as the lab's, so neither prune nor `down` ever deletes them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopts: bool,
+    /// The in-cluster URL that receives the Git server's push webhook for the GitOps
+    /// repository (the GitOps engine's endpoint), so a push syncs at once instead of at the
+    /// next poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 impl Component {

@@ -44,6 +44,8 @@ pub struct LabAccess {
     pub token_file: PathBuf,
     /// The key in that file.
     pub token_key: String,
+    /// Argo CD's admin login, when the stack runs Argo CD: its component and password.
+    pub argocd: Option<(String, Secret)>,
 }
 
 /// Inputs of [`LabAccess::new`].
@@ -62,6 +64,9 @@ pub struct AccessInput<'a> {
     pub token_stored: bool,
     /// The lab's secrets file.
     pub secrets_file: PathBuf,
+    /// Argo CD's admin password (`argocd_admin_password`, set through `argocd-secret`), when
+    /// the stack runs Argo CD.
+    pub argocd_admin_password: Option<Secret>,
 }
 
 impl LabAccess {
@@ -100,6 +105,9 @@ impl LabAccess {
             token_stored: input.token_stored,
             token_file: input.secrets_file,
             token_key: crate::services::gitea::decide::GITEA_TOKEN_KEY.to_string(),
+            argocd: input
+                .argocd_admin_password
+                .and_then(|p| argocd_component(input.stack).map(|c| (c, p))),
         }
     }
 
@@ -124,7 +132,11 @@ impl LabAccess {
         let w = self.width();
         let mut out = format!("Lab `{}` is ready\n", self.lab);
         for u in &self.urls {
-            out.push_str(&format!("  {:<w$}  {}\n", u.component, u.url));
+            out.push_str(&format!("  {:<w$}  {}", u.component, u.url));
+            if self.argocd.as_ref().is_some_and(|(c, _)| *c == u.component) {
+                out.push_str(&format!(" (Argo CD, user `{ARGOCD_ADMIN}`)"));
+            }
+            out.push('\n');
         }
         if !self.repos.is_empty() {
             out.push_str(&format!("  {:<w$}  {}\n", "repos", self.repos.join(", ")));
@@ -174,6 +186,12 @@ impl LabAccess {
                 ));
             }
             out.push('\n');
+            if let Some((c, password)) = &self.argocd
+                && *c == u.component
+            {
+                out.push_str(&format!("    user       {ARGOCD_ADMIN}\n"));
+                out.push_str(&format!("    password   {}\n", password.expose()));
+            }
         }
         if !self.repos.is_empty() {
             out.push_str(&format!("  {:<w$}  {}\n", "repos", self.repos.join(", ")));
@@ -199,8 +217,25 @@ impl LabAccess {
                 "registry": self.registry,
             },
             "drone": {"url": self.url_of("drone")},
+            "argocd": self.argocd.as_ref().map(|(c, password)| serde_json::json!({
+                "url": self.url_of(c),
+                "user": ARGOCD_ADMIN,
+                "password": password.expose(),
+            })),
         })
     }
+}
+
+/// Argo CD's built-in administrator (`admin.enabled` in argocd-cm).
+pub const ARGOCD_ADMIN: &str = "admin";
+
+/// The component that runs upstream Argo CD (its templates are `templates/argocd/`), if any.
+pub fn argocd_component(stack: &Stack) -> Option<String> {
+    stack
+        .components
+        .iter()
+        .find(|c| c.source.templates.as_deref() == Some("argocd"))
+        .map(|c| c.name.clone())
 }
 
 /// The lab's domain as last wired: the host of Gitea's recorded URL without the Gitea

@@ -92,7 +92,13 @@ async fn gitea(cx: &StepCx<'_>, lab: &Lab) -> Result<StepReport> {
             repos: RepoSeed::from_manifests(&lab.manifests),
             webhook: WebhookSpec {
                 repo: "gitops".into(),
-                url: DEFAULT_SYNC_WEBHOOK_URL.into(),
+                // The stack's GitOps engine says where its push webhook goes (homelab's
+                // engine, or Argo CD's `/api/webhook`).
+                url: stack
+                    .components
+                    .iter()
+                    .find_map(|c| c.webhook.clone())
+                    .unwrap_or_else(|| DEFAULT_SYNC_WEBHOOK_URL.into()),
                 secret: secrets.get("webhook_secret"),
             },
             token_name: DEFAULT_TOKEN_NAME.into(),

@@ -83,3 +83,36 @@ pub fn render_placeholders(lab: &str, stack: &Stack, domain: &Domain) -> Manifes
         &BTreeMap::new(),
     )
 }
+
+/// Where the `argocd` stack downloads Argo CD's install manifest.
+pub const ARGOCD_INSTALL_URL: &str =
+    "https://raw.githubusercontent.com/argoproj/argo-cd/v3.5.1/manifests/install.yaml";
+
+/// Argo CD v3.5.1's install manifest in the form `contracts/argocd/install.yaml` keeps it: every
+/// object, with the fields the lab relies on (see its header and `contracts/README.md`).
+pub fn argocd_install() -> String {
+    std::fs::read_to_string(crate::support::common::contracts_dir().join("argocd/install.yaml"))
+        .unwrap()
+}
+
+/// Put `text` in the cache as the download of `url`, pinned in `lab`'s lock, as `homelab
+/// prepare` leaves it (content-addressed cache, sha256 in `lock.json`).
+pub fn seed_upstream(ctx: &crate::support::common::TestContext, lab: &str, url: &str, text: &str) {
+    let sha = homelab::edges::digest::sha256_hex(text.as_bytes());
+    let cached = homelab::cluster::upstream::cache_path(&ctx.cache_dir(), &sha);
+    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+    std::fs::write(&cached, text).unwrap();
+    let state = ctx.state_dir(lab);
+    std::fs::create_dir_all(&state).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let lock_path = state.join(homelab::cluster::upstream::LOCK_FILE);
+    let mut lock: serde_json::Value = std::fs::read_to_string(&lock_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| serde_json::json!({"upstream": {}}));
+    lock["upstream"][url] = serde_json::json!({"sha256": sha});
+    std::fs::write(&lock_path, serde_json::to_string_pretty(&lock).unwrap()).unwrap();
+}
