@@ -13,6 +13,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::TestContext;
+
+use crate::support::fake_snapstore::FakeSnapStore;
+
+/// `prepare` also takes microk8s and its base snap (`cluster::snaps`): a lab whose Snap Store is
+/// the fake one, so these image tests never reach the internet.
+fn lab_with_store(store: &FakeSnapStore) -> TestContext {
+    let mut ctx = TestContext::new();
+    ctx.env
+        .insert("HOMELAB_SNAP_STORE_URL".into(), store.url.clone());
+    ctx
+}
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -280,7 +291,8 @@ fn blob(ctx: &TestContext, d: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_pulls_verifies_pins_and_a_second_run_downloads_nothing() {
     let (reg, one, multi) = seeded().await;
-    let ctx = TestContext::new();
+    let store = FakeSnapStore::start().await;
+    let ctx = lab_with_store(&store);
     write_stack(&ctx, &reg.host);
 
     let (code, v, stderr) = prepare_json(&ctx, &[]);
@@ -348,7 +360,8 @@ async fn prepare_pulls_verifies_pins_and_a_second_run_downloads_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_that_moved_is_refused_and_the_lock_kept() {
     let (reg, one, _) = seeded().await;
-    let ctx = TestContext::new();
+    let store = FakeSnapStore::start().await;
+    let ctx = lab_with_store(&store);
     write_stack(&ctx, &reg.host);
     let (code, _, stderr) = prepare_json(&ctx, &[]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -375,7 +388,8 @@ async fn a_tag_that_moved_is_refused_and_the_lock_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_blob_in_the_cache_is_refused_and_fetched_again() {
     let (reg, one, _) = seeded().await;
-    let ctx = TestContext::new();
+    let store = FakeSnapStore::start().await;
+    let ctx = lab_with_store(&store);
     write_stack(&ctx, &reg.host);
     let (code, _, stderr) = prepare_json(&ctx, &[]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -452,7 +466,8 @@ async fn one_mirror_serves_two_attendees_and_a_tampered_file_is_refused() {
     let (reg, one, multi) = seeded().await;
     // The instructor prepares (from the registry) and serves, with an upstream manifest cached
     // from an earlier prepare.
-    let instructor = TestContext::new();
+    let store = FakeSnapStore::start().await;
+    let instructor = lab_with_store(&store);
     write_stack(&instructor, &reg.host);
     let manifest_url = "https://example.org/rel/v1/install.yaml";
     let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n";
@@ -509,7 +524,7 @@ async fn one_mirror_serves_two_attendees_and_a_tampered_file_is_refused() {
     }
 
     for _ in 0..2 {
-        let attendee = TestContext::new();
+        let attendee = lab_with_store(&store);
         // Same stack file, names on the (now gone) registry.
         std::fs::copy(
             instructor.cwd.join("lab-stack.yaml"),
@@ -556,7 +571,8 @@ async fn one_mirror_serves_two_attendees_and_a_tampered_file_is_refused() {
     let e = layout.entries().unwrap()[0].clone();
     let layer_digest = layout.image_blobs(&e).unwrap()[2].clone();
     std::fs::write(blob(&instructor, &layer_digest), b"tampered").unwrap();
-    let third = TestContext::new();
+    let store = FakeSnapStore::start().await;
+    let third = lab_with_store(&store);
     std::fs::copy(
         instructor.cwd.join("lab-stack.yaml"),
         third.cwd.join("lab-stack.yaml"),
