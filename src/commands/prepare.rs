@@ -12,6 +12,7 @@ use serde_json::json;
 use super::{Ctx, ExitStatus};
 use crate::cluster::image_cache::layout::{Layout, images_dir, normalize_reference};
 use crate::cluster::image_cache::pull::{self, PullConfig, Source, Transfer};
+use crate::cluster::snaps::human_bytes;
 use crate::cluster::upstream;
 use crate::edges::error::{Error, Result};
 use crate::edges::output::OutputFormat;
@@ -226,22 +227,6 @@ async fn serve_mirror(
     Ok(ExitStatus::Success)
 }
 
-/// `1.2 MiB`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// Download progress: a bar with bytes and rate per blob on a terminal, a plain line per blob
 /// otherwise, nothing in JSON or quiet mode.
 struct Bars {
@@ -366,7 +351,6 @@ struct SnapsPrepared {
 }
 
 fn snaps_text(snaps: &Option<SnapsPrepared>) -> String {
-    use crate::cluster::snaps::human_bytes;
     let Some(s) = snaps else {
         return String::new();
     };
