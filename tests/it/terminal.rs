@@ -241,7 +241,7 @@ async fn a_whole_up_on_a_terminal_ends_with_the_urls_and_what_to_do_next() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(steps.len(), 16, "{steps:?}");
+    assert_eq!(steps.len(), 18, "{steps:?}");
     let marked: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with(['✓', '–', '✗']))

@@ -120,7 +120,19 @@ impl Live {
     /// terminal's width, which leaves trailing spaces in what people copy and breaks each line in
     /// two when the window gets narrower.
     pub fn println(&self, line: &str) {
-        self.multi.suspend(|| eprintln!("{line}"));
+        // A message wider than the terminal wraps between words, under itself (issue 16: nothing
+        // wider than the terminal, never a break mid-word).
+        let width = Self::width();
+        let lines = if human::width(line) <= width {
+            vec![line.to_string()]
+        } else {
+            human::wrap("", line, 2, width)
+        };
+        self.multi.suspend(|| {
+            for l in &lines {
+                eprintln!("{l}");
+            }
+        });
     }
 
     fn paint(&self, text: &str, code: &str) -> String {
