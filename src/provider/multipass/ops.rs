@@ -691,16 +691,29 @@ pub async fn ready(cx: &dyn OpCx, vms: &Vms) -> Result<StepReport> {
             }
             Err(why) => format!("the API does not answer: {why}"),
         };
-        if started.elapsed() >= cx.waits().ready {
-            return Err(ProvisionError::NotReady {
-                node: first.clone(),
-                limit: limit(cx.waits().ready),
-                seen,
-            }
-            .into());
-        }
-        cx.update(&format!("{seen} ({})", human_duration(started.elapsed())));
-        tokio::time::sleep(cx.waits().pause(attempt)).await;
-        attempt += 1;
+        not_ready_yet(cx, first, started, &mut attempt, seen).await?;
     }
+}
+
+/// One turn of a bounded wait for node `node` to be Ready: gives up with what was last `seen`
+/// once the ready limit has passed, otherwise shows it and pauses (longer each `attempt`).
+pub(super) async fn not_ready_yet(
+    cx: &dyn OpCx,
+    node: &str,
+    started: Instant,
+    attempt: &mut u32,
+    seen: String,
+) -> Result<()> {
+    if started.elapsed() >= cx.waits().ready {
+        return Err(ProvisionError::NotReady {
+            node: node.to_string(),
+            limit: limit(cx.waits().ready),
+            seen,
+        }
+        .into());
+    }
+    cx.update(&format!("{seen} ({})", human_duration(started.elapsed())));
+    tokio::time::sleep(cx.waits().pause(*attempt)).await;
+    *attempt += 1;
+    Ok(())
 }

@@ -21,7 +21,6 @@ use serde_json::Value;
 use super::cli::{Multipass, MultipassError};
 use super::json::JsonError;
 use super::ops::{self, Vms};
-use super::{ProvisionError, limit};
 use crate::cluster::deploy;
 use crate::edges::error::{Diagnostic, Error, Result};
 use crate::edges::output::human_duration;
@@ -442,17 +441,7 @@ async fn wait_components(cx: &dyn OpCx, h: &LabHealth<'_>, first: &str) -> Resul
             }
             Err(e) => format!("the API does not answer yet: {e}"),
         };
-        if started.elapsed() >= cx.waits().ready {
-            return Err(ProvisionError::NotReady {
-                node: first.to_string(),
-                limit: limit(cx.waits().ready),
-                seen,
-            }
-            .into());
-        }
-        cx.update(&format!("{seen} ({})", human_duration(started.elapsed())));
-        tokio::time::sleep(cx.waits().pause(attempt)).await;
-        attempt += 1;
+        ops::not_ready_yet(cx, first, started, &mut attempt, seen).await?;
     }
 }
 
