@@ -607,3 +607,40 @@ fn instructor_host(ctx: &TestContext) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A mirror that serves upstream manifests only (what `upstream.mirror` named before images were
+/// cached): its missing `images/index.json` is said once and every image comes from its registry,
+/// as the snaps come from the Snap Store when the mirror has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_of_manifests_only_leaves_the_images_to_their_registries() {
+    let (reg, one, _) = seeded().await;
+    let store = FakeSnapStore::start().await;
+    let empty = tempfile::tempdir().unwrap();
+    let mirror =
+        crate::support::fake_snapstore::StaticServer::start(empty.path().to_path_buf()).await;
+    let ctx = lab_with_store(&store);
+    write_stack(&ctx, &reg.host);
+
+    let (code, v, stderr) = prepare_json(&ctx, &["--from", &mirror.url]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the mirror {} holds no images (it serves manifests only); images come from their registries",
+            mirror.url
+        )),
+        "{stderr}"
+    );
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{v}");
+    assert!(images.iter().all(|i| i["source"] == "registry"), "{v}");
+    assert_eq!(v["bytes"]["mirror"], 0);
+    let r_one = format!("{}/lab/one:1.0", reg.host);
+    assert_eq!(lock(&ctx)["images"][&r_one]["digest"], one.as_str());
+    assert!(
+        mirror
+            .hits
+            .all()
+            .contains(&"/images/index.json".to_string()),
+        "the mirror was asked first"
+    );
+}

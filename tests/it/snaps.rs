@@ -20,7 +20,22 @@ fn lab(store: &FakeSnapStore, mirror: &StaticServer) -> TestContext {
         .insert("HOMELAB_UPSTREAM_MIRROR".into(), mirror.url.clone());
     ctx.env
         .insert("HOMELAB_TEST_PLATFORM".into(), "linux/x86_64".into());
+    write_stack(&ctx);
     ctx
+}
+
+/// The stack these tests run: the default stack's cluster (microk8s 1.36/stable), with
+/// cert-manager from the mirror and no images, so `prepare` takes the snaps and the manifest
+/// and pulls nothing (images have their own tests, on a real registry: tests/it/image_cache.rs).
+const STACK: &str = "snaps-stack.yaml";
+
+fn write_stack(ctx: &TestContext) {
+    ctx.write(
+        STACK,
+        &format!(
+            "name: snaps\ndescription: microk8s from the cache, no images\ncluster:\n  kubernetes: \"1.36\"\n  channel: 1.36/stable\n  image: \"24.04\"\ncomponents:\n  - name: dns\n    description: CoreDNS (microk8s addon)\n    source: {{addon: dns}}\n  - name: cert-manager\n    description: cert-manager\n    namespace: cert-manager\n    version: v1.21.1\n    source:\n      upstream:\n        url: https://{CERT_MANAGER_PATH}\n    needs: [dns]\n"
+        ),
+    );
 }
 
 /// A mirror folder holding the cert-manager manifest (and whatever the test adds).
@@ -39,7 +54,7 @@ fn mirror_root() -> tempfile::TempDir {
 fn prepare(ctx: &TestContext) -> (i32, String, String) {
     let out = ctx
         .command()
-        .args(["prepare", "--output", "json"])
+        .args(["prepare", "--stack", STACK, "--output", "json"])
         .output()
         .unwrap();
     (
@@ -360,10 +375,10 @@ async fn up_installs_microk8s_from_the_cache_with_its_assertions_and_holds_it() 
     let root = mirror_root();
     let mirror = StaticServer::start(root.path().to_path_buf()).await;
     let (ctx, fake_dir) = vm_lab(&store, &mirror);
-    ctx.homelab(&["prepare"]).success();
+    ctx.homelab(&["prepare", "--stack", STACK]).success();
     let hits = store.hits().len();
 
-    let up = ctx.homelab(&["up", "--until", "ready"]);
+    let up = ctx.homelab(&["up", "--stack", STACK, "--until", "ready"]);
     up.success();
     assert_eq!(store.hits().len(), hits, "up asks no store");
     let cloud_init = ctx.state_dir("t").join("cloud-init.yaml");
@@ -463,7 +478,8 @@ async fn up_installs_microk8s_from_the_cache_with_its_assertions_and_holds_it() 
 
     // A second `up` finds the VM provisioned: nothing transferred, nothing installed.
     std::fs::remove_file(fake_dir.join("argv.log")).unwrap();
-    ctx.homelab(&["up", "--until", "ready"]).success();
+    ctx.homelab(&["up", "--stack", STACK, "--until", "ready"])
+        .success();
     let calls = argv(&ctx, &fake_dir);
     assert!(
         !calls
@@ -479,7 +495,7 @@ async fn without_cached_snaps_the_vms_install_from_the_store_as_before() {
     let root = mirror_root();
     let mirror = StaticServer::start(root.path().to_path_buf()).await;
     let (ctx, fake_dir) = vm_lab(&store, &mirror);
-    let up = ctx.homelab(&["up", "--until", "ready"]);
+    let up = ctx.homelab(&["up", "--stack", STACK, "--until", "ready"]);
     up.success();
     let cloud_init = ctx.state_dir("t").join("cloud-init.yaml");
     let user_data = std::fs::read_to_string(&cloud_init).unwrap();
@@ -504,15 +520,16 @@ async fn a_vm_waiting_for_snaps_the_cache_lost_says_to_prepare() {
     let root = mirror_root();
     let mirror = StaticServer::start(root.path().to_path_buf()).await;
     let (ctx, fake_dir) = vm_lab(&store, &mirror);
-    ctx.homelab(&["prepare"]).success();
+    ctx.homelab(&["prepare", "--stack", STACK]).success();
     // The VM is launched for the cache (`vms`), then the cache is damaged before `provisioned`
     // hands the files over: refused on this side, before anything reaches the VM.
-    ctx.homelab(&["up", "--until", "vms"]).success();
+    ctx.homelab(&["up", "--stack", STACK, "--until", "vms"])
+        .success();
     let snap = ctx.cache_dir().join("snaps/microk8s_8148.snap");
     let mut bytes = std::fs::read(&snap).unwrap();
     bytes[0] ^= 1;
     std::fs::write(&snap, bytes).unwrap();
-    let up = ctx.homelab(&["up", "--until", "ready"]);
+    let up = ctx.homelab(&["up", "--stack", STACK, "--until", "ready"]);
     up.failure(1);
     assert!(
         up.stderr.contains("error: the cached microk8s revision 8148 cannot be used: `microk8s_8148.snap` has SHA3-384"),

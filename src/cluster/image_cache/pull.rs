@@ -242,18 +242,38 @@ pub async fn pull_all(
     let mut mirror_index: Option<Vec<Entry>> = None;
     let mut out = Vec::new();
     for r in &refs {
-        let pulled = match cfg.mirror {
+        let on_mirror = match cfg.mirror {
+            // A pinned image comes from the mirror by its digest, the index unread.
+            Some(_) if lock.contains_key(r) => true,
             Some(m) => {
-                if mirror_index.is_none() && !lock.contains_key(r) {
-                    mirror_index = Some(mirror_entries(&http, m).await?);
+                if mirror_index.is_none() {
+                    mirror_index = Some(mirror_entries(&http, m).await?.unwrap_or_else(|| {
+                        cfg.transfer.note(&format!(
+                            "the mirror {m} holds no images (it serves manifests only); images come from their registries"
+                        ));
+                        Vec::new()
+                    }));
                 }
+                let listed = mirror_index
+                    .as_deref()
+                    .is_some_and(|es| es.iter().any(|e| e.reference == *r));
+                if !listed && mirror_index.as_ref().is_some_and(|es| !es.is_empty()) {
+                    cfg.transfer
+                        .note(&format!("{r}: not on the mirror {m}; from its registry"));
+                }
+                listed
+            }
+            None => false,
+        };
+        let pulled = match cfg.mirror {
+            Some(m) if on_mirror => {
                 let fetch = Mirror {
                     http: &http,
                     base: m,
                 };
                 pull_one_from_mirror(layout, r, lock, cfg, &fetch, mirror_index.as_deref()).await?
             }
-            None => pull_one_from_registry(layout, r, lock, cfg, &client).await?,
+            _ => pull_one_from_registry(layout, r, lock, cfg, &client).await?,
         };
         out.push(pulled);
     }
@@ -535,8 +555,12 @@ impl BlobSource for Mirror<'_> {
     }
 }
 
-/// The entries of the mirror's `images/index.json`.
-async fn mirror_entries(http: &reqwest::Client, base: &str) -> Result<Vec<Entry>, PullError> {
+/// The entries of the mirror's `images/index.json`; `None` when the mirror has no image layout
+/// (404: a mirror of upstream manifests only, as `upstream.mirror` was before images were cached).
+async fn mirror_entries(
+    http: &reqwest::Client,
+    base: &str,
+) -> Result<Option<Vec<Entry>>, PullError> {
     let m = Mirror { http, base };
     let url = m.url("images/index.json");
     let err = |message: String| PullError::Fetch {
@@ -549,11 +573,14 @@ async fn mirror_entries(http: &reqwest::Client, base: &str) -> Result<Vec<Entry>
         .send()
         .await
         .map_err(|e| err(e.to_string()))?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
     if !resp.status().is_success() {
         return Err(err(format!("GET {url} answered {}", resp.status())));
     }
     let bytes = resp.bytes().await.map_err(|e| err(e.to_string()))?;
-    super::layout::parse_index(&bytes).map_err(err)
+    super::layout::parse_index(&bytes).map(Some).map_err(err)
 }
 
 /// Make blob `digest` valid in the cache; returns (bytes fetched, bytes cached, was corrupt).
