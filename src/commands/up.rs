@@ -105,7 +105,15 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
                         rows
                     })
                     .unwrap_or_default(),
-                next: next_steps(result.is_ok(), access.is_some(), trusted, cluster.as_ref()),
+                next: next_steps(
+                    result.is_ok(),
+                    access.is_some(),
+                    trusted,
+                    access.as_ref().is_some_and(|a| {
+                        a.urls.iter().any(|u| u.component == super::open::LAB_PAGE)
+                    }),
+                    cluster.as_ref(),
+                ),
             };
             ctx.printer.data(&closing.render());
         }
@@ -254,6 +262,7 @@ fn next_steps(
     ok: bool,
     wired: bool,
     trusted: bool,
+    lab_page: bool,
     cluster: Option<&Cluster>,
 ) -> Vec<(String, String)> {
     let mut next = Vec::new();
@@ -264,6 +273,12 @@ fn next_steps(
         next.push((
             "homelab trust --apply".into(),
             "make this computer's browsers and git trust the lab CA".into(),
+        ));
+    }
+    if wired && lab_page {
+        next.push((
+            "homelab open".into(),
+            "the lab page: every component, the syncs and the last verify".into(),
         ));
     }
     if wired {
@@ -401,7 +416,7 @@ Next
                 not_run: vec!["wire-gitea".into(), "wire-ci".into()],
             },
             urls: Vec::new(),
-            next: next_steps(false, false, false, None),
+            next: next_steps(false, false, false, false, None),
         };
         assert_eq!(
             closing.render(),
@@ -412,7 +427,7 @@ Next
     #[test]
     fn trust_is_suggested_only_until_this_computer_trusts_the_lab() {
         let cmds = |trusted| {
-            next_steps(true, true, trusted, None)
+            next_steps(true, true, trusted, false, None)
                 .into_iter()
                 .map(|(c, _)| c)
                 .collect::<Vec<_>>()
@@ -422,5 +437,10 @@ Next
             ["homelab trust --apply", "homelab credentials"]
         );
         assert_eq!(cmds(true), ["homelab credentials"]);
+        let with_page: Vec<String> = next_steps(true, true, true, true, None)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        assert_eq!(with_page, ["homelab open", "homelab credentials"]);
     }
 }

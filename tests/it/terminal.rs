@@ -255,6 +255,23 @@ async fn a_whole_up_on_a_terminal_ends_with_the_urls_and_what_to_do_next() {
             .count();
         assert_eq!(n, 1, "`{step}` shows once:\n{text}");
     }
+    // A result wrapped to the next line keeps the columns of its step's line (mark, name padded,
+    // duration) and leaves no empty line behind.
+    for line in &marked {
+        let step = line.split_whitespace().nth(1).unwrap();
+        assert!(
+            line.contains(&format!(" {step}  ")),
+            "columns kept: {line:?}\n{text}"
+        );
+    }
+    let steps_area: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with(&format!("Lab `{LAB}` is up")))
+        .collect();
+    assert!(
+        steps_area.iter().all(|l| !l.trim().is_empty()),
+        "no empty line among the steps:\n{text}"
+    );
     let closing: Vec<&str> = text
         .lines()
         .skip_while(|l| !l.starts_with(&format!("Lab `{LAB}` is up")))
@@ -263,7 +280,9 @@ async fn a_whole_up_on_a_terminal_ends_with_the_urls_and_what_to_do_next() {
     for expected in [
         format!("https://gitea.{}", sim.domain),
         format!("https://nyan.{}", sim.domain),
+        format!("https://lab.{}", sim.domain),
         "homelab trust --apply".to_string(),
+        "homelab open".to_string(),
         "homelab credentials".to_string(),
     ] {
         assert!(

@@ -123,11 +123,18 @@ impl Live {
         // A message wider than the terminal wraps between words, under itself (issue 16: nothing
         // wider than the terminal, never a break mid-word).
         let width = Self::width();
-        let lines = if human::width(line) <= width {
-            vec![line.to_string()]
-        } else {
-            human::wrap("", line, 2, width)
-        };
+        // Line by line: a finished step arrives already wrapped under its own column, and
+        // wrapping the joined text again collapsed that column's spaces.
+        let lines: Vec<String> = line
+            .lines()
+            .flat_map(|l| {
+                if human::width(l) <= width {
+                    vec![l.to_string()]
+                } else {
+                    human::wrap("", l, 2, width)
+                }
+            })
+            .collect();
         self.multi.suspend(|| {
             for l in &lines {
                 eprintln!("{l}");

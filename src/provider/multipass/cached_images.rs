@@ -89,7 +89,8 @@ pub async fn side_load(
         not_cached: not_cached.clone(),
         ..SideLoaded::default()
     };
-    if !not_cached.is_empty() {
+    // Named one by one only when some are cached: a lab never prepared says it in its step line.
+    if !not_cached.is_empty() && !cached.is_empty() {
         cx.note(&format!(
             "{} of the lab's {} images are not in the image cache; the cluster pulls them: {} \
              (`homelab prepare` caches them)",
@@ -101,7 +102,7 @@ pub async fn side_load(
     let Some(layout) = layout.filter(|_| !cached.is_empty()) else {
         return Ok((
             StepReport::skipped(format!(
-                "no cached images to side-load; the cluster pulls {} images",
+                "no cached images to side-load; the cluster pulls all {} (`homelab prepare` caches them)",
                 wanted.len()
             )),
             out,
