@@ -15,6 +15,19 @@ use serde_json::{Value, json};
 
 const VM: &str = "homelab-t-1";
 
+/// The steps `up --until ready` runs on Multipass, in pipeline order (also the terminal tests').
+pub(crate) const UNTIL_READY: &[&str] = &[
+    "secrets",
+    "ca",
+    "cloud-init",
+    "vms",
+    "provisioned",
+    "join",
+    "kubeconfig",
+    "engine-image",
+    "ready",
+];
+
 /// Also the terminal tests' lab (`terminal.rs`).
 pub(crate) struct Lab {
     pub(crate) ctx: TestContext,
@@ -1879,29 +1892,18 @@ fn planned_steps(plan: &Run) -> Vec<String> {
 fn the_plan_lists_the_steps_up_runs_and_records() {
     let lab = Lab::new();
     let planned = planned_steps(&lab.homelab(&["plan", "--output", "json"]));
-    assert_eq!(
-        planned,
-        [
-            "secrets",
-            "ca",
-            "cloud-init",
-            "vms",
-            "provisioned",
-            "join",
-            "kubeconfig",
-            "engine-image",
-            "ready",
-            "node-names",
-            "prepare",
-            "render",
-            "images",
-            "deploy",
-            "wire-gitea",
-            "wire-ci",
-            "verify",
-            "snapshot"
-        ]
-    );
+    let after_ready = [
+        "node-names",
+        "prepare",
+        "render",
+        "images",
+        "deploy",
+        "wire-gitea",
+        "wire-ci",
+        "verify",
+        "snapshot",
+    ];
+    assert_eq!(planned, [UNTIL_READY, &after_ready].concat());
     lab.homelab(&["up"]).success();
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(lab.state_dir().join("up.json")).unwrap())
