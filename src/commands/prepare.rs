@@ -118,15 +118,7 @@ pub(super) async fn run(
         })),
         OutputFormat::Text => {
             let mut out = snaps_text(&snaps);
-            for p in &prepared {
-                out.push_str(&format!(
-                    "{:<16} {} sha256:{} ({})\n",
-                    p.component,
-                    p.url,
-                    p.sha256,
-                    if p.cached { "cached" } else { "downloaded" }
-                ));
-            }
+            out.push_str(&manifests_text(&prepared));
             out.push_str(&format!("images ({}):\n", pulled.len()));
             for p in &pulled {
                 let how = if p.bytes_downloaded == 0 {
@@ -167,16 +159,7 @@ fn print_manifests_only(ctx: &Ctx, prepared: &[upstream::Prepared], images: &[St
             .printer
             .json(&json!({"upstream": prepared, "images": images})),
         OutputFormat::Text => {
-            let mut out = String::new();
-            for p in prepared {
-                out.push_str(&format!(
-                    "{:<16} {} sha256:{} ({})\n",
-                    p.component,
-                    p.url,
-                    p.sha256,
-                    if p.cached { "cached" } else { "downloaded" }
-                ));
-            }
+            let mut out = manifests_text(prepared);
             out.push_str(&format!("images ({}):\n", images.len()));
             for i in images {
                 out.push_str(&format!("  {i}\n"));
@@ -184,6 +167,21 @@ fn print_manifests_only(ctx: &Ctx, prepared: &[upstream::Prepared], images: &[St
             ctx.printer.data(&out);
         }
     }
+}
+
+/// A line per upstream manifest: component, URL, digest, and whether it was downloaded.
+fn manifests_text(prepared: &[upstream::Prepared]) -> String {
+    let mut out = String::new();
+    for p in prepared {
+        out.push_str(&format!(
+            "{:<16} {} sha256:{} ({})\n",
+            p.component,
+            p.url,
+            p.sha256,
+            if p.cached { "cached" } else { "downloaded" }
+        ));
+    }
+    out
 }
 
 async fn serve_mirror(

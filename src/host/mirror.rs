@@ -12,7 +12,6 @@
 //! - `/snaps/<file>`: the snap files under `<cache>/snaps/`
 //! - `/<host>/<path>`: the cached copy of the upstream manifest `https://<host>/<path>`
 
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,10 +19,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 
@@ -133,29 +129,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let files = Arc::new(files);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => return,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept");
-                    continue;
-                }
-            },
-        };
-        let files = files.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let files = files.clone();
-                async move { Ok::<_, Infallible>(handle(&files, req).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    crate::edges::http::serve::serve(
+        listener,
+        move |req| {
+            let files = files.clone();
+            async move { handle(&files, req).await }
+        },
+        shutdown,
+    )
+    .await;
 }
 
 /// The snap files under `<cache>/snaps/`, relative paths, sorted.

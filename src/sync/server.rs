@@ -11,16 +11,12 @@
 //! Architecture invariant: the body is never read past the cap, nothing is done for a request
 //! whose signature does not verify, and a webhook only ever asks for a refresh.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -69,29 +65,15 @@ pub async fn serve(
     state: Arc<ServerState>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => return,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept");
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    crate::edges::http::serve::serve(
+        listener,
+        move |req| {
+            let state = state.clone();
+            async move { handle(&state, req).await }
+        },
+        shutdown,
+    )
+    .await;
 }
 
 async fn handle(state: &ServerState, req: Request<Incoming>) -> Response<Body> {

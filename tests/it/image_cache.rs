@@ -271,6 +271,16 @@ fn write_stack(ctx: &TestContext, host: &str) -> String {
     "lab-stack.yaml".into()
 }
 
+/// The seeded registry and a lab on it: its stack names the registry's two images, its snaps
+/// come from a fake store (returned, so that it lives as long as the test).
+async fn seeded_lab() -> (Registry, String, String, FakeSnapStore, TestContext) {
+    let (reg, one, multi) = seeded().await;
+    let store = FakeSnapStore::start().await;
+    let ctx = lab_with_store(&store);
+    write_stack(&ctx, &reg.host);
+    (reg, one, multi, store, ctx)
+}
+
 fn prepare_json(ctx: &TestContext, extra: &[&str]) -> (Option<i32>, Value, String) {
     let mut args = vec!["prepare", "--stack", "lab-stack.yaml", "--output", "json"];
     args.extend_from_slice(extra);
@@ -290,10 +300,7 @@ fn blob(ctx: &TestContext, d: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_pulls_verifies_pins_and_a_second_run_downloads_nothing() {
-    let (reg, one, multi) = seeded().await;
-    let store = FakeSnapStore::start().await;
-    let ctx = lab_with_store(&store);
-    write_stack(&ctx, &reg.host);
+    let (reg, one, multi, _store, ctx) = seeded_lab().await;
 
     let (code, v, stderr) = prepare_json(&ctx, &[]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -359,10 +366,7 @@ async fn prepare_pulls_verifies_pins_and_a_second_run_downloads_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_that_moved_is_refused_and_the_lock_kept() {
-    let (reg, one, _) = seeded().await;
-    let store = FakeSnapStore::start().await;
-    let ctx = lab_with_store(&store);
-    write_stack(&ctx, &reg.host);
+    let (reg, one, _, _store, ctx) = seeded_lab().await;
     let (code, _, stderr) = prepare_json(&ctx, &[]);
     assert_eq!(code, Some(0), "{stderr}");
     let before = lock(&ctx);
@@ -387,10 +391,7 @@ async fn a_tag_that_moved_is_refused_and_the_lock_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_blob_in_the_cache_is_refused_and_fetched_again() {
-    let (reg, one, _) = seeded().await;
-    let store = FakeSnapStore::start().await;
-    let ctx = lab_with_store(&store);
-    write_stack(&ctx, &reg.host);
+    let (reg, one, _, _store, ctx) = seeded_lab().await;
     let (code, _, stderr) = prepare_json(&ctx, &[]);
     assert_eq!(code, Some(0), "{stderr}");
 
@@ -463,12 +464,9 @@ impl Drop for Kill {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mirror_serves_two_attendees_and_a_tampered_file_is_refused() {
-    let (reg, one, multi) = seeded().await;
     // The instructor prepares (from the registry) and serves, with an upstream manifest cached
     // from an earlier prepare.
-    let store = FakeSnapStore::start().await;
-    let instructor = lab_with_store(&store);
-    write_stack(&instructor, &reg.host);
+    let (reg, one, multi, store, instructor) = seeded_lab().await;
     let manifest_url = "https://example.org/rel/v1/install.yaml";
     let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n";
     let sha = homelab::edges::digest::sha256_hex(manifest.as_bytes());
@@ -613,13 +611,10 @@ fn instructor_host(ctx: &TestContext) -> String {
 /// as the snaps come from the Snap Store when the mirror has none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_of_manifests_only_leaves_the_images_to_their_registries() {
-    let (reg, one, _) = seeded().await;
-    let store = FakeSnapStore::start().await;
+    let (reg, one, _, _store, ctx) = seeded_lab().await;
     let empty = tempfile::tempdir().unwrap();
     let mirror =
         crate::support::fake_snapstore::StaticServer::start(empty.path().to_path_buf()).await;
-    let ctx = lab_with_store(&store);
-    write_stack(&ctx, &reg.host);
 
     let (code, v, stderr) = prepare_json(&ctx, &["--from", &mirror.url]);
     assert_eq!(code, Some(0), "{stderr}");

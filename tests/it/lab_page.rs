@@ -5,6 +5,7 @@
 //! a test artifact, and no request leaving the lab.
 
 use crate::support::common;
+use crate::support::common::fixtures::apply_setup;
 use crate::support::fake_kube::test_cluster::TestCluster;
 use crate::support::git_http::Repo;
 use crate::support::http_kit::tls::lab_ca;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use homelab::cluster::apply::{Applier, ApplyOptions, Manifest};
+use homelab::cluster::apply::Applier;
 use homelab::sync::page::html::render;
 use homelab::sync::page::{
     AppRow, CaSummary, ComponentRow, Health, LabPageState, LastSync, ResourceResult, SyncRecord,
@@ -378,23 +379,6 @@ fn the_page_loads_nothing_from_anywhere() {
 
 // ---- served by the engine, seen by a real browser ----
 
-async fn apply(applier: &Applier, obj: Value) {
-    applier
-        .apply(
-            &[Manifest {
-                origin: "test".into(),
-                object: obj,
-            }],
-            &ApplyOptions {
-                field_manager: "test-setup".into(),
-                force_conflicts: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-}
-
 /// Headless Chromium: Debian's `chromium` (installed by `scripts/test` when absent).
 fn chromium() -> PathBuf {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -534,31 +518,31 @@ async fn the_engine_serves_the_page_and_a_browser_shows_what_a_person_needs() {
     )
     .unwrap();
     if !tc.is_real() {
-        apply(&applier, crd).await;
+        apply_setup(&applier, crd).await;
     }
     for ns in [&apps_ns, &dest_ns, &sys_ns] {
-        apply(
+        apply_setup(
             &applier,
             json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": ns, "labels": {"homelab.dev/lab": tc.lab}}}),
         )
         .await;
     }
-    apply(&applier, json!({"apiVersion": "v1", "kind": "ConfigMap",
+    apply_setup(&applier, json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "argocd-cm", "namespace": apps_ns}, "data": {"installationID": tc.lab}}))
     .await;
     // What the `lab-page` component renders.
     let components = format!(
         "- name: gitea\n  description: Gitea (git server + container registry)\n  namespace: {sys_ns}\n  url: https://gitea.10.0.0.5.sslip.io\n- name: nyan-cat\n  description: the NyanCat demo app\n  namespace: {apps_ns}\n  url: https://nyan.10.0.0.5.sslip.io\n- name: lab-page\n  description: the lab's landing page\n  namespace: {sys_ns}\n  url: https://lab.10.0.0.5.sslip.io\n"
     );
-    apply(
+    apply_setup(
         &applier,
         json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "homelab-lab", "namespace": sys_ns},
         "data": {"lab": tc.lab, "domain": "10.0.0.5.sslip.io", "components.yaml": components}}),
     )
     .await;
-    apply(&applier, json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    apply_setup(&applier, json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "gitea", "namespace": sys_ns,
             "labels": {"homelab.dev/lab": tc.lab, "homelab.dev/component": "gitea"}},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "gitea"}},
@@ -568,7 +552,7 @@ async fn the_engine_serves_the_page_and_a_browser_shows_what_a_person_needs() {
     // Secrets the engine could read and the page must never show.
     const ADMIN_PASSWORD: &str = "page-must-never-show-Zx81q";
     const WEBHOOK_SECRET: &str = "whsec-page-test-7c1d9e2f";
-    apply(
+    apply_setup(
         &applier,
         json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "gitea-admin", "namespace": sys_ns},
@@ -577,7 +561,7 @@ async fn the_engine_serves_the_page_and_a_browser_shows_what_a_person_needs() {
     .await;
     // What `homelab verify` records: a walk that broke at the sync hop.
     let run = failed_hop().verify.unwrap();
-    apply(
+    apply_setup(
         &applier,
         json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "homelab-verify", "namespace": sys_ns},

@@ -8,9 +8,8 @@
 use crate::support::common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::{Run, TestContext, contracts_dir};
+use common::{Run, TestContext};
 use serde_json::{Value, json};
 
 const VM: &str = "homelab-t-1";
@@ -24,39 +23,7 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let mut ctx = TestContext::new();
-        let fake_dir = ctx.temp.path().join("multipassd");
-        let out = Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()
-            .expect("python3 runs");
-        let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let script = include_str!("../fakes/multipass").replacen(
-            "#!/usr/bin/env python3",
-            &format!("#!{python}"),
-            1,
-        );
-        ctx.fake_tool("multipass", &script);
-        for (k, v) in [
-            ("FAKE_MULTIPASS_DIR", fake_dir.display().to_string()),
-            (
-                "FAKE_MULTIPASS_CONTRACTS",
-                contracts_dir().display().to_string(),
-            ),
-            ("HOMELAB_LAB", "t".into()),
-            ("HOMELAB_TEST_HOST", common::ROOMY_HOST.into()),
-            // Pulled, not side-loaded: the side-load has its own tests.
-            (
-                "HOMELAB_SYNC_IMAGE",
-                "ghcr.io/homelab-dev/homelab:0.1.0".into(),
-            ),
-            (
-                "HOMELAB_TEST_WAITS",
-                "poll_ms=5,poll_max_ms=20,ready_ms=5000,provisioned_ms=5000,vm_running_ms=5000"
-                    .into(),
-            ),
-        ] {
-            ctx.env.insert(k.into(), v);
-        }
+        let fake_dir = common::multipass::multipass_lab(&mut ctx);
         Lab { ctx, fake_dir }
     }
 

@@ -8,26 +8,25 @@ use crate::support::common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{Run, TestContext, contracts_dir};
 use serde_json::{Value, json};
 
-const FAKE: &str = include_str!("../fakes/multipass");
 const VM: &str = "homelab-t-1";
 
-/// The Python interpreter behind `python3` (its shim may not work in the sandboxed PATH).
-fn python() -> &'static str {
-    static P: OnceLock<String> = OnceLock::new();
-    P.get_or_init(|| {
-        let out = Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()
-            .expect("python3 runs");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    })
-}
+/// The steps `up --until ready` runs on Multipass, in pipeline order (also the terminal tests').
+pub(crate) const UNTIL_READY: &[&str] = &[
+    "secrets",
+    "ca",
+    "cloud-init",
+    "vms",
+    "provisioned",
+    "join",
+    "kubeconfig",
+    "engine-image",
+    "ready",
+];
 
 /// Also the terminal tests' lab (`terminal.rs`).
 pub(crate) struct Lab {
@@ -39,36 +38,13 @@ impl Lab {
     /// A sandbox with the fake `multipass` on PATH and short waits; lab `t`.
     pub(crate) fn new() -> Lab {
         let mut lab = Lab::without_multipass();
-        let script = FAKE.replacen("#!/usr/bin/env python3", &format!("#!{}", python()), 1);
-        lab.ctx.fake_tool("multipass", &script);
-        lab.ctx.env.insert(
-            "FAKE_MULTIPASS_DIR".into(),
-            lab.fake_dir.display().to_string(),
-        );
-        lab.ctx.env.insert(
-            "FAKE_MULTIPASS_CONTRACTS".into(),
-            contracts_dir().display().to_string(),
-        );
+        common::multipass::install_fake(&mut lab.ctx, &lab.fake_dir);
         lab
     }
 
     fn without_multipass() -> Lab {
         let mut ctx = TestContext::new();
-        let fake_dir = ctx.temp.path().join("multipassd");
-        ctx.env.insert("HOMELAB_LAB".into(), "t".into());
-        // A pulled engine image: side-loading (building an archive of this ~80 MB test binary
-        // for every lab) has its own test below.
-        ctx.env.insert(
-            "HOMELAB_SYNC_IMAGE".into(),
-            "ghcr.io/homelab-dev/homelab:0.1.0".into(),
-        );
-        ctx.env.insert(
-            "HOMELAB_TEST_WAITS".into(),
-            "poll_ms=5,poll_max_ms=20,ready_ms=5000,provisioned_ms=5000,vm_running_ms=5000".into(),
-        );
-        // `up`'s preflight measures this computer; the tests' verdicts must not depend on it.
-        ctx.env
-            .insert("HOMELAB_TEST_HOST".into(), common::ROOMY_HOST.into());
+        let fake_dir = common::multipass::lab_without_multipass(&mut ctx);
         Lab { ctx, fake_dir }
     }
 
@@ -1916,29 +1892,18 @@ fn planned_steps(plan: &Run) -> Vec<String> {
 fn the_plan_lists_the_steps_up_runs_and_records() {
     let lab = Lab::new();
     let planned = planned_steps(&lab.homelab(&["plan", "--output", "json"]));
-    assert_eq!(
-        planned,
-        [
-            "secrets",
-            "ca",
-            "cloud-init",
-            "vms",
-            "provisioned",
-            "join",
-            "kubeconfig",
-            "engine-image",
-            "ready",
-            "node-names",
-            "prepare",
-            "render",
-            "images",
-            "deploy",
-            "wire-gitea",
-            "wire-ci",
-            "verify",
-            "snapshot"
-        ]
-    );
+    let after_ready = [
+        "node-names",
+        "prepare",
+        "render",
+        "images",
+        "deploy",
+        "wire-gitea",
+        "wire-ci",
+        "verify",
+        "snapshot",
+    ];
+    assert_eq!(planned, [UNTIL_READY, &after_ready].concat());
     lab.homelab(&["up"]).success();
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(lab.state_dir().join("up.json")).unwrap())

@@ -13,16 +13,6 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-const FAKE: &str = include_str!("../fakes/multipass");
-
-fn python() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 runs");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// A sandbox with the fake `multipass` first on PATH, short waits, lab `t`.
 struct Bench {
     ctx: TestContext,
@@ -32,29 +22,7 @@ struct Bench {
 impl Bench {
     fn new() -> Bench {
         let mut ctx = TestContext::new();
-        let fake_dir = ctx.temp.path().join("multipassd");
-        let script = FAKE.replacen("#!/usr/bin/env python3", &format!("#!{}", python()), 1);
-        ctx.fake_tool("multipass", &script);
-        for (k, v) in [
-            ("FAKE_MULTIPASS_DIR", fake_dir.display().to_string()),
-            (
-                "FAKE_MULTIPASS_CONTRACTS",
-                contracts_dir().display().to_string(),
-            ),
-            ("HOMELAB_LAB", "t".into()),
-            (
-                "HOMELAB_SYNC_IMAGE",
-                "ghcr.io/homelab-dev/homelab:0.1.0".into(),
-            ),
-            (
-                "HOMELAB_TEST_WAITS",
-                "poll_ms=5,poll_max_ms=20,ready_ms=5000,provisioned_ms=5000,vm_running_ms=5000"
-                    .into(),
-            ),
-            ("HOMELAB_TEST_HOST", common::ROOMY_HOST.into()),
-        ] {
-            ctx.env.insert(k.into(), v);
-        }
+        let fake_dir = common::multipass::multipass_lab(&mut ctx);
         Bench { ctx, fake_dir }
     }
 

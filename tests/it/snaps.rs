@@ -290,45 +290,13 @@ async fn attendees_prepare_from_the_instructors_cache_and_refuse_a_tampered_file
 
 // ---------------------------------------------------------------- `up` with the fake multipass
 
-const FAKE_MULTIPASS: &str = include_str!("../fakes/multipass");
 const VM: &str = "homelab-t-1";
 
 /// A lab `t` with the fake `multipass` first on PATH (as tests/it/provision.rs sets it up), its
 /// snaps from `store` and manifests from `mirror`.
 fn vm_lab(store: &FakeSnapStore, mirror: &StaticServer) -> (TestContext, std::path::PathBuf) {
     let mut ctx = lab(store, mirror);
-    let python = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .unwrap();
-    let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
-    let script = FAKE_MULTIPASS.replacen("#!/usr/bin/env python3", &format!("#!{python}"), 1);
-    ctx.fake_tool("multipass", &script);
-    let fake_dir = ctx.temp.path().join("multipassd");
-    for (k, v) in [
-        ("FAKE_MULTIPASS_DIR", fake_dir.display().to_string()),
-        (
-            "FAKE_MULTIPASS_CONTRACTS",
-            crate::support::common::contracts_dir()
-                .display()
-                .to_string(),
-        ),
-        ("HOMELAB_LAB", "t".into()),
-        (
-            "HOMELAB_SYNC_IMAGE",
-            "ghcr.io/homelab-dev/homelab:0.1.0".into(),
-        ),
-        (
-            "HOMELAB_TEST_WAITS",
-            "poll_ms=5,poll_max_ms=20,ready_ms=5000,provisioned_ms=5000,vm_running_ms=5000".into(),
-        ),
-        (
-            "HOMELAB_TEST_HOST",
-            crate::support::common::ROOMY_HOST.into(),
-        ),
-    ] {
-        ctx.env.insert(k.into(), v);
-    }
+    let fake_dir = crate::support::common::multipass::multipass_lab(&mut ctx);
     (ctx, fake_dir)
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use fake_kube::test_cluster::TestCluster;
 use fake_kube::{Controllers, Fault, FaultAction};
 use git_http::{GitHttp, Repo};
-use homelab::cluster::apply::{Applier, ApplyOptions, Manifest};
+use homelab::cluster::apply::Applier;
 use homelab::sync::cache::Touched;
 use homelab::sync::engine::{Engine, EngineConfig, Mode, Outcome, app_resource};
 use homelab::sync::source::{GitAuth, GitSource, SourceError};
@@ -146,21 +146,7 @@ impl Lab {
     }
 
     async fn apply(&self, obj: Value) {
-        let m = Manifest {
-            origin: "test".into(),
-            object: obj,
-        };
-        self.applier
-            .apply(
-                &[m],
-                &ApplyOptions {
-                    field_manager: "test-setup".into(),
-                    force_conflicts: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        common::fixtures::apply_setup(&self.applier, obj).await;
     }
 
     fn engine_config(&self) -> EngineConfig {

@@ -13,17 +13,7 @@ use crate::support::common;
 use common::terminal::{COLUMNS, Screen, run_on_terminal, without_durations};
 
 /// The steps `up --until ready` runs on Multipass, in pipeline order.
-const STEPS: &[&str] = &[
-    "secrets",
-    "ca",
-    "cloud-init",
-    "vms",
-    "provisioned",
-    "join",
-    "kubeconfig",
-    "engine-image",
-    "ready",
-];
+const STEPS: &[&str] = crate::provision::UNTIL_READY;
 
 const SPINNER: &str = "⠁⠂⠄⡀⢀⠠⠐⠈⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏";
 

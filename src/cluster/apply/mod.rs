@@ -533,16 +533,8 @@ impl Applier {
             .await;
         let mut candidates: Vec<(Resolved, ObjectRef, Value)> = Vec::new();
         for (r, list) in lists {
-            let list = match list {
-                Ok(l) => l,
-                // A kind we may not list (RBAC) or that vanished meanwhile holds nothing of ours we can see.
-                Err(e) if matches!(status_code(&e), Some(403..=405)) => continue,
-                Err(e) => {
-                    return Err(ApplyError::Api {
-                        action: format!("list `{}`", r.resource.plural),
-                        message: describe(&e),
-                    });
-                }
+            let Some(list) = visible(r, list)? else {
+                continue;
             };
             for item in list.items {
                 let v = to_value(&item, r);
@@ -622,15 +614,8 @@ impl Applier {
         for (r, ns) in targets {
             let api = self.api(&r, &ns);
             let lp = ListParams::default();
-            let list = match retry(&self.backoff, || api.list(&lp)).await {
-                Ok(l) => l,
-                Err(e) if matches!(status_code(&e), Some(403..=405)) => continue,
-                Err(e) => {
-                    return Err(ApplyError::Api {
-                        action: format!("list `{}`", r.resource.plural),
-                        message: describe(&e),
-                    });
-                }
+            let Some(list) = visible(&r, retry(&self.backoff, || api.list(&lp)).await)? else {
+                continue;
             };
             for item in list.items {
                 let v = to_value(&item, &r);
@@ -650,6 +635,22 @@ impl Applier {
             }
         }
         Ok(None)
+    }
+}
+
+/// A list's answer: `None` for a kind we may not list (RBAC) or that vanished meanwhile, which
+/// holds nothing of ours we can see; any other failure is the error.
+fn visible(
+    r: &Resolved,
+    list: Result<::kube::api::ObjectList<DynamicObject>, ::kube::Error>,
+) -> Result<Option<::kube::api::ObjectList<DynamicObject>>, ApplyError> {
+    match list {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if matches!(status_code(&e), Some(403..=405)) => Ok(None),
+        Err(e) => Err(ApplyError::Api {
+            action: format!("list `{}`", r.resource.plural),
+            message: describe(&e),
+        }),
     }
 }
 

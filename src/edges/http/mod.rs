@@ -2,7 +2,8 @@
 //! one endpoint type, one way to build a reqwest client that trusts the lab CA and nothing else,
 //! and one way to describe a transport error without leaking a URL's credentials.
 //!
-//! The JSON API clients (Gitea's, Drone's) share one core, [`api`].
+//! The JSON API clients (Gitea's, Drone's) share one core, [`api`]; the plain-HTTP servers
+//! (`prepare --serve`, the sync engine's endpoints) share one accept loop, [`serve`].
 //!
 //! Place in the data flow: under `gitea` (with its web login), `ci::drone` and `verify`.
 //! Architecture invariant: no client built here follows redirects (a redirect would carry
@@ -17,6 +18,7 @@ use reqwest::Url;
 use crate::edges::redact::redact_url;
 
 pub mod api;
+pub mod serve;
 
 /// Where a lab service answers over HTTPS and how to reach it.
 #[derive(Clone, Debug, PartialEq, Eq)]

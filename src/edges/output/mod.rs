@@ -252,33 +252,31 @@ pub fn human_duration(d: Duration) -> String {
     human::duration(d)
 }
 
-impl Progress for Printer {
-    fn start(&self, step: &str, detail: &str) {
+impl Printer {
+    /// A step's `start` or `update` note: a JSON event, the live line, or a plain line; nothing
+    /// when quiet.
+    fn note(&self, event: &str, step: &str, detail: &str, live: fn(&live::Live, &str, &str)) {
         if self.ui.format == OutputFormat::Json {
-            return self.event("start", step, None, None, detail);
+            return self.event(event, step, None, None, detail);
         }
         if self.ui.verbosity < 0 {
             return;
         }
-        if let Some(live) = &self.live {
-            live.start(step, detail);
+        if let Some(l) = &self.live {
+            live(l, step, detail);
         } else {
             eprintln!("{step:<16} {detail}");
         }
     }
+}
+
+impl Progress for Printer {
+    fn start(&self, step: &str, detail: &str) {
+        self.note("start", step, detail, live::Live::start);
+    }
 
     fn update(&self, step: &str, detail: &str) {
-        if self.ui.format == OutputFormat::Json {
-            return self.event("update", step, None, None, detail);
-        }
-        if self.ui.verbosity < 0 {
-            return;
-        }
-        if let Some(live) = &self.live {
-            live.update(step, detail);
-        } else {
-            eprintln!("{step:<16} {detail}");
-        }
+        self.note("update", step, detail, live::Live::update);
     }
 
     fn finish(&self, step: &str, outcome: Outcome, elapsed: Duration, detail: &str) {

@@ -277,6 +277,23 @@ impl GiteaClient {
         self.core.json(call, method, url, self.auth(), body).await
     }
 
+    /// `POST` a new resource: decoded on 201 or 200, otherwise the answer as it came, for the
+    /// caller to read (each endpoint says "exists" its own way) or turn into an error.
+    async fn post_new<T: DeserializeOwned>(
+        &self,
+        call: &str,
+        path: &[&str],
+        option: &(dyn erased::Json + Sync),
+    ) -> Result<Result<T, Answer>, GiteaError> {
+        let answer = self
+            .send(call, Method::POST, self.api(path, &[]), Some(option))
+            .await?;
+        match answer.status {
+            StatusCode::CREATED | StatusCode::OK => decode(call, &answer.body).map(Ok),
+            _ => Ok(Err(answer)),
+        }
+    }
+
     /// `GET /version`.
     pub async fn version(&self) -> Result<ServerVersion, GiteaError> {
         self.json(
@@ -312,22 +329,9 @@ impl GiteaClient {
         option: &CreateAccessTokenOption,
     ) -> Result<AccessToken, GiteaError> {
         let call = format!("create the API token `{}` of `{user}`", option.name);
-        let Answer {
-            status,
-            body: bytes,
-            ..
-        } = self
-            .send(
-                &call,
-                Method::POST,
-                self.api(&["users", user, "tokens"], &[]),
-                Some(option),
-            )
-            .await?;
-        if status != StatusCode::CREATED && status != StatusCode::OK {
-            return Err(fail(&call, status, &bytes).into());
-        }
-        decode(&call, &bytes)
+        self.post_new(&call, &["users", user, "tokens"], option)
+            .await?
+            .map_err(|a| fail(&call, a.status, &a.body).into())
     }
 
     /// `DELETE /users/{username}/tokens/{token}` by name or id (basic auth only).
@@ -357,17 +361,12 @@ impl GiteaClient {
         option: &CreateOrgOption,
     ) -> Result<Created<Organization>, GiteaError> {
         let call = format!("create organization `{}`", option.username);
-        let Answer {
-            status,
-            body: bytes,
-            ..
-        } = self
-            .send(&call, Method::POST, self.api(&["orgs"], &[]), Some(option))
-            .await?;
-        match status {
-            StatusCode::CREATED | StatusCode::OK => decode(&call, &bytes).map(Created::Created),
-            StatusCode::UNPROCESSABLE_ENTITY if is_exists(&bytes) => Ok(Created::Exists),
-            s => Err(fail(&call, s, &bytes).into()),
+        match self.post_new(&call, &["orgs"], option).await? {
+            Ok(org) => Ok(Created::Created(org)),
+            Err(a) if a.status == StatusCode::UNPROCESSABLE_ENTITY && is_exists(&a.body) => {
+                Ok(Created::Exists)
+            }
+            Err(a) => Err(fail(&call, a.status, &a.body).into()),
         }
     }
 
@@ -389,22 +388,13 @@ impl GiteaClient {
         option: &CreateRepoOption,
     ) -> Result<Created<Repository>, GiteaError> {
         let call = format!("create repository `{org}/{}`", option.name);
-        let Answer {
-            status,
-            body: bytes,
-            ..
-        } = self
-            .send(
-                &call,
-                Method::POST,
-                self.api(&["orgs", org, "repos"], &[]),
-                Some(option),
-            )
-            .await?;
-        match status {
-            StatusCode::CREATED | StatusCode::OK => decode(&call, &bytes).map(Created::Created),
-            StatusCode::CONFLICT => Ok(Created::Exists),
-            s => Err(fail(&call, s, &bytes).into()),
+        match self
+            .post_new(&call, &["orgs", org, "repos"], option)
+            .await?
+        {
+            Ok(repo) => Ok(Created::Created(repo)),
+            Err(a) if a.status == StatusCode::CONFLICT => Ok(Created::Exists),
+            Err(a) => Err(fail(&call, a.status, &a.body).into()),
         }
     }
 

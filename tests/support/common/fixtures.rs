@@ -116,3 +116,22 @@ pub fn seed_upstream(ctx: &crate::support::common::TestContext, lab: &str, url: 
     lock["upstream"][url] = serde_json::json!({"sha256": sha});
     std::fs::write(&lock_path, serde_json::to_string_pretty(&lock).unwrap()).unwrap();
 }
+
+/// Apply `obj` as a test's setup does: server-side as `test-setup`, taking over conflicts.
+pub async fn apply_setup(applier: &homelab::cluster::apply::Applier, obj: serde_json::Value) {
+    use homelab::cluster::apply::{ApplyOptions, Manifest};
+    applier
+        .apply(
+            &[Manifest {
+                origin: "test".into(),
+                object: obj,
+            }],
+            &ApplyOptions {
+                field_manager: "test-setup".into(),
+                force_conflicts: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}

@@ -6,6 +6,7 @@
 
 pub mod fixtures;
 pub mod logs;
+pub mod multipass;
 pub mod terminal;
 
 use std::collections::BTreeMap;
