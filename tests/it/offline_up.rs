@@ -106,17 +106,21 @@ async fn offline_lab(seed: u8) -> (Sim, Vec<String>, Arc<Mutex<Vec<String>>>) {
     let lab_only = format!("127.0.0.1,localhost,{node_ip},.{}", sim.domain);
     sim.ctx.env.insert("NO_PROXY".into(), lab_only.clone());
     sim.ctx.env.insert("no_proxy".into(), lab_only);
+    // The pipeline's shell steps (git in the clone and deploy steps) too: lab names direct,
+    // anything else through the recording proxy.
+    let lab_names = format!("127.0.0.1,localhost,.{}", sim.domain);
+    *sim.world.step_proxy.lock().unwrap() = Some((proxy.clone(), lab_names));
     (sim, wanted, through_proxy)
 }
 
-/// Every connection outside the lab: the homelab process's (through the proxy) and the lab's
-/// (a node's pull, kaniko's base image).
+/// Every connection outside the lab: through the proxy (the homelab process's, a pipeline
+/// step's) and the simulated lab's own (a node's pull, kaniko's base image).
 fn outside(sim: &Sim, through_proxy: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
     let mut all: Vec<String> = through_proxy
         .lock()
         .unwrap()
         .iter()
-        .map(|l| format!("homelab: {l}"))
+        .map(|l| format!("through the proxy: {l}"))
         .collect();
     all.extend(sim.world.outside.lock().unwrap().iter().cloned());
     all

@@ -323,8 +323,22 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// The pod's resolver for git in a step: each lab name goes to a local stand-in that connects
-/// wherever the cluster's DNS answers it at that moment (see `Network::lab_name`).
+/// wherever the cluster's DNS answers it at that moment (see `Network::lab_name`). With
+/// [`World::step_proxy`] set, everything else goes to that proxy.
 fn git_dns(world: &World, mut env: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    if let Some((proxy, direct)) = world.step_proxy.lock().unwrap().clone() {
+        for k in [
+            "https_proxy",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            env.insert(k.into(), proxy.clone());
+        }
+        env.insert("no_proxy".into(), direct.clone());
+        env.insert("NO_PROXY".into(), direct);
+    }
     let mut config = Vec::new();
     for host in &world.lab_hosts {
         let at = world.net.lab_name(host, 443);
