@@ -66,7 +66,9 @@ pub(super) async fn ensure_base_images(
             Some(l) => l.entry(&normalize_reference(&base.reference))?,
             None => None,
         };
-        let Some(entry) = entry.filter(|e| !e.media_type.contains("index")) else {
+        // `prepare` stores one image manifest per reference (for the VMs' platform), never an
+        // index, so the blobs below are all the manifest names.
+        let Some(entry) = entry else {
             not_cached.push(format!("`{}`", base.reference));
             continue;
         };
