@@ -6,6 +6,7 @@
 pub mod assets;
 pub mod demand;
 pub mod engine_image;
+pub mod image_ref;
 pub mod kinds;
 pub mod plan;
 pub mod render;

@@ -110,6 +110,8 @@ pub mod wiring {
     pub const GITEA_ORG: &str = "gitea org";
     /// Log in to Gitea's container registry.
     pub const REGISTRY: &str = "registry";
+    /// Push the cached base images of the lab's builds into Gitea's registry.
+    pub const BASE_IMAGES: &str = "base images";
     /// Create Drone's OAuth app in Gitea.
     pub const DRONE_OAUTH_APP: &str = "drone oauth app";
     /// Hand the OAuth client to Drone.
@@ -384,6 +386,12 @@ pub fn plan_for(
             wiring::REGISTRY,
             "log in to Gitea's container registry with the token".into(),
         ));
+        if has("drone") {
+            wire_steps.push(wire(
+                wiring::BASE_IMAGES,
+                "push the cached base images of the lab's builds into Gitea's registry (kaniko's `--registry-map` finds them there)".into(),
+            ));
+        }
     }
     if has("drone") {
         wire_steps.push(wire(

@@ -110,6 +110,11 @@ impl Templates {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.encode(x.as_bytes())
         });
+        // `{{ image | registry }}`: the registry kaniko looks the image up in (the key of its
+        // `--registry-map`, see `image_ref`).
+        tera.register_filter("registry", |x: &str, _: tera::Kwargs, _: &tera::State| {
+            crate::model::image_ref::registry_str(x)
+        });
         let sources: Vec<(&str, &str)> = sources.into_iter().collect();
         tera.add_raw_templates(sources.iter().copied())
             .map_err(|e| convert(sources.first().map(|s| s.0).unwrap_or("?"), e))?;

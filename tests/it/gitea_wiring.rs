@@ -4,6 +4,7 @@
 //! opt-in runs against a real Gitea and a real cluster.
 
 use crate::support::common;
+use crate::support::common::image_cache;
 
 use crate::support::fake_gitea;
 use crate::support::http_kit::tls::lab_ca;
@@ -25,8 +26,8 @@ use homelab::edges::state::{LabState, SECRETS_FILE};
 use homelab::model::render::Domain;
 use homelab::services::gitea::{Credentials, Endpoint, GiteaClient};
 use homelab::services::wire::gitea::{
-    AdminLogin, DEFAULT_SYNC_WEBHOOK_URL, DEFAULT_TOKEN_NAME, GITEA_RECORD_FILE, GITEA_TOKEN_KEY,
-    GiteaCli, GiteaRecord, GiteaReport, GiteaWiring, RepoSeed, WebhookSpec, wire,
+    AdminLogin, BaseImage, DEFAULT_SYNC_WEBHOOK_URL, DEFAULT_TOKEN_NAME, GITEA_RECORD_FILE,
+    GITEA_TOKEN_KEY, GiteaCli, GiteaRecord, GiteaReport, GiteaWiring, RepoSeed, WebhookSpec, wire,
 };
 use serde_json::json;
 
@@ -42,6 +43,8 @@ struct Lab {
     webhook_secret: Secret,
     seeds: Vec<RepoSeed>,
     patience: Patience,
+    base_images: Vec<BaseImage>,
+    image_cache: Option<std::path::PathBuf>,
 }
 
 /// The repositories as `up` gets them: rendered from the default stack's templates.
@@ -80,6 +83,8 @@ impl Lab {
             state,
             seeds: rendered_seeds(),
             patience: Patience::default(),
+            base_images: Vec::new(),
+            image_cache: None,
         }
     }
 
@@ -104,6 +109,8 @@ impl Lab {
                 email: "homelab@gitea.127.0.0.1.sslip.io".into(),
             },
             patience: self.patience.clone(),
+            base_images: self.base_images.clone(),
+            image_cache: self.image_cache.clone(),
         }
     }
 
@@ -1472,6 +1479,8 @@ async fn opt_in_real_gitea_token_org_repos_webhook_and_registry() {
             email: format!("homelab@{host}"),
         },
         patience: Patience::default(),
+        base_images: Vec::new(),
+        image_cache: None,
     };
     let first = wire(&w, &Silent)
         .await
@@ -1537,4 +1546,120 @@ async fn opt_in_kube_exec_in_the_gitea_pod() {
         .await
         .unwrap();
     assert_eq!((out.code, out.stderr.as_str()), (Some(3), "oops\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The base images of the lab's builds, pushed into Gitea's registry from the image cache.
+
+#[tokio::test]
+async fn cached_base_images_are_pushed_into_the_registry_once_and_an_uncached_one_is_named() {
+    let mut lab = Lab::new(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cached = "docker.io/nginxinc/nginx-unprivileged:1.29.3-alpine";
+    image_cache::fill(dir.path(), &[cached.to_string()]);
+    lab.image_cache = Some(dir.path().to_path_buf());
+    lab.base_images = ["nginxinc/nginx-unprivileged:1.29.3-alpine", "alpine:3.22"]
+        .iter()
+        .map(|r| BaseImage::new(r, fake_gitea::HOST, "lab").unwrap())
+        .collect();
+
+    let first = lab.wire().await;
+    assert_eq!(outcome(&first, "base images"), "Done");
+    let said = Lab::step(&first, "base images").detail.clone();
+    assert!(
+        said.contains("lab/nginxinc/nginx-unprivileged:1.29.3-alpine"),
+        "{said}"
+    );
+    assert!(
+        said.contains("`alpine:3.22` not in the image cache: kaniko pulls it from its registry"),
+        "{said}"
+    );
+    let entry = homelab::cluster::image_cache::Layout::open(dir.path())
+        .unwrap()
+        .entry(cached)
+        .unwrap()
+        .unwrap();
+    let pushed = lab
+        .fake
+        .manifest("lab/nginxinc/nginx-unprivileged", "1.29.3-alpine")
+        .expect("the manifest is tagged");
+    assert_eq!(pushed.digest, entry.digest);
+    // Every blob the manifest names went up under the same image.
+    let blobs = lab.fake.data().blobs.len();
+    assert_eq!(blobs, 2, "config and one layer");
+
+    // A second run finds the tag pointing at the cached manifest and uploads nothing.
+    let before = lab.fake.log().len();
+    let again = lab.wire().await;
+    assert_eq!(outcome(&again, "base images"), "Skipped");
+    let uploads: Vec<String> = lab.fake.log()[before..]
+        .iter()
+        .filter(|r| r.target.starts_with("/v2/") && r.method != "GET" && r.method != "HEAD")
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(uploads, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_registry_refuses_a_manifest_before_its_blobs_a_wrong_digest_and_anonymous_pushes() {
+    let lab = Lab::new(Options::default()).await;
+    lab.wire().await;
+    let token = lab.token();
+    let client = GiteaClient::new(&lab.fake.endpoint())
+        .unwrap()
+        .with_credentials(Credentials::Basic {
+            user: "lab-admin".into(),
+            password: token,
+        });
+    let layer = b"layer".to_vec();
+    let digest = format!("sha256:{}", homelab::edges::digest::sha256_hex(&layer));
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": 5},
+        "layers": [],
+    }))
+    .unwrap();
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let e = client
+        .registry_put_manifest("lab/x", "1", mt, manifest.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    let e = client
+        .registry_put_blob(
+            "lab/x",
+            &format!("sha256:{}", "0".repeat(64)),
+            layer.clone(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    let anonymous = GiteaClient::new(&lab.fake.endpoint()).unwrap();
+    let e = anonymous
+        .registry_put_blob("lab/x", &digest, layer.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    client
+        .registry_put_blob("lab/x", &digest, layer)
+        .await
+        .unwrap();
+    assert!(client.registry_has_blob("lab/x", &digest).await.unwrap());
+    assert!(!client.registry_has_blob("lab/y", &digest).await.unwrap());
+    client
+        .registry_put_manifest("lab/x", "1", mt, manifest.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        client.registry_manifest_digest("lab/x", "1").await.unwrap(),
+        Some(format!(
+            "sha256:{}",
+            homelab::edges::digest::sha256_hex(&manifest)
+        ))
+    );
+    assert_eq!(
+        client.registry_manifest_digest("lab/x", "2").await.unwrap(),
+        None
+    );
 }

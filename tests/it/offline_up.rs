@@ -10,14 +10,14 @@
 //! directly as an OCI image layout with small test images, one per reference the lab runs
 //! (what `prepare` lists); the registry path of `prepare` is tested where it is built.
 
+use crate::support::common::image_cache;
 use crate::support::lab_sim::{self, LAB, Provider, Sim};
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 
 /// A proxy that records the first line of every request (`CONNECT host:443 …`, `GET http://…`)
 /// and refuses it.
@@ -39,85 +39,6 @@ fn recording_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
         }
     });
     (url, seen)
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// The image cache at `root`, filled through the cache's own layout API with one tiny image per
-/// reference (one layer with a file naming it), as `homelab prepare` leaves it.
-fn fill_cache(root: &std::path::Path, references: &[String]) {
-    use homelab::cluster::image_cache::layout::Platform;
-    use homelab::cluster::image_cache::{Entry, Layout};
-    let layout = Layout::create(root).unwrap();
-    let put = |bytes: &[u8]| -> String {
-        let d = sha256(bytes);
-        layout.write_blob(&d, bytes).unwrap();
-        d
-    };
-    for r in references {
-        let mut layer = tar::Builder::new(Vec::new());
-        let body = format!("test image {r}\n");
-        let mut h = tar::Header::new_ustar();
-        h.set_size(body.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        layer
-            .append_data(&mut h, "etc/homelab-test-image", body.as_bytes())
-            .unwrap();
-        // For measuring (README, "Side-loaded images"): a filler file of that many MiB.
-        let mib: usize = std::env::var("HOMELAB_SIDELOAD_LAYER_MIB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if mib > 0 {
-            let mut x = Sha256::digest(r.as_bytes())[0] as u64 | 1;
-            let filler: Vec<u8> = (0..mib << 20)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            let mut h = tar::Header::new_ustar();
-            h.set_size(filler.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            layer
-                .append_data(&mut h, "var/homelab-test-filler", filler.as_slice())
-                .unwrap();
-        }
-        let layer = layer.into_inner().unwrap();
-        let layer_digest = put(&layer);
-        let config = serde_json::to_vec(&json!({
-            "architecture": "amd64", "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-        }))
-        .unwrap();
-        let config_digest = put(&config);
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
-        }))
-        .unwrap();
-        let manifest_digest = put(&manifest);
-        layout
-            .set_entry(Entry {
-                reference: r.clone(),
-                digest: manifest_digest,
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                size: manifest.len() as u64,
-                platform: Some(Platform {
-                    os: "linux".into(),
-                    architecture: "amd64".into(),
-                }),
-            })
-            .unwrap();
-    }
 }
 
 /// The images the lab pulls from public registries, as containerd names them.
@@ -153,16 +74,19 @@ fn node_images(sim: &Sim) -> Vec<(String, BTreeSet<String>)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn up_after_prepare_side_loads_every_image_and_connects_nowhere_outside_the_lab() {
-    let mut sim = Sim::start(Provider::Multipass, 7).await;
+/// A lab simulation after `homelab prepare` filled the image cache with every image the lab
+/// runs, with the internet gone: registries cut for the lab, the `homelab`
+/// process behind the refusing proxy. Returns the sim, the images the lab runs, and what the
+/// proxy saw.
+async fn offline_lab(seed: u8) -> (Sim, Vec<String>, Arc<Mutex<Vec<String>>>) {
+    let mut sim = Sim::start(Provider::Multipass, seed).await;
     let prepared = sim
         .homelab(&["prepare", "--manifests-only", "--output", "json"])
         .await;
     assert_eq!(prepared.code, Some(0), "prepare: {}", prepared.stderr);
     let wanted = outside_images(&prepared.stdout);
     assert!(wanted.len() >= 8, "the lab runs public images: {wanted:?}");
-    fill_cache(&sim.ctx.cache_dir().join("images"), &wanted);
+    image_cache::fill(&sim.ctx.cache_dir().join("images"), &wanted);
 
     // From here on the internet is gone.
     sim.world
@@ -182,8 +106,34 @@ async fn up_after_prepare_side_loads_every_image_and_connects_nowhere_outside_th
     let lab_only = format!("127.0.0.1,localhost,{node_ip},.{}", sim.domain);
     sim.ctx.env.insert("NO_PROXY".into(), lab_only.clone());
     sim.ctx.env.insert("no_proxy".into(), lab_only);
+    // The pipeline's shell steps (git in the clone and deploy steps) too: lab names direct,
+    // anything else through the recording proxy.
+    let lab_names = format!("127.0.0.1,localhost,.{}", sim.domain);
+    *sim.world.step_proxy.lock().unwrap() = Some((proxy.clone(), lab_names));
+    (sim, wanted, through_proxy)
+}
 
-    let up = sim.homelab(&["up", "--no-verify"]).await;
+/// Every connection outside the lab: through the proxy (the homelab process's, a pipeline
+/// step's) and the simulated lab's own (a node's pull, kaniko's base image).
+fn outside(sim: &Sim, through_proxy: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+    let mut all: Vec<String> = through_proxy
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| format!("through the proxy: {l}"))
+        .collect();
+    all.extend(sim.world.outside.lock().unwrap().iter().cloned());
+    all
+}
+
+/// The NyanCat base image (the `FROM` of the app's Dockerfile) among the lab's images.
+const BASE: &str = "nginxinc/nginx-unprivileged";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn up_after_prepare_proves_the_loop_offline_and_connects_nowhere_outside_the_lab() {
+    let (mut sim, wanted, through_proxy) = offline_lab(7).await;
+
+    let up = sim.homelab(&["up"]).await;
     assert_eq!(
         up.code,
         Some(0),
@@ -192,15 +142,21 @@ async fn up_after_prepare_side_loads_every_image_and_connects_nowhere_outside_th
         up.stderr,
         sim.diagnostics()
     );
-    let images_line = up
-        .stdout
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("images"))
-        .unwrap_or_default();
-    eprintln!("{images_line}");
+    let line = |out: &str, step: &str| -> String {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(step))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let images_line = line(&up.stdout, "images");
     assert!(
         images_line.contains("side-loaded") && images_line.contains(&format!("homelab-{LAB}-1")),
         "the images step imported into the node: {images_line}\n{}",
+        up.stdout
+    );
+    assert!(
+        line(&up.stdout, "verify").contains("loop proven"),
+        "the loop is proven with the internet gone:\n{}",
         up.stdout
     );
 
@@ -209,44 +165,47 @@ async fn up_after_prepare_side_loads_every_image_and_connects_nowhere_outside_th
         let missing: Vec<&String> = wanted.iter().filter(|w| !held.contains(*w)).collect();
         assert!(missing.is_empty(), "`{node}` lacks {missing:?}");
     }
-    // Nothing went outside: not the homelab process, not a node's image pull.
-    assert_eq!(
-        through_proxy.lock().unwrap().clone(),
-        Vec::<String>::new(),
-        "homelab connected outside the lab"
-    );
-    let pulls: Vec<String> = sim
-        .world
-        .outside
-        .lock()
-        .unwrap()
+    // The base image kaniko starts from is in Gitea's registry, the very manifest the cache holds.
+    let base = wanted
         .iter()
-        .filter(|o| o.starts_with("pull "))
-        .cloned()
-        .collect();
+        .find(|w| w.contains(BASE))
+        .expect("the base image");
+    let cached = homelab::cluster::image_cache::Layout::open(sim.ctx.cache_dir().join("images"))
+        .unwrap()
+        .entry(base)
+        .unwrap()
+        .unwrap();
+    let tag = base.rsplit_once(':').unwrap().1;
+    let in_gitea = sim
+        .world
+        .gitea()
+        .manifest(&format!("lab/{BASE}"), tag)
+        .expect("homelab pushed the base image into Gitea's registry");
+    assert_eq!(in_gitea.digest, cached.digest);
+
+    // Nothing went outside: not the homelab process, not a node's pull, not kaniko's base.
     assert_eq!(
-        pulls,
+        outside(&sim, &through_proxy),
         Vec::<String>::new(),
-        "a node pulled from the internet"
+        "a connection outside the lab"
     );
 
-    // A second run finds every image on every node and transfers nothing.
+    // A second run finds every image on every node and in the registry, and transfers nothing.
     sim.clear_argv();
     let again = sim.homelab(&["up", "--no-verify"]).await;
     assert_eq!(again.code, Some(0), "second up: {}", again.stderr);
-    let line = again
-        .stdout
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("images"))
-        .unwrap_or_default()
-        .to_string();
-    assert!(line.contains("on every node"), "{line}");
+    assert!(
+        line(&again.stdout, "images").contains("on every node"),
+        "{}",
+        again.stdout
+    );
     let transfers: Vec<Vec<String>> = sim
         .argv()
         .into_iter()
         .filter(|a| a.first().map(String::as_str) == Some("transfer"))
         .collect();
     assert_eq!(transfers, Vec::<Vec<String>>::new());
+    assert_eq!(outside(&sim, &through_proxy), Vec::<String>::new());
 
     // The proxy is really in the way: a fetch the lab does not answer goes through it.
     let _ = std::fs::remove_dir_all(sim.ctx.cache_dir().join("upstream"));
@@ -261,11 +220,42 @@ async fn up_after_prepare_side_loads_every_image_and_connects_nowhere_outside_th
         Some(0),
         "prepare cannot reach a refused mirror"
     );
-    let seen = through_proxy.lock().unwrap().clone();
+    let seen = outside(&sim, &through_proxy);
     assert!(
         seen.iter()
             .any(|l| l.contains("mirror.homelab-offline-test.invalid")),
         "the proxy saw the fetch: {seen:?}\n{}",
         online.stderr
+    );
+}
+
+/// The watch on the lab's side is real: with the base image missing from Gitea's registry,
+/// kaniko falls back to Docker Hub, the cut network refuses it, the loop fails, and the
+/// attempt is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_build_whose_base_is_not_in_the_lab_registry_reaches_outside_and_is_caught() {
+    let (sim, wanted, through_proxy) = offline_lab(8).await;
+    let up = sim.homelab(&["up", "--no-verify"]).await;
+    assert_eq!(up.code, Some(0), "up: {}\n{}", up.stderr, sim.diagnostics());
+    assert_eq!(outside(&sim, &through_proxy), Vec::<String>::new());
+
+    // Someone deletes the base image from Gitea's registry.
+    let base = wanted.iter().find(|w| w.contains(BASE)).unwrap().clone();
+    sim.world
+        .gitea()
+        .data()
+        .manifests
+        .retain(|(image, _), _| image != &format!("lab/{BASE}"));
+    let verify = sim.homelab(&["verify"]).await;
+    assert_ne!(
+        verify.code,
+        Some(0),
+        "the build cannot get its base with the internet gone:\n{}",
+        verify.stdout
+    );
+    assert_eq!(
+        outside(&sim, &through_proxy),
+        vec![format!("kaniko base {base}")],
+        "kaniko fell back to the base's own registry, outside the lab"
     );
 }

@@ -126,6 +126,19 @@ impl ApiCore {
         auth: Auth<'_>,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, E> {
+        let body = body.map(|b| (b, "application/json"));
+        self.send_typed(call, method, url, auth, body).await
+    }
+
+    /// [`ApiCore::send`] with a body of any media type (a registry blob or manifest).
+    pub async fn send_typed<E: From<Failure>>(
+        &self,
+        call: &str,
+        method: Method,
+        url: Url,
+        auth: Auth<'_>,
+        body: Option<(Vec<u8>, &str)>,
+    ) -> Result<Answer, E> {
         let shown = redact_url(url.as_str());
         let mut req = self.http.request(method.clone(), url);
         req = match auth {
@@ -134,8 +147,8 @@ impl ApiCore {
             Auth::Bearer(token) => req.bearer_auth(token.expose()),
             Auth::Header(value) => req.header(AUTHORIZATION, value),
         };
-        if let Some(body) = body {
-            req = req.header(CONTENT_TYPE, "application/json").body(body);
+        if let Some((body, media_type)) = body {
+            req = req.header(CONTENT_TYPE, media_type).body(body);
         }
         let unreachable = |e: reqwest::Error| Failure::Unreachable {
             call: call.to_string(),

@@ -111,6 +111,134 @@ impl GiteaClient {
         }
     }
 
+    /// The digest of the manifest `repository:reference` points at (`GET
+    /// /v2/<repository>/manifests/<reference>`, hashed), `None` when the registry has none
+    /// (404).
+    pub async fn registry_manifest_digest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<String>, GiteaError> {
+        let call = "look up an image in the container registry";
+        let a = self
+            .registry_call(
+                call,
+                Method::GET,
+                repository,
+                &["manifests", reference],
+                &[],
+                None,
+            )
+            .await?;
+        match a.status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(format!(
+                "sha256:{}",
+                crate::edges::digest::sha256_hex(&a.body)
+            ))),
+            s => Err(fail(call, s, &a.body).into()),
+        }
+    }
+
+    /// The registry holds blob `digest` for `repository` (`HEAD /v2/<repository>/blobs/<digest>`).
+    pub async fn registry_has_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<bool, GiteaError> {
+        let call = "look up a blob in the container registry";
+        let a = self
+            .registry_call(
+                call,
+                Method::HEAD,
+                repository,
+                &["blobs", digest],
+                &[],
+                None,
+            )
+            .await?;
+        match a.status {
+            StatusCode::NOT_FOUND => Ok(false),
+            s if s.is_success() => Ok(true),
+            s => Err(fail(call, s, &a.body).into()),
+        }
+    }
+
+    /// Upload one blob in a single request (OCI distribution spec "single POST": `POST
+    /// /v2/<repository>/blobs/uploads/?digest=<digest>` with the bytes; Gitea answers 201 and
+    /// checks the digest).
+    pub async fn registry_put_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), GiteaError> {
+        let call = "push a blob to the container registry";
+        let a = self
+            .registry_call(
+                call,
+                Method::POST,
+                repository,
+                &["blobs", "uploads", ""],
+                &[("digest", digest)],
+                Some((bytes, "application/octet-stream")),
+            )
+            .await?;
+        if a.status.is_success() {
+            Ok(())
+        } else {
+            Err(fail(call, a.status, &a.body).into())
+        }
+    }
+
+    /// Tag a manifest (`PUT /v2/<repository>/manifests/<tag>` with its media type); every blob
+    /// it names must be in the registry already.
+    pub async fn registry_put_manifest(
+        &self,
+        repository: &str,
+        tag: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), GiteaError> {
+        let call = "push a manifest to the container registry";
+        let a = self
+            .registry_call(
+                call,
+                Method::PUT,
+                repository,
+                &["manifests", tag],
+                &[],
+                Some((bytes, media_type)),
+            )
+            .await?;
+        if a.status.is_success() {
+            Ok(())
+        } else {
+            Err(fail(call, a.status, &a.body).into())
+        }
+    }
+
+    /// One call under `/v2/<repository>/…` with this client's credentials (Gitea takes basic
+    /// credentials on every registry route: `routers/api/packages/api.go` `ContainerRoutes`).
+    async fn registry_call(
+        &self,
+        call: &str,
+        method: Method,
+        repository: &str,
+        tail: &[&str],
+        query: &[(&str, &str)],
+        body: Option<(Vec<u8>, &str)>,
+    ) -> Result<crate::edges::http::api::Answer, GiteaError> {
+        let mut segments: Vec<&str> = vec!["v2"];
+        segments.extend(repository.split('/'));
+        segments.extend(tail);
+        let query: Vec<(&str, String)> = query.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let url = self.url(&segments, &query);
+        self.core()
+            .send_typed::<GiteaError>(call, method, url, self.auth(), body)
+            .await
+    }
+
     async fn send_raw(
         &self,
         call: &str,

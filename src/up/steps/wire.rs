@@ -113,6 +113,14 @@ async fn gitea(cx: &StepCx<'_>, lab: &Lab) -> Result<StepReport> {
                 first_pause: cx.waits().poll,
                 max_pause: cx.waits().poll_max,
             },
+            base_images: if stack.component("drone").is_some() {
+                base_images(lab, &host)
+            } else {
+                Vec::new()
+            },
+            image_cache: crate::edges::state::cache_root()
+                .ok()
+                .map(|root| crate::cluster::image_cache::layout::images_dir(&root)),
         },
         cx.progress(),
     )
@@ -126,6 +134,28 @@ async fn gitea(cx: &StepCx<'_>, lab: &Lab) -> Result<StepReport> {
     } else {
         StepReport::done(format!("Gitea {}: {writes} changes", report.gitea_version))
     })
+}
+
+/// The images the lab repositories' Dockerfiles start `FROM`, named as kaniko's
+/// `--registry-map=<registry>=<gitea>/<org>` looks them up in Gitea's registry.
+fn base_images(lab: &Lab, gitea_host: &str) -> Vec<wire_gitea::BaseImage> {
+    let mut out: Vec<wire_gitea::BaseImage> = Vec::new();
+    for seed in RepoSeed::from_manifests(&lab.manifests) {
+        for (path, text) in &seed.files {
+            if path.rsplit('/').next() != Some("Dockerfile") {
+                continue;
+            }
+            for base in crate::model::image_ref::dockerfile_bases(text) {
+                if let Some(b) = wire_gitea::BaseImage::new(&base, gitea_host, render::GITEA_ORG)
+                    && !out.contains(&b)
+                    && !base.starts_with(&format!("{gitea_host}/"))
+                {
+                    out.push(b);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `wire-ci`: the CI server (Drone): OAuth app in Gitea, one login done by the tool, the app

@@ -5,6 +5,7 @@
 //! developer's machine can never leak in); add fakes with [`TestContext::fake_tool`].
 
 pub mod fixtures;
+pub mod image_cache;
 pub mod logs;
 pub mod multipass;
 pub mod terminal;

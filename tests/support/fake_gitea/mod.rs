@@ -5,8 +5,9 @@
 //! ([`FakeGitea::start_plain`]). A push (API commit or `git push`) is delivered to the
 //! repository's webhooks, signed with each hook's secret, unless `ALLOWED_HOST_LIST` refuses the
 //! target; in-cluster targets resolve through the test's cluster network. Images are stored by a
-//! test-side push ([`FakeGitea::store_image`]) after the client proved its credentials at `/v2/`;
-//! the OCI upload protocol itself is not played.
+//! test-side push ([`FakeGitea::store_image`]) after the client proved its credentials at `/v2/`
+//! (kaniko's push of the app), or through the OCI distribution routes ([`oci`]: `homelab up`'s
+//! push of the cached base images, kaniko's pull of them).
 //!
 //! Every API request is checked against Gitea's `swagger.v1.json` (`contracts/gitea/`, read at test
 //! time) before it is answered; a request the real API would not have is recorded as a violation
@@ -19,6 +20,7 @@
 pub mod contents;
 pub mod front;
 pub mod oauth;
+pub mod oci;
 pub mod pod;
 pub mod swagger;
 
@@ -105,6 +107,12 @@ pub struct Data {
     pub registry_tokens: Vec<String>,
     /// Container images by `(owner/name, tag)`.
     pub images: BTreeMap<(String, String), Image>,
+    /// Blobs pushed through the registry's `/v2/`, by `(owner/image, digest)`.
+    pub blobs: BTreeMap<(String, String), Vec<u8>>,
+    /// Manifests pushed through `/v2/`, by `(owner/image, tag or digest)`.
+    pub manifests: BTreeMap<(String, String), oci::Manifest>,
+    /// Blob upload sessions by id.
+    pub uploads: BTreeMap<String, Vec<u8>>,
     next_id: i64,
 }
 
@@ -467,7 +475,15 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             &bytes,
         )
     } else if path == "/v2" || path.starts_with("/v2/") {
-        registry(&shared, &path, auth)
+        registry(
+            &shared,
+            &parts.method,
+            &path,
+            &query,
+            &parts.headers,
+            &bytes,
+            auth,
+        )
     } else if path.contains(".git/") {
         git(
             &shared,
@@ -907,7 +923,15 @@ fn git_has_commits(shared: &Shared, r: &Repo) -> bool {
 /// The container registry's `/v2/` and its token realm, as Gitea implements the OCI
 /// distribution spec: basic credentials (password or token) are accepted directly; without them
 /// `/v2/` answers 401 with a Bearer challenge whose realm is `<ROOT_URL>/v2/token`.
-fn registry(shared: &Shared, path: &str, auth: Auth) -> Response {
+fn registry(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    auth: Auth,
+) -> Response {
     let base = shared.base_url.lock().unwrap().clone();
     let scopes_on = scopes_supported(&shared.options.version);
     let challenge = || {
@@ -947,7 +971,13 @@ fn registry(shared: &Shared, path: &str, auth: Auth) -> Response {
                 _ => challenge(),
             };
         }
-        _ => return json_response(404, json!({"errors": [{"code": "NAME_UNKNOWN"}]})),
+        _ => {
+            let rest = path.trim_start_matches("/v2/");
+            return oci::route(shared, method, rest, query, headers, body, auth, challenge)
+                .unwrap_or_else(|| {
+                    json_response(404, json!({"errors": [{"code": "NAME_UNKNOWN"}]}))
+                });
+        }
     }
     // Issue a registry bearer token (recorded as a token so `Bearer` auth finds it).
     let value = hex::encode(homelab::edges::state::random_bytes(24).unwrap());
@@ -1109,6 +1139,14 @@ impl FakeGitea {
         data.images
             .insert((name.to_string(), tag.to_string()), Image { files });
         Ok(())
+    }
+
+    /// A manifest pushed through `/v2/`, by `owner/image` and tag or digest.
+    pub fn manifest(&self, name: &str, reference: &str) -> Option<oci::Manifest> {
+        self.data()
+            .manifests
+            .get(&(name.to_string(), reference.to_string()))
+            .cloned()
     }
 
     /// An image by `owner/name` and tag, as a pull would find it (the lab's are public).

@@ -94,6 +94,10 @@ pub struct World {
     /// Every connection the lab tried to make outside itself (a node's image pull from a public
     /// registry, kaniko fetching a base image), as `what reference` lines.
     pub outside: Mutex<Vec<String>>,
+    /// The proxy the pipeline's shell steps get (`https_proxy` and friends, which git and curl
+    /// honour) and the names they reach directly (`no_proxy`): set, a step's fetch from outside
+    /// the lab goes to that proxy, which a test can record and refuse.
+    pub step_proxy: Mutex<Option<(String, String)>>,
     me: Weak<World>,
 }
 
@@ -347,6 +351,7 @@ impl Sim {
             notes: Mutex::new(Vec::new()),
             registries_cut: std::sync::atomic::AtomicBool::new(false),
             outside: Mutex::new(Vec::new()),
+            step_proxy: Mutex::new(None),
             me: me.clone(),
         });
         let ingress = ingress::Ingress::start(ingress_listener, fake.inner.clone(), net);

@@ -323,8 +323,22 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// The pod's resolver for git in a step: each lab name goes to a local stand-in that connects
-/// wherever the cluster's DNS answers it at that moment (see `Network::lab_name`).
+/// wherever the cluster's DNS answers it at that moment (see `Network::lab_name`). With
+/// [`World::step_proxy`] set, everything else goes to that proxy.
 fn git_dns(world: &World, mut env: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    if let Some((proxy, direct)) = world.step_proxy.lock().unwrap().clone() {
+        for k in [
+            "https_proxy",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            env.insert(k.into(), proxy.clone());
+        }
+        env.insert("no_proxy".into(), direct.clone());
+        env.insert("NO_PROXY".into(), direct);
+    }
     let mut config = Vec::new();
     for host in &world.lab_hosts {
         let at = world.net.lab_name(host, 443);
@@ -374,7 +388,8 @@ async fn shell(script: &str, cwd: &Path, env: &BTreeMap<String, String>) -> (i64
 
 /// kaniko's executor, for what the pipeline asks of it: `--context=dir://…`, `--dockerfile`,
 /// `--destination` (pushed), `--registry-certificate=<host>=<file>` (the only extra root for
-/// that registry). The Dockerfile's `FROM` base is fetched from its registry (see there), `COPY` takes files from the
+/// that registry), `--registry-map` and `--skip-default-registry-fallback`. The Dockerfile's
+/// `FROM` base is fetched as [`retrieve_base`] says, `COPY` takes files from the
 /// context, metadata instructions are recorded as nothing; `RUN` cannot be emulated and fails the
 /// build. The push authenticates at `https://<registry>/v2/` through the ingress with the docker
 /// config's `auth` for that registry (as kaniko does), then stores the image's files.
@@ -413,6 +428,41 @@ async fn kaniko(
             log,
         );
     };
+    let certs: BTreeMap<String, String> = arg("registry-certificate")
+        .iter()
+        .filter_map(|c| c.split_once('='))
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .collect();
+    let docker = host_path("/kaniko/.docker/config.json")
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .unwrap_or_default();
+    // `--registry-map=<registry>=<host>[/<prefix>]`, several joined by `;` or given more than
+    // once (`pkg/config/args.go` `multiKeyMultiValueArg`).
+    let mut maps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in arg("registry-map") {
+        for kv in m.split(';').filter(|kv| !kv.is_empty()) {
+            let Some((k, v)) = kv.split_once('=') else {
+                return (
+                    fail(
+                        &mut log,
+                        format!("invalid argument value. expect key=value, got {kv}"),
+                    ),
+                    log,
+                );
+            };
+            maps.entry(k.to_string()).or_default().push(v.to_string());
+        }
+    }
+    let pull = Pull {
+        maps,
+        skip_fallback: args.iter().any(|a| a == "--skip-default-registry-fallback"),
+        ca: certs
+            .iter()
+            .filter_map(|(h, p)| Some((h.clone(), std::fs::read_to_string(host_path(p)?).ok()?)))
+            .collect(),
+        docker: docker.clone(),
+    };
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for line in text
         .lines()
@@ -421,33 +471,18 @@ async fn kaniko(
     {
         let (instr, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         match instr.to_ascii_uppercase().as_str() {
-            // kaniko fetches the base image from its registry, never from the node's
+            // kaniko fetches the base image from a registry itself, never from the node's
             // containerd (osscontainertools/kaniko v1.28.3 `pkg/util/image_util.go`
-            // `RetrieveSourceImage` → `remote.RetrieveRemoteImage`): one from the lab's own
-            // registry must be there; one from elsewhere is a connection outside the lab.
+            // `RetrieveSourceImage` → `pkg/image/remote/remote.go` `RetrieveRemoteImage`),
+            // trying the `--registry-map` targets of its registry first.
             "FROM" => {
                 let base = rest.split_whitespace().next().unwrap_or_default();
                 log.push(format!("INFO Retrieving image manifest {base}"));
-                if let Some(path) = base.strip_prefix(&format!("{}/", world.gitea_host)) {
-                    let (img, tag) = path.rsplit_once(':').unwrap_or((path, "latest"));
-                    let found = world
-                        .gitea
-                        .lock()
-                        .unwrap()
-                        .as_ref()
-                        .and_then(|g| g.image(img, tag));
-                    if found.is_none() {
-                        return (fail(&mut log, format!("{base}: MANIFEST_UNKNOWN")), log);
-                    }
-                } else if let Err(why) = world.reach_outside(&format!(
-                    "kaniko base {}",
-                    super::kubelet::docker_reference(base)
-                )) {
-                    return (
-                        fail(&mut log, format!("retrieving image {base}: {why}")),
-                        log,
-                    );
+                if let Err(why) = retrieve_base(world, base, &pull).await {
+                    log.extend(why.0);
+                    return (fail(&mut log, why.1), log);
                 }
+                log.push(format!("INFO Retrieved {base}"));
             }
             "COPY" => {
                 let parts: Vec<&str> = rest
@@ -484,15 +519,6 @@ async fn kaniko(
             _ => log.push(format!("INFO {line}")),
         }
     }
-    let certs: BTreeMap<String, String> = arg("registry-certificate")
-        .iter()
-        .filter_map(|c| c.split_once('='))
-        .map(|(h, p)| (h.to_string(), p.to_string()))
-        .collect();
-    let docker = host_path("/kaniko/.docker/config.json")
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .unwrap_or_default();
     for dest in arg("destination") {
         let Some((registry, path)) = dest.split_once('/') else {
             return (fail(&mut log, format!("bad destination `{dest}`")), log);
@@ -507,17 +533,7 @@ async fn kaniko(
                 log,
             );
         };
-        let ca = certs
-            .get(registry)
-            .and_then(|p| host_path(p))
-            .and_then(|p| std::fs::read_to_string(p).ok());
-        let tls = homelab::edges::http::rustls_config(ca.as_deref()).unwrap();
-        // The registry's name as the pod's resolver (the cluster's DNS) answers it.
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .resolve(registry, world.net.lab_name(registry, 443))
-            .build()
-            .unwrap();
+        let http = lab_client(world, registry, pull.ca.get(registry).map(String::as_str));
         let url = format!("https://{registry}/v2/");
         let authorization = format!("Basic {auth}");
         match http
@@ -556,4 +572,140 @@ async fn kaniko(
         log.push(format!("INFO Pushed {dest}"));
     }
     (0, log)
+}
+
+/// What kaniko pulls a base image with: its registry maps, the extra roots of
+/// `--registry-certificate`, the docker config's logins.
+struct Pull {
+    maps: BTreeMap<String, Vec<String>>,
+    skip_fallback: bool,
+    ca: BTreeMap<String, String>,
+    docker: serde_json::Value,
+}
+
+/// An HTTPS client for `registry` as the pod reaches it: the name as the cluster's DNS answers
+/// it, trusting the system roots plus `ca` (kaniko's `--registry-certificate`).
+fn lab_client(world: &World, registry: &str, ca: Option<&str>) -> reqwest::Client {
+    let tls = homelab::edges::http::rustls_config(ca).unwrap();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .resolve(registry, world.net.lab_name(registry, 443))
+        .build()
+        .unwrap()
+}
+
+/// go-containerregistry v0.21.9 `pkg/name` as kaniko vendors it: `(registry, repository,
+/// tag)`; the registry is the first part when it is `localhost` or holds `.` or `:`, else Docker
+/// Hub (`index.docker.io`, which `docker.io` is rewritten to), whose one-part names get
+/// `library/`.
+fn parse_reference(image: &str) -> (String, String, String) {
+    let (name, tag) = match image.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, t),
+        _ => (image, "latest"),
+    };
+    let (registry, repo) = match name.split_once('/') {
+        Some((r, rest)) if r == "localhost" || r.contains('.') || r.contains(':') => (r, rest),
+        _ => ("", name),
+    };
+    let registry = match registry {
+        "" | "docker.io" => "index.docker.io",
+        r => r,
+    };
+    let repo = if registry == "index.docker.io" && !repo.contains('/') {
+        format!("library/{repo}")
+    } else {
+        repo.to_string()
+    };
+    (registry.to_string(), repo, tag.to_string())
+}
+
+/// kaniko's `RetrieveRemoteImage` for a base: each `--registry-map` target of its registry in
+/// turn (a failure is a warning, then the next), then the base's own registry unless
+/// `--skip-default-registry-fallback`. The lab's registry (Gitea) is asked over HTTPS through
+/// the cluster's network with the docker config's login; any other registry is a connection
+/// outside the lab ([`World::reach_outside`]). Err: the log lines so far and the error.
+async fn retrieve_base(
+    world: &World,
+    base: &str,
+    pull: &Pull,
+) -> Result<(), (Vec<String>, String)> {
+    let (registry, repo, tag) = parse_reference(base);
+    let mut log = Vec::new();
+    let mapped = pull.maps.get(&registry).cloned().unwrap_or_default();
+    for mapping in &mapped {
+        // `parseRegistryMapping`: the host, then a repository prefix.
+        let (host, prefix) = mapping.split_once('/').unwrap_or((mapping, ""));
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/")
+        };
+        let remapped_repo = format!("{prefix}{repo}");
+        log.push(format!(
+            "INFO Retrieving image {host}/{remapped_repo}:{tag} from mapped registry {host}"
+        ));
+        match fetch_manifest(world, host, &remapped_repo, &tag, pull).await {
+            Ok(()) => return Ok(()),
+            Err(why) => log.push(format!(
+                "WARN Failed to retrieve image {host}/{remapped_repo}:{tag} from remapped registry {host}: {why}. Will try with the next registry, or fallback to the original registry."
+            )),
+        }
+    }
+    if !mapped.is_empty() && pull.skip_fallback {
+        return Err((
+            log,
+            format!("image not found on any configured mapped registries for {base}"),
+        ));
+    }
+    log.push(format!(
+        "INFO Retrieving image {base} from registry {registry}"
+    ));
+    fetch_manifest(world, &registry, &repo, &tag, pull)
+        .await
+        .map_err(|why| (log, format!("retrieving image {base}: {why}")))
+}
+
+/// `GET /v2/<repo>/manifests/<tag>` at `registry`: the lab's own over HTTPS, anything else is a
+/// connection outside the lab. The docker config's login goes as basic credentials, which
+/// Gitea's registry takes on every route; go-containerregistry would first trade them for a
+/// bearer token at the realm `/v2/` names (not played: the login itself is `wire-gitea`'s
+/// `registry` step's test).
+async fn fetch_manifest(
+    world: &World,
+    registry: &str,
+    repo: &str,
+    tag: &str,
+    pull: &Pull,
+) -> Result<(), String> {
+    if registry != world.gitea_host {
+        let reference = if registry == "index.docker.io" {
+            format!("docker.io/{repo}:{tag}")
+        } else {
+            format!("{registry}/{repo}:{tag}")
+        };
+        return world.reach_outside(&format!("kaniko base {reference}"));
+    }
+    let http = lab_client(world, registry, pull.ca.get(registry).map(String::as_str));
+    let mut req = http
+        .get(format!("https://{registry}/v2/{repo}/manifests/{tag}"))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        );
+    if let Some(auth) = pull.docker["auths"][registry]["auth"].as_str() {
+        req = req.header("authorization", format!("Basic {auth}"));
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| homelab::edges::http::error_chain(&e))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = resp.text().await.unwrap_or_default();
+    Err(format!(
+        "GET {registry}/v2/{repo}/manifests/{tag}: {status} {}",
+        body.trim()
+    ))
 }

@@ -14,9 +14,13 @@
 //! and TLS errors are retried within [`GiteaWiring::patience`], with progress, before wiring
 //! fails with what it tried and where to look. HTTP error answers are never retried.
 
+mod base_images;
 mod ensure;
 
+pub use base_images::BaseImage;
+
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -108,6 +112,11 @@ pub struct GiteaWiring<'a> {
     /// How long the first call waits for Gitea to answer over HTTPS (right after deploy the
     /// ingress may still lack the certificate cert-manager is issuing).
     pub patience: Patience,
+    /// The images the lab's Dockerfiles start `FROM`, to push into Gitea's registry from the
+    /// image cache ([`BaseImage::new`] names them as kaniko's `--registry-map` looks them up).
+    pub base_images: Vec<BaseImage>,
+    /// The image cache `homelab prepare` fills (`<cache>/images`), when there is one.
+    pub image_cache: Option<PathBuf>,
 }
 
 /// What [`wire`] did.
@@ -143,6 +152,9 @@ pub enum GiteaWireError {
     /// Lab state I/O failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The image cache could not be read.
+    #[error(transparent)]
+    Cache(#[from] crate::cluster::image_cache::LayoutError),
     /// The Gitea CLI failed.
     #[error("{summary}: `{argv}` exited with {code}{}", stderr_block(.stderr))]
     AdminCli {
@@ -212,6 +224,7 @@ impl Diagnostic for GiteaWireError {
             GiteaWireError::Git(e) => e.hints(),
             GiteaWireError::Exec(e) => e.hints(),
             GiteaWireError::State(e) => e.hints(),
+            GiteaWireError::Cache(e) => e.hints(),
             GiteaWireError::AdminCli { stderr, .. } if stderr.contains("is reserved") => vec![
                 "choose another `gitea.admin_user` in `homelab.yaml` (Gitea reserves `admin` and a few other names)".into(),
             ],
@@ -392,6 +405,12 @@ pub async fn wire(
             (Outcome::Skipped, how, ())
         });
     steps.end(wiring::REGISTRY, t, r)?;
+
+    if !w.base_images.is_empty() {
+        let t = steps.start(wiring::BASE_IMAGES, "push the cached base images");
+        let r = base_images::ensure_base_images(w, &registry).await;
+        steps.end(wiring::BASE_IMAGES, t, r.map(|(o, d)| (o, d, ())))?;
+    }
 
     if record != before {
         w.state.write_json(GITEA_RECORD_FILE, &record)?;
