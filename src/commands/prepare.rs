@@ -48,7 +48,14 @@ pub(super) async fn run(
         let mut lock = upstream::read_lock(&lab)?;
         let before = lock.clone();
         let prepared = upstream::prepare(&stack, &mut lock, &cache, mirror_url.as_deref()).await?;
-        let images: Vec<String> = upstream::images(&stack, &prepared)
+        let channel = ctx.settings.channel(&stack);
+        if let Err(track) = upstream::microk8s_images(&stack, &channel) {
+            ctx.printer.warn(&format!(
+                "the images microk8s {channel} starts by itself (its sandbox, CNI and addons) are not known to this homelab (it knows track(s) {}); the cluster pulls them for track {track}",
+                upstream::microk8s_image_tracks().join(", ")
+            ));
+        }
+        let images: Vec<String> = upstream::images(&stack, &channel, &prepared)
             .into_iter()
             // `@self` is this build's engine image: `up` side-loads one made from the binary.
             .filter(|i| !i.starts_with('@'))

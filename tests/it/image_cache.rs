@@ -265,7 +265,7 @@ fn write_stack(ctx: &TestContext, host: &str) -> String {
     ctx.write(
         "lab-stack.yaml",
         &format!(
-            "name: workshop\ndescription: images on a loopback registry\ncluster:\n  kubernetes: \"1.36\"\n  channel: 1.36/stable\n  image: \"24.04\"\ncomponents:\n  - name: dns\n    description: CoreDNS (microk8s addon)\n    source: {{addon: dns}}\n    images:\n      one: {host}/lab/one:1.0\n      multi: {host}/lab/multi:2.0\n"
+            "name: workshop\ndescription: images on a loopback registry\ncluster:\n  kubernetes: \"1.36\"\n  channel: 1.36/stable\n  image: \"24.04\"\n  system_images: pull\ncomponents:\n  - name: dns\n    description: CoreDNS (microk8s addon)\n    source: {{addon: dns}}\n    images:\n      one: {host}/lab/one:1.0\n      multi: {host}/lab/multi:2.0\n"
         ),
     );
     "lab-stack.yaml".into()
