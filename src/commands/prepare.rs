@@ -275,9 +275,9 @@ impl Transfer for Bars {
         let short = &digest[digest.len().saturating_sub(12)..];
         let name = normalize_reference(reference);
         if let Some(pb) = &self.bar {
-            pb.reset();
-            pb.set_length(size.unwrap_or(0));
-            pb.set_position(0);
+            // Up to `pull::PULL_CONCURRENCY` blobs arrive at once: one bar for all of them,
+            // its total growing as each starts, named after the latest.
+            pb.inc_length(size.unwrap_or(0));
             pb.set_prefix(format!("{name} {short}"));
         } else if self.lines {
             eprintln!(

@@ -644,3 +644,59 @@ async fn a_mirror_of_manifests_only_leaves_the_images_to_their_registries() {
         "the mirror was asked first"
     );
 }
+
+/// Two labs prepare at the same time into one cache, each with its own image: both succeed and
+/// the cache's `index.json` names both (its writes are merged under `index.json.lock`, not one
+/// written over the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_prepares_at_once_into_one_cache_keep_both_images() {
+    let (reg, one, multi) = seeded().await;
+    let store = FakeSnapStore::start().await;
+    let ctx = lab_with_store(&store);
+    let stack = |name: &str, image: &str| {
+        ctx.write(
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\ndescription: one image\ncluster:\n  kubernetes: \"1.36\"\n  channel: 1.36/stable\n  image: \"24.04\"\n  system_images: pull\ncomponents:\n  - name: dns\n    description: CoreDNS (microk8s addon)\n    source: {{addon: dns}}\n    images:\n      app: {}/{image}\n",
+                reg.host
+            ),
+        );
+    };
+    stack("a", "lab/one:1.0");
+    stack("b", "lab/multi:2.0");
+    let spawn = |name: &str| {
+        ctx.command()
+            .args([
+                "prepare",
+                "--stack",
+                &format!("{name}.yaml"),
+                "--output",
+                "json",
+            ])
+            .env("HOMELAB_LAB", name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("a"), spawn("b"));
+    for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let layout =
+        homelab::cluster::image_cache::Layout::open(ctx.cache_dir().join("images")).unwrap();
+    let mut digests: Vec<String> = layout
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.digest)
+        .collect();
+    digests.sort();
+    let mut want = vec![one, multi];
+    want.sort();
+    assert_eq!(digests, want);
+}
