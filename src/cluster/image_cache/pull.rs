@@ -313,6 +313,9 @@ async fn pull_one_from_registry(
             .map_err(fetch_err)?,
     };
     let pinned = lock.get(r).cloned();
+    // The image manifest's bytes when the tag named one (not an index): stored below instead of
+    // being fetched a second time.
+    let mut fetched = None;
     let (manifest_digest, index) = match &pinned {
         Some(p) if p.digest == top || p.index.as_deref() == Some(top.as_str()) => {
             (p.digest.clone(), p.index.clone())
@@ -326,7 +329,10 @@ async fn pull_one_from_registry(
             check(&bytes, &top, "manifest", r, &from)?;
             match pick_platform(&bytes, cfg.arch, r)? {
                 Some(d) => (d, Some(top.clone())),
-                None => (top.clone(), None),
+                None => {
+                    fetched = Some(bytes);
+                    (top.clone(), None)
+                }
             }
         }
     };
@@ -344,7 +350,18 @@ async fn pull_one_from_registry(
         client,
         reference: &reference,
     };
-    let pulled = store_image(layout, r, &manifest_digest, cfg, &src, Source::Registry).await?;
+    let mut stored = 0;
+    if let Some(bytes) = fetched
+        && layout.verify_blob(&manifest_digest)? != BlobState::Valid
+    {
+        layout.remove_blob(&manifest_digest)?;
+        layout.write_blob(&manifest_digest, &bytes)?;
+        stored = bytes.len() as u64;
+    }
+    let mut pulled = store_image(layout, r, &manifest_digest, cfg, &src, Source::Registry).await?;
+    // store_image found the manifest just stored in the cache; it was downloaded.
+    pulled.bytes_cached -= stored;
+    pulled.bytes_downloaded += stored;
     lock.insert(
         r.to_string(),
         ImageLock {
