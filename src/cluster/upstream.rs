@@ -277,10 +277,12 @@ pub async fn prepare(
     Ok(out)
 }
 
-/// Every container image the stack will pull: the images it names plus those in the upstream
-/// manifests' pod templates, sorted and deduplicated.
-pub fn images(stack: &Stack, upstream: &[Prepared]) -> Vec<String> {
+/// Every container image the lab will pull: the images the stack names, those microk8s of
+/// `channel` starts by itself ([`microk8s_images`]; none for a track it does not know), and
+/// those in the upstream manifests' pod templates, sorted and deduplicated.
+pub fn images(stack: &Stack, channel: &str, upstream: &[Prepared]) -> Vec<String> {
     let mut set: std::collections::BTreeSet<String> = stack.images().into_iter().collect();
+    set.extend(microk8s_images(stack, channel).unwrap_or_default());
     for p in upstream {
         if let Ok(docs) = crate::edges::yaml::documents(&p.text) {
             for (_, doc) in docs {
@@ -289,6 +291,56 @@ pub fn images(stack: &Stack, upstream: &[Prepared]) -> Vec<String> {
         }
     }
     set.into_iter().collect()
+}
+
+/// The images microk8s starts by itself on a lab VM, for the microk8s `channel` (`1.36/stable`)
+/// and the addons `stack` enables: containerd's sandbox (pause) image, the CNI's (Calico), and
+/// each enabled addon's (CoreDNS of `dns`, the provisioner of `hostpath-storage`). The facts are
+/// `contracts/microk8s/system-images.json`, derived from the microk8s sources of each track by
+/// `scripts/derive-contracts` (which names the tag and commit). `Err` names the channel's track
+/// when those facts have no entry for it: the cluster then pulls them.
+pub fn microk8s_images(stack: &Stack, channel: &str) -> Result<Vec<String>, String> {
+    if stack.cluster.system_images == crate::model::stack::SystemImages::Pull {
+        return Ok(Vec::new());
+    }
+    let track = channel.split('/').next().unwrap_or_default();
+    let facts = system_image_facts();
+    let Some(images) = facts.get(track) else {
+        return Err(track.to_string());
+    };
+    let addons: Vec<&str> = stack
+        .components
+        .iter()
+        .filter_map(|c| c.source.addon.as_deref())
+        .collect();
+    Ok(images
+        .iter()
+        .filter(|i| i.addon.as_deref().is_none_or(|a| addons.contains(&a)))
+        .map(|i| i.image.clone())
+        .collect())
+}
+
+/// The tracks whose microk8s images [`microk8s_images`] knows (for a message).
+pub fn microk8s_image_tracks() -> Vec<String> {
+    system_image_facts().into_keys().collect()
+}
+
+#[derive(Deserialize)]
+struct SystemImage {
+    image: String,
+    addon: Option<String>,
+}
+
+/// Track → images of `contracts/microk8s/system-images.json`.
+fn system_image_facts() -> BTreeMap<String, Vec<SystemImage>> {
+    #[derive(Deserialize)]
+    struct Facts {
+        tracks: BTreeMap<String, Vec<SystemImage>>,
+    }
+    const FACTS: &str = include_str!("../../contracts/microk8s/system-images.json");
+    serde_json::from_str::<Facts>(FACTS)
+        .expect("contracts/microk8s/system-images.json is what scripts/derive-contracts writes")
+        .tracks
 }
 
 fn collect_images(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
@@ -317,6 +369,36 @@ fn collect_images(v: &serde_json::Value, out: &mut std::collections::BTreeSet<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn microk8s_starts_its_sandbox_cni_and_enabled_addons_images() {
+        let stack = crate::model::stack::load("default", Path::new(".")).unwrap();
+        let images = microk8s_images(&stack, "1.36/stable").unwrap();
+        // contracts/microk8s/system-images.json (microk8s v1.36, core addons f689811).
+        assert_eq!(
+            images,
+            [
+                "registry.k8s.io/pause:3.10",
+                "docker.io/calico/cni:v3.29.3",
+                "docker.io/calico/node:v3.29.3",
+                "docker.io/calico/kube-controllers:v3.29.3",
+                "coredns/coredns:1.14.3",
+                "cdkbot/hostpath-provisioner:1.6.0",
+            ]
+        );
+        let mut bare = stack.clone();
+        bare.components.retain(|c| !c.is_addon());
+        let images = microk8s_images(&bare, "1.36/edge").unwrap();
+        assert!(
+            !images
+                .iter()
+                .any(|i| i.contains("coredns") || i.contains("hostpath"))
+        );
+        assert!(images.iter().any(|i| i.contains("pause")));
+        assert_eq!(microk8s_images(&stack, "1.20/stable"), Err("1.20".into()));
+        bare.cluster.system_images = crate::model::stack::SystemImages::Pull;
+        assert_eq!(microk8s_images(&bare, "1.36/stable"), Ok(Vec::new()));
+    }
 
     #[test]
     fn mirror_keeps_host_and_path() {

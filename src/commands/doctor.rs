@@ -49,7 +49,12 @@ pub(super) fn offline(ctx: &Ctx) -> Result<ExitStatus> {
     let stack = ctx.stack()?;
     let lab = crate::edges::state::LabState::locate(&ctx.settings.lab)?;
     let lock = crate::cluster::upstream::read_lock(&lab)?;
-    let report = crate::host::offline::report(&stack, &lock, &crate::edges::state::cache_root()?);
+    let report = crate::host::offline::report(
+        &stack,
+        &ctx.settings.channel(&stack),
+        &lock,
+        &crate::edges::state::cache_root()?,
+    );
     match ctx.printer.ui().format {
         OutputFormat::Json => ctx.printer.json(&report),
         OutputFormat::Text => {

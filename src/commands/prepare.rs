@@ -48,7 +48,14 @@ pub(super) async fn run(
         let mut lock = upstream::read_lock(&lab)?;
         let before = lock.clone();
         let prepared = upstream::prepare(&stack, &mut lock, &cache, mirror_url.as_deref()).await?;
-        let images: Vec<String> = upstream::images(&stack, &prepared)
+        let channel = ctx.settings.channel(&stack);
+        if let Err(track) = upstream::microk8s_images(&stack, &channel) {
+            ctx.printer.warn(&format!(
+                "the images microk8s {channel} starts by itself (its sandbox, CNI and addons) are not known to this homelab (it knows track(s) {}); the cluster pulls them for track {track}",
+                upstream::microk8s_image_tracks().join(", ")
+            ));
+        }
+        let images: Vec<String> = upstream::images(&stack, &channel, &prepared)
             .into_iter()
             // `@self` is this build's engine image: `up` side-loads one made from the binary.
             .filter(|i| !i.starts_with('@'))
@@ -266,9 +273,9 @@ impl Transfer for Bars {
         let short = &digest[digest.len().saturating_sub(12)..];
         let name = normalize_reference(reference);
         if let Some(pb) = &self.bar {
-            pb.reset();
-            pb.set_length(size.unwrap_or(0));
-            pb.set_position(0);
+            // Up to `pull::PULL_CONCURRENCY` blobs arrive at once: one bar for all of them,
+            // its total growing as each starts, named after the latest.
+            pb.inc_length(size.unwrap_or(0));
             pb.set_prefix(format!("{name} {short}"));
         } else if self.lines {
             eprintln!(

@@ -39,7 +39,8 @@ pub struct Report {
 }
 
 /// What is cached for `stack`, from the cache under `cache` and the lab's `lock`.
-pub fn report(stack: &Stack, lock: &Lock, cache: &Path) -> Report {
+/// `channel` is the lab's microk8s channel (its own images are needed too).
+pub fn report(stack: &Stack, channel: &str, lock: &Lock, cache: &Path) -> Report {
     let mut items = Vec::new();
     let mut unread = Vec::new();
     let cached = upstream::cached(stack, lock, cache).unwrap_or_default();
@@ -73,7 +74,7 @@ pub fn report(stack: &Stack, lock: &Lock, cache: &Path) -> Report {
         })
         .collect();
     let layout = Layout::open(crate::cluster::image_cache::layout::images_dir(cache)).ok();
-    for image in upstream::images(stack, &prepared) {
+    for image in upstream::images(stack, channel, &prepared) {
         if image.starts_with('@') {
             continue;
         }

@@ -66,11 +66,14 @@ impl Registry {
             ),
         )
         .unwrap();
+        // Its access log (one combined-log-format line a request, whatever the level) on
+        // stdout or stderr: `requests` reads it.
+        let log = std::fs::File::create(dir.path().join("access.log")).unwrap();
         let child = Command::new(REGISTRY_BIN)
             .arg("serve")
             .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
         let reg = Registry {
@@ -88,6 +91,21 @@ impl Registry {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         panic!("docker-registry did not answer on {}", reg.host);
+    }
+
+    /// Every request the registry answered so far, as `METHOD /path`, in order.
+    fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self._dir.path().join("access.log")).unwrap();
+        log.lines()
+            .filter_map(|l| {
+                let quoted = l.split('"').nth(1)?;
+                let mut w = quoted.split(' ');
+                let (method, path) = (w.next()?, w.next()?);
+                w.next()?
+                    .starts_with("HTTP/")
+                    .then(|| format!("{method} {path}"))
+            })
+            .collect()
     }
 
     /// Push the OCI layout `dir` (tag `tag`) as `<host>/<repo>:<tag>`, every manifest of an
@@ -265,7 +283,7 @@ fn write_stack(ctx: &TestContext, host: &str) -> String {
     ctx.write(
         "lab-stack.yaml",
         &format!(
-            "name: workshop\ndescription: images on a loopback registry\ncluster:\n  kubernetes: \"1.36\"\n  channel: 1.36/stable\n  image: \"24.04\"\ncomponents:\n  - name: dns\n    description: CoreDNS (microk8s addon)\n    source: {{addon: dns}}\n    images:\n      one: {host}/lab/one:1.0\n      multi: {host}/lab/multi:2.0\n"
+            "name: workshop\ndescription: images on a loopback registry\ncluster:\n  kubernetes: \"1.36\"\n  channel: 1.36/stable\n  image: \"24.04\"\n  system_images: pull\ncomponents:\n  - name: dns\n    description: CoreDNS (microk8s addon)\n    source: {{addon: dns}}\n    images:\n      one: {host}/lab/one:1.0\n      multi: {host}/lab/multi:2.0\n"
         ),
     );
     "lab-stack.yaml".into()
@@ -638,4 +656,161 @@ async fn a_mirror_of_manifests_only_leaves_the_images_to_their_registries() {
             .contains(&"/images/index.json".to_string()),
         "the mirror was asked first"
     );
+}
+
+/// Two labs prepare at the same time into one cache, each with its own image: both succeed and
+/// the cache's `index.json` names both (its writes are merged under `index.json.lock`, not one
+/// written over the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_prepares_at_once_into_one_cache_keep_both_images() {
+    let (reg, one, multi) = seeded().await;
+    let store = FakeSnapStore::start().await;
+    let ctx = lab_with_store(&store);
+    let stack = |name: &str, image: &str| {
+        ctx.write(
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\ndescription: one image\ncluster:\n  kubernetes: \"1.36\"\n  channel: 1.36/stable\n  image: \"24.04\"\n  system_images: pull\ncomponents:\n  - name: dns\n    description: CoreDNS (microk8s addon)\n    source: {{addon: dns}}\n    images:\n      app: {}/{image}\n",
+                reg.host
+            ),
+        );
+    };
+    stack("a", "lab/one:1.0");
+    stack("b", "lab/multi:2.0");
+    let spawn = |name: &str| {
+        ctx.command()
+            .args([
+                "prepare",
+                "--stack",
+                &format!("{name}.yaml"),
+                "--output",
+                "json",
+            ])
+            .env("HOMELAB_LAB", name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("a"), spawn("b"));
+    for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let layout =
+        homelab::cluster::image_cache::Layout::open(ctx.cache_dir().join("images")).unwrap();
+    let mut digests: Vec<String> = layout
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.digest)
+        .collect();
+    digests.sort();
+    let mut want = vec![one, multi];
+    want.sort();
+    assert_eq!(digests, want);
+}
+
+/// Cold and warm `prepare` against the registry, counted: the cold one fetches each blob once
+/// (three at a time) and the warm one sends one manifest `HEAD` per image (plus the client's
+/// `/v2/` ping) and downloads 0 bytes. Test images only (NOT the lab's real images, which need
+/// the internet): three images of one layer of `HOMELAB_PREPARE_LAYER_MIB` MiB (default: a
+/// few KiB) of incompressible bytes each. Prints the figures the README quotes:
+/// `HOMELAB_PREPARE_LAYER_MIB=20 cargo test --test it image_cache::cold_and_warm -- --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_and_warm_prepare_count_their_requests() {
+    let mib: usize = std::env::var("HOMELAB_PREPARE_LAYER_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let reg = Registry::start().await;
+    let names = ["lab/a:1.0", "lab/b:1.0", "lab/c:1.0"];
+    for (i, name) in names.iter().enumerate() {
+        // Hex of a xorshift stream: half-incompressible, so the pushed (gzipped) layer is about
+        // half of the text; sized so that it is about `mib` MiB.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1);
+        let len = (mib * 1024 * 1024).max(4096);
+        let mut text = String::with_capacity(len * 2);
+        while text.len() < len * 2 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.push_str(&format!("{x:016x}"));
+        }
+        let (repo, tag) = name.split_once(':').unwrap();
+        let (dir, _) = build_layout(tag, &[(arch(), &text)]);
+        reg.push(dir.path(), tag, repo);
+    }
+    let store = FakeSnapStore::start().await;
+    let ctx = lab_with_store(&store);
+    let images: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("      i{i}: {}/{n}\n", reg.host))
+        .collect();
+    ctx.write(
+        "lab-stack.yaml",
+        &format!(
+            "name: bench\ndescription: test images\ncluster:\n  kubernetes: \"1.36\"\n  channel: 1.36/stable\n  image: \"24.04\"\n  system_images: pull\ncomponents:\n  - name: dns\n    description: CoreDNS (microk8s addon)\n    source: {{addon: dns}}\n    images:\n{images}"
+        ),
+    );
+
+    let before = reg.requests().len();
+    let (code, cold, stderr) = prepare_json(&ctx, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let cold_requests: Vec<String> = reg.requests()[before..].to_vec();
+    let (code, warm, stderr) = prepare_json(&ctx, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let all = reg.requests();
+    let warm_requests: Vec<String> = all[before + cold_requests.len()..].to_vec();
+
+    // Cold: every blob once, never twice.
+    let blob_gets: Vec<&String> = cold_requests
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = blob_gets.iter().copied().collect();
+    assert_eq!(blob_gets.len(), unique.len(), "{cold_requests:#?}");
+    assert_eq!(blob_gets.len(), names.len() * 2, "config + layer per image");
+    let manifest_gets = cold_requests
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/manifests/"))
+        .count();
+    assert_eq!(manifest_gets, names.len(), "each manifest fetched once");
+    // Warm: 0 bytes, one manifest HEAD per image and nothing else but `/v2/` pings.
+    assert_eq!(warm["bytes"]["registry"], 0, "{warm}");
+    let heads = warm_requests
+        .iter()
+        .filter(|r| r.starts_with("HEAD ") && r.contains("/manifests/"))
+        .count();
+    assert_eq!(heads, names.len(), "{warm_requests:#?}");
+    assert!(
+        warm_requests
+            .iter()
+            .all(|r| r == "GET /v2/" || (r.starts_with("HEAD ") && r.contains("/manifests/"))),
+        "{warm_requests:#?}"
+    );
+    let count = |rs: &[String], method: &str, part: &str| {
+        rs.iter()
+            .filter(|r| r.starts_with(method) && r.contains(part))
+            .count()
+    };
+    for (what, v, rs) in [
+        ("cold", &cold, &cold_requests),
+        ("warm", &warm, &warm_requests),
+    ] {
+        println!(
+            "{what} prepare: {} bytes of images in {} ms (the whole command, snaps from the fake store included); {} registry requests: {} GET /v2/, {} HEAD manifest, {} GET manifest, {} GET blob",
+            v["bytes"]["registry"],
+            v["elapsed_ms"],
+            rs.len(),
+            rs.iter().filter(|r| *r == "GET /v2/").count(),
+            count(rs, "HEAD ", "/manifests/"),
+            count(rs, "GET ", "/manifests/"),
+            count(rs, "GET ", "/blobs/"),
+        );
+    }
 }

@@ -121,6 +121,7 @@ fn stack_of(components: &[Spec<'_>], lab: &str) -> (Stack, Manifests) {
             kubernetes: "1.36".into(),
             channel: "1.36/stable".into(),
             image: None,
+            system_images: Default::default(),
         },
         components: comps,
     };

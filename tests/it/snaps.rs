@@ -33,7 +33,7 @@ fn write_stack(ctx: &TestContext) {
     ctx.write(
         STACK,
         &format!(
-            "name: snaps\ndescription: microk8s from the cache, no images\ncluster:\n  kubernetes: \"1.36\"\n  channel: 1.36/stable\n  image: \"24.04\"\ncomponents:\n  - name: dns\n    description: CoreDNS (microk8s addon)\n    source: {{addon: dns}}\n  - name: cert-manager\n    description: cert-manager\n    namespace: cert-manager\n    version: v1.21.1\n    source:\n      upstream:\n        url: https://{CERT_MANAGER_PATH}\n    needs: [dns]\n"
+            "name: snaps\ndescription: microk8s from the cache, no images\ncluster:\n  kubernetes: \"1.36\"\n  channel: 1.36/stable\n  image: \"24.04\"\n  system_images: pull\ncomponents:\n  - name: dns\n    description: CoreDNS (microk8s addon)\n    source: {{addon: dns}}\n  - name: cert-manager\n    description: cert-manager\n    namespace: cert-manager\n    version: v1.21.1\n    source:\n      upstream:\n        url: https://{CERT_MANAGER_PATH}\n    needs: [dns]\n"
         ),
     );
 }

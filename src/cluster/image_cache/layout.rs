@@ -3,7 +3,8 @@
 //!
 //! Architecture invariant: every blob is stored under its own sha256 and only after its bytes
 //! were hashed (a temp file renamed into place, never a partial file under a digest name);
-//! `index.json` is rewritten atomically. Each entry is the platform-specific image manifest for
+//! `index.json` is rewritten atomically, under an exclusive lock on `index.json.lock` so that
+//! concurrent writers merge instead of overwriting each other. Each entry is the platform-specific image manifest for
 //! the VMs' architecture, annotated with the fully-qualified reference under both
 //! `org.opencontainers.image.ref.name` and `io.containerd.image.name` (what `ctr image import`
 //! names the image by). Nothing here talks to a registry.
@@ -353,10 +354,22 @@ impl Layout {
 
     /// Add or replace the entry for `entry.reference` (normalised), rewriting `index.json`
     /// atomically. The caller stores the entry's blobs first.
+    ///
+    /// Two `prepare`s (two labs, one cache) may set entries at once: the read, change and write
+    /// of `index.json` happen under an exclusive lock on `index.json.lock` (held until the
+    /// rename), so neither writes over an entry the other just added.
     pub fn set_entry(&self, entry: Entry) -> Result<(), LayoutError> {
         check_digest(&entry.digest)?;
         let mut entry = entry;
         entry.reference = normalize_reference(&entry.reference);
+        let lock_path = self.dir.join("index.json.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        lock.lock().map_err(io_err("lock", &lock_path))?;
         let mut entries = self.entries()?;
         entries.retain(|e| e.reference != entry.reference);
         entries.push(entry);
@@ -457,6 +470,18 @@ impl BlobWriter {
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// Throw away what was written and start again from byte 0 (a source that cannot resume
+    /// an interrupted download sends the whole blob again).
+    pub fn restart(&mut self) -> Result<(), LayoutError> {
+        let f = self.file.as_mut().expect("not finished");
+        f.set_len(0)
+            .and_then(|()| std::io::Seek::rewind(f))
+            .map_err(io_err("write", &self.tmp))?;
+        self.hasher = Sha256::new();
+        self.written = 0;
+        Ok(())
     }
 
     /// Check the hash; move the file under its digest when it matches, else remove it and

@@ -191,6 +191,13 @@ pub struct PullConfig<'a> {
     pub transfer: &'a dyn Transfer,
 }
 
+/// How many blobs one `prepare` downloads at a time. Three, as containerd's
+/// `max_concurrent_downloads` and Docker's `max-concurrent-downloads` default to: enough to hide
+/// one request's latency behind others' transfers, few enough that on a thin link (hotel Wi-Fi,
+/// thirty laptops behind one NAT address) each stream still moves and the registry's per-IP
+/// limits are not met sooner; a larger number does not make a full link faster.
+pub const PULL_CONCURRENCY: usize = 3;
+
 const ACCEPT: &[&str] = &[
     MEDIA_OCI_INDEX,
     MEDIA_DOCKER_LIST,
@@ -306,6 +313,9 @@ async fn pull_one_from_registry(
             .map_err(fetch_err)?,
     };
     let pinned = lock.get(r).cloned();
+    // The image manifest's bytes when the tag named one (not an index): stored below instead of
+    // being fetched a second time.
+    let mut fetched = None;
     let (manifest_digest, index) = match &pinned {
         Some(p) if p.digest == top || p.index.as_deref() == Some(top.as_str()) => {
             (p.digest.clone(), p.index.clone())
@@ -319,7 +329,10 @@ async fn pull_one_from_registry(
             check(&bytes, &top, "manifest", r, &from)?;
             match pick_platform(&bytes, cfg.arch, r)? {
                 Some(d) => (d, Some(top.clone())),
-                None => (top.clone(), None),
+                None => {
+                    fetched = Some(bytes);
+                    (top.clone(), None)
+                }
             }
         }
     };
@@ -337,7 +350,18 @@ async fn pull_one_from_registry(
         client,
         reference: &reference,
     };
-    let pulled = store_image(layout, r, &manifest_digest, cfg, &src, Source::Registry).await?;
+    let mut stored = 0;
+    if let Some(bytes) = fetched
+        && layout.verify_blob(&manifest_digest)? != BlobState::Valid
+    {
+        layout.remove_blob(&manifest_digest)?;
+        layout.write_blob(&manifest_digest, &bytes)?;
+        stored = bytes.len() as u64;
+    }
+    let mut pulled = store_image(layout, r, &manifest_digest, cfg, &src, Source::Registry).await?;
+    // store_image found the manifest just stored in the cache; it was downloaded.
+    pulled.bytes_cached -= stored;
+    pulled.bytes_downloaded += stored;
     lock.insert(
         r.to_string(),
         ImageLock {
@@ -417,24 +441,50 @@ fn check(bytes: &[u8], expected: &str, what: &str, r: &str, from: &str) -> Resul
     Ok(())
 }
 
+/// What a blob is to its source: registries serve image manifests under `/manifests/`, never
+/// under `/blobs/`; in a mirror's layout a manifest is a blob like any other.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Manifest,
+    Blob,
+}
+
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Manifest => "manifest",
+            Kind::Blob => "blob",
+        }
+    }
+}
+
+/// A blob's bytes as a stream of chunks.
+struct Opened {
+    /// Length of what the stream yields, when known.
+    len: Option<u64>,
+    /// The stream starts at the offset asked for (`206 Partial Content`); `false`: at byte 0.
+    resumed: bool,
+    stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, String>>,
+}
+
 /// Where blobs come from.
 trait BlobSource: Sync {
     fn describe(&self) -> String;
-    /// An image manifest's bytes by digest (unchecked; the caller hashes them).
-    async fn manifest(&self, r: &str, digest: &str) -> Result<Vec<u8>, PullError>;
-    /// The blob's bytes as a stream of chunks, with its length when known.
+    /// The bytes of `digest` from byte `offset` on (an HTTP `Range` request) where the source
+    /// honours that, else from byte 0; unchecked: [`ensure_blob`] hashes them on the way to
+    /// the cache.
     async fn open(
         &self,
         r: &str,
         digest: &str,
-    ) -> Result<
-        (
-            Option<u64>,
-            futures::stream::BoxStream<'static, Result<bytes::Bytes, String>>,
-        ),
-        PullError,
-    >;
+        kind: Kind,
+        offset: u64,
+    ) -> Result<Opened, PullError>;
 }
+
+/// How often one blob's interrupted download is taken up again (resumed or restarted) before
+/// `prepare` gives up on it.
+const BLOB_RETRIES: u32 = 3;
 
 struct RegistrySource<'a> {
     client: &'a oci_client::Client,
@@ -446,43 +496,56 @@ impl BlobSource for RegistrySource<'_> {
         format!("registry {}", self.reference.registry())
     }
 
-    async fn manifest(&self, r: &str, digest: &str) -> Result<Vec<u8>, PullError> {
-        // Registries serve manifests under `/manifests/`, never under `/blobs/`.
-        let by_digest = self.reference.clone_with_digest(digest.to_string());
-        let (bytes, _) = self
-            .client
-            .pull_manifest_raw(&by_digest, &RegistryAuth::Anonymous, ACCEPT)
-            .await
-            .map_err(|e| PullError::Fetch {
-                reference: r.to_string(),
-                from: self.reference.registry().to_string(),
-                message: e.to_string(),
-            })?;
-        Ok(bytes.to_vec())
-    }
-
     async fn open(
         &self,
         r: &str,
         digest: &str,
-    ) -> Result<
-        (
-            Option<u64>,
-            futures::stream::BoxStream<'static, Result<bytes::Bytes, String>>,
-        ),
-        PullError,
-    > {
-        let s = self
+        kind: Kind,
+        offset: u64,
+    ) -> Result<Opened, PullError> {
+        let err = |e: oci_client::errors::OciDistributionError| PullError::Fetch {
+            reference: r.to_string(),
+            from: self.reference.registry().to_string(),
+            message: e.to_string(),
+        };
+        let boxed = |s: oci_client::client::SizedStream, resumed: bool| Opened {
+            len: s.content_length,
+            resumed,
+            stream: s.stream.map(|c| c.map_err(|e| e.to_string())).boxed(),
+        };
+        if kind == Kind::Manifest {
+            // Manifests are small: never resumed.
+            let by_digest = self.reference.clone_with_digest(digest.to_string());
+            let (bytes, _) = self
+                .client
+                .pull_manifest_raw(&by_digest, &RegistryAuth::Anonymous, ACCEPT)
+                .await
+                .map_err(err)?;
+            return Ok(Opened {
+                len: Some(bytes.len() as u64),
+                resumed: false,
+                stream: futures::stream::once(async { Ok(bytes) }).boxed(),
+            });
+        }
+        if offset == 0 {
+            let s = self
+                .client
+                .pull_blob_stream(self.reference, digest)
+                .await
+                .map_err(err)?;
+            return Ok(boxed(s, false));
+        }
+        // The Distribution spec lets a registry answer a `Range` request with 206 or the whole
+        // blob with 200 (oci-client `pull_blob_stream_partial`).
+        match self
             .client
-            .pull_blob_stream(self.reference, digest)
+            .pull_blob_stream_partial(self.reference, digest, offset, None)
             .await
-            .map_err(|e| PullError::Fetch {
-                reference: r.to_string(),
-                from: self.reference.registry().to_string(),
-                message: e.to_string(),
-            })?;
-        let len = s.content_length;
-        Ok((len, s.stream.map(|c| c.map_err(|e| e.to_string())).boxed()))
+            .map_err(err)?
+        {
+            oci_client::client::BlobResponse::Full(s) => Ok(boxed(s, false)),
+            oci_client::client::BlobResponse::Partial(s) => Ok(boxed(s, true)),
+        }
     }
 }
 
@@ -502,31 +565,13 @@ impl BlobSource for Mirror<'_> {
         format!("mirror {}", self.base)
     }
 
-    async fn manifest(&self, r: &str, digest: &str) -> Result<Vec<u8>, PullError> {
-        // In the mirror's layout a manifest is a blob like any other.
-        let (_, mut stream) = self.open(r, digest).await?;
-        let mut out = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            out.extend_from_slice(&chunk.map_err(|message| PullError::Fetch {
-                reference: r.to_string(),
-                from: self.base.to_string(),
-                message,
-            })?);
-        }
-        Ok(out)
-    }
-
     async fn open(
         &self,
         r: &str,
         digest: &str,
-    ) -> Result<
-        (
-            Option<u64>,
-            futures::stream::BoxStream<'static, Result<bytes::Bytes, String>>,
-        ),
-        PullError,
-    > {
+        _kind: Kind,
+        offset: u64,
+    ) -> Result<Opened, PullError> {
         let url = self.url(&format!(
             "images/blobs/sha256/{}",
             digest.trim_start_matches("sha256:")
@@ -536,22 +581,22 @@ impl BlobSource for Mirror<'_> {
             from: self.base.to_string(),
             message,
         };
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let mut req = self.http.get(&url);
+        if offset > 0 {
+            req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+        }
+        let resp = req.send().await.map_err(|e| err(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(err(format!("GET {url} answered {}", resp.status())));
         }
-        let len = resp.content_length();
-        Ok((
-            len,
-            resp.bytes_stream()
+        Ok(Opened {
+            len: resp.content_length(),
+            resumed: resp.status() == reqwest::StatusCode::PARTIAL_CONTENT,
+            stream: resp
+                .bytes_stream()
                 .map(|c| c.map_err(|e| e.to_string()))
                 .boxed(),
-        ))
+        })
     }
 }
 
@@ -583,11 +628,15 @@ async fn mirror_entries(
     super::layout::parse_index(&bytes).map(Some).map_err(err)
 }
 
-/// Make blob `digest` valid in the cache; returns (bytes fetched, bytes cached, was corrupt).
+/// Make blob `digest` (a manifest or a config or layer) valid in the cache: a valid file is
+/// kept, a corrupt one removed and fetched again, a missing one fetched. The bytes are hashed on
+/// the way into a temp file and stored under `digest` only when they match. Returns (bytes
+/// fetched, bytes cached, was corrupt).
 async fn ensure_blob(
     layout: &Layout,
     r: &str,
     digest: &str,
+    kind: Kind,
     cfg: &PullConfig<'_>,
     src: &impl BlobSource,
 ) -> Result<(u64, u64, bool), PullError> {
@@ -601,35 +650,82 @@ async fn ensure_blob(
         }
         BlobState::Corrupt { actual } => {
             cfg.transfer.note(&format!(
-                "cached blob {digest} of {r} is corrupt (its bytes hash to {actual}): removed, fetching it again"
+                "cached {} {digest} of {r} is corrupt (its bytes hash to {actual}): removed, fetching it again",
+                kind.word()
             ));
             layout.remove_blob(digest)?;
             corrupt = true;
         }
         BlobState::Missing => {}
     }
-    let (len, mut stream) = src.open(r, digest).await?;
-    cfg.transfer.start(r, digest, len);
     let mut w = layout.blob_writer(digest)?;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|message| PullError::Fetch {
-            reference: r.to_string(),
-            from: src.describe(),
-            message,
-        })?;
-        w.write_all(&chunk).map_err(|e| {
-            PullError::Layout(LayoutError::Io(crate::edges::error::io_err(
-                "write",
-                layout.dir(),
-            )(e)))
-        })?;
-        cfg.transfer.advance(chunk.len() as u64);
+    let write_err = |e: std::io::Error| {
+        PullError::Layout(LayoutError::Io(crate::edges::error::io_err(
+            "write",
+            layout.dir(),
+        )(e)))
+    };
+    // Bytes received, counting those of an attempt that was thrown away.
+    let mut received = 0u64;
+    let mut attempt = 0;
+    loop {
+        let offset = w.written();
+        let opened = src.open(r, digest, kind, offset).await?;
+        if offset > 0 {
+            if opened.resumed {
+                cfg.transfer.note(&format!(
+                    "{} {digest} of {r}: resuming at byte {offset}",
+                    kind.word()
+                ));
+            } else {
+                cfg.transfer.note(&format!(
+                    "{} {digest} of {r}: the {} cannot resume; downloading it again from the start",
+                    kind.word(),
+                    src.describe()
+                ));
+                w.restart()?;
+            }
+        }
+        if attempt == 0 {
+            cfg.transfer.start(r, digest, opened.len);
+        }
+        let mut stream = opened.stream;
+        let mut broke = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    w.write_all(&chunk).map_err(write_err)?;
+                    received += chunk.len() as u64;
+                    cfg.transfer.advance(chunk.len() as u64);
+                }
+                Err(message) => {
+                    broke = Some(message);
+                    break;
+                }
+            }
+        }
+        let Some(message) = broke else { break };
+        attempt += 1;
+        if attempt > BLOB_RETRIES {
+            return Err(PullError::Fetch {
+                reference: r.to_string(),
+                from: src.describe(),
+                message: format!(
+                    "{} {digest}: {message} (interrupted {attempt} times)",
+                    kind.word()
+                ),
+            });
+        }
+        cfg.transfer.note(&format!(
+            "{} {digest} of {r} was interrupted after {} bytes ({message}); taking it up again",
+            kind.word(),
+            w.written()
+        ));
     }
-    let n = w.written();
     cfg.transfer.done();
     w.finish().map_err(|e| match e {
         LayoutError::Mismatch { expected, actual } => PullError::Tampered {
-            what: format!("blob {expected}"),
+            what: format!("{} {expected}", kind.word()),
             reference: r.to_string(),
             from: src.describe(),
             expected,
@@ -637,38 +733,7 @@ async fn ensure_blob(
         },
         other => other.into(),
     })?;
-    Ok((n, 0, corrupt))
-}
-
-/// Make the manifest blob `digest` valid in the cache, like [`ensure_blob`].
-async fn ensure_manifest(
-    layout: &Layout,
-    r: &str,
-    digest: &str,
-    cfg: &PullConfig<'_>,
-    src: &impl BlobSource,
-) -> Result<(u64, u64, bool), PullError> {
-    let mut corrupt = false;
-    match layout.verify_blob(digest)? {
-        BlobState::Valid => {
-            let len = std::fs::metadata(layout.blob_path(digest)?)
-                .map(|m| m.len())
-                .unwrap_or(0);
-            return Ok((0, len, false));
-        }
-        BlobState::Corrupt { actual } => {
-            cfg.transfer.note(&format!(
-                "cached manifest {digest} of {r} is corrupt (its bytes hash to {actual}): removed, fetching it again"
-            ));
-            layout.remove_blob(digest)?;
-            corrupt = true;
-        }
-        BlobState::Missing => {}
-    }
-    let bytes = src.manifest(r, digest).await?;
-    check(&bytes, digest, "manifest", r, &src.describe())?;
-    layout.write_blob(digest, &bytes)?;
-    Ok((bytes.len() as u64, 0, corrupt))
+    Ok((received, 0, corrupt))
 }
 
 async fn store_image(
@@ -694,7 +759,7 @@ async fn store_image(
             p.corrupt_refetched.push(d.to_string());
         }
     };
-    let t = ensure_manifest(layout, r, manifest_digest, cfg, src).await?;
+    let t = ensure_blob(layout, r, manifest_digest, Kind::Manifest, cfg, src).await?;
     tally(&mut pulled, t, manifest_digest);
     let manifest = layout.read_blob(manifest_digest)?;
     let v: Value = serde_json::from_slice(&manifest).map_err(|e| PullError::BadManifest {
@@ -716,10 +781,20 @@ async fn store_image(
         reference: r.to_string(),
         message,
     })?;
-    for d in &children {
-        let t = ensure_blob(layout, r, d, cfg, src).await?;
+    // At most PULL_CONCURRENCY blobs in flight; the first failure ends the image (the others'
+    // temp files are dropped, what finished stays stored under its digest).
+    let mut fetches = futures::stream::iter(children.iter().map(|d| async move {
+        ensure_blob(layout, r, d, Kind::Blob, cfg, src)
+            .await
+            .map(|t| (t, d))
+    }))
+    .buffer_unordered(PULL_CONCURRENCY);
+    while let Some(done) = fetches.next().await {
+        let (t, d) = done?;
         tally(&mut pulled, t, d);
     }
+    drop(fetches);
+    pulled.corrupt_refetched.sort();
     let wanted = Entry {
         reference: r.to_string(),
         digest: manifest_digest.to_string(),
@@ -739,6 +814,197 @@ async fn store_image(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead as _, BufReader, Read as _};
+    use std::sync::{Arc, Mutex};
+
+    struct Quiet;
+    impl Transfer for Quiet {
+        fn start(&self, _: &str, _: &str, _: Option<u64>) {}
+        fn advance(&self, _: u64) {}
+        fn done(&self) {}
+        fn note(&self, _: &str) {}
+    }
+
+    /// A layout with one image (`layer` its one layer) under `reference`: (dir, layer digest).
+    fn mirror_layout(reference: &str, layer: &[u8]) -> (tempfile::TempDir, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::create(tmp.path().join("images")).unwrap();
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let (config_d, layer_d) = (sha256_digest(config), sha256_digest(layer));
+        layout.write_blob(&config_d, config).unwrap();
+        layout.write_blob(&layer_d, layer).unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_d, "size": layer.len()}],
+        }))
+        .unwrap();
+        let d = sha256_digest(&manifest);
+        layout.write_blob(&d, &manifest).unwrap();
+        layout
+            .set_entry(Entry {
+                reference: reference.into(),
+                digest: d,
+                media_type: MEDIA_OCI_MANIFEST.into(),
+                size: manifest.len() as u64,
+                platform: None,
+            })
+            .unwrap();
+        (tmp, layer_d)
+    }
+
+    /// Every request's path and `Range` header.
+    type Requests = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+    /// A plain-HTTP mirror serving `dir` whose first answer for blob `cut` sends half the bytes
+    /// and closes the connection; later ones honour `Range` (206) when `ranges`, else send the
+    /// whole blob (200). Returns its URL and the `(path, Range header)` of every request.
+    fn flaky_mirror(dir: std::path::PathBuf, cut: String, ranges: bool) -> (String, Requests) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+                let mut range = None;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':')
+                        && k.eq_ignore_ascii_case("range")
+                    {
+                        range = Some(v.trim().to_string());
+                    }
+                }
+                let first = !log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(p, _): &(String, Option<String>)| *p == path);
+                log.lock().unwrap().push((path.clone(), range.clone()));
+                let file = dir.join(path.trim_start_matches('/'));
+                let Ok(mut body) = std::fs::read(&file) else {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    continue;
+                };
+                let is_cut = path.ends_with(&cut[7..]);
+                let mut status = "200 OK";
+                if is_cut && first {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes());
+                    let _ = conn.write_all(&body[..body.len() / 2]);
+                    let _ = conn.flush();
+                    let _ = conn.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let mut extra = String::new();
+                if let (true, Some(r)) = (ranges, &range) {
+                    let from: usize = r
+                        .trim_start_matches("bytes=")
+                        .trim_end_matches('-')
+                        .parse()
+                        .unwrap();
+                    extra = format!(
+                        "content-range: bytes {from}-{}/{}\r\n",
+                        body.len() - 1,
+                        body.len()
+                    );
+                    body = body[from..].to_vec();
+                    status = "206 Partial Content";
+                }
+                let head = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(&body);
+                let mut rest = Vec::new();
+                let _ = reader.read_to_end(&mut rest);
+            }
+        });
+        (url, seen)
+    }
+
+    /// One image from a mirror whose first download of the layer breaks off halfway.
+    async fn pull_through_a_break(ranges: bool) -> (Pulled, Vec<Option<String>>, u64) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let reference = "mirror.test/lab/one:1.0";
+        let layer: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (src, layer_d) = mirror_layout(reference, &layer);
+        let (url, seen) = flaky_mirror(src.path().to_path_buf(), layer_d.clone(), ranges);
+        let dest = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dest.path().join("images")).unwrap();
+        let mut lock = BTreeMap::new();
+        let pulled = pull_all(
+            &layout,
+            &[reference.to_string()],
+            &mut lock,
+            &PullConfig {
+                arch: "amd64",
+                mirror: Some(&url),
+                transfer: &Quiet,
+            },
+        )
+        .await
+        .unwrap()
+        .remove(0);
+        assert_eq!(layout.verify_blob(&layer_d).unwrap(), BlobState::Valid);
+        assert!(layout.entry(reference).unwrap().is_some());
+        // Nothing but blobs under blobs/sha256: no temp file left behind.
+        for f in std::fs::read_dir(dest.path().join("images/blobs/sha256")).unwrap() {
+            let name = f.unwrap().file_name().into_string().unwrap();
+            assert!(
+                super::super::layout::is_sha256_digest(&format!("sha256:{name}")),
+                "{name}"
+            );
+        }
+        let layer_requests = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p.ends_with(&layer_d[7..]))
+            .map(|(_, r)| r.clone())
+            .collect();
+        (pulled, layer_requests, layer.len() as u64)
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_blob_resumes_where_it_broke_off_when_the_source_takes_a_range() {
+        let (pulled, layer_requests, len) = pull_through_a_break(true).await;
+        assert_eq!(
+            layer_requests,
+            [None, Some(format!("bytes={}-", len / 2))],
+            "the second request asks for the rest only"
+        );
+        // Each byte of the layer came once.
+        let small = pulled.bytes_downloaded - len;
+        assert!(small < 1000, "{pulled:?}");
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_blob_starts_again_when_the_source_sends_it_whole() {
+        let (pulled, layer_requests, len) = pull_through_a_break(false).await;
+        // Asked to resume, the source sent all of it (200): the half already written was
+        // thrown away and the whole blob stored, its digest checked.
+        assert_eq!(layer_requests, [None, Some(format!("bytes={}-", len / 2))]);
+        assert!(
+            pulled.bytes_downloaded >= len + len / 2,
+            "the thrown-away half counts as downloaded: {pulled:?}"
+        );
+    }
 
     #[test]
     fn only_loopback_registries_are_plain_http() {

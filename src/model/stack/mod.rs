@@ -154,6 +154,28 @@ pub struct ClusterSpec {
     /// Ubuntu image for the VMs, e.g. `"24.04"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The images microk8s starts by itself (its sandbox, CNI and addons' images): `cache`
+    /// (the default: `prepare` caches them, `up` side-loads them) or `pull` (left to the
+    /// cluster, for VMs that reach their registries anyway).
+    #[serde(default, skip_serializing_if = "SystemImages::is_default")]
+    pub system_images: SystemImages,
+}
+
+/// Where the images microk8s starts by itself come from; see [`ClusterSpec::system_images`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemImages {
+    /// `prepare` caches them and `up` side-loads them.
+    #[default]
+    Cache,
+    /// The cluster pulls them from their registries.
+    Pull,
+}
+
+impl SystemImages {
+    fn is_default(&self) -> bool {
+        *self == SystemImages::Cache
+    }
 }
 
 /// A stack file as written.

@@ -73,6 +73,32 @@ fn open_cache() -> Result<Option<std::sync::Arc<dyn ImageCache>>> {
     Ok(Some(std::sync::Arc::new(Layout::open(&root)?)))
 }
 
+/// Before the wait for Ready nodes: side-load those of `wanted` (microk8s's own images,
+/// [`crate::cluster::upstream::microk8s_images`]) the cache holds into every node that lacks
+/// them, and nothing else, quietly when the cache holds none. An offline node without its
+/// sandbox (pause) and CNI (Calico) images never becomes Ready — kubelet reports "cni plugin not
+/// initialized" until calico-node runs (canonical/microk8s v1.36: the containerd template's
+/// `sandbox_image`, the CNI manifest `90-calico-apply` applies) — and `images` comes after
+/// `ready`. `None` when nothing was to do.
+pub async fn side_load_held(
+    cx: &dyn OpCx,
+    vms: &Vms,
+    wanted: &[String],
+) -> Result<Option<StepReport>> {
+    let Some(layout) = open_cache()? else {
+        return Ok(None);
+    };
+    let held: Vec<String> = wanted
+        .iter()
+        .map(|r| normalize_reference(r))
+        .filter(|r| layout.holds(r))
+        .collect();
+    if held.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(side_load(cx, vms, &held).await?.0))
+}
+
 /// Side-load the cached images of `wanted` (fully-qualified references) into every node of
 /// `vms` that lacks them.
 pub async fn side_load(

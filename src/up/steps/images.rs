@@ -15,10 +15,16 @@ use crate::provider::op::StepReport;
 use crate::up::graph::{Made, StepCx};
 
 /// The images the lab pulls from registries outside it: every container image of the rendered
-/// manifests and every image the stack names (the pipeline's steps, the app's base image), less
+/// manifests, every image the stack names (the pipeline's steps, the app's base image) and the
+/// images microk8s starts by itself ([`crate::cluster::upstream::microk8s_images`]), less
 /// the engine image homelab builds and what the lab's own registry serves.
 pub fn lab_images(cx: &StepCx<'_>, lab: &Lab) -> Vec<String> {
     let mut wanted: Vec<String> = cx.stack().images();
+    // What microk8s starts by itself (pause, Calico, the enabled addons' images).
+    let channel = cx.settings().channel(cx.stack());
+    wanted.extend(
+        crate::cluster::upstream::microk8s_images(cx.stack(), &channel).unwrap_or_default(),
+    );
     wanted.extend(lab.manifests.container_images());
     let registry = hosts(cx.stack(), &lab.domain)
         .get("gitea")

@@ -52,6 +52,18 @@ pub fn ready<'a>(
     (vms, cluster, engine_image): (Arc<Arc<Vms>>, Arc<Cluster>, Arc<Option<EngineImage>>),
 ) -> Made<'a, ClusterReady> {
     Box::pin(async move {
+        // microk8s's own images first: without its sandbox and CNI images a node that cannot
+        // reach their registries never becomes Ready.
+        let channel = cx.settings().channel(cx.stack());
+        let own =
+            crate::cluster::upstream::microk8s_images(cx.stack(), &channel).unwrap_or_default();
+        let side_loaded =
+            crate::provider::multipass::cached_images::side_load_held(cx, &vms, &own).await?;
+        if let Some(s) = side_loaded
+            && s.outcome == crate::edges::output::Outcome::Done
+        {
+            cx.note(&format!("microk8s's own images: {}", s.detail));
+        }
         let report = ops::ready(cx, &vms).await?;
         Ok((
             report,

@@ -245,3 +245,31 @@ fn the_archive_refuses_a_corrupt_blob() {
     let err = l.export_archive(&["alpine:3.22"], Vec::new()).unwrap_err();
     assert!(matches!(err, LayoutError::Mismatch { .. }), "{err}");
 }
+
+#[test]
+fn concurrent_writers_of_the_index_lose_no_entry() {
+    // Two `prepare`s sharing one cache each add their images to `index.json`: the read, change
+    // and write happen under `index.json.lock`, so every entry of every writer is there after.
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::create(tmp.path().join("images")).unwrap();
+    let writers = 6;
+    let each = 15;
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let layout = layout.clone();
+            s.spawn(move || {
+                for i in 0..each {
+                    let e = Entry {
+                        reference: format!("example.test/w{w}/img{i}:1"),
+                        digest: sha256_digest(format!("{w}-{i}").as_bytes()),
+                        media_type: MEDIA_OCI_MANIFEST.into(),
+                        size: 1,
+                        platform: None,
+                    };
+                    layout.set_entry(e).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(layout.entries().unwrap().len(), writers * each);
+}
