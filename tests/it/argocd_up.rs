@@ -27,6 +27,94 @@ async fn up_with_the_argocd_stack_deploys_argo_cd_without_conflicts() {
         .homelab(&["up", "--stack", "argocd", "--no-verify"])
         .await;
     ok(&sim, "up --stack argocd", &up);
+    let host = format!("argocd.{}", sim.domain);
+    // Every workload of Argo CD rolled out: its six Deployments and the application
+    // controller's StatefulSet, as the fake's controllers report them.
+    for (kind, name) in [
+        ("Deployment", "argocd-server"),
+        ("Deployment", "argocd-repo-server"),
+        ("Deployment", "argocd-redis"),
+        ("Deployment", "argocd-dex-server"),
+        ("Deployment", "argocd-applicationset-controller"),
+        ("Deployment", "argocd-notifications-controller"),
+        ("StatefulSet", "argocd-application-controller"),
+    ] {
+        let w = sim.fake.get("apps/v1", kind, "argocd", name).unwrap();
+        assert_eq!(
+            w["status"]["readyReplicas"], 1,
+            "{kind}/{name}: {}",
+            w["status"]
+        );
+    }
+    // The UI's Ingress, with a certificate cert-manager issued from the lab CA.
+    let ingress = sim
+        .fake
+        .all("networking.k8s.io/v1", "Ingress")
+        .into_iter()
+        .find(|i| i["spec"]["rules"][0]["host"] == host.as_str())
+        .unwrap_or_else(|| panic!("an Ingress for {host}"));
+    assert_eq!(ingress["metadata"]["namespace"], "argocd");
+    let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+    assert_eq!(backend["name"], "argocd-server", "{ingress}");
+    let tls = ingress["spec"]["tls"][0]["secretName"].as_str().unwrap();
+    let secret = sim.fake.get("v1", "Secret", "argocd", tls).unwrap();
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["ca.crt"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(String::from_utf8(ca).unwrap(), sim.world.lab_ca().cert_pem);
+    // The summary names Argo CD's UI and login; `credentials` shows the password the lab set.
+    assert!(
+        up.stdout
+            .contains(&format!("https://{host} (Argo CD, user `admin`)")),
+        "{}",
+        up.stdout
+    );
+    let secrets: BTreeMap<String, String> = serde_json::from_str(
+        &std::fs::read_to_string(sim.ctx.state_dir(lab_sim::LAB).join("secrets.json")).unwrap(),
+    )
+    .unwrap();
+    let password = &secrets["argocd_admin_password"];
+    assert!(!up.stdout.contains(password.as_str()));
+    // The lab does not remember its stack: read-only commands are told it, as `up` was.
+    let creds = sim.homelab(&["credentials", "--stack", "argocd"]).await;
+    ok(&sim, "credentials", &creds);
+    assert!(
+        creds.stdout.contains(&format!("https://{host}")),
+        "{}",
+        creds.stdout
+    );
+    assert!(creds.stdout.contains(password.as_str()), "{}", creds.stdout);
+    // Argo CD checks that password against argocd-secret's `admin.password` (bcrypt).
+    let argocd_secret = sim
+        .fake
+        .get("v1", "Secret", "argocd", "argocd-secret")
+        .unwrap();
+    let decode = |k: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(argocd_secret["data"][k].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert!(bcrypt::verify(password, &decode("admin.password")).unwrap());
+    // Gitea pushes lab/gitops to Argo CD's /api/webhook, signed with `webhook.gogs.secret`.
+    let gitea = sim.world.gitea();
+    let hooks = gitea
+        .data()
+        .hooks
+        .get("lab/gitops")
+        .cloned()
+        .unwrap_or_default();
+    let urls: Vec<&str> = hooks.iter().map(|h| h.config["url"].as_str()).collect();
+    assert_eq!(
+        urls,
+        ["http://argocd-server.argocd.svc.cluster.local/api/webhook"],
+        "{hooks:?}"
+    );
+    assert_eq!(hooks[0].config["secret"], decode("webhook.gogs.secret"));
+    assert!(hooks[0].events.iter().any(|e| e == "push"), "{hooks:?}");
 }
 
 /// Every object in the cluster, as `group/plural ns/name` with its `homelab.dev/component`
