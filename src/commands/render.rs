@@ -25,7 +25,7 @@ pub(super) fn run(ctx: &Ctx, args: &RenderArgs) -> Result<ExitStatus> {
     let (secrets, ca) = if args.placeholder_secrets {
         (Secrets::placeholders(), tls::placeholder())
     } else {
-        let mut secrets = state.secrets()?;
+        let mut secrets = state.secrets_for(&stack.template_sets())?;
         if let Some(pw) = &settings.gitea_admin_password {
             secrets = secrets.with("gitea_admin_password", pw.clone());
         }

@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod argocd_up;
 mod contracts;
 mod drone_ci;
 mod existing_provider;

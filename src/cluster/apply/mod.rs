@@ -558,7 +558,27 @@ impl Applier {
             (last, std::cmp::Reverse(kind_rank(&o.kind)), o.clone())
         });
         let mut report = PruneReport::default();
+        // The TLS Secrets of pruned Ingresses, which cert-manager issued for them and leaves
+        // behind (see `is_issued_certificate`).
+        let mut issued: Vec<ObjectRef> = Vec::new();
         for (r, oref, v) in candidates {
+            if oref.kind == "Ingress" {
+                for t in v
+                    .pointer("/spec/tls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(name) = t["secretName"].as_str() {
+                        issued.push(ObjectRef {
+                            group: String::new(),
+                            kind: "Secret".into(),
+                            namespace: oref.namespace.clone(),
+                            name: name.to_string(),
+                        });
+                    }
+                }
+            }
             if (oref.kind == "Namespace" || oref.kind == "CustomResourceDefinition")
                 && let Some(foreign) = self.foreign_content(&kinds, &oref, &v, scope).await?
             {
@@ -566,6 +586,41 @@ impl Applier {
                 continue;
             }
             let api = self.api(&r, &oref.namespace);
+            let dp = DeleteParams::background();
+            match retry(&self.backoff, || api.delete(&oref.name, &dp)).await {
+                Ok(_) => report.deleted.push(oref),
+                Err(e) if status_code(&e) == Some(404) => report.deleted.push(oref),
+                Err(e) => {
+                    return Err(ApplyError::Api {
+                        action: format!("delete {oref}"),
+                        message: describe(&e),
+                    });
+                }
+            }
+        }
+        let secrets = kinds
+            .iter()
+            .find(|k| k.resource.group.is_empty() && k.resource.kind == "Secret");
+        for oref in issued {
+            let Some(r) = secrets else { break };
+            if keep.contains(&oref) {
+                continue;
+            }
+            let api = self.api(r, &oref.namespace);
+            let live = match retry(&self.backoff, || api.get_opt(&oref.name)).await {
+                Ok(Some(o)) => to_value(&o, r),
+                Ok(None) => continue,
+                Err(e) if matches!(status_code(&e), Some(403..=405)) => continue,
+                Err(e) => {
+                    return Err(ApplyError::Api {
+                        action: format!("read {oref}"),
+                        message: describe(&e),
+                    });
+                }
+            };
+            if !is_issued_certificate(&live) || (scope.owns)(&live) {
+                continue;
+            }
             let dp = DeleteParams::background();
             match retry(&self.backoff, || api.delete(&oref.name, &dp)).await {
                 Ok(_) => report.deleted.push(oref),
@@ -619,7 +674,11 @@ impl Applier {
             };
             for item in list.items {
                 let v = to_value(&item, &r);
-                if (scope.owns)(&v) || is_system_object(&v) {
+                if (scope.owns)(&v)
+                    || is_system_object(&v)
+                    || is_issued_certificate(&v)
+                    || is_lease(&v)
+                {
                     continue;
                 }
                 let has_owner = v
@@ -652,6 +711,25 @@ fn visible(
             message: describe(&e),
         }),
     }
+}
+
+/// A Secret cert-manager wrote for a Certificate (it annotates every Secret it issues with
+/// `cert-manager.io/certificate-name`, cert-manager v1.21 pkg/apis/certmanager/v1 `types.go`
+/// `CertificateNameKey`): the lab's Ingresses asked for it, cert-manager leaves it behind when the
+/// Certificate goes (no owner reference unless `--enable-certificate-owner-ref`), and it can be
+/// issued again, so it does not keep the lab's namespace alive (the lab page's
+/// `homelab-system/lab-page-tls` when a lab switches to the argocd stack).
+fn is_issued_certificate(v: &Value) -> bool {
+    v["kind"] == "Secret"
+        && v.pointer("/metadata/annotations/cert-manager.io~1certificate-name")
+            .is_some()
+}
+
+/// A Lease is the leader-election record of the namespace's workloads (homelab's engine keeps
+/// `homelab-system/homelab-sync-engine`): whether the namespace holds something foreign is
+/// decided by those workloads, not by their lock.
+fn is_lease(v: &Value) -> bool {
+    v["kind"] == "Lease"
 }
 
 /// Objects the cluster itself puts in every namespace.

@@ -517,6 +517,15 @@ impl Stack {
         self.components.iter().find(|c| c.name == name)
     }
 
+    /// The template sets its components are rendered from (`templates`, e.g. `argocd`): what
+    /// decides which of the lab's stack-specific secrets it needs.
+    pub fn template_sets(&self) -> Vec<&str> {
+        self.components
+            .iter()
+            .filter_map(|c| c.source.templates.as_deref())
+            .collect()
+    }
+
     /// Wave of each component: 0 without needs, else one more than the deepest need.
     pub fn waves(&self) -> BTreeMap<String, usize> {
         waves_of(&self.components)

@@ -19,7 +19,7 @@ use crate::provider::op::StepReport;
 pub fn secrets<'a>(cx: &'a StepCx<'a>, (): ()) -> Made<'a, Secrets> {
     Box::pin(async move {
         let before = cx.state().read(SECRETS_FILE)?;
-        let mut secrets = cx.state().secrets()?;
+        let mut secrets = cx.state().secrets_for(&cx.stack().template_sets())?;
         let after = cx.state().read(SECRETS_FILE)?;
         if let Some(pw) = &cx.settings().gitea_admin_password {
             secrets = secrets.with("gitea_admin_password", pw.clone());

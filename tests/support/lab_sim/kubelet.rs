@@ -97,21 +97,38 @@ impl World {
     }
 
     /// The value a `secretKeyRef`/`configMapKeyRef` (`r`) names, or the kubelet's error when
-    /// the object (`plural`, called `what` in the message) or its key is missing.
-    fn key_ref(&self, plural: &str, what: &str, ns: &str, r: &Value) -> Result<String, String> {
+    /// the object (`plural`, called `what` in the message) or its key is missing; `None` (the
+    /// variable is left out) when the reference is `optional: true` and either is missing, as
+    /// the kubelet's `makeEnvironmentVariables` skips it (kubernetes v1.36
+    /// pkg/kubelet/kubelet_pods.go: "ignore error when marked optional"; Argo CD's install.yaml
+    /// reads every `argocd-cmd-params-cm` key that way).
+    fn key_ref(
+        &self,
+        plural: &str,
+        what: &str,
+        ns: &str,
+        r: &Value,
+    ) -> Result<Option<String>, String> {
         let (n, k) = (
             r["name"].as_str().unwrap_or(""),
             r["key"].as_str().unwrap_or(""),
         );
-        self.data(plural, ns, n)
-            .and_then(|d| d.get(k).cloned())
-            .ok_or_else(|| format!("{what} \"{n}\" not found or has no key \"{k}\""))
+        match self.data(plural, ns, n).and_then(|d| d.get(k).cloned()) {
+            Some(v) => Ok(Some(v)),
+            None if r["optional"] == true => Ok(None),
+            None => Err(format!("{what} \"{n}\" not found or has no key \"{k}\"")),
+        }
     }
 
     /// A ConfigMap's or Secret's data, decoded.
     pub fn data(&self, plural: &str, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
         let obj = self.object("", plural, ns, name)?;
-        let map = obj.get("data")?.as_object()?.clone();
+        // An object without `data` (Argo CD's argocd-gpg-keys-cm) exists and holds no keys.
+        let map = obj
+            .get("data")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         Some(
             map.into_iter()
                 .map(|(k, v)| {
@@ -147,9 +164,15 @@ impl World {
                 }
                 out
             } else if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
-                self.key_ref("secrets", "secret", ns, r)?
+                match self.key_ref("secrets", "secret", ns, r)? {
+                    Some(v) => v,
+                    None => continue,
+                }
             } else if let Some(r) = e.pointer("/valueFrom/configMapKeyRef") {
-                self.key_ref("configmaps", "configmap", ns, r)?
+                match self.key_ref("configmaps", "configmap", ns, r)? {
+                    Some(v) => v,
+                    None => continue,
+                }
             } else if let Some(p) = e
                 .pointer("/valueFrom/fieldRef/fieldPath")
                 .and_then(Value::as_str)
@@ -193,16 +216,22 @@ impl World {
                 .ok_or_else(|| format!("volume \"{name}\" is not defined"))?;
             let host = dir.join(name);
             std::fs::create_dir_all(&host).unwrap();
+            // A missing ConfigMap or Secret marked `optional: true` mounts as an empty volume
+            // (kubernetes v1.36 pkg/volume/configmap/configmap.go and pkg/volume/secret/secret.go
+            // `SetUpAt`: "not found and optional"); Argo CD's pods mount their TLS Secrets so.
+            let optional = |src: &str| v[src]["optional"] == true;
             let files = if let Some(cm) = v.pointer("/configMap/name").and_then(Value::as_str) {
-                Some(
-                    self.data("configmaps", ns, cm)
-                        .ok_or_else(|| format!("configmap \"{cm}\" not found"))?,
-                )
+                match self.data("configmaps", ns, cm) {
+                    Some(d) => Some(d),
+                    None if optional("configMap") => None,
+                    None => return Err(format!("configmap \"{cm}\" not found")),
+                }
             } else if let Some(s) = v.pointer("/secret/secretName").and_then(Value::as_str) {
-                Some(
-                    self.data("secrets", ns, s)
-                        .ok_or_else(|| format!("secret \"{s}\" not found"))?,
-                )
+                match self.data("secrets", ns, s) {
+                    Some(d) => Some(d),
+                    None if optional("secret") => None,
+                    None => return Err(format!("secret \"{s}\" not found")),
+                }
             } else {
                 None
             };

@@ -432,11 +432,22 @@ impl Sim {
                 .insert("HOMELAB_TEST_INGRESS_PORT".into(), ingress_port.to_string());
         }
         let stand_in = crate::support::fake_kube::controllers::cert_manager_stand_in();
-        let mirror = serve_mirror(BTreeMap::from([(
-            "/github.com/cert-manager/cert-manager/releases/download/v1.21.1/cert-manager.yaml"
-                .to_string(),
-            stand_in,
-        )]))
+        // The `argocd` stack's Argo CD install manifest, in the derived form the contracts keep
+        // (contracts/argocd/install.yaml: every object of v3.5.1's, with the fields the lab uses).
+        let argocd = crate::support::common::fixtures::argocd_install();
+        let mirror = serve_mirror(BTreeMap::from([
+            (
+                "/github.com/cert-manager/cert-manager/releases/download/v1.21.1/cert-manager.yaml"
+                    .to_string(),
+                stand_in,
+            ),
+            (
+                crate::support::common::fixtures::ARGOCD_INSTALL_URL
+                    .trim_start_matches("https:/")
+                    .to_string(),
+                argocd,
+            ),
+        ]))
         .await;
         ctx.env.insert("HOMELAB_UPSTREAM_MIRROR".into(), mirror);
         let mp_dir = ctx.temp.path().join("multipassd");
