@@ -27,6 +27,7 @@ const CLUSTER_FILES: &[&str] = &[
     UP_STATE_FILE,
     CLOUD_INIT_FILE,
     SNAPSHOT_FILE,
+    super::STACK_RECORD_FILE,
 ];
 
 pub(super) async fn run(ctx: &Ctx, args: &DownArgs) -> Result<ExitStatus> {

@@ -9,7 +9,7 @@ use crate::cli::{CaCommand, Cli, Command, ConfigCommand, ExportCommand};
 use crate::edges::error::Result;
 use crate::edges::output::{Printer, human_duration};
 use crate::edges::state::{LabLock, LabState, LockHolder};
-use crate::model::settings::{Inputs, Settings};
+use crate::model::settings::{Inputs, Origin, Settings};
 use crate::model::stack::{self, Stack};
 use crate::up::Waits;
 
@@ -97,13 +97,58 @@ fn lock_lab(ctx: &Ctx, state: &LabState, command: &str) -> Result<LabLock> {
     Ok(state.lock(command, wait, &tell)?)
 }
 
+/// The lab state's record of the stack its last `up` ran (issue 15: `up --stack argocd`, then
+/// `status`, `verify` or `credentials` without the flag must read that lab, not the default one).
+pub const STACK_RECORD_FILE: &str = "stack.json";
+
+/// What `up` records of its stack.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StackRecord {
+    /// An embedded stack's name, or a stack file's absolute path.
+    pub stack: String,
+}
+
+impl StackRecord {
+    /// The record for `stack` as the settings name it: a file path made absolute against `cwd`,
+    /// so a later command from another directory finds the same file.
+    pub fn of(stack: &str, cwd: &std::path::Path) -> StackRecord {
+        StackRecord {
+            stack: if crate::model::stack::looks_like_path(stack) {
+                cwd.join(stack).display().to_string()
+            } else {
+                stack.to_string()
+            },
+        }
+    }
+}
+
+/// When no flag, variable or config file names the stack, the lab's own record does: the stack
+/// its last `up` ran with.
+fn remembered_stack(settings: &mut Settings, cwd: &std::path::Path) -> Result<()> {
+    if settings.origins.get("stack") != Some(&Origin::Default) {
+        return Ok(());
+    }
+    let Ok(state) = LabState::locate(&settings.lab) else {
+        return Ok(());
+    };
+    if !state.exists() {
+        return Ok(());
+    }
+    if let Some(record) = state.read_json::<StackRecord>(STACK_RECORD_FILE)? {
+        settings.stack = StackRecord::of(&record.stack, cwd).stack;
+        settings.origins.insert("stack", Origin::Lab);
+    }
+    Ok(())
+}
+
 /// Run the parsed command line.
 pub async fn run(cli: Cli, printer: Printer) -> Result<ExitStatus> {
     if let Command::Completions { shell } = &cli.command {
         return completions::run(*shell);
     }
     let inputs = Inputs::from_process(cli.global.config.clone(), cli.layer());
-    let settings = Settings::resolve(&inputs)?;
+    let mut settings = Settings::resolve(&inputs)?;
+    remembered_stack(&mut settings, &inputs.cwd)?;
     let ctx = Ctx {
         settings,
         printer,

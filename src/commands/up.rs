@@ -51,6 +51,15 @@ pub(super) async fn run(ctx: &Ctx, args: &UpArgs) -> Result<ExitStatus> {
     // written, not even the lab directory the lock lives in (issue 12).
     doctor::preflight(settings, preflight_demand(settings, record.as_ref()))?;
     let _lock = super::lock_lab(ctx, &state, "up")?;
+    // Later commands without `--stack` read the lab with the stack it was built with.
+    let ran = super::StackRecord::of(&settings.stack, &ctx.cwd);
+    if state
+        .read_json::<super::StackRecord>(super::STACK_RECORD_FILE)?
+        .as_ref()
+        != Some(&ran)
+    {
+        state.write_json(super::STACK_RECORD_FILE, &ran)?;
+    }
 
     let warn = |m: &str| ctx.printer.warn(m);
     let note = |m: &str| ctx.printer.info(m);

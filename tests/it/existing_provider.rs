@@ -424,3 +424,84 @@ async fn the_plan_lists_the_steps_up_runs_and_records_on_an_existing_cluster() {
         .collect();
     assert_eq!(listed, want);
 }
+
+/// The lab remembers the stack its `up` ran with (issue 15): after `up --stack argocd`,
+/// commands without `--stack` read that stack (origin `lab`), a flag still wins, an `up` with
+/// another stack switches the record, and `down` forgets it with the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lab_remembers_the_stack_its_up_ran_until_down() {
+    let placeholder = TestContext::new();
+    let t = target(&placeholder).await;
+    let ctx = sandbox(&t.kubeconfig);
+    let stack_of = |run: &Run| -> (String, String) {
+        let v: Value = serde_json::from_str(&run.stdout).unwrap();
+        (
+            v["settings"]["stack"]["value"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            v["settings"]["stack"]["origin"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    let show = |args: &'static [&'static str]| {
+        let mut a = vec!["config", "show", "--output", "json"];
+        a.extend_from_slice(args);
+        a
+    };
+
+    // Before any `up`: the default, from the default.
+    let before = homelab(&ctx, &show(&[])).await;
+    before.success();
+    assert_eq!(stack_of(&before), ("default".into(), "default".into()));
+
+    homelab(
+        &ctx,
+        &[
+            "up",
+            "--provider",
+            "existing",
+            "--stack",
+            "argocd",
+            "--until",
+            "ready",
+        ],
+    )
+    .await
+    .success();
+    let after = homelab(&ctx, &show(&[])).await;
+    assert_eq!(stack_of(&after), ("argocd".into(), "lab".into()));
+    let flag = homelab(&ctx, &show(&["--stack", "default"])).await;
+    assert_eq!(stack_of(&flag), ("default".into(), "flag".into()));
+
+    // A stack file is remembered by its absolute path: found from another directory too.
+    let file = ctx.write(
+        "my-stack.yaml",
+        "extends: default\nname: mine\ndescription: the default, renamed\ncomponents: []\n",
+    );
+    homelab(
+        &ctx,
+        &[
+            "up",
+            "--provider",
+            "existing",
+            "--stack",
+            "my-stack.yaml",
+            "--until",
+            "ready",
+        ],
+    )
+    .await
+    .success();
+    let switched = homelab(&ctx, &show(&[])).await;
+    assert_eq!(
+        stack_of(&switched),
+        (ctx.filter(&file.display().to_string()), "lab".into())
+    );
+
+    homelab(&ctx, &["down"]).await.success();
+    let gone = homelab(&ctx, &show(&[])).await;
+    assert_eq!(stack_of(&gone), ("default".into(), "default".into()));
+}

@@ -269,6 +269,8 @@ impl<'de> Deserialize<'de> for ByteSize {
 pub enum Origin {
     /// Built-in default.
     Default,
+    /// What the lab's last `up` ran with (the stack: `stack.json` in the lab state).
+    Lab,
     /// The config file.
     File,
     /// A `HOMELAB_*` variable.
@@ -281,6 +283,7 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Origin::Default => "default",
+            Origin::Lab => "lab",
             Origin::File => "file",
             Origin::Env => "env",
             Origin::Flag => "flag",

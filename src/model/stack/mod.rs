@@ -372,12 +372,16 @@ pub fn load(name_or_path: &str, cwd: &Path) -> Result<Stack, StackError> {
     load_depth(name_or_path, cwd, 0)
 }
 
-fn load_depth(name_or_path: &str, cwd: &Path, depth: usize) -> Result<Stack, StackError> {
-    let looks_like_path = name_or_path.contains('/')
+/// Whether `stack` names a file (a path or a `.yaml` name) rather than an embedded stack.
+pub fn looks_like_path(name_or_path: &str) -> bool {
+    name_or_path.contains('/')
         || name_or_path.contains('\\')
         || name_or_path.ends_with(".yaml")
-        || name_or_path.ends_with(".yml");
-    if looks_like_path {
+        || name_or_path.ends_with(".yml")
+}
+
+fn load_depth(name_or_path: &str, cwd: &Path, depth: usize) -> Result<Stack, StackError> {
+    if looks_like_path(name_or_path) {
         let path = cwd.join(name_or_path);
         let text = std::fs::read_to_string(&path).map_err(|source| StackError::Read {
             path: name_or_path.to_string(),
