@@ -79,6 +79,15 @@ fn node_images(sim: &Sim) -> Vec<(String, BTreeSet<String>)> {
 /// process behind the refusing proxy. Returns the sim, the images the lab runs, and what the
 /// proxy saw.
 async fn offline_lab(seed: u8) -> (Sim, Vec<String>, Arc<Mutex<Vec<String>>>) {
+    offline_lab_without(seed, &[]).await
+}
+
+/// [`offline_lab`], with the images whose references contain one of `leave_out` missing from
+/// the cache.
+async fn offline_lab_without(
+    seed: u8,
+    leave_out: &[&str],
+) -> (Sim, Vec<String>, Arc<Mutex<Vec<String>>>) {
     let mut sim = Sim::start(Provider::Multipass, seed).await;
     let prepared = sim
         .homelab(&["prepare", "--manifests-only", "--output", "json"])
@@ -86,12 +95,22 @@ async fn offline_lab(seed: u8) -> (Sim, Vec<String>, Arc<Mutex<Vec<String>>>) {
     assert_eq!(prepared.code, Some(0), "prepare: {}", prepared.stderr);
     let wanted = outside_images(&prepared.stdout);
     assert!(wanted.len() >= 8, "the lab runs public images: {wanted:?}");
-    image_cache::fill(&sim.ctx.cache_dir().join("images"), &wanted);
+    let cached: Vec<String> = wanted
+        .iter()
+        .filter(|w| !leave_out.iter().any(|l| w.contains(l)))
+        .cloned()
+        .collect();
+    image_cache::fill(&sim.ctx.cache_dir().join("images"), &cached);
 
-    // From here on the internet is gone.
+    // From here on the internet is gone: for the simulated cluster and for the fake VMs.
     sim.world
         .registries_cut
         .store(true, std::sync::atomic::Ordering::SeqCst);
+    let state = sim.mp_dir.join("state.json");
+    let mut vms: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    vms["knobs"]["registries_cut"] = serde_json::Value::Bool(true);
+    std::fs::write(&state, vms.to_string()).unwrap();
     let (proxy, through_proxy) = recording_proxy();
     let node_ip = sim.domain.trim_end_matches(".sslip.io").to_string();
     for k in [
@@ -257,5 +276,27 @@ async fn a_build_whose_base_is_not_in_the_lab_registry_reaches_outside_and_is_ca
         outside(&sim, &through_proxy),
         vec![format!("kaniko base {base}")],
         "kaniko fell back to the base's own registry, outside the lab"
+    );
+}
+
+/// The VMs' own images matter offline too: a cache without Calico's leaves the node NotReady
+/// (the fake VM's kubelet cannot pull it with the registries cut), and `up` stops at `ready`
+/// saying so, before anything is deployed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offline_without_the_cni_image_the_node_never_gets_ready() {
+    let (sim, _, _) = offline_lab_without(11, &["calico/node"]).await;
+    let up = sim.homelab(&["up", "--no-verify"]).await;
+    assert_eq!(up.code, Some(1), "{}\n{}", up.stdout, up.stderr);
+    assert!(
+        up.stderr.contains("cni plugin not initialized"),
+        "the node's own reason is shown:\n{}",
+        up.stderr
+    );
+    assert!(
+        !up.stdout
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("deploy") && l.starts_with("  ✓")),
+        "nothing deployed:\n{}",
+        up.stdout
     );
 }
