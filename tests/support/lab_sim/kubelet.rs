@@ -665,6 +665,16 @@ impl World {
         if std::env::var_os("E2E_DEBUG").is_some() {
             cmd.arg("-vv");
         }
+        // Offline tests watch the engine too: its https:// requests (git to anything but the
+        // lab's names) go to the recording proxy, as the pipeline's steps' do. Its http://
+        // requests go to the cluster-DNS proxy above, which answers only in-cluster names.
+        if let Some((watch, direct)) = self.step_proxy.lock().unwrap().clone() {
+            for k in ["https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"] {
+                env.insert(k.into(), watch.clone());
+            }
+            env.insert("no_proxy".into(), direct.clone());
+            env.insert("NO_PROXY".into(), direct);
+        }
         cmd.arg("--kubeconfig")
             .arg(&self.sync_kubeconfig)
             .env_clear()
