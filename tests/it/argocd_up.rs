@@ -223,8 +223,11 @@ async fn switching_stacks_both_ways_leaves_no_orphans_and_keeps_the_applications
         .unwrap();
     assert!(deploy.trim_start().starts_with('✓'), "{deploy}");
 
-    // And back: exactly what a lab that never ran Argo CD has, the Application still the same.
-    let up = sim.homelab(&["up", "--no-verify"]).await;
+    // And back (the lab remembers its last stack, so back is named): exactly what a lab that
+    // never ran Argo CD has, the Application still the same.
+    let up = sim
+        .homelab(&["up", "--stack", "default", "--no-verify"])
+        .await;
     ok(&sim, "up (default stack again)", &up);
     let back = objects(&sim);
     assert_eq!(uid(&sim), app, "the Application was kept, not recreated");

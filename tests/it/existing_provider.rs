@@ -425,6 +425,19 @@ async fn the_plan_lists_the_steps_up_runs_and_records_on_an_existing_cluster() {
     assert_eq!(listed, want);
 }
 
+async fn up_with(ctx: &TestContext, stack: &str) {
+    let args = [
+        "up",
+        "--provider",
+        "existing",
+        "--stack",
+        stack,
+        "--until",
+        "ready",
+    ];
+    homelab(ctx, &args).await.success();
+}
+
 /// The lab remembers the stack its `up` ran with (issue 15): after `up --stack argocd`,
 /// commands without `--stack` read that stack (origin `lab`), a flag still wins, an `up` with
 /// another stack switches the record, and `down` forgets it with the cluster.
@@ -457,20 +470,7 @@ async fn the_lab_remembers_the_stack_its_up_ran_until_down() {
     before.success();
     assert_eq!(stack_of(&before), ("default".into(), "default".into()));
 
-    homelab(
-        &ctx,
-        &[
-            "up",
-            "--provider",
-            "existing",
-            "--stack",
-            "argocd",
-            "--until",
-            "ready",
-        ],
-    )
-    .await
-    .success();
+    up_with(&ctx, "argocd").await;
     let after = homelab(&ctx, &show(&[])).await;
     assert_eq!(stack_of(&after), ("argocd".into(), "lab".into()));
     let flag = homelab(&ctx, &show(&["--stack", "default"])).await;
@@ -481,20 +481,7 @@ async fn the_lab_remembers_the_stack_its_up_ran_until_down() {
         "my-stack.yaml",
         "extends: default\nname: mine\ndescription: the default, renamed\ncomponents: []\n",
     );
-    homelab(
-        &ctx,
-        &[
-            "up",
-            "--provider",
-            "existing",
-            "--stack",
-            "my-stack.yaml",
-            "--until",
-            "ready",
-        ],
-    )
-    .await
-    .success();
+    up_with(&ctx, "my-stack.yaml").await;
     let switched = homelab(&ctx, &show(&[])).await;
     assert_eq!(
         stack_of(&switched),

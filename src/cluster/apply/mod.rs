@@ -586,17 +586,8 @@ impl Applier {
                 continue;
             }
             let api = self.api(&r, &oref.namespace);
-            let dp = DeleteParams::background();
-            match retry(&self.backoff, || api.delete(&oref.name, &dp)).await {
-                Ok(_) => report.deleted.push(oref),
-                Err(e) if status_code(&e) == Some(404) => report.deleted.push(oref),
-                Err(e) => {
-                    return Err(ApplyError::Api {
-                        action: format!("delete {oref}"),
-                        message: describe(&e),
-                    });
-                }
-            }
+            delete_in_background(&self.backoff, &api, &oref).await?;
+            report.deleted.push(oref);
         }
         let secrets = kinds
             .iter()
@@ -621,17 +612,8 @@ impl Applier {
             if !is_issued_certificate(&live) || (scope.owns)(&live) {
                 continue;
             }
-            let dp = DeleteParams::background();
-            match retry(&self.backoff, || api.delete(&oref.name, &dp)).await {
-                Ok(_) => report.deleted.push(oref),
-                Err(e) if status_code(&e) == Some(404) => report.deleted.push(oref),
-                Err(e) => {
-                    return Err(ApplyError::Api {
-                        action: format!("delete {oref}"),
-                        message: describe(&e),
-                    });
-                }
-            }
+            delete_in_background(&self.backoff, &api, &oref).await?;
+            report.deleted.push(oref);
         }
         Ok(report)
     }
@@ -694,6 +676,24 @@ impl Applier {
             }
         }
         Ok(None)
+    }
+}
+
+/// Delete `oref` in the background (its dependents are the garbage collector's); already gone
+/// is as good.
+async fn delete_in_background(
+    backoff: &Backoff,
+    api: &Api<DynamicObject>,
+    oref: &ObjectRef,
+) -> Result<(), ApplyError> {
+    let dp = DeleteParams::background();
+    match retry(backoff, || api.delete(&oref.name, &dp)).await {
+        Ok(_) => Ok(()),
+        Err(e) if status_code(&e) == Some(404) => Ok(()),
+        Err(e) => Err(ApplyError::Api {
+            action: format!("delete {oref}"),
+            message: describe(&e),
+        }),
     }
 }
 
