@@ -16,7 +16,7 @@
 //!
 //! When it refreshes (controller/appcontroller.go `needRefreshAppStatus`): an Application it has
 //! not reconciled yet or whose spec changed, one the webhook asked to refresh, and every
-//! `timeout.reconciliation` of `argocd-cm` (default 120 s; util/settings/settings.go) — or
+//! `timeout.reconciliation` of `argocd-cm` (default 120 s; see `resync_period`) — or
 //! sooner only where a test sets [`super::World::argocd_poll`]. Between refreshes it re-reads the
 //! health of what it applied (the cluster cache's watch, controller/cache/cache.go).
 //!
@@ -90,9 +90,10 @@ fn applications(world: &World) -> Vec<Value> {
     }
 }
 
-/// `timeout.reconciliation` of `argocd-cm` (util/settings/settings.go
-/// `GetAppResyncPeriod`... read by cmd/argocd-application-controller from the ConfigMap key;
-/// default 120 s), unless the test set a faster poll.
+/// The controller's resync period: `ARGOCD_RECONCILIATION_TIMEOUT`, which install.yaml's
+/// StatefulSet maps from `argocd-cm`'s `timeout.reconciliation` (optional key), default 120 s
+/// (cmd/argocd-application-controller/commands/argocd_application_controller.go
+/// `defaultAppResyncPeriod`) — unless the test set a faster poll.
 fn resync_period(world: &World) -> Duration {
     if let Some(d) = *world.argocd_poll.lock().unwrap() {
         return d;
