@@ -479,7 +479,11 @@ pub struct DownArgs {
 
 /// Arguments of `status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// The lab's stack and domain, as `up` was given them (component health renders them)
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
 
 /// Arguments of `reset`.
 #[derive(Debug, Args)]
@@ -638,7 +642,8 @@ impl Cli {
                 a.stack.apply(&mut layer);
                 a.cluster.apply(&mut layer);
             }
-            Command::Down(_) | Command::Status(_) => {}
+            Command::Status(a) => a.stack.apply(&mut layer),
+            Command::Down(_) => {}
             Command::Reset(a) => {
                 a.stack.apply(&mut layer);
                 layer.provider = a.provider.map(|p| match p {

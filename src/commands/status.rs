@@ -336,6 +336,10 @@ fn text(s: &Status, now: OffsetDateTime) -> String {
             );
             out.push_str(line.trim_end());
             out.push('\n');
+            // Where the component has Applications: their status as the engine wrote it.
+            for a in &c.applications {
+                out.push_str(&format!("    {}: {}\n", a.application, a.summary));
+            }
         }
     }
     out.push_str("\nSteps of `homelab up`\n");

@@ -250,3 +250,157 @@ async fn switching_stacks_both_ways_leaves_no_orphans_and_keeps_the_applications
         "left from Argo CD: {orphans:#?}\nmissing: {missing:#?}"
     );
 }
+
+fn argo_app(sim: &Sim) -> Value {
+    sim.fake
+        .get("argoproj.io/v1alpha1", "Application", "argocd", "nyan-cat")
+        .expect("the Application exists")
+}
+
+/// What the stand-in wrote into the Application after a sync of `revision`, field by field as
+/// Argo CD v3.5.1 writes them (pkg/apis/application/v1alpha1/types.go).
+#[track_caller]
+fn assert_argo_synced(sim: &Sim, revision: &str) {
+    let app = argo_app(sim);
+    let s = &app["status"];
+    let why = format!("{s:#}\n{}", sim.diagnostics());
+    assert_eq!(s["sync"]["status"], "Synced", "{why}");
+    assert_eq!(s["sync"]["revision"], revision, "{why}");
+    assert_eq!(
+        s["sync"]["comparedTo"]["source"], app["spec"]["source"],
+        "{why}"
+    );
+    assert_eq!(s["health"]["status"], "Healthy", "{why}");
+    let op = &s["operationState"];
+    assert_eq!(op["phase"], "Succeeded", "{why}");
+    assert_eq!(
+        op["message"], "successfully synced (all tasks run)",
+        "{why}"
+    );
+    assert_eq!(op["syncResult"]["revision"], revision, "{why}");
+    assert!(
+        op["startedAt"].is_string() && op["finishedAt"].is_string(),
+        "{why}"
+    );
+    assert_eq!(s["sourceType"], "Directory", "{why}");
+    assert_eq!(s["controllerNamespace"], "argocd", "{why}");
+    assert!(s["reconciledAt"].is_string(), "{why}");
+    let deployment = s["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "Deployment" && r["name"] == "nyan-cat")
+        .unwrap_or_else(|| panic!("the Deployment among the resources: {why}"));
+    assert_eq!(deployment["health"]["status"], "Healthy", "{why}");
+    assert_eq!(deployment["status"], "Synced", "{why}");
+}
+
+/// Issue 15, the loop under Argo CD: `up --stack argocd` walks push → Drone build → image →
+/// GitOps bump → sync → new version served, with Argo CD's application controller played by
+/// the lab simulation's stand-in ([`lab_sim::argocd_controller`]); `verify` and `status` read
+/// only the Application status the stand-in wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_loop_runs_under_argo_cd_and_verify_and_status_read_its_application_status() {
+    let sim = Sim::start(Provider::Multipass, 13).await;
+    // The lab's argocd-cm polls every 180 s; the test polls every second instead.
+    *sim.world.argocd_poll.lock().unwrap() = Some(std::time::Duration::from_secs(1));
+    let up = sim.homelab(&["up", "--stack", "argocd"]).await;
+    ok(&sim, "up --stack argocd", &up);
+    let verify_line = up
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("verify"))
+        .unwrap_or_else(|| panic!("a verify step: {}", up.stdout));
+    assert!(
+        verify_line.trim_start().starts_with('✓') && verify_line.contains("loop proven: v2"),
+        "{verify_line}\n{}",
+        sim.diagnostics()
+    );
+    // Argo CD's engine, not homelab's, synced it: no engine process ever ran.
+    assert!(sim.world.sync.lock().unwrap().is_none());
+    let gitea = sim.world.gitea();
+    let gitops = gitea.head("lab", "gitops");
+    assert_argo_synced(&sim, &gitops);
+    let live = sim
+        .fake
+        .get("apps/v1", "Deployment", "nyan-cat", "nyan-cat")
+        .unwrap();
+    assert_eq!(
+        live["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"],
+        "nyan-cat:apps/Deployment:nyan-cat/nyan-cat"
+    );
+    // Gitea's pushes reached Argo CD's /api/webhook and were accepted (200, signature checked);
+    // they refresh no Application, as Argo CD matches the push's `html_url` (the public
+    // https://gitea.<domain>/lab/gitops) against repoURL (the in-cluster address): the loop
+    // rests on the poll.
+    let deliveries: Vec<_> = gitea
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.url.contains("argocd-server"))
+        .collect();
+    assert!(
+        !deliveries.is_empty() && deliveries.iter().all(|d| d.result == Ok(200)),
+        "{deliveries:?}"
+    );
+    let log = sim
+        .world
+        .argocd
+        .lock()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .log
+        .lock()
+        .unwrap()
+        .clone();
+    assert!(
+        log.iter().any(
+            |l| l.starts_with("webhook: push to https://gitea.") && l.ends_with("refreshes []")
+        ),
+        "{log:#?}"
+    );
+
+    // `verify` walks the loop again and waits for the revision its bump made, Synced and
+    // Healthy, as the stand-in writes it.
+    let verify = sim.homelab(&["verify", "--stack", "argocd"]).await;
+    ok(&sim, "verify --stack argocd", &verify);
+    assert!(
+        verify.stdout.contains("the loop works"),
+        "{}",
+        verify.stdout
+    );
+    let bumped = gitea.head("lab", "gitops");
+    assert_ne!(bumped, gitops, "verify bumped lab/gitops");
+    assert_argo_synced(&sim, &bumped);
+
+    // `status` reads the Application as the stand-in wrote it.
+    let status = sim
+        .homelab(&["status", "--stack", "argocd", "--output", "json"])
+        .await;
+    ok(&sim, "status --stack argocd", &status);
+    let v: Value = serde_json::from_str(&status.stdout).unwrap();
+    let nyan = v["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "nyan-cat")
+        .unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(nyan["state"], "healthy", "{nyan:#}");
+    assert_eq!(
+        nyan["applications"],
+        serde_json::json!([{
+            "application": "`Application/nyan-cat` in `argocd`",
+            "revision": bumped,
+            "summary": "Synced and Healthy",
+        }]),
+        "{nyan:#}"
+    );
+    let text = sim.homelab(&["status", "--stack", "argocd"]).await;
+    ok(&sim, "status --stack argocd", &text);
+    assert!(
+        text.stdout
+            .contains("    `Application/nyan-cat` in `argocd`: Synced and Healthy\n"),
+        "{}",
+        text.stdout
+    );
+}

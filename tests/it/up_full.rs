@@ -418,13 +418,21 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
         "`status`",
         &format!("{}{}", status.stdout, status.stderr),
     );
-    let components: Vec<&str> = status
+    let (applications, components): (Vec<&str>, Vec<&str>) = status
         .stdout
         .lines()
         .skip_while(|l| *l != "Components")
         .skip(1)
         .take_while(|l| !l.is_empty())
-        .collect();
+        .partition(|l| l.starts_with("    "));
+    // Under the component, its Application as homelab's engine wrote its status (the same
+    // fields Argo CD writes: argocd_up:: reads them under the argocd stack).
+    assert_eq!(
+        applications,
+        ["    `Application/nyan-cat` in `argocd`: Synced and Healthy"],
+        "{}",
+        status.stdout
+    );
     // The stack's eleven (with the lab page), and `lab-dns` (the lab's names in the cluster's
     // DNS) on Multipass.
     assert_eq!(components.len(), 12, "{}", status.stdout);

@@ -149,6 +149,49 @@ pub fn webhook_ca(obj: &Value) -> Readiness {
     Readiness::Waiting(why)
 }
 
+/// An Application's state as its engine reported it, from the status fields both homelab's
+/// engine and Argo CD write (argo-cd v3.5.1 pkg/apis/application/v1alpha1/types.go
+/// `ApplicationStatus`: `sync.status`, `sync.revision`, `health.status`, `health.message`,
+/// `operationState.phase`): ready when `Synced` and `Healthy`; failed when `Degraded` or
+/// `Missing`, or its last operation `Failed`/`Error`; waiting otherwise, with the status in
+/// one line. Used by `status` only: `up` does not wait for an Application (its engine syncs it
+/// when the pipeline has pushed an image).
+pub fn application(obj: &Value) -> Readiness {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    let or_unset = |v: &'static str| {
+        move |x: &str| {
+            if x.is_empty() {
+                v.to_string()
+            } else {
+                x.to_string()
+            }
+        }
+    };
+    let revision = s("/status/sync/revision");
+    let mut line = format!(
+        "sync `{}` at `{}`, health `{}`",
+        or_unset("unset")(s("/status/sync/status")),
+        if revision.is_empty() {
+            "no revision"
+        } else {
+            &revision[..revision.len().min(7)]
+        },
+        or_unset("unset")(s("/status/health/status")),
+    );
+    if !s("/status/health/message").is_empty() {
+        line.push_str(&format!(" ({})", s("/status/health/message")));
+    }
+    let phase = s("/status/operationState/phase");
+    if !phase.is_empty() {
+        line.push_str(&format!(", last operation `{phase}`"));
+    }
+    match (s("/status/sync/status"), s("/status/health/status"), phase) {
+        ("Synced", "Healthy", p) if !matches!(p, "Failed" | "Error") => Readiness::Ready,
+        (_, "Degraded" | "Missing", _) | (_, _, "Failed" | "Error") => Readiness::Failed(line),
+        _ => Readiness::Waiting(line),
+    }
+}
+
 fn int(obj: &Value, ptr: &str) -> i64 {
     obj.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
 }
@@ -350,6 +393,37 @@ mod tests {
             own_status("", "PersistentVolumeClaim", &pvc, false),
             Readiness::Waiting(_)
         ));
+    }
+
+    #[test]
+    fn an_application_is_ready_when_synced_and_healthy() {
+        let app = |sync: &str, health: &str, phase: &str| {
+            serde_json::json!({"status": {"sync": {"status": sync, "revision": "0123456789abcdef"},
+                "health": {"status": health}, "operationState": {"phase": phase}}})
+        };
+        assert_eq!(
+            application(&app("Synced", "Healthy", "Succeeded")),
+            Readiness::Ready
+        );
+        assert_eq!(
+            application(&app("OutOfSync", "Progressing", "Running")),
+            Readiness::Waiting(
+                "sync `OutOfSync` at `0123456`, health `Progressing`, last operation `Running`"
+                    .into()
+            )
+        );
+        assert!(matches!(
+            application(&app("Synced", "Degraded", "Succeeded")),
+            Readiness::Failed(_)
+        ));
+        assert!(matches!(
+            application(&app("Synced", "Healthy", "Failed")),
+            Readiness::Failed(_)
+        ));
+        assert_eq!(
+            application(&serde_json::json!({})),
+            Readiness::Waiting("sync `unset` at `no revision`, health `unset`".into())
+        );
     }
 
     #[test]

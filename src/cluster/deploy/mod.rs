@@ -581,6 +581,21 @@ pub struct ComponentHealth {
     pub state: String,
     /// Objects not healthy, with why.
     pub problems: Vec<String>,
+    /// The component's Applications as their engine reported them (either engine: the
+    /// standard status fields); reported only, they do not change `state`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub applications: Vec<ApplicationHealth>,
+}
+
+/// An Application's status for `homelab status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ApplicationHealth {
+    /// `Application ns/name`, as objects are named elsewhere.
+    pub application: String,
+    /// `status.sync.revision` (empty before its first comparison).
+    pub revision: String,
+    /// `Synced and Healthy`, or the status in one line.
+    pub summary: String,
 }
 
 /// One-shot health of every component (reads only: one GET per object plus what readiness needs).
@@ -598,11 +613,13 @@ pub async fn health(
                 name: cm.name.clone(),
                 state: "addon".into(),
                 problems: Vec::new(),
+                applications: Vec::new(),
             });
             continue;
         }
         let mut state = "healthy";
         let mut problems = Vec::new();
+        let mut applications = Vec::new();
         for obj in &cm.objects {
             let api_version = obj["apiVersion"].as_str().unwrap_or_default();
             let kind = obj["kind"].as_str().unwrap_or_default();
@@ -624,7 +641,31 @@ pub async fn health(
             match api.get_opt(&oref.name).await {
                 Ok(Some(live)) => {
                     let live = crate::cluster::apply::to_value(&live, &resolved);
-                    match wait::check(&applier, &resolved, &live).await {
+                    // An Application is judged by what its engine (either) wrote in its status.
+                    let readiness =
+                        if resolved.resource.group == "argoproj.io" && kind == "Application" {
+                            let r = crate::cluster::apply::readiness::application(&live);
+                            let line = match &r {
+                                Readiness::Ready => "Synced and Healthy".to_string(),
+                                Readiness::Waiting(w) | Readiness::Failed(w) => w.clone(),
+                            };
+                            let revision = live
+                                .pointer("/status/sync/revision")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default();
+                            applications.push(ApplicationHealth {
+                                application: oref.to_string(),
+                                revision: revision.to_string(),
+                                summary: line,
+                            });
+                            // Reported, not judged: the component is its objects, and an
+                            // Application waits on the pipeline (a lab `up --no-verify` built has
+                            // no image yet), which must not hold up `up`'s snapshot.
+                            Readiness::Ready
+                        } else {
+                            wait::check(&applier, &resolved, &live).await
+                        };
+                    match readiness {
                         Readiness::Ready => {}
                         Readiness::Waiting(why) => {
                             problems.push(format!("{oref}: {why}"));
@@ -656,6 +697,7 @@ pub async fn health(
             name: cm.name.clone(),
             state: state.into(),
             problems,
+            applications,
         });
     }
     Ok(out)

@@ -338,6 +338,9 @@ pub fn operation(
 /// Deliver a `push` event to the repository's active hooks (in the background, like Gitea's
 /// webhook queue), signed as Gitea signs them: `X-Gitea-Signature` (and `X-Hub-Signature-256`)
 /// is the hex HMAC-SHA256 of the body with the hook's secret, `X-Gitea-Delivery` a fresh id.
+/// Gitea also sends the Gogs headers (`X-Gogs-Event`, `X-Gogs-Delivery`, `X-Gogs-Signature`, the
+/// same values) for receivers written for Gogs (go-gitea/gitea 1.26 services/webhook/deliver.go;
+/// docs usage/webhooks.md): Argo CD's `/api/webhook` recognises Gitea by them.
 /// A target that `[webhook] ALLOWED_HOST_LIST` does not admit is refused without a request, as
 /// Gitea refuses it.
 #[allow(clippy::too_many_arguments)]
@@ -397,13 +400,18 @@ pub(super) fn deliver_push(
                 (None, _) => Err("the test gave the fake no way to reach hooks".to_string()),
                 (Some(c), Ok(())) => {
                     let (target, host) = route(&url, dns.as_ref());
+                    let delivery = random_id();
                     let mut req = c
                         .post(&target)
                         .header("Content-Type", "application/json")
                         .header("X-Gitea-Event", "push")
                         .header("X-Gitea-Event-Type", "push")
-                        .header("X-Gitea-Delivery", random_id())
+                        .header("X-Gitea-Delivery", &delivery)
                         .header("X-Gitea-Signature", &signature)
+                        .header("X-Gogs-Event", "push")
+                        .header("X-Gogs-Event-Type", "push")
+                        .header("X-Gogs-Delivery", &delivery)
+                        .header("X-Gogs-Signature", &signature)
                         .header("X-Hub-Signature-256", format!("sha256={signature}"))
                         .body(body);
                     if let Some(h) = host {

@@ -9,6 +9,7 @@
 //! | `drone/drone` | the fake Drone: Gitea server, OAuth client, `DRONE_USER_CREATE`, server and proxy addresses from the environment; a new template restarts it |
 //! | `drone/drone-runner-kube` | registers the runner (its namespace and RPC secret) that runs builds ([`super::runner`]) |
 //! | this build's published engine image (`ghcr.io/<owner>/homelab`), `homelab.local/homelab` | the real `homelab` binary with the container's args (`sync --in-cluster`), `--kubeconfig` standing in for its service account; the side-loaded `homelab.local` image only where `up` imported it into the node's containerd (the fake multipass's record) |
+//! | `quay.io/argoproj/argocd` | `argocd-application-controller`: the stand-in of [`super::argocd_controller`]; `argocd-server`: its `/api/webhook` on container port 8080 |
 //! | `<gitea host>/…` | pulled from the fake Gitea's registry (missing: `ImagePullBackOff`) once the node resolves the registry's name — a Multipass node from its `/etc/hosts` (the fake multipass's record), another cluster's nodes as its DNS answers — its files served over HTTP (nginx) |
 //!
 //! Pods reach the lab's public names (Drone → Gitea) only as the cluster's DNS answers them
@@ -353,6 +354,19 @@ impl World {
                 )
                 .await
             }
+            // Argo CD's image runs every one of its workloads; two matter to the loop.
+            "quay.io/argoproj/argocd" => match name.as_str() {
+                "argocd-application-controller" => {
+                    super::argocd_controller::start(&self.me());
+                    Ok(())
+                }
+                "argocd-server" => {
+                    let addr = super::argocd_controller::serve_webhook(self.me()).await;
+                    // argocd-server listens on 8080 (install.yaml's container port `server`).
+                    self.serve_pod(&id, &ns, labels, &template, "argocd-server", "8080", addr)
+                }
+                _ => Ok(()),
+            },
             _ => Ok(()),
         }
     }

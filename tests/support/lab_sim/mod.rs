@@ -13,6 +13,7 @@
 //! certificate the fakes use comes from the objects `up` applied (or the lab state `up` wrote,
 //! for the lab CA the fakes' own code trusts).
 
+pub mod argocd_controller;
 pub mod ingress;
 pub mod kubelet;
 pub mod network;
@@ -98,6 +99,10 @@ pub struct World {
     /// honour) and the names they reach directly (`no_proxy`): set, a step's fetch from outside
     /// the lab goes to that proxy, which a test can record and refuse.
     pub step_proxy: Mutex<Option<(String, String)>>,
+    /// The Argo CD application controller's stand-in, once its StatefulSet rolled out.
+    pub argocd: Mutex<Option<Arc<argocd_controller::ArgoCd>>>,
+    /// A test's faster poll than `timeout.reconciliation` (Argo CD's is 120 s by default).
+    pub argocd_poll: Mutex<Option<Duration>>,
     me: Weak<World>,
 }
 
@@ -352,6 +357,8 @@ impl Sim {
             registries_cut: std::sync::atomic::AtomicBool::new(false),
             outside: Mutex::new(Vec::new()),
             step_proxy: Mutex::new(None),
+            argocd: Mutex::new(None),
+            argocd_poll: Mutex::new(None),
             me: me.clone(),
         });
         let ingress = ingress::Ingress::start(ingress_listener, fake.inner.clone(), net);
@@ -589,6 +596,12 @@ impl Sim {
             let v = d.violations();
             if !v.is_empty() {
                 out.push_str(&format!("drone violations: {v:?}\n"));
+            }
+        }
+        if let Some(a) = self.world.argocd.lock().unwrap().as_ref() {
+            out.push_str("argo cd stand-in:\n");
+            for l in a.log.lock().unwrap().iter() {
+                out.push_str(&format!("  {l}\n"));
             }
         }
         out.push_str("sync engine log (tail):\n");
