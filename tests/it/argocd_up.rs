@@ -1,6 +1,5 @@
 //! `homelab up --stack argocd` against the fakes wired as one lab ([`lab_sim`]) (issue 15).
 
-use crate::support::common;
 use crate::support::lab_sim;
 
 use std::collections::BTreeMap;
@@ -8,25 +7,13 @@ use std::collections::BTreeMap;
 use lab_sim::{Provider, Sim};
 use serde_json::Value;
 
-#[track_caller]
-fn ok(sim: &Sim, what: &str, run: &common::Run) {
-    assert_eq!(
-        run.code,
-        Some(0),
-        "{what} failed\nstdout:\n{}\nstderr:\n{}\n{}",
-        run.stdout,
-        run.stderr,
-        sim.diagnostics()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn up_with_the_argocd_stack_deploys_argo_cd_without_conflicts() {
     let sim = Sim::start(Provider::Multipass, 11).await;
     let up = sim
         .homelab(&["up", "--stack", "argocd", "--no-verify"])
         .await;
-    ok(&sim, "up --stack argocd", &up);
+    sim.assert_ok("up --stack argocd", &up);
     let host = format!("argocd.{}", sim.domain);
     // Every workload of Argo CD rolled out: its six Deployments and the application
     // controller's StatefulSet, as the fake's controllers report them.
@@ -78,7 +65,7 @@ async fn up_with_the_argocd_stack_deploys_argo_cd_without_conflicts() {
     assert!(!up.stdout.contains(password.as_str()));
     // The lab does not remember its stack: read-only commands are told it, as `up` was.
     let creds = sim.homelab(&["credentials", "--stack", "argocd"]).await;
-    ok(&sim, "credentials", &creds);
+    sim.assert_ok("credentials", &creds);
     assert!(
         creds.stdout.contains(&format!("https://{host}")),
         "{}",
@@ -163,7 +150,7 @@ fn uid(sim: &Sim) -> Value {
 async fn switching_stacks_both_ways_leaves_no_orphans_and_keeps_the_applications() {
     let sim = Sim::start(Provider::Multipass, 12).await;
     let up = sim.homelab(&["up", "--no-verify"]).await;
-    ok(&sim, "up (default stack)", &up);
+    sim.assert_ok("up (default stack)", &up);
     let default = objects(&sim);
     let app = uid(&sim);
     // Argo CD's secrets are generated only for a stack that runs it, and kept afterwards.
@@ -188,7 +175,7 @@ async fn switching_stacks_both_ways_leaves_no_orphans_and_keeps_the_applications
     let up = sim
         .homelab(&["up", "--stack", "argocd", "--no-verify"])
         .await;
-    ok(&sim, "up --stack argocd", &up);
+    sim.assert_ok("up --stack argocd", &up);
     let argocd = objects(&sim);
     assert_eq!(uid(&sim), app, "the Application was kept, not recreated");
     let generated = argocd_secrets();
@@ -228,7 +215,7 @@ async fn switching_stacks_both_ways_leaves_no_orphans_and_keeps_the_applications
     let up = sim
         .homelab(&["up", "--stack", "default", "--no-verify"])
         .await;
-    ok(&sim, "up (default stack again)", &up);
+    sim.assert_ok("up (default stack again)", &up);
     let back = objects(&sim);
     assert_eq!(uid(&sim), app, "the Application was kept, not recreated");
     assert_eq!(argocd_secrets(), generated, "kept for the next switch");
@@ -305,7 +292,7 @@ async fn the_loop_runs_under_argo_cd_and_verify_and_status_read_its_application_
     // The lab's argocd-cm polls every 180 s; the test polls every second instead.
     *sim.world.argocd_poll.lock().unwrap() = Some(std::time::Duration::from_secs(1));
     let up = sim.homelab(&["up", "--stack", "argocd"]).await;
-    ok(&sim, "up --stack argocd", &up);
+    sim.assert_ok("up --stack argocd", &up);
     let verify_line = up
         .stdout
         .lines()
@@ -363,7 +350,7 @@ async fn the_loop_runs_under_argo_cd_and_verify_and_status_read_its_application_
     // `verify` walks the loop again and waits for the revision its bump made, Synced and
     // Healthy, as the stand-in writes it.
     let verify = sim.homelab(&["verify", "--stack", "argocd"]).await;
-    ok(&sim, "verify --stack argocd", &verify);
+    sim.assert_ok("verify --stack argocd", &verify);
     assert!(
         verify.stdout.contains("the loop works"),
         "{}",
@@ -377,7 +364,7 @@ async fn the_loop_runs_under_argo_cd_and_verify_and_status_read_its_application_
     let status = sim
         .homelab(&["status", "--stack", "argocd", "--output", "json"])
         .await;
-    ok(&sim, "status --stack argocd", &status);
+    sim.assert_ok("status --stack argocd", &status);
     let v: Value = serde_json::from_str(&status.stdout).unwrap();
     let nyan = v["components"]
         .as_array()
@@ -396,7 +383,7 @@ async fn the_loop_runs_under_argo_cd_and_verify_and_status_read_its_application_
         "{nyan:#}"
     );
     let text = sim.homelab(&["status", "--stack", "argocd"]).await;
-    ok(&sim, "status --stack argocd", &text);
+    sim.assert_ok("status --stack argocd", &text);
     assert!(
         text.stdout
             .contains("    `Application/nyan-cat` in `argocd`: Synced and Healthy\n"),

@@ -289,18 +289,6 @@ fn argv_names(sim: &Sim) -> Vec<String> {
         .collect()
 }
 
-#[track_caller]
-fn ok(sim: &Sim, what: &str, run: &Run) {
-    assert_eq!(
-        run.code,
-        Some(0),
-        "{what} failed\nstdout:\n{}\nstderr:\n{}\n{}",
-        run.stdout,
-        run.stderr,
-        sim.diagnostics()
-    );
-}
-
 /// The whole story in the wired fakes: the first `up` snapshots the lab once (and the second
 /// does not), the VM changes, `reset` brings it back and waits for the lab, `status` shows the
 /// snapshot, `down --purge` takes it away with the VMs.
@@ -318,7 +306,7 @@ async fn up_snapshots_once_and_reset_brings_a_changed_lab_back() {
 
     // 1. `--no-snapshot`: the lab is built, nothing stopped, and `reset` has nothing to go to.
     let bare = sim.homelab(&["up", "--no-verify", "--no-snapshot"]).await;
-    ok(&sim, "up --no-snapshot", &bare);
+    sim.assert_ok("up --no-snapshot", &bare);
     let line = snapshot_line(&bare);
     assert!(
         line.trim_start().starts_with('=') && line.contains("not taken (`--no-snapshot`)"),
@@ -340,7 +328,7 @@ async fn up_snapshots_once_and_reset_brings_a_changed_lab_back() {
     // 2. The first whole `up` takes it.
     sim.clear_argv();
     let up = sim.homelab(&["up", "--no-verify"]).await;
-    ok(&sim, "up", &up);
+    sim.assert_ok("up", &up);
     let line = snapshot_line(&up);
     assert!(
         line.trim_start().starts_with('✓') && line.contains("`homelab-ready` of 1 VM taken"),
@@ -370,7 +358,7 @@ async fn up_snapshots_once_and_reset_brings_a_changed_lab_back() {
     assert!(fake_vm["_snapshots"]["homelab-ready"].is_object());
 
     let status = sim.homelab(&["status"]).await;
-    ok(&sim, "status", &status);
+    sim.assert_ok("status", &status);
     assert!(
         status
             .stdout
@@ -388,7 +376,7 @@ async fn up_snapshots_once_and_reset_brings_a_changed_lab_back() {
     std::fs::remove_file(sim.ctx.state_dir(LAB).join("kubeconfig")).unwrap();
     sim.clear_argv();
     let again = sim.homelab(&["up", "--no-verify"]).await;
-    ok(&sim, "the second up", &again);
+    sim.assert_ok("the second up", &again);
     let line = snapshot_line(&again);
     assert!(line.trim_start().starts_with('='), "{line}");
     assert!(
@@ -422,7 +410,7 @@ async fn up_snapshots_once_and_reset_brings_a_changed_lab_back() {
 
     sim.clear_argv();
     let reset = sim.homelab(&["reset"]).await;
-    ok(&sim, "reset", &reset);
+    sim.assert_ok("reset", &reset);
     // The README's measurement of `reset` against the fakes (`-- --nocapture` shows it).
     eprintln!("{}", reset.stdout.trim_end());
     assert!(
@@ -450,7 +438,7 @@ async fn up_snapshots_once_and_reset_brings_a_changed_lab_back() {
     }
     // The lab answers again: `status` sees every component healthy.
     let status = sim.homelab(&["status"]).await;
-    ok(&sim, "status after reset", &status);
+    sim.assert_ok("status after reset", &status);
     assert!(
         status.stdout.contains("Cluster: reachable"),
         "{}",
@@ -459,7 +447,7 @@ async fn up_snapshots_once_and_reset_brings_a_changed_lab_back() {
 
     // 5. `down --purge` deletes the VMs, and their snapshots with them.
     let down = sim.homelab(&["down", "--purge"]).await;
-    ok(&sim, "down --purge", &down);
+    sim.assert_ok("down --purge", &down);
     assert!(
         down.stdout
             .contains("their snapshot `homelab-ready` for `homelab reset` went with them"),

@@ -21,27 +21,10 @@ use serde_json::{Value, json};
 
 const GITOPS_DEPLOYMENT: &str = "apps/nyan-cat/deployment.yaml";
 
-#[track_caller]
-fn ok(sim: &Sim, what: &str, run: &common::Run) {
-    assert_eq!(
-        run.code,
-        Some(0),
-        "{what} failed\nstdout:\n{}\nstderr (last 60 lines):\n{}\n{}",
-        run.stdout,
-        tail(&run.stderr, 60),
-        sim.diagnostics()
-    );
-}
-
 fn debug(sim: &Sim, what: &str, run: &common::Run) {
     if std::env::var_os("E2E_DEBUG").is_some() {
         eprintln!("==== {what}\n{}\n{}", run.stdout, sim.diagnostics());
     }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Every secret value in the lab's `secrets.json` long enough to be recognised. OAuth client
@@ -116,7 +99,7 @@ async fn assert_plan_is_what_up_ran(sim: &Sim, flags: &[&str]) {
     let plan = sim
         .homelab(&[&["plan", "--output", "json"], flags].concat())
         .await;
-    ok(sim, "plan", &plan);
+    sim.assert_ok("plan", &plan);
     let plan: Value = serde_json::from_str(&plan.stdout).unwrap();
     let planned: Vec<&str> = plan["pipeline"]
         .as_array()
@@ -139,7 +122,7 @@ async fn assert_plan_is_what_up_ran(sim: &Sim, flags: &[&str]) {
     recorded.sort();
     assert_eq!(recorded, sorted, "up recorded the steps the plan lists");
     let status = sim.homelab(&["status", "--output", "json"]).await;
-    ok(sim, "status", &status);
+    sim.assert_ok("status", &status);
     let listed = common::status_steps(&status.stdout);
     let all_done: Vec<(String, bool)> = planned.iter().map(|n| (n.to_string(), true)).collect();
     assert_eq!(
@@ -271,7 +254,7 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
 
     // 1. The first `up`, at the highest verbosity: every step does its work.
     let up = sim.homelab(&["up", "-vv"]).await;
-    ok(&sim, "up", &up);
+    sim.assert_ok("up", &up);
     debug(&sim, "up", &up);
     for step in [
         "secrets",
@@ -314,7 +297,7 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
     gitea.clear_log();
     drone.clear_log();
     let again = sim.homelab(&["up"]).await;
-    ok(&sim, "the second up", &again);
+    sim.assert_ok("the second up", &again);
     assert_no_secret_in(
         &sim,
         "the second `up`",
@@ -412,7 +395,7 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
 
     // 3. `status` shows every component healthy.
     let status = sim.homelab(&["status"]).await;
-    ok(&sim, "status", &status);
+    sim.assert_ok("status", &status);
     assert_no_secret_in(
         &sim,
         "`status`",
@@ -452,7 +435,7 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
 
     // 4. `verify` on its own walks every hop again.
     let verify = sim.homelab(&["verify"]).await;
-    ok(&sim, "verify", &verify);
+    sim.assert_ok("verify", &verify);
     assert_no_secret_in(
         &sim,
         "`verify`",
@@ -478,7 +461,7 @@ async fn up_on_multipass_builds_wires_and_proves_the_loop_then_changes_nothing()
 
     // 5. `down --purge` leaves nothing of the lab.
     let down = sim.homelab(&["down", "--purge"]).await;
-    ok(&sim, "down --purge", &down);
+    sim.assert_ok("down --purge", &down);
     let instances = sim.multipass_state()["instances"].clone();
     assert_eq!(instances, serde_json::json!({}), "every VM purged");
     assert!(!sim.ctx.state_dir(LAB).exists(), "the lab state is gone");
@@ -503,7 +486,7 @@ async fn up_on_an_existing_cluster_with_a_domain_proves_the_loop_and_changes_not
     let up = sim
         .homelab(&["up", "--provider", "existing", "--domain", "lab.test"])
         .await;
-    ok(&sim, "up --provider existing", &up);
+    sim.assert_ok("up --provider existing", &up);
     debug(&sim, "up --provider existing", &up);
     assert!(step_line(&up.stdout, "verify").contains("loop proven: v2"));
     assert_loop_proven(&sim, "v2").await;
@@ -541,7 +524,7 @@ async fn up_on_an_existing_cluster_with_a_domain_proves_the_loop_and_changes_not
     let again = sim
         .homelab(&["up", "--provider", "existing", "--domain", "lab.test"])
         .await;
-    ok(&sim, "the second up --provider existing", &again);
+    sim.assert_ok("the second up --provider existing", &again);
     assert!(
         again.stdout.contains("was already up; nothing changed"),
         "{}",
@@ -559,7 +542,7 @@ async fn up_on_an_existing_cluster_with_a_domain_proves_the_loop_and_changes_not
     let regenerate = sim
         .homelab(&["ca", "regenerate", "--domain", "lab.test"])
         .await;
-    ok(&sim, "ca regenerate", &regenerate);
+    sim.assert_ok("ca regenerate", &regenerate);
     assert!(
         regenerate.stdout.contains("next: `homelab up`"),
         "{}",
@@ -568,7 +551,7 @@ async fn up_on_an_existing_cluster_with_a_domain_proves_the_loop_and_changes_not
     let renewed = sim
         .homelab(&["up", "--provider", "existing", "--domain", "lab.test"])
         .await;
-    ok(&sim, "up after ca regenerate", &renewed);
+    sim.assert_ok("up after ca regenerate", &renewed);
     let deploy = step_line(&renewed.stdout, "deploy");
     assert!(
         deploy.contains("4 certificates issued again from the new lab CA"),
@@ -654,7 +637,7 @@ fn multipass_knobs(sim: &Sim, knobs: Value) {
 /// `homelab export logs <dir>`; the one archive it wrote, read.
 async fn export_logs(sim: &Sim, dir: &str) -> (common::Run, BTreeMap<String, Vec<u8>>) {
     let run = sim.homelab(&["export", "logs", dir]).await;
-    ok(sim, "export logs", &run);
+    sim.assert_ok("export logs", &run);
     let out = sim.ctx.cwd.join(dir);
     let archives: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
@@ -690,7 +673,7 @@ async fn export_logs(sim: &Sim, dir: &str) -> (common::Run, BTreeMap<String, Vec
 async fn export_logs_holds_what_the_lab_shows_and_no_secret_even_with_the_cluster_gone() {
     let sim = Sim::start(Provider::Multipass, 3).await;
     let up = sim.homelab(&["up", "--no-verify"]).await;
-    ok(&sim, "up --no-verify", &up);
+    sim.assert_ok("up --no-verify", &up);
     let secrets: BTreeMap<String, Value> = serde_json::from_str(
         &std::fs::read_to_string(sim.ctx.state_dir(LAB).join("secrets.json")).unwrap(),
     )

@@ -549,6 +549,21 @@ impl Sim {
             .unwrap_or(json!({}))
     }
 
+    /// Assert that `run` (of `what`) succeeded; otherwise show its stdout, the last 60 lines of
+    /// its stderr and what went on in the cluster.
+    #[track_caller]
+    pub fn assert_ok(&self, what: &str, run: &crate::support::common::Run) {
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+        assert_eq!(
+            run.code,
+            Some(0),
+            "{what} failed\nstdout:\n{}\nstderr (last 60 lines):\n{tail}\n{}",
+            run.stdout,
+            self.diagnostics()
+        );
+    }
+
     /// What went on in the cluster, for failure messages.
     pub fn diagnostics(&self) -> String {
         let mut out = String::new();
