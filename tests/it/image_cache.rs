@@ -52,11 +52,7 @@ impl Registry {
             "{REGISTRY_BIN} is missing: `apt-get install docker-registry` (scripts/test does)"
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let host = format!("127.0.0.1:{port}");
+        let host = common::free_loopback_addr().to_string();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,

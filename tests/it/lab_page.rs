@@ -596,12 +596,7 @@ async fn the_engine_serves_the_page_and_a_browser_shows_what_a_person_needs() {
     let ca_file = temp.path().join("ca.crt");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = common::free_loopback_addr().to_string();
     let ctx = common::TestContext::new();
     let log = temp.path().join("engine.log");
     let mut engine = ctx

@@ -2320,12 +2320,7 @@ async fn homelab_sync_in_cluster_serves_probes_and_webhooks_logs_json_and_releas
     // Long polling: only the webhook can bring the change in time.
     spec["syncPolicy"]["automated"]["selfHeal"] = json!(false);
     lab.create_app("nyan", spec).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = common::free_loopback_addr().to_string();
     let ctx = common::TestContext::new();
     let engine = EngineProcess::start(
         &lab,

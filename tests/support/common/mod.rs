@@ -176,6 +176,15 @@ pub fn read_archive(path: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// A loopback address no one listens on right now, for a server a test starts in another
+/// process (the port is free when returned; the process binds it soon after).
+pub fn free_loopback_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// The repository's `contracts/`: the upstream facts the tests check against, derived from the
 /// upstream documents by `scripts/derive-contracts` (see `contracts/README.md`).
 pub fn contracts_dir() -> PathBuf {

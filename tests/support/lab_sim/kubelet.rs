@@ -653,10 +653,7 @@ impl World {
             .rsplit_once(':')
             .map(|(_, p)| p.to_string())
             .unwrap_or_default();
-        let listen = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+        let listen = crate::support::common::free_loopback_addr();
         env.insert("HOMELAB_SYNC_LISTEN".into(), listen.to_string());
         for (k, v) in env.clone() {
             if let Some(p) = mounts.host(&v) {
